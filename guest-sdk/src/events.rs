@@ -1,0 +1,71 @@
+//! Readable access to events and content.
+
+use crate::{ContentBlock, Event, EventBody, Outcome, ToolCall};
+
+/// Shortcuts for the questions agents ask of events.
+pub trait EventExt {
+    /// The text of an `input` event (its text blocks joined by newlines).
+    fn input_text(&self) -> Option<String>;
+    /// The key of an effect this event is about.
+    fn key(&self) -> Option<&str>;
+    /// The outcome of a `completed` event.
+    fn outcome(&self) -> Option<&Outcome>;
+}
+
+impl EventExt for Event {
+    fn input_text(&self) -> Option<String> {
+        match &self.body {
+            EventBody::Input(input) => Some(text_of(&input.content)),
+            _ => None,
+        }
+    }
+
+    fn key(&self) -> Option<&str> {
+        match &self.body {
+            EventBody::Requested(r) => Some(&r.key),
+            EventBody::Completed(c) => Some(&c.key),
+            EventBody::Failed(f) => Some(&f.key),
+            EventBody::Cancelled(key) => Some(key),
+            EventBody::ApprovalRequested(a) => Some(&a.key),
+            EventBody::ApprovalDecided(a) => Some(&a.key),
+            EventBody::Output(o) => Some(&o.key),
+            EventBody::Sent(s) => Some(&s.key),
+            EventBody::Finished(f) => Some(&f.key),
+            _ => None,
+        }
+    }
+
+    fn outcome(&self) -> Option<&Outcome> {
+        match &self.body {
+            EventBody::Completed(c) => Some(&c.outcome),
+            _ => None,
+        }
+    }
+}
+
+/// The text blocks of `content`, joined by newlines.
+pub fn text_of(content: &[ContentBlock]) -> String {
+    let texts: Vec<&str> = content
+        .iter()
+        .filter_map(|b| match b {
+            ContentBlock::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    texts.join("\n")
+}
+
+/// The tool calls among `content`.
+pub fn tool_calls(content: &[ContentBlock]) -> impl Iterator<Item = &ToolCall> {
+    content.iter().filter_map(|b| match b {
+        ContentBlock::ToolCall(call) => Some(call),
+        _ => None,
+    })
+}
+
+impl ContentBlock {
+    /// A text block.
+    pub fn text(text: impl Into<String>) -> Self {
+        ContentBlock::Text(text.into())
+    }
+}

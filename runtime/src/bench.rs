@@ -1,0 +1,295 @@
+//! `logbook bench`: the figures the design is held to, measured on real parts
+//! (a redb file with fsync, the real example guests, EchoModel without delay).
+//!
+//! Each benchmark runs in its own temporary data directory and prints one
+//! line: human-readable, or one JSON object with `--json`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::config::Config;
+use crate::journal::{ContentBlock, LogId, Sender};
+use crate::session::{Host, HostOptions, SessionError};
+
+/// What to run.
+#[derive(Clone, Debug, Default)]
+pub struct BenchOptions {
+    /// Only these benchmarks; all when empty.
+    pub only: Vec<String>,
+    /// Smaller sizes, for a quick look (CI uses this as a smoke test).
+    pub quick: bool,
+}
+
+type BenchResult<T> = Result<T, SessionError>;
+
+/// Run the benchmarks and print their figures.
+pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResult<()> {
+    let wanted = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
+    let print = |value: serde_json::Value| {
+        if json {
+            println!("{value}");
+        } else {
+            println!("{}", human(&value));
+        }
+    };
+    let quick = options.quick;
+    if wanted("wake") {
+        for events in if quick { vec![1_000] } else { vec![1_000, 10_000] } {
+            print(wake(&config, events, if quick { 5 } else { 30 }).await?);
+        }
+    }
+    if wanted("step") {
+        print(step(&config, if quick { 50 } else { 1_000 }).await?);
+    }
+    if wanted("throughput") {
+        let (sessions, secs) = if quick { (16, 0.5) } else { (256, 3.0) };
+        print(throughput(&config, sessions, Duration::from_secs_f64(secs)).await?);
+    }
+    if wanted("memory") {
+        print(memory(&config, if quick { 100 } else { 1_000 }).await?);
+    }
+    if wanted("turn") {
+        let (n, sessions, secs) = if quick { (20, 8, 0.5) } else { (300, 64, 3.0) };
+        print(turn(&config, n, sessions, Duration::from_secs_f64(secs)).await?);
+    }
+    Ok(())
+}
+
+fn human(value: &serde_json::Value) -> String {
+    let mut line = format!("{:<11}", value["bench"].as_str().unwrap_or("?"));
+    if let Some(object) = value.as_object() {
+        for (k, v) in object.iter().filter(|(k, _)| *k != "bench") {
+            line.push_str(&format!("  {k}={v}"));
+        }
+    }
+    line
+}
+
+struct Bed {
+    host: Arc<Host>,
+    _dir: tempfile::TempDir,
+}
+
+fn bed(config: &Config, no_fsync: bool) -> BenchResult<Bed> {
+    let dir = tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))?;
+    let options = HostOptions {
+        echo_delay: None,
+        no_fsync,
+    };
+    let host = Host::open(dir.path(), config.clone(), options)?;
+    Ok(Bed { host, _dir: dir })
+}
+
+async fn new_session(host: &Arc<Host>, example: &str) -> BenchResult<LogId> {
+    let bytes = crate::examples::get(example).expect("examples are built in");
+    let guest = host.add_guest("bench", example, bytes)?;
+    host.create_session("bench", None, guest, json!({})).await
+}
+
+fn text(t: &str) -> Vec<ContentBlock> {
+    vec![ContentBlock::text(t)]
+}
+
+fn from() -> Sender {
+    Sender::Principal("bench".into())
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> u64 {
+    if samples.is_empty() {
+        return 0;
+    }
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i].as_micros() as u64
+}
+
+/// A dormant counter session with `events` events wakes and answers one input.
+async fn wake(config: &Config, events: u64, rounds: usize) -> BenchResult<serde_json::Value> {
+    // Build the log without fsync (it is setup), then measure on a durable host.
+    let dir = tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))?;
+    let id = {
+        let options = HostOptions {
+            echo_delay: None,
+            no_fsync: true,
+        };
+        let host = Host::open(dir.path(), config.clone(), options)?;
+        let id = new_session(&host, "counter").await?;
+        let session = host.session(id)?;
+        while host.journal().info(id)?.map_or(0, |i| i.next_seq) < events {
+            session.input(from(), text("inc")).await?;
+        }
+        id
+    };
+    let host = Host::open(dir.path(), config.clone(), HostOptions::default())?;
+    let mut samples = Vec::with_capacity(rounds);
+    for round in 0..=rounds {
+        host.hibernate(id);
+        // Let the old actor go before timing the new one.
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        let session = host.session(id)?;
+        session.input(from(), text("get")).await?;
+        // The first round also compiles or loads the component: not a wake.
+        if round > 0 {
+            samples.push(start.elapsed());
+        }
+    }
+    Ok(json!({
+        "bench": "wake",
+        "events": events,
+        "p50_us": percentile(&mut samples, 0.5),
+        "p99_us": percentile(&mut samples, 0.99),
+    }))
+}
+
+/// One session, input to output, durable.
+async fn step(config: &Config, rounds: usize) -> BenchResult<serde_json::Value> {
+    let bed = bed(config, false)?;
+    let id = new_session(&bed.host, "counter").await?;
+    let session = bed.host.session(id)?;
+    session.input(from(), text("inc")).await?;
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        session.input(from(), text("inc")).await?;
+        samples.push(start.elapsed());
+    }
+    Ok(json!({
+        "bench": "step",
+        "p50_us": percentile(&mut samples, 0.5),
+        "p99_us": percentile(&mut samples, 0.99),
+    }))
+}
+
+/// Many sessions driven at once: durable events per second.
+async fn throughput(config: &Config, sessions: usize, run_for: Duration) -> BenchResult<serde_json::Value> {
+    let bed = bed(config, false)?;
+    let mut handles = Vec::new();
+    for _ in 0..sessions {
+        let id = new_session(&bed.host, "counter").await?;
+        handles.push(bed.host.session(id)?);
+    }
+    let before = bed.host.journal().stats();
+    let start = Instant::now();
+    let deadline = start + run_for;
+    let mut tasks = tokio::task::JoinSet::new();
+    for session in handles {
+        tasks.spawn(async move {
+            let mut steps = 0u64;
+            while Instant::now() < deadline {
+                session.input(from(), text("inc")).await?;
+                steps += 1;
+            }
+            Ok::<u64, SessionError>(steps)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|e| SessionError::Config(e.to_string()))??;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let after = bed.host.journal().stats();
+    let events = after.events - before.events;
+    let commits = (after.commits - before.commits).max(1);
+    Ok(json!({
+        "bench": "throughput",
+        "sessions": sessions,
+        "events_per_s": (events as f64 / elapsed).round() as u64,
+        "events_per_fsync": ((events as f64 / commits as f64) * 10.0).round() / 10.0,
+    }))
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Resident memory per active counter session (instance, store, actor).
+async fn memory(config: &Config, sessions: usize) -> BenchResult<serde_json::Value> {
+    let bed = bed(config, true)?;
+    let mut ids = Vec::new();
+    for _ in 0..sessions {
+        ids.push(new_session(&bed.host, "counter").await?);
+    }
+    // Warm: the component is loaded once, shared by every instance.
+    let warm = new_session(&bed.host, "counter").await?;
+    bed.host.session(warm)?.input(from(), text("inc")).await?;
+    let before = rss_kib();
+    let mut live = Vec::new();
+    for id in ids {
+        let session = bed.host.session(id)?;
+        session.input(from(), text("inc")).await?;
+        live.push(session);
+    }
+    let after = rss_kib();
+    Ok(json!({
+        "bench": "memory",
+        "sessions": live.len(),
+        "kib_per_active_session": ((after.saturating_sub(before)) as f64 / sessions as f64 * 10.0).round() / 10.0,
+    }))
+}
+
+/// An assistant turn on EchoModel: model, tool, model, output, all durable.
+async fn turn(
+    config: &Config,
+    rounds: usize,
+    sessions: usize,
+    run_for: Duration,
+) -> BenchResult<serde_json::Value> {
+    let bed = bed(config, false)?;
+    let prompt = "/tool fs.read {\"path\":\"x\"}";
+    let make = |host: Arc<Host>| async move {
+        let id = new_session(&host, "assistant").await?;
+        let workspace = host.workspace_dir(id);
+        std::fs::create_dir_all(&workspace)
+            .and_then(|()| std::fs::write(workspace.join("x"), "hello"))
+            .map_err(|e| SessionError::Config(e.to_string()))?;
+        let session = host.session(id)?;
+        Ok::<_, SessionError>(session)
+    };
+    let one = make(bed.host.clone()).await?;
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        one.input(from(), text(prompt)).await?;
+        one.wait_idle(Duration::ZERO).await?;
+        samples.push(start.elapsed());
+    }
+    let mut handles = Vec::new();
+    for _ in 0..sessions {
+        handles.push(make(bed.host.clone()).await?);
+    }
+    let start = Instant::now();
+    let deadline = start + run_for;
+    let mut tasks = tokio::task::JoinSet::new();
+    for session in handles {
+        tasks.spawn(async move {
+            let mut turns = 0u64;
+            while Instant::now() < deadline {
+                session.input(from(), text(prompt)).await?;
+                session.wait_idle(Duration::ZERO).await?;
+                turns += 1;
+            }
+            Ok::<u64, SessionError>(turns)
+        });
+    }
+    let mut turns = 0;
+    while let Some(done) = tasks.join_next().await {
+        turns += done.map_err(|e| SessionError::Config(e.to_string()))??;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "bench": "turn",
+        "p50_us": percentile(&mut samples, 0.5),
+        "p99_us": percentile(&mut samples, 0.99),
+        "sessions": sessions,
+        "turns_per_s": (turns as f64 / elapsed).round() as u64,
+    }))
+}

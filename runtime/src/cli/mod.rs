@@ -1,0 +1,164 @@
+//! The `logbook` command line: parsing, and a thin layer over the library.
+
+mod run;
+mod show;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::session::{Host, HostOptions};
+
+/// The tenant the command line acts as when it works on a data directory.
+pub(crate) const CLI_TENANT: &str = crate::journal::DEFAULT_TENANT;
+
+/// Logbook: durable AI agents on WebAssembly. The log is the agent.
+#[derive(Parser, Debug)]
+#[command(name = "logbook", version, about)]
+pub struct Cli {
+    /// The data directory: the journal, compiled guests, tool workspaces.
+    #[arg(long, global = true, default_value = ".logbook", env = "LOGBOOK_DATA")]
+    data: PathBuf,
+    /// A TOML configuration file (default: DATA/logbook.toml when present).
+    #[arg(long, global = true, env = "LOGBOOK_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a session until it is idle: create it if new, append inputs, print outputs.
+    Run(run::RunArgs),
+    /// Show a session's log.
+    Log(show::LogArgs),
+    /// List sessions: name, id, status, events.
+    Sessions,
+    /// Allow a pending tool call or answer yes to a question.
+    Approve(run::DecideArgs),
+    /// Deny a pending tool call or answer no to a question.
+    Deny(run::DenyArgs),
+    /// Validate a guest component and store it under a name.
+    #[command(subcommand)]
+    Guest(GuestCommand),
+    /// Measure wake, step, throughput, memory and turn latency.
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum GuestCommand {
+    /// Validate a component and store it under a name.
+    Add {
+        /// The name sessions will use.
+        name: String,
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Print one JSON object per line.
+    #[arg(long)]
+    json: bool,
+    /// Run only these benchmarks (wake, step, throughput, memory, turn).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Smaller sizes, for a quick look.
+    #[arg(long)]
+    quick: bool,
+}
+
+/// Run the command line; returns the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOGBOOK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(message) => fail(message),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
+    let Cli {
+        data,
+        config,
+        command,
+    } = cli;
+    let config = Config::load(config.as_deref(), &data).map_err(|e| e.to_string())?;
+    match command {
+        Command::Run(args) => run::run(&data, config, args).await,
+        Command::Log(args) => show::log(&open_existing(&data, config)?, args),
+        Command::Sessions => show::sessions(&open_existing(&data, config)?),
+        Command::Approve(args) => run::decide(&open_existing(&data, config)?, args, true, None).await,
+        Command::Deny(args) => {
+            let reason = args.reason.clone();
+            run::decide(&open_existing(&data, config)?, args.decision, false, reason).await
+        }
+        Command::Guest(GuestCommand::Add { name, file }) => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let host = open(&data, config)?;
+            let guest = host
+                .add_guest(CLI_TENANT, &name, &bytes)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            println!("{} {}", guest.name, guest.digest);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            let options = crate::bench::BenchOptions {
+                only: args.only,
+                quick: args.quick,
+            };
+            crate::bench::run(config, options, args.json)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Open the data directory, creating it if needed.
+pub(crate) fn open(data: &Path, config: Config) -> Result<Arc<Host>, String> {
+    let echo_delay = match std::env::var("LOGBOOK_ECHO_DELAY_MS") {
+        Ok(ms) => Some(std::time::Duration::from_millis(ms.parse().map_err(|_| {
+            format!("LOGBOOK_ECHO_DELAY_MS must be a number of milliseconds, not {ms:?}")
+        })?)),
+        Err(_) => None,
+    };
+    let options = HostOptions {
+        echo_delay,
+        ..HostOptions::default()
+    };
+    Host::open(data, config, options).map_err(|e| e.to_string())
+}
+
+/// Open a data directory that must exist already (commands that only read or
+/// act on existing sessions write nothing when it does not).
+fn open_existing(data: &Path, config: Config) -> Result<Arc<Host>, String> {
+    if !data.join("journal.redb").exists() {
+        return Err(format!(
+            "no Logbook data in {} (start a session with `logbook run GUEST --session NAME`, or pass --data)",
+            data.display()
+        ));
+    }
+    open(data, config)
+}

@@ -1,0 +1,227 @@
+//! `logbook run`, `approve` and `deny`: drive a session until it is idle.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::CLI_TENANT;
+use crate::config::Config;
+use crate::journal::{ContentBlock, EventBody, LogInfo, Sender, plain_text};
+use crate::session::{Activity, Host, Session};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct RunArgs {
+    /// A `.wasm` component, a stored guest's name, or an example (`counter`,
+    /// `assistant`). Leave out to resume an existing session.
+    guest: Option<String>,
+    /// The session's name.
+    #[arg(long)]
+    session: String,
+    /// An input to append (repeatable; each runs until idle before the next).
+    #[arg(long = "input", short = 'i')]
+    inputs: Vec<String>,
+    /// The session's configuration, as a JSON object (new sessions only).
+    #[arg(long = "session-config")]
+    session_config: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct DecideArgs {
+    /// The session's name or id.
+    session: String,
+    /// The key of the pending approval (see `logbook log`).
+    key: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct DenyArgs {
+    #[command(flatten)]
+    pub(crate) decision: DecideArgs,
+    /// Why, for the model to read.
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+}
+
+pub(crate) async fn run(data: &Path, config: Config, args: RunArgs) -> Result<ExitCode, String> {
+    let session_config = match &args.session_config {
+        Some(text) => serde_json::from_str::<serde_json::Value>(text)
+            .map_err(|e| format!("--session-config is not JSON: {e}"))?,
+        None => serde_json::json!({}),
+    };
+    let host = match &args.guest {
+        Some(_) => super::open(data, config)?,
+        None => super::open_existing(data, config)?,
+    };
+    let info = match host.resolve(CLI_TENANT, &args.session) {
+        Ok(info) => {
+            if let Some(guest) = &args.guest {
+                let wanted = guest_ref(&host, guest)?;
+                if wanted.digest != info.guest.digest {
+                    return Err(format!(
+                        "session {} runs guest {} ({}), not {guest} ({})",
+                        args.session, info.guest.name, info.guest.digest, wanted.digest
+                    ));
+                }
+            }
+            info
+        }
+        Err(crate::session::SessionError::UnknownSession(_)) => {
+            let Some(guest) = &args.guest else {
+                return Err(format!(
+                    "no session {:?}: name a guest to create it (logbook run counter --session {})",
+                    args.session, args.session
+                ));
+            };
+            let guest = guest_ref(&host, guest)?;
+            let id = host
+                .create_session(CLI_TENANT, Some(&args.session), guest, session_config)
+                .await
+                .map_err(|e| e.to_string())?;
+            host.resolve(CLI_TENANT, &id.to_string())
+                .map_err(|e| e.to_string())?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut printer = Printer::new(&host, &info);
+    let session = host.session(info.id).map_err(|e| e.to_string())?;
+    let horizon = Duration::from_millis(host.config().run.timer_horizon_ms);
+    let mut activity = settle(&session, horizon, &mut printer).await?;
+    for text in &args.inputs {
+        let content = vec![ContentBlock::text(text.clone())];
+        session
+            .input(Sender::Principal("cli".into()), content)
+            .await
+            .map_err(|e| e.to_string())?;
+        activity = settle(&session, horizon, &mut printer).await?;
+    }
+    report(&host, &info, activity)
+}
+
+pub(crate) async fn decide(
+    host: &Arc<Host>,
+    args: DecideArgs,
+    allow: bool,
+    reason: Option<String>,
+) -> Result<ExitCode, String> {
+    let info = host
+        .resolve(CLI_TENANT, &args.session)
+        .map_err(|e| e.to_string())?;
+    let mut printer = Printer::new(host, &info);
+    let session = host.session(info.id).map_err(|e| e.to_string())?;
+    let horizon = Duration::from_millis(host.config().run.timer_horizon_ms);
+    settle(&session, horizon, &mut printer).await?;
+    session
+        .decide(&args.key, allow, "cli", reason)
+        .await
+        .map_err(|e| e.to_string())?;
+    let activity = settle(&session, horizon, &mut printer).await?;
+    report(host, &info, activity)
+}
+
+/// Wait until idle, then print the outputs logged meanwhile.
+async fn settle(
+    session: &Session,
+    horizon: Duration,
+    printer: &mut Printer,
+) -> Result<Activity, String> {
+    let activity = session.wait_idle(horizon).await.map_err(|e| e.to_string())?;
+    printer.print_new()?;
+    Ok(activity)
+}
+
+/// Say on stderr why the session stopped, and choose the exit code.
+fn report(host: &Host, info: &LogInfo, activity: Activity) -> Result<ExitCode, String> {
+    let fresh = host
+        .journal()
+        .info(info.id)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|| info.clone());
+    let name = fresh.name.clone().unwrap_or_else(|| fresh.id.to_string());
+    match activity {
+        Activity::Idle | Activity::Finished => {}
+        Activity::Sleeping => eprintln!("sleeping: a timer is pending; `logbook run --session {name}` resumes it"),
+        Activity::WaitingApproval => {
+            for open in fresh.open.iter().filter(|o| o.awaiting_approval) {
+                eprintln!("waiting for approval: {} — logbook approve {name} {}", describe(open), open.key);
+            }
+        }
+        Activity::Failed => {
+            return Err(format!(
+                "session {name} is parked: its guest failed (see `logbook log {name}`)"
+            ));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(open: &crate::journal::OpenEffect) -> String {
+    match &open.effect {
+        crate::journal::RequestedEffect::Tool(call) => format!("tool {} {}", call.name, call.arguments),
+        crate::journal::RequestedEffect::Ask(q) => format!("question {:?}", q.text),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Prints each `output` (and a `finished`) once, in log order.
+struct Printer {
+    host: Arc<Host>,
+    log: crate::journal::LogId,
+    next: u64,
+}
+
+impl Printer {
+    fn new(host: &Arc<Host>, info: &LogInfo) -> Printer {
+        Printer {
+            host: host.clone(),
+            log: info.id,
+            next: info.next_seq,
+        }
+    }
+
+    fn print_new(&mut self) -> Result<(), String> {
+        loop {
+            let page = self
+                .host
+                .journal()
+                .read(self.log, self.next, 1024)
+                .map_err(|e| e.to_string())?;
+            let Some(last) = page.last() else { return Ok(()) };
+            self.next = last.event.seq + 1;
+            for stored in &page {
+                match &stored.event.body {
+                    EventBody::Output { content, .. } => println!("{}", plain_text(content)),
+                    EventBody::Finished { result, .. } => eprintln!("finished: {result}"),
+                    EventBody::GuestFailed { message } => eprintln!("guest failed: {message}"),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// A guest by `.wasm` path, stored name, or built-in example; stored if new.
+fn guest_ref(host: &Host, guest: &str) -> Result<crate::journal::GuestRef, String> {
+    let path = PathBuf::from(guest);
+    if guest.ends_with(".wasm") || path.is_file() {
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {guest}: {e}"))?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| guest.to_string());
+        return host
+            .add_guest(CLI_TENANT, &name, &bytes)
+            .map_err(|e| format!("{guest}: {e}"));
+    }
+    if let Some(bytes) = crate::examples::get(guest) {
+        return host
+            .add_guest(CLI_TENANT, guest, bytes)
+            .map_err(|e| format!("{guest}: {e}"));
+    }
+    host.guest(CLI_TENANT, guest).map_err(|_| {
+        format!(
+            "no guest {guest:?}: give a .wasm file, a stored guest or an example ({})",
+            crate::examples::NAMES.join(", ")
+        )
+    })
+}

@@ -1,0 +1,154 @@
+//! `logbook log`, `sessions` and `guest list`: read-only views of the journal.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::CLI_TENANT;
+use crate::journal::{EventBody, Outcome, RequestedEffect, StoredEvent, plain_text, to_jsonl};
+use crate::session::Host;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct LogArgs {
+    /// The session's name or id.
+    session: String,
+    /// The events as JSONL: seq, at, hash and body, one a line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn log(host: &Arc<Host>, args: LogArgs) -> Result<ExitCode, String> {
+    let info = host
+        .resolve(CLI_TENANT, &args.session)
+        .map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    let mut from = 0;
+    loop {
+        let page = host
+            .journal()
+            .read(info.id, from, 1024)
+            .map_err(|e| e.to_string())?;
+        let Some(last) = page.last() else { break };
+        from = last.event.seq + 1;
+        for event in &page {
+            let line = if args.json {
+                to_jsonl(event)
+            } else {
+                timeline_line(event)
+            };
+            // A closed pipe (`| head`) ends the listing quietly.
+            if writeln!(out, "{line}").is_err() {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One readable line: seq, time of day (UTC), kind, what happened.
+fn timeline_line(stored: &StoredEvent) -> String {
+    let e = &stored.event;
+    let secs = e.at / 1000;
+    let time = format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60,
+        e.at % 1000
+    );
+    format!("{:>5}  {time}  {:<18}  {}", e.seq, e.body.kind(), detail(&e.body))
+}
+
+fn detail(body: &EventBody) -> String {
+    let short = |s: &str| -> String {
+        let one_line = s.replace('\n', " ");
+        if one_line.chars().count() > 100 {
+            format!("{}…", one_line.chars().take(100).collect::<String>())
+        } else {
+            one_line
+        }
+    };
+    match body {
+        EventBody::Created(c) => format!("guest {} ({})", c.guest.name, c.guest.digest),
+        EventBody::Input { from, content } => {
+            let from = match from {
+                crate::journal::Sender::Principal(p) => p.clone(),
+                crate::journal::Sender::Log { log, key } => format!("{log} [{key}]"),
+            };
+            format!("{from}: {}", short(&plain_text(content)))
+        }
+        EventBody::Requested { key, effect } => match effect {
+            RequestedEffect::Model { model, summary, .. } => format!("[{key}] model {model}: {}", short(summary)),
+            RequestedEffect::Tool(call) => format!("[{key}] tool {} {}", call.name, short(&call.arguments)),
+            RequestedEffect::Ask(q) => format!("[{key}] ask {}", short(&q.text)),
+            RequestedEffect::Sleep { until } => format!("[{key}] sleep until {until}"),
+        },
+        EventBody::Completed { key, outcome } => match outcome {
+            Outcome::Model(r) => format!(
+                "[{key}] {}/{} ({:?}, {} in, {} out): {}",
+                r.provider,
+                r.model,
+                r.stop_reason,
+                r.usage.input_tokens,
+                r.usage.output_tokens,
+                short(&describe_blocks(&r.content))
+            ),
+            Outcome::Tool { content, is_error } => {
+                format!("[{key}] {}{}", if *is_error { "error: " } else { "" }, short(content))
+            }
+            Outcome::TimerFired => format!("[{key}] timer fired"),
+        },
+        EventBody::Failed { key, error, message, retryable, attempt } => format!(
+            "[{key}] {error:?} (attempt {attempt}{}): {}",
+            if *retryable { ", will retry" } else { "" },
+            short(message)
+        ),
+        EventBody::Cancelled { key } => format!("[{key}]"),
+        EventBody::ApprovalRequested { key, tool, question } => match (tool, question) {
+            (Some(call), _) => format!("[{key}] tool {} {}", call.name, short(&call.arguments)),
+            (_, Some(q)) => format!("[{key}] {}", short(&q.text)),
+            _ => format!("[{key}]"),
+        },
+        EventBody::ApprovalDecided { key, allow, by, reason } => format!(
+            "[{key}] {} by {by}{}",
+            if *allow { "allowed" } else { "denied" },
+            reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        ),
+        EventBody::Output { key, content } => format!("[{key}] {}", short(&plain_text(content))),
+        EventBody::Sent { key, target } => format!("[{key}] to {target}"),
+        EventBody::GuestChanged { from, to } => format!("{} -> {}", from.digest, to.digest),
+        EventBody::GuestFailed { message } => short(message),
+        EventBody::Finished { key, result } => format!("[{key}] {}", short(result)),
+        EventBody::Continued { log } => format!("in {log}"),
+    }
+}
+
+fn describe_blocks(blocks: &[crate::journal::ContentBlock]) -> String {
+    blocks
+        .iter()
+        .map(|b| match b {
+            crate::journal::ContentBlock::Text { text } => text.clone(),
+            crate::journal::ContentBlock::ToolCall(c) => format!("call {} {}", c.name, c.arguments),
+            crate::journal::ContentBlock::ToolResult { content, .. } => format!("result {content}"),
+            crate::journal::ContentBlock::Reasoning { text, .. } => {
+                format!("(reasoning) {}", text.as_deref().unwrap_or(""))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+pub(crate) fn sessions(host: &Arc<Host>) -> Result<ExitCode, String> {
+    let logs = host.journal().list(CLI_TENANT).map_err(|e| e.to_string())?;
+    println!("{:<24} {:<36} {:<16} {:>7}", "NAME", "ID", "STATUS", "EVENTS");
+    for info in logs {
+        println!(
+            "{:<24} {:<36} {:<16} {:>7}",
+            info.name.as_deref().unwrap_or("-"),
+            info.id,
+            info.status.to_string(),
+            info.next_seq
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

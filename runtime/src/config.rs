@@ -1,0 +1,206 @@
+//! Configuration: every limit, model alias and tool policy, each with a default
+//! that works. Read from TOML (`--config FILE`, else `DATA/logbook.toml`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors reading configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("invalid config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, as the TOML parser says it.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Sandbox limits for guests.
+    pub limits: Limits,
+    /// The journal's group commit.
+    pub journal: JournalSettings,
+    /// Model aliases: what a guest's `model` name maps to.
+    pub models: BTreeMap<String, ModelConfig>,
+    /// Tool policies, by tool name.
+    pub tools: ToolsConfig,
+    /// How `logbook run` decides a session is idle.
+    pub run: RunConfig,
+}
+
+/// Limits on every guest instance and on the host's pool of them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Fuel (roughly, wasm instructions) for one guest call per event it folds.
+    pub fuel_per_event: u64,
+    /// Fuel for one call that folds no events (`effects`, `snapshot`, `init`).
+    pub fuel_per_call: u64,
+    /// Linear memory one instance may use, in bytes.
+    pub memory_per_instance: usize,
+    /// Instances the pooling allocator holds at once (slots are reserved up front).
+    pub max_instances: u32,
+    /// Table elements per table.
+    pub table_elements: usize,
+    /// Events handed to a guest per `apply` call during replay.
+    pub replay_batch: usize,
+    /// Bytes of a guest's stdout/stderr kept for its trace and failure message.
+    pub guest_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel_per_event: 50_000_000,
+            fuel_per_call: 200_000_000,
+            memory_per_instance: 64 << 20,
+            max_instances: 2_000,
+            table_elements: 20_000,
+            replay_batch: 512,
+            guest_output_bytes: 16 << 10,
+        }
+    }
+}
+
+/// Settings of the journal writer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalSettings {
+    /// Most events one group commit takes.
+    pub max_batch_events: usize,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        JournalSettings {
+            max_batch_events: 4096,
+        }
+    }
+}
+
+/// What a model alias maps to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `echo` is the only provider built in so far.
+    pub provider: String,
+    /// The provider's model name.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Milliseconds the echo model waits before it answers.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+}
+
+/// How the host treats a tool call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Run it.
+    Allow,
+    /// Ask a human first (`approval-requested`).
+    Ask,
+    /// Refuse it; the model reads an error result.
+    Deny,
+}
+
+/// Tool settings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// Overrides of each tool's default policy, by tool name.
+    pub policy: BTreeMap<String, Policy>,
+    /// Largest file `fs.read` returns, in bytes.
+    pub max_read_bytes: Option<u64>,
+}
+
+/// Settings of `logbook run`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// A session whose next timer is further away than this is idle.
+    pub timer_horizon_ms: u64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            timer_horizon_ms: 1_000,
+        }
+    }
+}
+
+impl Config {
+    /// Parse configuration from TOML text.
+    pub fn from_toml(text: &str, path: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_string(),
+            message: e.message().to_string(),
+        })
+    }
+
+    /// Read `explicit` if given, else `data/logbook.toml` if present, else defaults.
+    pub fn load(explicit: Option<&Path>, data: &Path) -> Result<Config, ConfigError> {
+        let path = match explicit {
+            Some(path) => path.to_path_buf(),
+            None => {
+                let path = data.join("logbook.toml");
+                if !path.exists() {
+                    return Ok(Config::default());
+                }
+                path
+            }
+        };
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Config::from_toml(&text, &shown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_from_empty() {
+        let config = Config::from_toml("", "x").unwrap();
+        assert_eq!(config.limits.memory_per_instance, 64 << 20);
+        assert!(config.models.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = Config::from_toml("[limits]\nfuel = 3\n", "x.toml").unwrap_err();
+        assert!(err.to_string().contains("fuel"), "{err}");
+    }
+
+    #[test]
+    fn policies_and_models_parse() {
+        let config = Config::from_toml(
+            "[models.default]\nprovider = \"echo\"\ndelay_ms = 5\n[tools.policy]\n\"fs.write\" = \"allow\"\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(config.models["default"].delay_ms, Some(5));
+        assert_eq!(config.tools.policy["fs.write"], Policy::Allow);
+    }
+}

@@ -1,0 +1,311 @@
+//! Model providers: a trait, the registry of aliases, and `EchoModel`.
+//!
+//! A model request is never stored in the log, only its digest: it is rebuilt
+//! from the log by the guest whenever it is needed. The response is stored whole.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ModelConfig;
+use crate::journal::{ContentBlock, ErrorKind, ModelResponse, StopReason, ToolSpec, Usage};
+
+/// Who said a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// The participants, and tool results.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// One message of a model's context.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Who said it.
+    pub role: Role,
+    /// What was said.
+    pub content: Vec<ContentBlock>,
+}
+
+/// A request to a model alias, provider-neutral.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRequest {
+    /// The alias the guest asked for; the host maps it to a provider.
+    pub model: String,
+    /// The system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// Tools the model may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
+    /// Most tokens to generate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+}
+
+impl ModelRequest {
+    /// `sha256:` and the hex digest of the request's canonical JSON.
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("model requests always serialize");
+        crate::journal::digest_of(&bytes)
+    }
+
+    /// A short, readable line about the request, for the log.
+    pub fn summary(&self) -> String {
+        let last = self
+            .messages
+            .last()
+            .map(|m| crate::journal::plain_text(&m.content))
+            .unwrap_or_default();
+        let mut last: String = last.chars().take(60).collect();
+        if last.is_empty() {
+            last = "(no text)".to_string();
+        }
+        format!("{} messages; last: {last}", self.messages.len())
+    }
+}
+
+/// Why a model call failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ModelError {
+    /// The kind of failure, as the log records it.
+    pub kind: ErrorKind,
+    /// A readable message; never contains a secret.
+    pub message: String,
+    /// Whether trying again may succeed.
+    pub retryable: bool,
+}
+
+/// A model provider: turns a neutral request into a neutral response.
+pub trait ModelProvider: Send + Sync + 'static {
+    /// The provider's name, as recorded in responses (`echo`, `openai`, ...).
+    fn name(&self) -> &str;
+
+    /// Call the model.
+    fn complete(
+        &self,
+        request: ModelRequest,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ModelResponse, ModelError>> + Send + '_>,
+    >;
+}
+
+/// A test double that needs no network: it answers `echo: <last user text>`.
+///
+/// When the last user text is `/tool NAME JSON` it answers with a call of tool
+/// NAME with those arguments, and once the tool's result is in, it answers
+/// `tool NAME returned: <result>`. `delay` holds each answer back (so that a
+/// test can kill the host mid-call).
+pub struct EchoModel {
+    /// How long each answer takes.
+    pub delay: Duration,
+}
+
+impl EchoModel {
+    /// The answer to `request`, without the delay.
+    pub fn answer(request: &ModelRequest) -> ModelResponse {
+        let content = match request.messages.last() {
+            Some(last) => echo_reply(request, last),
+            None => vec![ContentBlock::text("echo: ")],
+        };
+        let stop_reason = if content
+            .iter()
+            .any(|b| matches!(b, ContentBlock::ToolCall(_)))
+        {
+            StopReason::ToolUse
+        } else {
+            StopReason::EndTurn
+        };
+        let input_tokens = request
+            .messages
+            .iter()
+            .map(|m| crate::journal::plain_text(&m.content).split_whitespace().count() as u64)
+            .sum();
+        let output_tokens = crate::journal::plain_text(&content)
+            .split_whitespace()
+            .count() as u64;
+        ModelResponse {
+            content,
+            stop_reason,
+            usage: Usage {
+                input_tokens,
+                output_tokens,
+            },
+            provider: "echo".to_string(),
+            model: "echo".to_string(),
+        }
+    }
+}
+
+fn echo_reply(request: &ModelRequest, last: &Message) -> Vec<ContentBlock> {
+    // A tool result answers the tool call of the previous assistant message.
+    if let Some((call_id, content)) = last.content.iter().find_map(|b| match b {
+        ContentBlock::ToolResult {
+            call_id, content, ..
+        } => Some((call_id, content)),
+        _ => None,
+    }) {
+        let name = request
+            .messages
+            .iter()
+            .flat_map(|m| &m.content)
+            .find_map(|b| match b {
+                ContentBlock::ToolCall(call) if &call.id == call_id => Some(call.name.as_str()),
+                _ => None,
+            })
+            .unwrap_or("?");
+        return vec![ContentBlock::text(format!("tool {name} returned: {content}"))];
+    }
+    let text = crate::journal::plain_text(&last.content);
+    if let Some(rest) = text.strip_prefix("/tool ") {
+        let (name, arguments) = rest.split_once(' ').unwrap_or((rest, "{}"));
+        let id = format!("call-{}", request.messages.len());
+        return vec![ContentBlock::ToolCall(crate::journal::ToolCall {
+            id,
+            name: name.to_string(),
+            arguments: arguments.trim().to_string(),
+        })];
+    }
+    vec![ContentBlock::text(format!("echo: {text}"))]
+}
+
+impl ModelProvider for EchoModel {
+    fn name(&self) -> &str {
+        "echo"
+    }
+
+    fn complete(
+        &self,
+        request: ModelRequest,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ModelResponse, ModelError>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            Ok(EchoModel::answer(&request))
+        })
+    }
+}
+
+/// Model aliases and the providers they map to.
+#[derive(Clone)]
+pub struct ModelRegistry {
+    aliases: BTreeMap<String, Arc<dyn ModelProvider>>,
+    fallback: Arc<dyn ModelProvider>,
+}
+
+impl ModelRegistry {
+    /// Build from configuration. `default` maps to [`EchoModel`] unless configured;
+    /// `echo_delay` is `LOGBOOK_ECHO_DELAY_MS`, read by the caller.
+    pub fn from_config(
+        models: &BTreeMap<String, ModelConfig>,
+        echo_delay: Option<Duration>,
+    ) -> Result<ModelRegistry, String> {
+        let echo = |configured: Option<u64>| -> Arc<dyn ModelProvider> {
+            let delay = echo_delay
+                .or(configured.map(Duration::from_millis))
+                .unwrap_or_default();
+            Arc::new(EchoModel { delay })
+        };
+        let mut aliases = BTreeMap::new();
+        for (alias, config) in models {
+            let provider = match config.provider.as_str() {
+                "echo" => echo(config.delay_ms),
+                other => {
+                    return Err(format!(
+                        "model alias {alias:?}: unknown provider {other:?} (this build knows: echo)"
+                    ));
+                }
+            };
+            aliases.insert(alias.clone(), provider);
+        }
+        Ok(ModelRegistry {
+            aliases,
+            fallback: echo(None),
+        })
+    }
+
+    /// The provider for an alias: configured ones, and `default` (EchoModel).
+    pub fn get(&self, alias: &str) -> Option<Arc<dyn ModelProvider>> {
+        match self.aliases.get(alias) {
+            Some(p) => Some(p.clone()),
+            None if alias == "default" => Some(self.fallback.clone()),
+            None => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(text: &str) -> Message {
+        Message {
+            role: Role::User,
+            content: vec![ContentBlock::text(text)],
+        }
+    }
+
+    fn request(messages: Vec<Message>) -> ModelRequest {
+        ModelRequest {
+            model: "default".into(),
+            system: None,
+            messages,
+            tools: vec![],
+            max_tokens: None,
+        }
+    }
+
+    #[test]
+    fn echo_echoes_the_last_user_text() {
+        let r = EchoModel::answer(&request(vec![user("hello")]));
+        assert_eq!(r.content, vec![ContentBlock::text("echo: hello")]);
+        assert_eq!(r.stop_reason, StopReason::EndTurn);
+    }
+
+    #[test]
+    fn echo_calls_a_tool_and_reports_its_result() {
+        let first = EchoModel::answer(&request(vec![user("/tool fs.read {\"path\":\"x\"}")]));
+        let ContentBlock::ToolCall(call) = &first.content[0] else {
+            panic!("expected a tool call: {first:?}");
+        };
+        assert_eq!(call.name, "fs.read");
+        assert_eq!(call.arguments, "{\"path\":\"x\"}");
+        let second = EchoModel::answer(&request(vec![
+            user("/tool fs.read {\"path\":\"x\"}"),
+            Message {
+                role: Role::Assistant,
+                content: first.content.clone(),
+            },
+            Message {
+                role: Role::User,
+                content: vec![ContentBlock::ToolResult {
+                    call_id: call.id.clone(),
+                    content: "hi".into(),
+                    is_error: false,
+                }],
+            },
+        ]));
+        assert_eq!(
+            second.content,
+            vec![ContentBlock::text("tool fs.read returned: hi")]
+        );
+    }
+
+    #[test]
+    fn digests_differ_with_content() {
+        let a = request(vec![user("a")]);
+        let b = request(vec![user("b")]);
+        assert_ne!(a.digest(), b.digest());
+        assert_eq!(a.digest(), a.clone().digest());
+    }
+}

@@ -1,0 +1,20 @@
+//! The example guests, built into the binary so that `logbook run counter`
+//! works from any directory.
+
+/// Where the build put the guest components (examples and test fixtures).
+pub const GUEST_DIR: &str = env!("LOGBOOK_GUEST_DIR");
+
+const COUNTER: &[u8] = include_bytes!(concat!(env!("LOGBOOK_GUEST_DIR"), "/counter.wasm"));
+const ASSISTANT: &[u8] = include_bytes!(concat!(env!("LOGBOOK_GUEST_DIR"), "/assistant.wasm"));
+
+/// The names of the built-in examples.
+pub const NAMES: &[&str] = &["counter", "assistant"];
+
+/// The component of a built-in example, by name.
+pub fn get(name: &str) -> Option<&'static [u8]> {
+    match name {
+        "counter" => Some(COUNTER),
+        "assistant" => Some(ASSISTANT),
+        _ => None,
+    }
+}

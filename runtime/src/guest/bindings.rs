@@ -1,0 +1,8 @@
+//! The one `bindgen!` of the host: Rust types for `wit/agent.wit`.
+
+wasmtime::component::bindgen!({
+    world: "agent",
+    path: "../wit",
+});
+
+pub use logbook::agent::types as wit;

@@ -1,0 +1,118 @@
+//! One live guest instance: a store, the agent's exports, and the budget of
+//! each call.
+
+use wasmtime::Store;
+
+use super::GuestError;
+use super::bindings::Agent;
+use super::convert;
+use super::sandbox::Sandbox;
+use crate::config::Limits;
+use crate::effects::Effect;
+use crate::journal::{Created, Event};
+
+/// A live guest. After any error it must be dropped: its state is undefined.
+pub struct GuestInstance {
+    store: Store<Sandbox>,
+    agent: Agent,
+    seed: u64,
+    limits: Limits,
+}
+
+impl GuestInstance {
+    pub(super) fn new(store: Store<Sandbox>, agent: Agent, seed: u64, limits: Limits) -> Self {
+        GuestInstance {
+            store,
+            agent,
+            seed,
+            limits,
+        }
+    }
+
+    fn prepare(&mut self, seq: u64, at: u64, fuel: u64) -> Result<(), GuestError> {
+        self.store.data().set_moment(self.seed, seq, at);
+        self.store
+            .set_fuel(fuel)
+            .map_err(|e| GuestError::Instantiate(format!("{e:#}")))
+    }
+
+    fn finish<T>(&mut self, fuel: u64, result: wasmtime::Result<T>) -> Result<T, GuestError> {
+        let printed = self.store.data().take_output();
+        if !printed.is_empty() {
+            tracing::debug!(target: "logbook::guest", "{}", printed.trim_end());
+        }
+        result.map_err(|e| classify(e, fuel, self.limits.memory_per_instance, &printed))
+    }
+
+    /// Start from a new log's `created` event.
+    pub fn init(&mut self, created: &Created, at: u64) -> Result<(), GuestError> {
+        let fuel = self.limits.fuel_per_call;
+        self.prepare(0, at, fuel)?;
+        let created = convert::created(created);
+        let result = self.agent.call_init(&mut self.store, &created);
+        self.finish(fuel, result)
+    }
+
+    /// Start from a snapshot; `false` when the guest cannot use it.
+    pub fn restore(&mut self, snapshot: &[u8]) -> Result<bool, GuestError> {
+        let fuel = self.limits.fuel_per_call;
+        self.prepare(0, 0, fuel)?;
+        let result = self.agent.call_restore(&mut self.store, snapshot);
+        self.finish(fuel, result)
+    }
+
+    /// Fold events, in order. The budget scales with the number of events.
+    pub fn apply(&mut self, events: &[Event]) -> Result<(), GuestError> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let fuel = self
+            .limits
+            .fuel_per_event
+            .saturating_mul(events.len() as u64)
+            .saturating_add(self.limits.fuel_per_call);
+        self.prepare(first.seq, first.at, fuel)?;
+        let events: Vec<_> = events.iter().map(convert::event).collect();
+        let result = self.agent.call_apply(&mut self.store, &events);
+        self.finish(fuel, result)
+    }
+
+    /// The effects the guest wants outstanding now.
+    pub fn effects(&mut self) -> Result<Vec<Effect>, GuestError> {
+        let fuel = self.limits.fuel_per_call;
+        self.store
+            .set_fuel(fuel)
+            .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
+        let result = self.agent.call_effects(&mut self.store);
+        let effects = self.finish(fuel, result)?;
+        Ok(effects.into_iter().map(convert::from_effect).collect())
+    }
+
+    /// The guest's state, if it can give one.
+    pub fn snapshot(&mut self) -> Result<Option<Vec<u8>>, GuestError> {
+        let fuel = self.limits.fuel_per_call;
+        self.store
+            .set_fuel(fuel)
+            .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
+        let result = self.agent.call_snapshot(&mut self.store);
+        self.finish(fuel, result)
+    }
+}
+
+fn classify(error: wasmtime::Error, fuel: u64, limit: usize, printed: &str) -> GuestError {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>()
+        && *trap == wasmtime::Trap::OutOfFuel
+    {
+        return GuestError::OutOfFuel { fuel };
+    }
+    let detail = format!("{error:#}");
+    if detail.contains("growing memory") || detail.contains("memory allocation") {
+        return GuestError::OutOfMemory { limit, detail };
+    }
+    let printed = printed.trim();
+    if printed.is_empty() {
+        GuestError::Trap(detail)
+    } else {
+        GuestError::Trap(format!("{detail}; the guest printed: {printed}"))
+    }
+}

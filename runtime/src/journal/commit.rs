@@ -1,0 +1,143 @@
+//! What a caller asks the journal to write, and how it learns that it is durable.
+//!
+//! Invariant: a [`Commit`] is atomic — its new logs, appends and name updates are
+//! written in one redb transaction, or none of them is. A [`CommitTicket`]
+//! resolves only after that transaction has been committed to disk, so nothing
+//! is acknowledged before it is durable (DESIGN §2).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use super::event::{Created, EventBody, StoredEvent};
+use super::{JournalError, LogId};
+
+/// One atomic unit: all its parts commit in one redb transaction or none do.
+///
+/// Parts are applied in this order: new logs, then appends (in order, so two
+/// appends to one log chain), then name updates.
+#[derive(Clone, Debug, Default)]
+pub struct Commit {
+    /// Logs to create; each gets its `created` event as seq 0.
+    pub new_logs: Vec<NewLog>,
+    /// Events to append to existing logs (or to logs created by this commit).
+    pub appends: Vec<Append>,
+    /// Names to bind or move.
+    pub names: Vec<NameUpdate>,
+}
+
+impl Commit {
+    /// A commit of one append.
+    pub fn append(log: LogId, expected_seq: u64, events: Vec<(u64, EventBody)>) -> Self {
+        Commit {
+            appends: vec![Append {
+                log,
+                expected_seq,
+                events,
+            }],
+            ..Commit::default()
+        }
+    }
+
+    /// A commit that creates one log.
+    pub fn new_log(new_log: NewLog) -> Self {
+        Commit {
+            new_logs: vec![new_log],
+            ..Commit::default()
+        }
+    }
+
+    /// How many events this commit writes.
+    pub fn event_count(&self) -> usize {
+        self.new_logs.len() + self.appends.iter().map(|a| a.events.len()).sum::<usize>()
+    }
+}
+
+/// A log to create.
+///
+/// Refused with [`JournalError::LogExists`] if the id exists, and with
+/// [`JournalError::NameTaken`] if `name` is already bound in `tenant`.
+#[derive(Clone, Debug)]
+pub struct NewLog {
+    /// Its id: a UUIDv7, so that ids sort in creation order.
+    pub id: LogId,
+    /// The tenant that owns it.
+    pub tenant: String,
+    /// A name to bind to it in `tenant`.
+    pub name: Option<String>,
+    /// Unix ms of its `created` event.
+    pub at: u64,
+    /// Its seq 0.
+    pub created: Created,
+}
+
+/// Events to append to one log.
+///
+/// Refused with [`JournalError::Conflict`] if `expected_seq` is not the log's
+/// next seq, and with [`JournalError::UnknownLog`] if there is no such log.
+#[derive(Clone, Debug)]
+pub struct Append {
+    /// The log.
+    pub log: LogId,
+    /// The seq the first event gets: the log's current next seq.
+    pub expected_seq: u64,
+    /// `(at, body)` of each event, in order; `at` is unix ms.
+    pub events: Vec<(u64, EventBody)>,
+}
+
+/// Binds a name to a log, or moves it there from the log it pointed at.
+///
+/// Refused with [`JournalError::UnknownLog`] if the log does not exist in `tenant`.
+#[derive(Clone, Debug)]
+pub struct NameUpdate {
+    /// The tenant of the name (and of the log).
+    pub tenant: String,
+    /// The name.
+    pub name: String,
+    /// The log it now points at.
+    pub log: LogId,
+}
+
+/// What a commit wrote.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Committed {
+    /// Every event written by the commit, in order: new logs' seq 0 first, then
+    /// the appends' events.
+    pub events: Vec<(LogId, StoredEvent)>,
+}
+
+/// The answer to a commit: resolves after the redb transaction holding the
+/// commit has been made durable, or with the reason it was refused.
+///
+/// Dropping the ticket does not cancel the commit. Outside an async context use
+/// [`CommitTicket::wait`].
+#[derive(Debug)]
+#[must_use = "a commit is acknowledged only through its ticket"]
+pub struct CommitTicket(oneshot::Receiver<Result<Committed, JournalError>>);
+
+impl CommitTicket {
+    pub(crate) fn new() -> (oneshot::Sender<Result<Committed, JournalError>>, Self) {
+        let (tx, rx) = oneshot::channel();
+        (tx, CommitTicket(rx))
+    }
+
+    /// Blocks the thread until the commit is durable or refused.
+    ///
+    /// # Panics
+    /// When called from within an async runtime (await the ticket there).
+    pub fn wait(self) -> Result<Committed, JournalError> {
+        self.0.blocking_recv().unwrap_or(Err(JournalError::Closed))
+    }
+}
+
+impl Future for CommitTicket {
+    type Output = Result<Committed, JournalError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(JournalError::Closed)))
+    }
+}

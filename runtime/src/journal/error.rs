@@ -1,0 +1,83 @@
+//! The one error type of the journal.
+//!
+//! Errors are `Clone` because a failed group commit answers every caller of the
+//! batch with the same error; sources from redb and serde_json are therefore
+//! held in an `Arc`.
+
+use std::sync::Arc;
+
+use super::LogId;
+
+/// Everything a journal operation can fail with.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// An append's expected seq is not the log's next seq: another writer got
+    /// there first, or the caller's view of the log is stale. Nothing was written.
+    #[error("log {log}: expected next seq {expected}, but it is {actual}")]
+    Conflict {
+        /// The log appended to.
+        log: LogId,
+        /// The seq the caller expected its first event to get.
+        expected: u64,
+        /// The log's actual next seq.
+        actual: u64,
+    },
+    /// No log has this id (in the tenant that asked, where a tenant is involved).
+    #[error("no log {0}")]
+    UnknownLog(LogId),
+    /// A new log reused an id that already exists.
+    #[error("log {0} already exists")]
+    LogExists(LogId),
+    /// A new log asked for a name that its tenant already uses.
+    #[error("name {name:?} is already taken in tenant {tenant:?}")]
+    NameTaken {
+        /// The tenant of the name.
+        tenant: String,
+        /// The name.
+        name: String,
+    },
+    /// A commit that breaks a rule of the log format (a `created` event after
+    /// seq 0, ...). Nothing was written.
+    #[error("invalid commit: {0}")]
+    Invalid(String),
+    /// Stored or imported data that cannot be what the journal wrote.
+    #[error("corrupt journal data: {0}")]
+    Corrupt(String),
+    /// A line of an exported log that is not a valid event.
+    #[error("invalid JSONL event: {0}")]
+    Jsonl(String),
+    /// The redb file failed.
+    #[error("storage: {0}")]
+    Storage(#[source] Arc<redb::Error>),
+    /// The writer has stopped (the journal was closed or its thread died);
+    /// whether the commit was written is unknown to the caller.
+    #[error("the journal writer has stopped")]
+    Closed,
+}
+
+impl From<redb::Error> for JournalError {
+    fn from(e: redb::Error) -> Self {
+        JournalError::Storage(Arc::new(e))
+    }
+}
+
+/// redb has one error type per operation; all of them are storage failures here.
+macro_rules! from_redb {
+    ($($t:ident),*) => {$(
+        impl From<redb::$t> for JournalError {
+            fn from(e: redb::$t) -> Self {
+                JournalError::Storage(Arc::new(redb::Error::from(e)))
+            }
+        }
+    )*};
+}
+
+from_redb!(
+    DatabaseError,
+    TransactionError,
+    TableError,
+    StorageError,
+    CommitError,
+    SetDurabilityError
+);

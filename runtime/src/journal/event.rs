@@ -1,0 +1,446 @@
+//! The events of a log, as the host stores and exports them.
+//!
+//! These types mirror `wit/agent.wit` one for one; `docs/log-format.md` is their
+//! JSON form and `tests/all/golden/` pins it. The JSON of an [`EventBody`] is the
+//! canonical form: it is what the hash chain covers and what the journal stores,
+//! so a field's name or order changes the format and needs a new version.
+//! Tool arguments and results stay JSON *text*: a model may produce invalid
+//! JSON, and the log records what it said, not what we wish it had said.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a log starts or continues from: event `seq` of log `log`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPos {
+    /// The log's id (a UUIDv7, as text).
+    pub log: String,
+    /// The seq of the event.
+    pub seq: u64,
+}
+
+/// The guest component a log runs on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestRef {
+    /// The name it was uploaded under.
+    pub name: String,
+    /// `sha256:` followed by the hex digest of the component's bytes.
+    pub digest: String,
+}
+
+/// A tool offered to a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// The name a model calls it by.
+    pub name: String,
+    /// What it does, for the model.
+    pub description: String,
+    /// JSON Schema of the arguments.
+    pub parameters: serde_json::Value,
+}
+
+/// A model's request to run a tool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call's id, chosen by the model; a tool result refers to it.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments as the model wrote them (JSON text).
+    pub arguments: String,
+}
+
+/// Provider-neutral content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ContentBlock {
+    /// Plain text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// A model's request for a tool to run.
+    ToolCall(ToolCall),
+    /// The result of a tool call, as the model will read it.
+    ToolResult {
+        /// The id of the call it answers.
+        call_id: String,
+        /// What the tool returned.
+        content: String,
+        /// Whether the tool failed.
+        is_error: bool,
+    },
+    /// A model's reasoning. `opaque` is only ever sent back to `provider`; any
+    /// other provider gets `text` or nothing.
+    Reasoning {
+        /// Readable reasoning, when the provider gives it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// The provider's signature over the reasoning.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
+        /// Signed or encrypted provider data.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opaque: Option<String>,
+        /// The provider that produced it.
+        provider: String,
+    },
+}
+
+impl ContentBlock {
+    /// A text block.
+    pub fn text(text: impl Into<String>) -> Self {
+        ContentBlock::Text { text: text.into() }
+    }
+}
+
+/// The text of the blocks that are text, joined by newlines.
+pub fn plain_text(blocks: &[ContentBlock]) -> String {
+    let texts: Vec<&str> = blocks
+        .iter()
+        .filter_map(|b| match b {
+            ContentBlock::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    texts.join("\n")
+}
+
+/// Who sent an input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sender {
+    /// A participant, by principal (`cli`, a tenant's user, ...).
+    Principal(String),
+    /// Another session's `send` effect.
+    Log {
+        /// The sending log's id.
+        log: String,
+        /// The key of its `send` effect.
+        key: String,
+    },
+}
+
+/// Seq 0 of every log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Created {
+    /// The guest the log starts on.
+    pub guest: GuestRef,
+    /// The session's configuration (an object).
+    pub config: serde_json::Value,
+    /// Seeds the guest's deterministic randomness.
+    pub seed: u64,
+    /// Set on a fork: the parent log and the last seq this log shares with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<LogPos>,
+    /// Set on a compaction: the log this one continues, and where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compacted_from: Option<LogPos>,
+    /// Set on a compaction: what the old log said, in the guest's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The tools this session may ask for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
+}
+
+/// A question for a human.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Question {
+    /// What to ask.
+    pub text: String,
+}
+
+/// What `requested` records of an async effect, before it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "kebab-case")]
+pub enum RequestedEffect {
+    /// A model call, by digest: the request itself is a pure function of the
+    /// log and the guest, so it is not stored (DESIGN §4).
+    Model {
+        /// The model alias the guest asked for.
+        model: String,
+        /// `sha256:` and the hex digest of the request's canonical JSON.
+        digest: String,
+        /// A short, human-readable summary of the request.
+        summary: String,
+    },
+    /// A tool call.
+    Tool(ToolCall),
+    /// A question for a human.
+    Ask(Question),
+    /// A timer.
+    Sleep {
+        /// Unix ms at which it fires.
+        until: u64,
+    },
+}
+
+impl RequestedEffect {
+    /// Whether running it twice is harmless, so that it may be re-run after a crash.
+    pub fn idempotent(&self) -> bool {
+        !matches!(self, RequestedEffect::Tool(_))
+    }
+}
+
+/// Why a model stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// The model finished its turn.
+    EndTurn,
+    /// The model wants tools to run.
+    ToolUse,
+    /// The token limit cut it off.
+    MaxTokens,
+    /// A stop sequence ended it.
+    StopSequence,
+    /// The model refused.
+    Refusal,
+    /// Anything else the provider reported.
+    Other,
+}
+
+/// Tokens a model call used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens read.
+    pub input_tokens: u64,
+    /// Tokens written.
+    pub output_tokens: u64,
+}
+
+/// A model's whole answer: what the agent saw.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelResponse {
+    /// What the model said.
+    pub content: Vec<ContentBlock>,
+    /// Why it stopped.
+    pub stop_reason: StopReason,
+    /// What it cost.
+    pub usage: Usage,
+    /// The provider that answered.
+    pub provider: String,
+    /// The provider's model that answered.
+    pub model: String,
+}
+
+/// How an async effect ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// A model's response, whole.
+    Model(ModelResponse),
+    /// A tool's output.
+    Tool {
+        /// What the tool returned.
+        content: String,
+        /// Whether the tool failed.
+        is_error: bool,
+    },
+    /// A `sleep` reached its time.
+    TimerFired,
+}
+
+/// Why an effect failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// The host stopped while the effect ran and it is not safe to repeat.
+    Interrupted,
+    /// It took too long.
+    Timeout,
+    /// The provider asked us to slow down.
+    RateLimited,
+    /// The provider or tool could not be reached.
+    Unavailable,
+    /// The answer could not be understood.
+    InvalidResponse,
+    /// The request was refused as malformed.
+    InvalidRequest,
+    /// The host cannot perform this effect.
+    Unsupported,
+    /// Anything else.
+    Other,
+}
+
+/// The body of an event: what happened. Serialized with a `kind` tag.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum EventBody {
+    /// Seq 0: how the log starts.
+    Created(Created),
+    /// A participant or another session sent a message.
+    Input {
+        /// Who sent it.
+        from: Sender,
+        /// What they said.
+        content: Vec<ContentBlock>,
+    },
+    /// The guest asked for an async effect; written before it runs.
+    Requested {
+        /// The guest's key for the effect.
+        key: String,
+        /// What was asked for.
+        #[serde(flatten)]
+        effect: RequestedEffect,
+    },
+    /// An async effect finished.
+    Completed {
+        /// The effect's key.
+        key: String,
+        /// How it ended.
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+    /// An effect failed or was interrupted.
+    Failed {
+        /// The effect's key.
+        key: String,
+        /// What kind of failure.
+        error: ErrorKind,
+        /// What went wrong, for people.
+        message: String,
+        /// The host will try again: the effect is still in flight.
+        retryable: bool,
+        /// Which attempt failed, from 1.
+        attempt: u32,
+    },
+    /// The guest stopped wanting an in-flight effect.
+    Cancelled {
+        /// The effect's key.
+        key: String,
+    },
+    /// A human decision is needed: about a tool call (host policy) or a question
+    /// (the guest's `ask`).
+    ApprovalRequested {
+        /// The effect's key.
+        key: String,
+        /// Set when the host's policy asks about a tool call.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tool: Option<ToolCall>,
+        /// Set when the guest asked a question.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        question: Option<Question>,
+    },
+    /// A human decided.
+    ApprovalDecided {
+        /// The effect's key.
+        key: String,
+        /// Allowed (or, for a question, answered yes).
+        allow: bool,
+        /// The principal who decided.
+        by: String,
+        /// Their reason or answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The guest said something to the session's participants.
+    Output {
+        /// The `output` effect's key.
+        key: String,
+        /// What it said.
+        content: Vec<ContentBlock>,
+    },
+    /// The guest messaged another log; written in the same transaction as the
+    /// target's `input`.
+    Sent {
+        /// The `send` effect's key.
+        key: String,
+        /// The target log's id.
+        target: String,
+    },
+    /// The session moved to another guest.
+    GuestChanged {
+        /// The guest it ran on.
+        from: GuestRef,
+        /// The guest it runs on now.
+        to: GuestRef,
+    },
+    /// The guest trapped or ran out of fuel or memory; the session parks.
+    GuestFailed {
+        /// What happened.
+        message: String,
+    },
+    /// The guest finished.
+    Finished {
+        /// The `finish` effect's key.
+        key: String,
+        /// The session's result.
+        result: String,
+    },
+    /// This log was compacted into another.
+    Continued {
+        /// The new log's id.
+        log: String,
+    },
+}
+
+impl EventBody {
+    /// The kebab-case name of this kind of event, as in the log format.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::Created(_) => "created",
+            EventBody::Input { .. } => "input",
+            EventBody::Requested { .. } => "requested",
+            EventBody::Completed { .. } => "completed",
+            EventBody::Failed { .. } => "failed",
+            EventBody::Cancelled { .. } => "cancelled",
+            EventBody::ApprovalRequested { .. } => "approval-requested",
+            EventBody::ApprovalDecided { .. } => "approval-decided",
+            EventBody::Output { .. } => "output",
+            EventBody::Sent { .. } => "sent",
+            EventBody::GuestChanged { .. } => "guest-changed",
+            EventBody::GuestFailed { .. } => "guest-failed",
+            EventBody::Finished { .. } => "finished",
+            EventBody::Continued { .. } => "continued",
+        }
+    }
+
+    /// The effect key this event is about, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            EventBody::Requested { key, .. }
+            | EventBody::Completed { key, .. }
+            | EventBody::Failed { key, .. }
+            | EventBody::Cancelled { key }
+            | EventBody::ApprovalRequested { key, .. }
+            | EventBody::ApprovalDecided { key, .. }
+            | EventBody::Output { key, .. }
+            | EventBody::Sent { key, .. }
+            | EventBody::Finished { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The canonical bytes of this body: what the journal stores and the chain hashes.
+    pub fn to_canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("event bodies always serialize: no maps with non-string keys")
+    }
+}
+
+/// One event of a log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Its position in the log, dense from 0.
+    pub seq: u64,
+    /// Unix time in milliseconds, from the host's clock, when it was staged.
+    pub at: u64,
+    /// What happened.
+    pub body: EventBody,
+}
+
+/// An event with the hash that chains it to its predecessor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    /// The event.
+    pub event: Event,
+    /// Its chained hash (see [`event_hash`](super::event_hash)).
+    pub hash: [u8; 32],
+}
+
+/// `sha256:` and the hex SHA-256 of `bytes`: how guests and model requests
+/// are named by content.
+pub fn digest_of(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}

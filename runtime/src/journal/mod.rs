@@ -1,0 +1,144 @@
+//! The journal: the durable, hash-chained event logs that are the only source of
+//! truth (DESIGN §2, §4, §5).
+//!
+//! [`Journal`] is the storage trait the rest of the host codes against;
+//! [`RedbJournal`] is the embedded backend. Its invariants:
+//!
+//! - **Append-only.** Events are never updated or deleted. Seqs of a log are
+//!   dense from 0, and seq 0 is always `created`.
+//! - **Chained.** Each event's hash covers its predecessor's hash, its seq, its
+//!   `at` and its canonical body ([`chain`](event_hash)); the log id is not hashed.
+//! - **Durable before acknowledged.** A [`CommitTicket`] resolves only after the
+//!   redb transaction holding its [`Commit`] has been committed (fsync'd).
+//! - **Atomic commits.** All parts of a [`Commit`] are written in one transaction,
+//!   or none; a refused commit writes nothing and does not disturb the other
+//!   commits of its group.
+//! - **Single writer.** Appends carry the expected next seq and are refused with
+//!   [`JournalError::Conflict`] otherwise.
+//! - **Projections in step.** The head, flags, names and open effects of a log
+//!   are updated in the same transaction as the events that change them.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), logbook::journal::JournalError> {
+//! use logbook::journal::*;
+//! let journal = RedbJournal::open("data/journal.redb".as_ref(), JournalConfig::default())?;
+//! let id = LogId::now_v7();
+//! # let created: Created = todo!();
+//! journal
+//!     .commit(Commit::new_log(NewLog {
+//!         id,
+//!         tenant: DEFAULT_TENANT.into(),
+//!         name: Some("support-bot".into()),
+//!         at: 1_700_000_000_000,
+//!         created,
+//!     }))
+//!     .await?;
+//! journal
+//!     .commit(Commit::append(id, 1, vec![(1_700_000_000_001, EventBody::GuestFailed { message: "trap".into() })]))
+//!     .await?;
+//! assert_eq!(journal.read(id, 0, 100)?.len(), 2);
+//! # Ok(()) }
+//! ```
+
+mod chain;
+mod commit;
+mod decode;
+mod error;
+pub mod event;
+mod info;
+mod jsonl;
+mod store;
+#[doc(hidden)]
+pub mod tables;
+mod writer;
+
+pub use self::chain::{
+    GENESIS_HASH, Verified, chain_events, digest_of, event_hash, verify_events,
+};
+pub use self::commit::{Append, Commit, CommitTicket, Committed, NameUpdate, NewLog};
+pub use self::decode::decode_body;
+pub use self::error::JournalError;
+pub use self::event::*;
+pub use self::info::{LogInfo, LogStatus, OpenEffect};
+pub use self::jsonl::{from_jsonl, to_jsonl};
+pub use self::store::RedbJournal;
+
+/// A log's id: a UUIDv7, so ids sort in creation order. Stored as a `u128`.
+pub type LogId = uuid::Uuid;
+
+/// The tenant of everything when no tenants are configured.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Settings of a [`RedbJournal`].
+#[derive(Clone, Debug)]
+pub struct JournalConfig {
+    /// The most events the writer puts in one transaction (a commit larger than
+    /// this still goes in whole, alone). Default 4096.
+    pub max_batch_events: usize,
+    /// Whether each transaction is fsync'd (`Durability::Immediate`). `false`
+    /// (`Durability::None`) is for benchmarks only: it breaks the promise that
+    /// an acknowledged event survives a crash. Default `true`.
+    pub durable: bool,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            max_batch_events: 4096,
+            durable: true,
+        }
+    }
+}
+
+/// Counters of the group-commit writer since the journal was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// redb write transactions committed.
+    pub commits: u64,
+    /// Events written.
+    pub events: u64,
+    /// Commit requests answered (accepted or refused).
+    pub requests: u64,
+}
+
+/// The storage of logs: what the host needs, whatever the backend (DESIGN §7).
+///
+/// Reads see the state as of the last durable commit and may run on any thread.
+pub trait Journal: Send + Sync + 'static {
+    /// Submits a commit to the writer; the ticket resolves once it is durable
+    /// or refused.
+    fn commit(&self, commit: Commit) -> CommitTicket;
+
+    /// Up to `limit` events of `log` from `from_seq`, in ascending seq. Empty when
+    /// the log does not exist or has no events from there.
+    fn read(&self, log: LogId, from_seq: u64, limit: usize)
+    -> Result<Vec<StoredEvent>, JournalError>;
+
+    /// The log's metadata, head and open effects; `None` when it does not exist.
+    fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError>;
+
+    /// The log a name points at.
+    fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError>;
+
+    /// The tenant's logs, ordered by id (creation order).
+    fn list(&self, tenant: &str) -> Result<Vec<LogInfo>, JournalError>;
+
+    /// Every log with an open effect: what to resume after a restart.
+    fn logs_with_open_effects(&self) -> Result<Vec<LogId>, JournalError>;
+
+    /// Stores a guest component (once per digest) and binds `(tenant, name)` to it.
+    /// Its digest is `sha256:` and the hex SHA-256 of `bytes`. Durable on return.
+    fn put_guest(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<GuestRef, JournalError>;
+
+    /// A guest component's bytes by digest.
+    fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError>;
+
+    /// The guest a name is bound to in a tenant.
+    fn guest_by_name(&self, tenant: &str, name: &str) -> Result<Option<GuestRef>, JournalError>;
+
+    /// Recomputes the log's hash chain from seq 0.
+    fn verify(&self, log: LogId) -> Result<Verified, JournalError>;
+
+    /// The writer's counters.
+    fn stats(&self) -> WriterStats;
+}

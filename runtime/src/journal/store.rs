@@ -1,0 +1,311 @@
+//! [`RedbJournal`]: the journal in one redb file.
+//!
+//! Writes to logs go through the group-commit writer thread ([`super::writer`]);
+//! reads use their own redb read transactions (MVCC), so they see the last
+//! committed state and never wait for the writer. Guest components are written
+//! directly, in their own durable transaction: they touch no table the writer
+//! writes.
+//!
+//! Invariant: while a `RedbJournal` exists its writer thread runs; dropping it
+//! (or [`RedbJournal::close`]) stops the writer after its current batch and
+//! releases the file.
+
+use std::path::Path;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+
+use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
+
+use super::chain::{ChainCheck, Verified, digest_of};
+use super::commit::{Commit, CommitTicket};
+use super::decode::decode_body;
+use super::event::{Event, GuestRef, StoredEvent};
+use super::info::{LogInfo, LogMeta, LogStatus, OpenEffect};
+use super::tables::{self, EVENTS, GUEST_NAMES, GUESTS, LOGS, NAMES, OPEN};
+use super::writer::{self, Counters, Request, Writer};
+use super::{Journal, JournalConfig, JournalError, LogId, WriterStats};
+
+/// A journal in one redb file, with a group-commit writer thread.
+#[derive(Debug)]
+pub struct RedbJournal {
+    db: Arc<Database>,
+    requests: RwLock<Option<Sender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    counters: Arc<Counters>,
+}
+
+impl RedbJournal {
+    /// Opens (creating if needed) the journal file at `path` and its tables, and
+    /// starts the writer thread.
+    pub fn open(path: &Path, config: JournalConfig) -> Result<Arc<Self>, JournalError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(redb::Error::from)?;
+        }
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(LOGS)?;
+        txn.open_table(NAMES)?;
+        txn.open_table(GUESTS)?;
+        txn.open_table(GUEST_NAMES)?;
+        txn.open_table(OPEN)?;
+        txn.commit()?;
+
+        let db = Arc::new(db);
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer::new(db.clone(), config, counters.clone());
+        let handle = std::thread::Builder::new()
+            .name("logbook-journal-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(redb::Error::from)?;
+        Ok(Arc::new(RedbJournal {
+            db,
+            requests: RwLock::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            counters,
+        }))
+    }
+
+    /// Stops the writer once it has answered what it has been sent; later
+    /// commits fail with [`JournalError::Closed`]. Reads keep working. The file is
+    /// released when the last handle is dropped. Dropping the journal closes it.
+    pub fn close(&self) {
+        drop(
+            self.requests
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("the journal writer thread panicked");
+        }
+    }
+
+    fn begin_read(&self) -> Result<Reader, JournalError> {
+        Reader::new(self.db.begin_read()?)
+    }
+}
+
+impl Drop for RedbJournal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The tables reads use, open in one read transaction.
+struct Reader {
+    events: ReadOnlyTable<(u128, u64), &'static [u8]>,
+    logs: ReadOnlyTable<u128, &'static [u8]>,
+    open: ReadOnlyTable<(u128, &'static str), &'static [u8]>,
+}
+
+impl Reader {
+    fn new(txn: ReadTransaction) -> Result<Self, JournalError> {
+        Ok(Reader {
+            events: txn.open_table(EVENTS)?,
+            logs: txn.open_table(LOGS)?,
+            open: txn.open_table(OPEN)?,
+        })
+    }
+
+    fn meta(&self, id: u128) -> Result<Option<LogMeta>, JournalError> {
+        match self.logs.get(id)? {
+            Some(v) => Ok(Some(writer::decode_meta(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn info(&self, id: u128, meta: LogMeta) -> Result<LogInfo, JournalError> {
+        let (next_seq, last_hash) = match self.events.range((id, 0)..=(id, u64::MAX))?.next_back() {
+            Some(entry) => {
+                let (k, v) = entry?;
+                let (_, hash, _) = tables::split_event(v.value())?;
+                (k.value().1 + 1, hash)
+            }
+            None => (0, [0; 32]),
+        };
+        let mut open = Vec::new();
+        for entry in self.open.range((id, "")..)? {
+            let (k, v) = entry?;
+            let (log, key) = k.value();
+            if log != id {
+                break;
+            }
+            let record = writer::decode_open(v.value())?;
+            open.push(OpenEffect {
+                key: key.to_owned(),
+                effect: record.effect,
+                awaiting_approval: record.awaiting_approval,
+            });
+        }
+        Ok(LogInfo {
+            id: LogId::from_u128(id),
+            status: LogStatus::of(meta.finished, meta.failed, &open),
+            tenant: meta.tenant,
+            name: meta.name,
+            guest: meta.guest,
+            created_at: meta.created_at,
+            next_seq,
+            last_hash,
+            open,
+        })
+    }
+}
+
+impl Journal for RedbJournal {
+    fn commit(&self, commit: Commit) -> CommitTicket {
+        let (reply, ticket) = CommitTicket::new();
+        let requests = self.requests.read().unwrap_or_else(PoisonError::into_inner);
+        let refused = match requests.as_ref() {
+            Some(tx) => tx.send(Request { commit, reply }).err().map(|e| e.0.reply),
+            None => Some(reply),
+        };
+        if let Some(reply) = refused {
+            // The ticket is alive in this frame, so the answer arrives.
+            let _ = reply.send(Err(JournalError::Closed));
+        }
+        ticket
+    }
+
+    fn read(
+        &self,
+        log: LogId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let id = log.as_u128();
+        let mut out = Vec::new();
+        for entry in events.range((id, from_seq)..=(id, u64::MAX))?.take(limit) {
+            let (k, v) = entry?;
+            let (at, hash, body) = tables::split_event(v.value())?;
+            out.push(StoredEvent {
+                event: Event {
+                    seq: k.value().1,
+                    at,
+                    body: decode_body(body)?,
+                },
+                hash,
+            });
+        }
+        Ok(out)
+    }
+
+    fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError> {
+        let r = self.begin_read()?;
+        let id = log.as_u128();
+        match r.meta(id)? {
+            Some(meta) => Ok(Some(r.info(id, meta)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let names = txn.open_table(NAMES)?;
+        Ok(names.get((tenant, name))?.map(|v| LogId::from_u128(v.value())))
+    }
+
+    fn list(&self, tenant: &str) -> Result<Vec<LogInfo>, JournalError> {
+        let r = self.begin_read()?;
+        let mut out = Vec::new();
+        for entry in r.logs.iter()? {
+            let (k, v) = entry?;
+            let meta = writer::decode_meta(v.value())?;
+            if meta.tenant == tenant {
+                out.push(r.info(k.value(), meta)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn logs_with_open_effects(&self) -> Result<Vec<LogId>, JournalError> {
+        let r = self.begin_read()?;
+        let mut out: Vec<LogId> = Vec::new();
+        for entry in r.open.iter()? {
+            let (k, _) = entry?;
+            let log = LogId::from_u128(k.value().0);
+            if out.last() != Some(&log) {
+                out.push(log);
+            }
+        }
+        Ok(out)
+    }
+
+    fn put_guest(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<GuestRef, JournalError> {
+        let digest = digest_of(bytes);
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut guests = txn.open_table(GUESTS)?;
+            if guests.get(digest.as_str())?.is_none() {
+                guests.insert(digest.as_str(), bytes)?;
+            }
+            let mut names = txn.open_table(GUEST_NAMES)?;
+            names.insert((tenant, name), digest.as_str())?;
+        }
+        txn.commit()?;
+        Ok(GuestRef {
+            name: name.to_owned(),
+            digest,
+        })
+    }
+
+    fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let guests = txn.open_table(GUESTS)?;
+        Ok(guests.get(digest)?.map(|v| v.value().to_vec()))
+    }
+
+    fn guest_by_name(&self, tenant: &str, name: &str) -> Result<Option<GuestRef>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let names = txn.open_table(GUEST_NAMES)?;
+        Ok(names.get((tenant, name))?.map(|v| GuestRef {
+            name: name.to_owned(),
+            digest: v.value().to_owned(),
+        }))
+    }
+
+    fn verify(&self, log: LogId) -> Result<Verified, JournalError> {
+        let r = self.begin_read()?;
+        let id = log.as_u128();
+        if r.meta(id)?.is_none() {
+            return Err(JournalError::UnknownLog(log));
+        }
+        let mut check = ChainCheck::new();
+        for entry in r.events.range((id, 0)..=(id, u64::MAX))? {
+            let (k, v) = entry?;
+            let seq = k.value().1;
+            let Ok((at, hash, body)) = tables::split_event(v.value()) else {
+                check.check(seq, 0, &[], Err("event value is truncated".into()), &[0; 32]);
+                continue;
+            };
+            // The hash covers the stored bytes; they must also be the canonical
+            // form of what they decode to, or an export would hash differently.
+            let kind = match decode_body(body) {
+                Ok(b) if b.to_canonical() != body => Err("body is not in canonical form".into()),
+                Ok(b) => Ok(b.kind()),
+                Err(e) => Err(format!("body does not decode: {e}")),
+            };
+            check.check(seq, at, body, kind, &hash);
+        }
+        Ok(check.finish())
+    }
+
+    fn stats(&self) -> WriterStats {
+        self.counters.snapshot()
+    }
+}

@@ -1,0 +1,79 @@
+//! The redb tables of the journal and the byte layout of their values.
+//!
+//! Public (but hidden from the docs) so that tests and tools can open a journal
+//! file with plain redb. `docs/log-format.md` describes the same layout.
+//!
+//! | table         | key                               | value |
+//! |---------------|-----------------------------------|-------|
+//! | `events`      | `(u128 log, u64 seq)`             | `at` (u64 BE, 8 bytes) ‖ `hash` (32 bytes) ‖ canonical body JSON |
+//! | `logs`        | `u128 log`                        | JSON `{"tenant","name","guest":{"name","digest"},"created_at","finished","failed"}` |
+//! | `names`       | `(&str tenant, &str name)`        | `u128 log` |
+//! | `guests`      | `&str digest` (`sha256:<hex>`)    | the component's bytes |
+//! | `guest_names` | `(&str tenant, &str name)`        | `&str digest` |
+//! | `open`        | `(u128 log, &str key)`            | JSON `{"effect":{…requested effect…},"awaiting_approval":bool}` |
+//!
+//! A log id is its UUID as a `u128` (big-endian UUID order), so UUIDv7 ids
+//! sort in creation order. Invariants: rows of `events` are only ever inserted,
+//! never updated or deleted; seqs of a log are dense from 0; `logs`, `open` and
+//! the name tables are projections kept in the transaction that writes the events.
+
+use redb::TableDefinition;
+
+use super::JournalError;
+
+/// `(log, seq) -> at ‖ hash ‖ body`.
+pub const EVENTS: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("events");
+/// `log -> LogMeta` JSON.
+pub const LOGS: TableDefinition<u128, &[u8]> = TableDefinition::new("logs");
+/// `(tenant, name) -> log`.
+pub const NAMES: TableDefinition<(&str, &str), u128> = TableDefinition::new("names");
+/// `digest -> component bytes`.
+pub const GUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("guests");
+/// `(tenant, name) -> digest`.
+pub const GUEST_NAMES: TableDefinition<(&str, &str), &str> = TableDefinition::new("guest_names");
+/// `(log, key) -> OpenRecord` JSON.
+pub const OPEN: TableDefinition<(u128, &str), &[u8]> = TableDefinition::new("open");
+
+/// Bytes before the body in an `events` value.
+pub const EVENT_HEADER_LEN: usize = 8 + 32;
+
+/// The `events` value of one event.
+pub fn encode_event(at: u64, hash: &[u8; 32], body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(EVENT_HEADER_LEN + body.len());
+    v.extend_from_slice(&at.to_be_bytes());
+    v.extend_from_slice(hash);
+    v.extend_from_slice(body);
+    v
+}
+
+/// Splits an `events` value into `(at, hash, body)` without copying the body.
+pub fn split_event(value: &[u8]) -> Result<(u64, [u8; 32], &[u8]), JournalError> {
+    match value.split_first_chunk::<8>() {
+        Some((at, rest)) => match rest.split_first_chunk::<32>() {
+            Some((hash, body)) => Ok((u64::from_be_bytes(*at), *hash, body)),
+            None => Err(short(value)),
+        },
+        None => Err(short(value)),
+    }
+}
+
+fn short(value: &[u8]) -> JournalError {
+    JournalError::Corrupt(format!(
+        "event value of {} bytes is shorter than its {EVENT_HEADER_LEN}-byte header",
+        value.len()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_values_round_trip() {
+        let v = encode_event(0x0102_0304_0506_0708, &[9; 32], b"{}");
+        assert_eq!(&v[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        let (at, hash, body) = split_event(&v).expect("well formed");
+        assert_eq!((at, hash, body), (0x0102_0304_0506_0708, [9; 32], &b"{}"[..]));
+        assert!(matches!(split_event(&v[..39]), Err(JournalError::Corrupt(_))));
+    }
+}

@@ -1,0 +1,445 @@
+//! The group-commit writer: one thread that owns every write to the event tables.
+//!
+//! It blocks for one request, drains whatever else is queued (up to
+//! `max_batch_events`), applies them all in one write transaction, commits once
+//! (one fsync), and only then answers every caller.
+//!
+//! Invariants:
+//! - A request is validated in full (against the head cache and the tables as
+//!   the batch has left them) before any of its parts is written, so a refused
+//!   request writes nothing and the rest of its batch goes on.
+//! - A failure of the transaction itself answers every caller of the batch with
+//!   that error and empties the head cache, which may hold heads that never
+//!   became durable.
+//! - The head cache (log -> next seq, last hash) only ever holds heads written in
+//!   a committed transaction, or in the transaction being built, which is
+//!   reverted on failure by emptying the cache.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+
+use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use tokio::sync::oneshot;
+
+use super::chain::{GENESIS_HASH, event_hash};
+use super::commit::{Commit, Committed};
+use super::event::{Event, EventBody, StoredEvent};
+use super::info::{LogMeta, MetaChange, OpenAction, OpenRecord};
+use super::tables::{self, EVENTS, LOGS, NAMES, OPEN};
+use super::{JournalConfig, JournalError, LogId, WriterStats};
+
+/// More logs than this in the head cache and it is emptied before the next
+/// batch: each entry is small, but the number of logs is unbounded.
+const HEAD_CACHE_MAX_LOGS: usize = 100_000;
+
+/// A commit waiting for the writer, with where to send its answer.
+pub(crate) struct Request {
+    pub(crate) commit: Commit,
+    pub(crate) reply: oneshot::Sender<Result<Committed, JournalError>>,
+}
+
+/// The writer's counters, shared with the journal handle.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    commits: AtomicU64,
+    events: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The end of a log.
+#[derive(Clone, Copy, Debug)]
+struct Head {
+    next_seq: u64,
+    last_hash: [u8; 32],
+}
+
+pub(crate) struct Writer {
+    db: Arc<Database>,
+    config: JournalConfig,
+    counters: Arc<Counters>,
+    heads: HashMap<u128, Head>,
+}
+
+/// The tables a batch writes, open in its transaction.
+struct WriteTables<'t> {
+    events: Table<'t, (u128, u64), &'static [u8]>,
+    logs: Table<'t, u128, &'static [u8]>,
+    names: Table<'t, (&'static str, &'static str), u128>,
+    open: Table<'t, (u128, &'static str), &'static [u8]>,
+}
+
+impl<'t> WriteTables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, JournalError> {
+        Ok(WriteTables {
+            events: txn.open_table(EVENTS)?,
+            logs: txn.open_table(LOGS)?,
+            names: txn.open_table(NAMES)?,
+            open: txn.open_table(OPEN)?,
+        })
+    }
+
+    fn meta(&self, log: u128) -> Result<Option<LogMeta>, JournalError> {
+        match self.logs.get(log)? {
+            Some(v) => Ok(Some(decode_meta(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta(&mut self, log: u128, meta: &LogMeta) -> Result<(), JournalError> {
+        let bytes = serde_json::to_vec(meta)
+            .map_err(|e| JournalError::Corrupt(format!("log metadata: {e}")))?;
+        self.logs.insert(log, bytes.as_slice())?;
+        Ok(())
+    }
+}
+
+pub(crate) fn decode_meta(bytes: &[u8]) -> Result<LogMeta, JournalError> {
+    serde_json::from_slice(bytes).map_err(|e| JournalError::Corrupt(format!("log metadata: {e}")))
+}
+
+pub(crate) fn decode_open(bytes: &[u8]) -> Result<OpenRecord, JournalError> {
+    serde_json::from_slice(bytes).map_err(|e| JournalError::Corrupt(format!("open effect: {e}")))
+}
+
+/// One event ready to write, with its canonical body.
+struct Planned {
+    log: u128,
+    event: StoredEvent,
+    body: Vec<u8>,
+}
+
+/// What a validated request will write.
+struct Plan {
+    metas: Vec<(u128, LogMeta)>,
+    events: Vec<Planned>,
+    heads: HashMap<u128, Head>,
+}
+
+impl Writer {
+    pub(crate) fn new(db: Arc<Database>, config: JournalConfig, counters: Arc<Counters>) -> Self {
+        Writer {
+            db,
+            config,
+            counters,
+            heads: HashMap::new(),
+        }
+    }
+
+    /// Serves requests until every sender is gone.
+    pub(crate) fn run(mut self, requests: Receiver<Request>) {
+        while let Ok(first) = requests.recv() {
+            let mut events = first.commit.event_count();
+            let mut batch = vec![first];
+            while events < self.config.max_batch_events {
+                match requests.try_recv() {
+                    Ok(r) => {
+                        events += r.commit.event_count();
+                        batch.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch);
+        }
+    }
+
+    fn run_batch(&mut self, batch: Vec<Request>) {
+        if self.heads.len() > HEAD_CACHE_MAX_LOGS {
+            self.heads.clear();
+        }
+        let requests = batch.len() as u64;
+        let (replies, commits): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|r| (r.reply, r.commit)).unzip();
+        let outcome = self.write_batch(commits);
+        self.counters.requests.fetch_add(requests, Ordering::Relaxed);
+        match outcome {
+            Ok(results) => {
+                let events: usize = results
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok())
+                    .map(|c| c.events.len())
+                    .sum();
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .events
+                    .fetch_add(events as u64, Ordering::Relaxed);
+                for (reply, result) in replies.into_iter().zip(results) {
+                    // A caller that dropped its ticket does not want the answer.
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal transaction failed");
+                self.heads.clear();
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Writes a batch in one transaction. The outer error fails the whole batch;
+    /// the inner results are each request's own answer.
+    #[allow(clippy::type_complexity)]
+    fn write_batch(
+        &mut self,
+        commits: Vec<Commit>,
+    ) -> Result<Vec<Result<Committed, JournalError>>, JournalError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(if self.config.durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        let mut results = Vec::with_capacity(commits.len());
+        {
+            let mut t = WriteTables::open(&txn)?;
+            for commit in commits {
+                results.push(self.apply(&mut t, commit)?);
+            }
+        }
+        txn.commit()?;
+        Ok(results)
+    }
+
+    /// Validates and writes one request.
+    fn apply(
+        &mut self,
+        t: &mut WriteTables<'_>,
+        commit: Commit,
+    ) -> Result<Result<Committed, JournalError>, JournalError> {
+        let plan = match self.plan(t, &commit)? {
+            Ok(plan) => plan,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        for (log, meta) in &plan.metas {
+            t.put_meta(*log, meta)?;
+            if let Some(name) = &meta.name {
+                t.names.insert((meta.tenant.as_str(), name.as_str()), *log)?;
+            }
+        }
+        for p in &plan.events {
+            let value = tables::encode_event(p.event.event.at, &p.event.hash, &p.body);
+            t.events.insert((p.log, p.event.event.seq), value.as_slice())?;
+            project(t, p.log, &p.event.event.body)?;
+        }
+        for n in &commit.names {
+            let log = n.log.as_u128();
+            let previous = t
+                .names
+                .insert((n.tenant.as_str(), n.name.as_str()), log)?
+                .map(|g| g.value());
+            if let Some(prev) = previous.filter(|p| *p != log)
+                && let Some(mut meta) = t.meta(prev)?
+                && meta.name.as_deref() == Some(n.name.as_str())
+            {
+                meta.name = None;
+                t.put_meta(prev, &meta)?;
+            }
+            if let Some(mut meta) = t.meta(log)?
+                && meta.name.as_deref() != Some(n.name.as_str())
+            {
+                meta.name = Some(n.name.clone());
+                t.put_meta(log, &meta)?;
+            }
+        }
+        self.heads.extend(plan.heads);
+        Ok(Ok(Committed {
+            events: plan
+                .events
+                .into_iter()
+                .map(|p| (LogId::from_u128(p.log), p.event))
+                .collect(),
+        }))
+    }
+
+    /// Checks a request against the state the batch has reached and computes
+    /// what it writes, writing nothing.
+    fn plan(
+        &mut self,
+        t: &WriteTables<'_>,
+        commit: &Commit,
+    ) -> Result<Result<Plan, JournalError>, JournalError> {
+        let mut plan = Plan {
+            metas: Vec::with_capacity(commit.new_logs.len()),
+            events: Vec::with_capacity(commit.event_count()),
+            heads: HashMap::new(),
+        };
+        let mut new_names = HashSet::new();
+        for nl in &commit.new_logs {
+            let id = nl.id.as_u128();
+            if plan.heads.contains_key(&id)
+                || self.heads.contains_key(&id)
+                || t.logs.get(id)?.is_some()
+            {
+                return Ok(Err(JournalError::LogExists(nl.id)));
+            }
+            if let Some(name) = &nl.name
+                && (t.names.get((nl.tenant.as_str(), name.as_str()))?.is_some()
+                    || !new_names.insert((nl.tenant.as_str(), name.as_str())))
+            {
+                return Ok(Err(JournalError::NameTaken {
+                    tenant: nl.tenant.clone(),
+                    name: name.clone(),
+                }));
+            }
+            let body = EventBody::Created(nl.created.clone());
+            let canonical = body.to_canonical();
+            let hash = event_hash(&GENESIS_HASH, 0, nl.at, &canonical);
+            plan.heads.insert(
+                id,
+                Head {
+                    next_seq: 1,
+                    last_hash: hash,
+                },
+            );
+            plan.metas.push((
+                id,
+                LogMeta {
+                    tenant: nl.tenant.clone(),
+                    name: nl.name.clone(),
+                    guest: nl.created.guest.clone(),
+                    created_at: nl.at,
+                    finished: false,
+                    failed: false,
+                },
+            ));
+            plan.events.push(Planned {
+                log: id,
+                event: StoredEvent {
+                    event: Event {
+                        seq: 0,
+                        at: nl.at,
+                        body,
+                    },
+                    hash,
+                },
+                body: canonical,
+            });
+        }
+        for ap in &commit.appends {
+            let id = ap.log.as_u128();
+            let head = match plan.heads.get(&id) {
+                Some(h) => *h,
+                None => match self.head(t, id)? {
+                    Some(h) => h,
+                    None => return Ok(Err(JournalError::UnknownLog(ap.log))),
+                },
+            };
+            if ap.expected_seq != head.next_seq {
+                return Ok(Err(JournalError::Conflict {
+                    log: ap.log,
+                    expected: ap.expected_seq,
+                    actual: head.next_seq,
+                }));
+            }
+            let mut head = head;
+            for (at, body) in &ap.events {
+                if matches!(body, EventBody::Created(_)) {
+                    return Ok(Err(JournalError::Invalid(format!(
+                        "log {}: `created` may only be seq 0",
+                        ap.log
+                    ))));
+                }
+                let canonical = body.to_canonical();
+                let seq = head.next_seq;
+                let hash = event_hash(&head.last_hash, seq, *at, &canonical);
+                plan.events.push(Planned {
+                    log: id,
+                    event: StoredEvent {
+                        event: Event {
+                            seq,
+                            at: *at,
+                            body: body.clone(),
+                        },
+                        hash,
+                    },
+                    body: canonical,
+                });
+                head = Head {
+                    next_seq: seq + 1,
+                    last_hash: hash,
+                };
+            }
+            plan.heads.insert(id, head);
+        }
+        for n in &commit.names {
+            let id = n.log.as_u128();
+            let tenant = match plan.metas.iter().find(|(l, _)| *l == id) {
+                Some((_, meta)) => Some(meta.tenant.clone()),
+                None => t.meta(id)?.map(|m| m.tenant),
+            };
+            if tenant.as_deref() != Some(n.tenant.as_str()) {
+                return Ok(Err(JournalError::UnknownLog(n.log)));
+            }
+        }
+        Ok(Ok(plan))
+    }
+
+    /// A log's head: from the cache, else from its last stored event.
+    fn head(&mut self, t: &WriteTables<'_>, log: u128) -> Result<Option<Head>, JournalError> {
+        if let Some(h) = self.heads.get(&log) {
+            return Ok(Some(*h));
+        }
+        let last = t.events.range((log, 0)..=(log, u64::MAX))?.next_back();
+        let Some(entry) = last else {
+            return Ok(None);
+        };
+        let (key, value) = entry?;
+        let (_, hash, _) = tables::split_event(value.value())?;
+        let head = Head {
+            next_seq: key.value().1 + 1,
+            last_hash: hash,
+        };
+        self.heads.insert(log, head);
+        Ok(Some(head))
+    }
+}
+
+/// Keeps the `open` table and the log's metadata in step with one event.
+fn project(t: &mut WriteTables<'_>, log: u128, body: &EventBody) -> Result<(), JournalError> {
+    if let Some(key) = body.key() {
+        let current = if OpenAction::needs_current(body) {
+            match t.open.get((log, key))? {
+                Some(v) => Some(decode_open(v.value())?),
+                None => None,
+            }
+        } else {
+            None
+        };
+        match OpenAction::of(body, current) {
+            OpenAction::Keep => {}
+            OpenAction::Put(record) => {
+                let bytes = serde_json::to_vec(&record)
+                    .map_err(|e| JournalError::Corrupt(format!("open effect: {e}")))?;
+                t.open.insert((log, key), bytes.as_slice())?;
+            }
+            OpenAction::Remove => {
+                t.open.remove((log, key))?;
+            }
+        }
+    }
+    if MetaChange::applies(body) {
+        let Some(mut meta) = t.meta(log)? else {
+            return Err(JournalError::Corrupt(format!(
+                "log {} has events but no metadata",
+                LogId::from_u128(log)
+            )));
+        };
+        MetaChange::of(body, &mut meta);
+        t.put_meta(log, &meta)?;
+    }
+    Ok(())
+}

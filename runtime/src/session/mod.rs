@@ -1,0 +1,381 @@
+//! Sessions: one actor per active log, and the host that keeps them.
+//!
+//! A session is its log. The [`Host`] activates a session's actor when
+//! something needs it: the actor replays the log into a fresh guest instance,
+//! then advances it: every new event is staged, folded into the guest, and the
+//! guest's wanted effects are reconciled against the log; the staged events
+//! commit in one durable append, and only then are effects performed and
+//! callers answered. One actor per log per process; the journal refuses any
+//! append whose expected seq is stale, so two writers can never interleave.
+
+mod actor;
+mod keys;
+mod perform;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::config::Config;
+use crate::effects::{ModelRegistry, ToolRegistry};
+use crate::guest::{GuestEngine, GuestError};
+use crate::journal::{
+    Commit, ContentBlock, Created, GuestRef, Journal, JournalConfig, JournalError, LogId, LogInfo,
+    NewLog, RedbJournal, Sender, StoredEvent,
+};
+
+/// Errors of sessions and the host.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// No session by that id or name.
+    #[error("no session {0:?}")]
+    UnknownSession(String),
+    /// No guest by that name or digest.
+    #[error("no guest {0:?}")]
+    UnknownGuest(String),
+    /// A session by that name exists already.
+    #[error("a session named {0:?} exists already")]
+    NameTaken(String),
+    /// The session has finished; it takes no more input.
+    #[error("session has finished: {0}")]
+    Finished(String),
+    /// The session's guest failed; it is parked until its guest is fixed.
+    #[error("session is parked because its guest failed: {0}")]
+    Parked(String),
+    /// Nothing is waiting for a decision under that key.
+    #[error("no pending approval {0:?}")]
+    NoPendingApproval(String),
+    /// That approval was decided already.
+    #[error("approval {0:?} was decided already")]
+    AlreadyDecided(String),
+    /// A request was not well formed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The configuration is not usable.
+    #[error("{0}")]
+    Config(String),
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The guest could not be loaded or run.
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    /// The session's actor stopped.
+    #[error("session stopped")]
+    Stopped,
+}
+
+/// Where a session stands, as its actor sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activity {
+    /// Nothing in flight: waiting for input.
+    Idle,
+    /// A human decision is pending.
+    WaitingApproval,
+    /// Only timers further away than the horizon are pending.
+    Sleeping,
+    /// The session finished.
+    Finished,
+    /// The guest failed; the session is parked.
+    Failed,
+}
+
+pub(crate) enum Command {
+    Input {
+        from: Sender,
+        content: Vec<ContentBlock>,
+        reply: oneshot::Sender<Result<u64, SessionError>>,
+    },
+    Decide {
+        key: String,
+        allow: bool,
+        by: String,
+        reason: Option<String>,
+        reply: oneshot::Sender<Result<u64, SessionError>>,
+    },
+    Done {
+        key: String,
+        result: perform::Done,
+    },
+    WaitIdle {
+        horizon: Duration,
+        reply: oneshot::Sender<Activity>,
+    },
+    /// Drop the guest instance and stop the actor; the log is all that remains.
+    Hibernate,
+}
+
+/// A handle on a live session's actor.
+#[derive(Clone)]
+pub struct Session {
+    log: LogId,
+    commands: mpsc::UnboundedSender<Command>,
+    events: broadcast::Sender<StoredEvent>,
+}
+
+impl Session {
+    /// The log's id.
+    pub fn id(&self) -> LogId {
+        self.log
+    }
+
+    /// Events as they become durable, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<StoredEvent> {
+        self.events.subscribe()
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, SessionError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .map_err(|_| SessionError::Stopped)?;
+        answer.await.map_err(|_| SessionError::Stopped)
+    }
+
+    /// Append an input; answers its seq once it is durable.
+    pub async fn input(&self, from: Sender, content: Vec<ContentBlock>) -> Result<u64, SessionError> {
+        self.ask(|reply| Command::Input {
+            from,
+            content,
+            reply,
+        })
+        .await?
+    }
+
+    /// Decide a pending approval; answers the decision's seq once durable.
+    pub async fn decide(
+        &self,
+        key: &str,
+        allow: bool,
+        by: &str,
+        reason: Option<String>,
+    ) -> Result<u64, SessionError> {
+        self.ask(|reply| Command::Decide {
+            key: key.to_string(),
+            allow,
+            by: by.to_string(),
+            reason,
+            reply,
+        })
+        .await?
+    }
+
+    /// Wait until nothing is in flight but human decisions and timers further
+    /// away than `horizon`.
+    pub async fn wait_idle(&self, horizon: Duration) -> Result<Activity, SessionError> {
+        self.ask(|reply| Command::WaitIdle { horizon, reply }).await
+    }
+}
+
+/// The runtime: journal, guest engine, model and tool registries, and the
+/// live sessions of this process.
+pub struct Host {
+    journal: Arc<dyn Journal>,
+    engine: Arc<GuestEngine>,
+    models: ModelRegistry,
+    tools: ToolRegistry,
+    config: Config,
+    workspaces: PathBuf,
+    live: Mutex<HashMap<LogId, Session>>,
+}
+
+/// Options of [`Host::open`] that do not belong in the configuration file.
+#[derive(Clone, Debug, Default)]
+pub struct HostOptions {
+    /// `LOGBOOK_ECHO_DELAY_MS`: how long EchoModel takes to answer.
+    pub echo_delay: Option<Duration>,
+    /// Commit without fsync (benchmarks of the non-durable path only).
+    pub no_fsync: bool,
+}
+
+impl Host {
+    /// Open the data directory `data` (created if absent).
+    pub fn open(data: &Path, config: Config, options: HostOptions) -> Result<Arc<Host>, SessionError> {
+        std::fs::create_dir_all(data).map_err(|e| {
+            SessionError::Config(format!("cannot create data directory {}: {e}", data.display()))
+        })?;
+        let journal = RedbJournal::open(
+            &data.join("journal.redb"),
+            JournalConfig {
+                max_batch_events: config.journal.max_batch_events,
+                durable: !options.no_fsync,
+            },
+        )?;
+        let engine = GuestEngine::new(config.limits.clone(), Some(data.join("cache")))?;
+        let models = ModelRegistry::from_config(&config.models, options.echo_delay)
+            .map_err(SessionError::Config)?;
+        let tools = ToolRegistry::builtin(&config.tools);
+        Ok(Arc::new(Host {
+            journal,
+            engine,
+            models,
+            tools,
+            config,
+            workspaces: data.join("workspaces"),
+            live: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Arc<dyn Journal> {
+        &self.journal
+    }
+
+    /// The guest engine.
+    pub fn engine(&self) -> &Arc<GuestEngine> {
+        &self.engine
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Validate a component and store it under `name` for `tenant`.
+    pub fn add_guest(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<GuestRef, SessionError> {
+        if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control()) {
+            return Err(SessionError::Invalid(format!("invalid guest name {name:?}")));
+        }
+        let digest = crate::journal::digest_of(bytes);
+        self.engine.load(&digest, bytes)?;
+        Ok(self.journal.put_guest(tenant, name, bytes)?)
+    }
+
+    /// A guest by name or digest.
+    pub fn guest(&self, tenant: &str, name_or_digest: &str) -> Result<GuestRef, SessionError> {
+        if let Some(guest) = self.journal.guest_by_name(tenant, name_or_digest)? {
+            return Ok(guest);
+        }
+        if name_or_digest.starts_with("sha256:")
+            && self.journal.guest_bytes(name_or_digest)?.is_some()
+        {
+            return Ok(GuestRef {
+                name: name_or_digest.to_string(),
+                digest: name_or_digest.to_string(),
+            });
+        }
+        Err(SessionError::UnknownGuest(name_or_digest.to_string()))
+    }
+
+    /// Create a session on `guest`, optionally named, with a JSON config.
+    pub async fn create_session(
+        &self,
+        tenant: &str,
+        name: Option<&str>,
+        guest: GuestRef,
+        config: serde_json::Value,
+    ) -> Result<LogId, SessionError> {
+        if let Some(name) = name {
+            validate_name(name)?;
+        }
+        if !config.is_object() {
+            return Err(SessionError::Invalid("a session's config must be a JSON object".into()));
+        }
+        let id = uuid::Uuid::now_v7();
+        let created = Created {
+            guest,
+            config,
+            seed: rand::random(),
+            parent: None,
+            compacted_from: None,
+            summary: None,
+            tools: self.tools.specs(),
+        };
+        let commit = Commit {
+            new_logs: vec![NewLog {
+                id,
+                tenant: tenant.to_string(),
+                name: name.map(str::to_string),
+                at: now_ms(),
+                created,
+            }],
+            ..Commit::default()
+        };
+        match self.journal.commit(commit).await {
+            Ok(_) => Ok(id),
+            Err(JournalError::NameTaken { .. }) => {
+                Err(SessionError::NameTaken(name.unwrap_or_default().to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Resolve a session id or name to its log.
+    pub fn resolve(&self, tenant: &str, id_or_name: &str) -> Result<LogInfo, SessionError> {
+        let id = match uuid::Uuid::parse_str(id_or_name) {
+            Ok(id) => Some(id),
+            Err(_) => self.journal.resolve(tenant, id_or_name)?,
+        };
+        let info = match id {
+            Some(id) => self.journal.info(id)?,
+            None => None,
+        };
+        match info {
+            Some(info) if info.tenant == tenant => Ok(info),
+            _ => Err(SessionError::UnknownSession(id_or_name.to_string())),
+        }
+    }
+
+    /// The live session of a log, activating it if needed.
+    pub fn session(self: &Arc<Self>, log: LogId) -> Result<Session, SessionError> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(session) = live.get(&log)
+            && !session.commands.is_closed()
+        {
+            return Ok(session.clone());
+        }
+        let session = actor::spawn(self.clone(), log)?;
+        live.insert(log, session.clone());
+        Ok(session)
+    }
+
+    /// Drop a session's actor and guest instance. Effects in flight are
+    /// abandoned; the next activation resumes them from the log.
+    pub fn hibernate(&self, log: LogId) {
+        let session = self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&log);
+        if let Some(session) = session {
+            let _ = session.commands.send(Command::Hibernate);
+        }
+    }
+
+    /// The sessions of this process whose actors are running.
+    pub fn live_sessions(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The directory the `fs.*` tools of a session work in.
+    pub fn workspace_dir(&self, log: LogId) -> PathBuf {
+        self.workspaces.join(log.to_string())
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), SessionError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && uuid::Uuid::parse_str(name).is_err()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SessionError::Invalid(format!(
+            "invalid session name {name:?}: use 1-128 of a-z A-Z 0-9 - _ . /, and not a UUID"
+        )))
+    }
+}
+
+/// The host's clock, in unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

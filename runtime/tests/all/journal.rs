@@ -1,0 +1,1005 @@
+//! The journal against a real redb file: commits, group commit, names,
+//! persistence, tamper detection, export lines and the golden log format.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use logbook::journal::tables::{self, EVENTS};
+use logbook::journal::*;
+use redb::{ReadableDatabase, ReadableTable};
+use tempfile::TempDir;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn guest(name: &str) -> GuestRef {
+    GuestRef {
+        name: name.into(),
+        digest: digest_of(name.as_bytes()),
+    }
+}
+
+fn created() -> Created {
+    Created {
+        guest: guest("counter"),
+        config: serde_json::json!({"step": 1}),
+        seed: 7,
+        parent: None,
+        compacted_from: None,
+        summary: None,
+        tools: vec![],
+    }
+}
+
+fn new_log(tenant: &str, name: Option<&str>) -> NewLog {
+    NewLog {
+        id: LogId::now_v7(),
+        tenant: tenant.into(),
+        name: name.map(Into::into),
+        at: T0,
+        created: created(),
+    }
+}
+
+fn input(text: &str) -> EventBody {
+    EventBody::Input {
+        from: Sender::Principal("cli".into()),
+        content: vec![ContentBlock::text(text)],
+    }
+}
+
+fn open_journal(dir: &TempDir) -> (PathBuf, Arc<RedbJournal>) {
+    let path = dir.path().join("journal.redb");
+    let journal = RedbJournal::open(&path, JournalConfig::default()).expect("open journal");
+    (path, journal)
+}
+
+async fn create(journal: &RedbJournal, tenant: &str, name: Option<&str>) -> LogId {
+    let nl = new_log(tenant, name);
+    let id = nl.id;
+    journal.commit(Commit::new_log(nl)).await.expect("create log");
+    id
+}
+
+#[tokio::test]
+async fn create_append_and_read_back() {
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let nl = new_log(DEFAULT_TENANT, Some("bot"));
+    let id = nl.id;
+    let committed = journal.commit(Commit::new_log(nl)).await.unwrap();
+    assert_eq!(committed.events.len(), 1);
+    assert_eq!(committed.events[0].0, id);
+    assert_eq!(committed.events[0].1.event.seq, 0);
+
+    let committed = journal
+        .commit(Commit::append(
+            id,
+            1,
+            vec![(T0 + 1, input("one")), (T0 + 2, input("two"))],
+        ))
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = committed.events.iter().map(|(_, e)| e.event.seq).collect();
+    assert_eq!(seqs, [1, 2]);
+
+    let events = journal.read(id, 0, 100).unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0].event.body, EventBody::Created(created()));
+    assert_eq!(events[2].event.body, input("two"));
+    assert_eq!(events[2].event.at, T0 + 2);
+    assert_eq!(events[1..], committed.events.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>()[..]);
+    assert!(verify_events(&events).is_ok());
+    assert_eq!(journal.read(id, 2, 100).unwrap().len(), 1);
+    assert_eq!(journal.read(id, 0, 2).unwrap().len(), 2);
+    assert!(journal.read(id, 3, 100).unwrap().is_empty());
+    assert!(journal.read(LogId::now_v7(), 0, 100).unwrap().is_empty());
+
+    let info = journal.info(id).unwrap().expect("exists");
+    assert_eq!(info.next_seq, 3);
+    assert_eq!(info.last_hash, events[2].hash);
+    assert_eq!(info.tenant, DEFAULT_TENANT);
+    assert_eq!(info.name.as_deref(), Some("bot"));
+    assert_eq!(info.guest, guest("counter"));
+    assert_eq!(info.created_at, T0);
+    assert_eq!(info.status, LogStatus::Idle);
+    assert_eq!(journal.resolve(DEFAULT_TENANT, "bot").unwrap(), Some(id));
+    assert!(journal.info(LogId::now_v7()).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_wrong_expected_seq_is_refused_and_writes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let id = create(&journal, DEFAULT_TENANT, None).await;
+    let other = create(&journal, DEFAULT_TENANT, None).await;
+
+    // The conflicting append comes with a valid one and a new log in the same
+    // commit: none of them may be written.
+    let extra = new_log(DEFAULT_TENANT, Some("never"));
+    let extra_id = extra.id;
+    let commit = Commit {
+        new_logs: vec![extra],
+        appends: vec![
+            Append {
+                log: other,
+                expected_seq: 1,
+                events: vec![(T0, input("fine"))],
+            },
+            Append {
+                log: id,
+                expected_seq: 5,
+                events: vec![(T0, input("late"))],
+            },
+        ],
+        names: vec![],
+    };
+    match journal.commit(commit).await {
+        Err(JournalError::Conflict {
+            log,
+            expected,
+            actual,
+        }) => assert_eq!((log, expected, actual), (id, 5, 1)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(journal.read(id, 0, 10).unwrap().len(), 1);
+    assert_eq!(journal.read(other, 0, 10).unwrap().len(), 1);
+    assert!(journal.info(extra_id).unwrap().is_none());
+    assert_eq!(journal.resolve(DEFAULT_TENANT, "never").unwrap(), None);
+
+    // The head did not move: the right seq still works.
+    journal
+        .commit(Commit::append(id, 1, vec![(T0, input("ok"))]))
+        .await
+        .unwrap();
+    assert_eq!(journal.info(id).unwrap().unwrap().next_seq, 2);
+}
+
+#[tokio::test]
+async fn refusals_name_their_reason() {
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let ghost = LogId::now_v7();
+    assert!(matches!(
+        journal.commit(Commit::append(ghost, 0, vec![(T0, input("x"))])).await,
+        Err(JournalError::UnknownLog(l)) if l == ghost
+    ));
+
+    let nl = new_log("t", Some("taken"));
+    let again = nl.clone();
+    journal.commit(Commit::new_log(nl)).await.unwrap();
+    assert!(matches!(
+        journal.commit(Commit::new_log(again)).await,
+        Err(JournalError::LogExists(_))
+    ));
+    assert!(matches!(
+        journal.commit(Commit::new_log(new_log("t", Some("taken")))).await,
+        Err(JournalError::NameTaken { tenant, name }) if tenant == "t" && name == "taken"
+    ));
+    // Names are per tenant.
+    create(&journal, "u", Some("taken")).await;
+
+    let id = journal.resolve("t", "taken").unwrap().unwrap();
+    assert!(matches!(
+        journal
+            .commit(Commit::append(id, 1, vec![(T0, EventBody::Created(created()))]))
+            .await,
+        Err(JournalError::Invalid(_))
+    ));
+    // A name cannot point into another tenant.
+    let cross = Commit {
+        names: vec![NameUpdate {
+            tenant: "u".into(),
+            name: "stolen".into(),
+            log: id,
+        }],
+        ..Commit::default()
+    };
+    assert!(matches!(
+        journal.commit(cross).await,
+        Err(JournalError::UnknownLog(_))
+    ));
+    assert_eq!(journal.resolve("u", "stolen").unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_are_group_committed() {
+    const LOGS: usize = 16;
+    const APPENDS: u64 = 25;
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let mut ids = Vec::new();
+    for _ in 0..LOGS {
+        ids.push(create(&journal, DEFAULT_TENANT, None).await);
+    }
+    let before = journal.stats();
+
+    let mut tasks = Vec::new();
+    for id in ids.clone() {
+        let journal = journal.clone();
+        tasks.push(tokio::spawn(async move {
+            for seq in 1..=APPENDS {
+                let committed = journal
+                    .commit(Commit::append(
+                        id,
+                        seq,
+                        vec![(T0 + seq, input(&format!("{seq}")))],
+                    ))
+                    .await
+                    .expect("append");
+                assert_eq!(committed.events[0].1.event.seq, seq);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let after = journal.stats();
+    let requests = after.requests - before.requests;
+    let commits = after.commits - before.commits;
+    assert_eq!(requests, LOGS as u64 * APPENDS);
+    assert_eq!(after.events - before.events, LOGS as u64 * APPENDS);
+    assert!(
+        commits < requests,
+        "no group commit: {commits} transactions for {requests} requests"
+    );
+    for id in ids {
+        let events = journal.read(id, 0, 1000).unwrap();
+        assert_eq!(events.len() as u64, APPENDS + 1);
+        assert!(journal.verify(id).unwrap().is_ok());
+    }
+}
+
+#[tokio::test]
+async fn a_refused_commit_leaves_its_neighbours_alone() {
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let id = create(&journal, DEFAULT_TENANT, None).await;
+    // Sent back to back, so they usually share a batch; they must get the same
+    // answers either way.
+    let good = journal.commit(Commit::append(id, 1, vec![(T0, input("a"))]));
+    let stale = journal.commit(Commit::append(id, 1, vec![(T0, input("b"))]));
+    let next = journal.commit(Commit::append(id, 2, vec![(T0, input("c"))]));
+    assert!(good.await.is_ok());
+    assert!(matches!(
+        stale.await,
+        Err(JournalError::Conflict { actual: 2, .. })
+    ));
+    assert_eq!(next.await.unwrap().events[0].1.event.seq, 2);
+    let bodies: Vec<EventBody> = journal
+        .read(id, 1, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.body)
+        .collect();
+    assert_eq!(bodies, [input("a"), input("c")]);
+    assert!(journal.verify(id).unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn a_commit_can_create_append_and_name_at_once() {
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let sender = create(&journal, DEFAULT_TENANT, None).await;
+    let target = new_log(DEFAULT_TENANT, None);
+    let target_id = target.id;
+    let commit = Commit {
+        new_logs: vec![target],
+        appends: vec![
+            Append {
+                log: sender,
+                expected_seq: 1,
+                events: vec![(
+                    T0,
+                    EventBody::Sent {
+                        key: "send-1".into(),
+                        target: target_id.to_string(),
+                    },
+                )],
+            },
+            Append {
+                log: target_id,
+                expected_seq: 1,
+                events: vec![(
+                    T0,
+                    EventBody::Input {
+                        from: Sender::Log {
+                            log: sender.to_string(),
+                            key: "send-1".into(),
+                        },
+                        content: vec![ContentBlock::text("hello")],
+                    },
+                )],
+            },
+            Append {
+                log: target_id,
+                expected_seq: 2,
+                events: vec![(T0, input("again"))],
+            },
+        ],
+        names: vec![NameUpdate {
+            tenant: DEFAULT_TENANT.into(),
+            name: "inbox".into(),
+            log: target_id,
+        }],
+    };
+    let committed = journal.commit(commit).await.unwrap();
+    let written: Vec<(LogId, u64)> = committed
+        .events
+        .iter()
+        .map(|(l, e)| (*l, e.event.seq))
+        .collect();
+    assert_eq!(
+        written,
+        [(target_id, 0), (sender, 1), (target_id, 1), (target_id, 2)]
+    );
+    assert_eq!(journal.read(target_id, 0, 10).unwrap().len(), 3);
+    assert_eq!(journal.resolve(DEFAULT_TENANT, "inbox").unwrap(), Some(target_id));
+    assert!(journal.verify(target_id).unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn names_bind_and_move() {
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let old = create(&journal, DEFAULT_TENANT, Some("support")).await;
+    let new = create(&journal, DEFAULT_TENANT, None).await;
+    assert_eq!(journal.resolve(DEFAULT_TENANT, "support").unwrap(), Some(old));
+
+    // Compaction: `continued` on the old log and the name moves, atomically.
+    let commit = Commit {
+        appends: vec![Append {
+            log: old,
+            expected_seq: 1,
+            events: vec![(
+                T0,
+                EventBody::Continued {
+                    log: new.to_string(),
+                },
+            )],
+        }],
+        names: vec![NameUpdate {
+            tenant: DEFAULT_TENANT.into(),
+            name: "support".into(),
+            log: new,
+        }],
+        ..Commit::default()
+    };
+    journal.commit(commit).await.unwrap();
+    assert_eq!(journal.resolve(DEFAULT_TENANT, "support").unwrap(), Some(new));
+    assert_eq!(journal.info(new).unwrap().unwrap().name.as_deref(), Some("support"));
+    assert_eq!(journal.info(old).unwrap().unwrap().name, None);
+    assert_eq!(journal.resolve("elsewhere", "support").unwrap(), None);
+
+    // The name is taken by the new log now.
+    assert!(matches!(
+        journal.commit(Commit::new_log(new_log(DEFAULT_TENANT, Some("support")))).await,
+        Err(JournalError::NameTaken { .. })
+    ));
+}
+
+#[tokio::test]
+async fn list_is_per_tenant_in_creation_order() {
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let a = create(&journal, "t", Some("a")).await;
+    create(&journal, "other", None).await;
+    let b = create(&journal, "t", None).await;
+    let listed: Vec<LogId> = journal.list("t").unwrap().iter().map(|i| i.id).collect();
+    assert_eq!(listed, [a, b]);
+    assert!(journal.list("nobody").unwrap().is_empty());
+}
+
+fn tool_call(id: &str) -> ToolCall {
+    ToolCall {
+        id: id.into(),
+        name: "read_file".into(),
+        arguments: r#"{"path":"notes.txt"}"#.into(),
+    }
+}
+
+#[tokio::test]
+async fn heads_status_and_open_effects_survive_a_reopen() {
+    let dir = TempDir::new().unwrap();
+    let (path, journal) = open_journal(&dir);
+    let running = create(&journal, DEFAULT_TENANT, Some("running")).await;
+    let asking = create(&journal, DEFAULT_TENANT, None).await;
+    let sleeping = create(&journal, DEFAULT_TENANT, None).await;
+    let done = create(&journal, DEFAULT_TENANT, None).await;
+    let broken = create(&journal, DEFAULT_TENANT, None).await;
+
+    let commit = Commit {
+        appends: vec![
+            Append {
+                log: running,
+                expected_seq: 1,
+                events: vec![
+                    (
+                        T0,
+                        EventBody::Requested {
+                            key: "call-1".into(),
+                            effect: RequestedEffect::Tool(tool_call("call-1")),
+                        },
+                    ),
+                    (
+                        T0,
+                        EventBody::Requested {
+                            key: "nap".into(),
+                            effect: RequestedEffect::Sleep { until: T0 + 60_000 },
+                        },
+                    ),
+                ],
+            },
+            Append {
+                log: asking,
+                expected_seq: 1,
+                events: vec![(
+                    T0,
+                    EventBody::ApprovalRequested {
+                        key: "ask-1".into(),
+                        tool: None,
+                        question: Some(Question { text: "Go?".into() }),
+                    },
+                )],
+            },
+            Append {
+                log: sleeping,
+                expected_seq: 1,
+                events: vec![(
+                    T0,
+                    EventBody::Requested {
+                        key: "nap".into(),
+                        effect: RequestedEffect::Sleep { until: T0 + 60_000 },
+                    },
+                )],
+            },
+            Append {
+                log: done,
+                expected_seq: 1,
+                events: vec![(
+                    T0,
+                    EventBody::Finished {
+                        key: "finish".into(),
+                        result: "42".into(),
+                    },
+                )],
+            },
+            Append {
+                log: broken,
+                expected_seq: 1,
+                events: vec![(
+                    T0,
+                    EventBody::GuestFailed {
+                        message: "out of fuel".into(),
+                    },
+                )],
+            },
+        ],
+        ..Commit::default()
+    };
+    journal.commit(commit).await.unwrap();
+
+    let status = |j: &RedbJournal, id| j.info(id).unwrap().unwrap().status;
+    assert_eq!(status(&journal, running), LogStatus::Running);
+    assert_eq!(status(&journal, asking), LogStatus::WaitingApproval);
+    assert_eq!(status(&journal, sleeping), LogStatus::Sleeping);
+    assert_eq!(status(&journal, done), LogStatus::Finished);
+    assert_eq!(status(&journal, broken), LogStatus::Failed);
+    let before: Vec<LogInfo> = [running, asking, sleeping, done, broken]
+        .iter()
+        .map(|id| journal.info(*id).unwrap().unwrap())
+        .collect();
+
+    drop(journal);
+    let journal = RedbJournal::open(&path, JournalConfig::default()).expect("reopen");
+    let after: Vec<LogInfo> = [running, asking, sleeping, done, broken]
+        .iter()
+        .map(|id| journal.info(*id).unwrap().unwrap())
+        .collect();
+    assert_eq!(before, after);
+    let open = &after[0].open;
+    assert_eq!(open.len(), 2);
+    assert_eq!(open[0].key, "call-1");
+    assert_eq!(open[0].effect, RequestedEffect::Tool(tool_call("call-1")));
+    assert!(!open[0].awaiting_approval);
+    assert_eq!(
+        after[1].open,
+        [OpenEffect {
+            key: "ask-1".into(),
+            effect: RequestedEffect::Ask(Question { text: "Go?".into() }),
+            awaiting_approval: true,
+        }]
+    );
+    let mut resumable = vec![running, asking, sleeping];
+    resumable.sort();
+    assert_eq!(journal.logs_with_open_effects().unwrap(), resumable);
+
+    // The head survived: the next seq is accepted, a stale one refused.
+    assert!(matches!(
+        journal.commit(Commit::append(running, 1, vec![(T0, input("x"))])).await,
+        Err(JournalError::Conflict { actual: 3, .. })
+    ));
+    let events = vec![
+        (
+            T0,
+            EventBody::Completed {
+                key: "call-1".into(),
+                outcome: Outcome::Tool {
+                    content: "milk".into(),
+                    is_error: false,
+                },
+            },
+        ),
+        (
+            T0,
+            EventBody::Failed {
+                key: "nap".into(),
+                error: ErrorKind::Interrupted,
+                message: "host stopped".into(),
+                retryable: false,
+                attempt: 1,
+            },
+        ),
+    ];
+    journal.commit(Commit::append(running, 3, events)).await.unwrap();
+    let decided = EventBody::ApprovalDecided {
+        key: "ask-1".into(),
+        allow: true,
+        by: "cli".into(),
+        reason: Some("yes".into()),
+    };
+    journal.commit(Commit::append(asking, 2, vec![(T0, decided)])).await.unwrap();
+    let changed = EventBody::GuestChanged {
+        from: guest("counter"),
+        to: guest("counter-2"),
+    };
+    journal.commit(Commit::append(broken, 2, vec![(T0, changed)])).await.unwrap();
+
+    assert_eq!(status(&journal, running), LogStatus::Idle);
+    assert_eq!(status(&journal, asking), LogStatus::Idle);
+    let fixed = journal.info(broken).unwrap().unwrap();
+    assert_eq!(fixed.status, LogStatus::Idle);
+    assert_eq!(fixed.guest, guest("counter-2"));
+    assert_eq!(journal.logs_with_open_effects().unwrap(), [sleeping]);
+    for id in [running, asking, sleeping, done, broken] {
+        assert!(journal.verify(id).unwrap().is_ok());
+    }
+}
+
+#[tokio::test]
+async fn a_closed_journal_refuses_commits_but_reads() {
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let id = create(&journal, DEFAULT_TENANT, None).await;
+    journal.close();
+    assert!(matches!(
+        journal.commit(Commit::append(id, 1, vec![(T0, input("x"))])).await,
+        Err(JournalError::Closed)
+    ));
+    assert_eq!(journal.read(id, 0, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn tickets_can_be_waited_on_without_a_runtime() {
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let nl = new_log(DEFAULT_TENANT, None);
+    let id = nl.id;
+    journal.commit(Commit::new_log(nl)).wait().unwrap();
+    assert_eq!(journal.info(id).unwrap().unwrap().next_seq, 1);
+}
+
+#[test]
+fn guests_are_stored_once_by_digest() {
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let bytes = b"\0asm fake component";
+    let a = journal.put_guest("t", "counter", bytes).unwrap();
+    assert_eq!(a.name, "counter");
+    assert_eq!(a.digest, digest_of(bytes));
+    let b = journal.put_guest("u", "other-name", bytes).unwrap();
+    assert_eq!(a.digest, b.digest);
+    assert_eq!(journal.guest_bytes(&a.digest).unwrap().as_deref(), Some(&bytes[..]));
+    assert_eq!(journal.guest_by_name("t", "counter").unwrap(), Some(a.clone()));
+    assert_eq!(journal.guest_by_name("u", "counter").unwrap(), None);
+    assert_eq!(journal.guest_bytes("sha256:00").unwrap(), None);
+
+    // Rebinding a name moves it to the new bytes.
+    let v2 = journal.put_guest("t", "counter", b"\0asm v2").unwrap();
+    assert_ne!(v2.digest, a.digest);
+    assert_eq!(journal.guest_by_name("t", "counter").unwrap(), Some(v2));
+    assert!(journal.guest_bytes(&a.digest).unwrap().is_some());
+}
+
+/// Flips one byte of a stored body with plain redb, as an attacker or a bad
+/// disk would.
+fn tamper(path: &Path, log: LogId, seq: u64) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut events = txn.open_table(EVENTS).unwrap();
+        let mut value = events.get((log.as_u128(), seq)).unwrap().unwrap().value().to_vec();
+        let body = &mut value[tables::EVENT_HEADER_LEN..];
+        let at = body
+            .windows(6)
+            .position(|w| w == b"second")
+            .expect("the body holds the text");
+        body[at] = b'S';
+        events.insert((log.as_u128(), seq), value.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[tokio::test]
+async fn verify_names_the_tampered_seq() {
+    let dir = TempDir::new().unwrap();
+    let (path, journal) = open_journal(&dir);
+    let id = create(&journal, DEFAULT_TENANT, None).await;
+    let events = ["first", "second", "third"]
+        .iter()
+        .map(|t| (T0, input(t)))
+        .collect();
+    journal.commit(Commit::append(id, 1, events)).await.unwrap();
+    assert_eq!(
+        journal.verify(id).unwrap(),
+        Verified {
+            events: 4,
+            first_bad: None
+        }
+    );
+    drop(journal);
+
+    tamper(&path, id, 2);
+    let journal = RedbJournal::open(&path, JournalConfig::default()).unwrap();
+    let v = journal.verify(id).unwrap();
+    assert_eq!(v.events, 4);
+    let (seq, why) = v.first_bad.expect("tampering is found");
+    assert_eq!(seq, 2);
+    assert!(why.contains("hash mismatch"), "{why}");
+    assert!(matches!(
+        journal.verify(LogId::now_v7()),
+        Err(JournalError::UnknownLog(_))
+    ));
+}
+
+#[tokio::test]
+async fn jsonl_round_trips_and_reimports_under_a_new_id() {
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let id = create(&journal, DEFAULT_TENANT, None).await;
+    let bodies = golden_events().into_iter().skip(1).collect();
+    journal.commit(Commit::append(id, 1, bodies)).await.unwrap();
+    let events = journal.read(id, 0, 1000).unwrap();
+    let lines: Vec<String> = events.iter().map(to_jsonl).collect();
+    let parsed: Vec<StoredEvent> = lines.iter().map(|l| from_jsonl(l).unwrap()).collect();
+    assert_eq!(parsed, events);
+    assert!(verify_events(&parsed).is_ok());
+
+    // Import: a new log with the same events hashes the same.
+    let copy = NewLog {
+        id: LogId::now_v7(),
+        tenant: DEFAULT_TENANT.into(),
+        name: None,
+        at: parsed[0].event.at,
+        created: match &parsed[0].event.body {
+            EventBody::Created(c) => c.clone(),
+            other => panic!("seq 0 is {other:?}"),
+        },
+    };
+    let copy_id = copy.id;
+    let rest = parsed[1..]
+        .iter()
+        .map(|e| (e.event.at, e.event.body.clone()))
+        .collect();
+    journal
+        .commit(Commit {
+            new_logs: vec![copy],
+            appends: vec![Append {
+                log: copy_id,
+                expected_seq: 1,
+                events: rest,
+            }],
+            names: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(journal.read(copy_id, 0, 1000).unwrap(), parsed);
+}
+
+/// One event of every kind (and every effect, outcome, sender and content
+/// block), as `(at, body)`, seq 0 first. The golden file pins their JSON.
+fn golden_events() -> Vec<(u64, EventBody)> {
+    let other_log = "0190f5a2-7c3e-7a11-9e4b-5d2c8f3a6b10".to_string();
+    let call = tool_call("call-1");
+    let bodies = vec![
+        EventBody::Created(Created {
+            guest: guest("assistant"),
+            config: serde_json::json!({"model": "echo", "max_turns": 3}),
+            seed: 42,
+            parent: None,
+            compacted_from: Some(LogPos {
+                log: other_log.clone(),
+                seq: 17,
+            }),
+            summary: Some("The user keeps a shopping list in notes.txt.".into()),
+            tools: vec![ToolSpec {
+                name: "read_file".into(),
+                description: "Read a file of the workspace.".into(),
+                parameters: serde_json::json!({
+                    "type": "object",
+                    "properties": {"path": {"type": "string"}},
+                    "required": ["path"],
+                }),
+            }],
+        }),
+        EventBody::Input {
+            from: Sender::Principal("cli".into()),
+            content: vec![ContentBlock::text("What is on my list?")],
+        },
+        EventBody::Requested {
+            key: "model-1".into(),
+            effect: RequestedEffect::Model {
+                model: "echo".into(),
+                digest: digest_of(b"model request 1"),
+                summary: "1 message, 1 tool".into(),
+            },
+        },
+        EventBody::Completed {
+            key: "model-1".into(),
+            outcome: Outcome::Model(ModelResponse {
+                content: vec![
+                    ContentBlock::Reasoning {
+                        text: Some("The list is in notes.txt.".into()),
+                        signature: Some("c2lnbmF0dXJl".into()),
+                        opaque: None,
+                        provider: "anthropic".into(),
+                    },
+                    ContentBlock::text("Let me look."),
+                    ContentBlock::ToolCall(call.clone()),
+                ],
+                stop_reason: StopReason::ToolUse,
+                usage: Usage {
+                    input_tokens: 120,
+                    output_tokens: 31,
+                },
+                provider: "anthropic".into(),
+                model: "claude-sonnet".into(),
+            }),
+        },
+        EventBody::Requested {
+            key: "call-1".into(),
+            effect: RequestedEffect::Tool(call.clone()),
+        },
+        EventBody::ApprovalRequested {
+            key: "call-1".into(),
+            tool: Some(call),
+            question: None,
+        },
+        EventBody::ApprovalDecided {
+            key: "call-1".into(),
+            allow: true,
+            by: "cli".into(),
+            reason: Some("reading is fine".into()),
+        },
+        EventBody::Completed {
+            key: "call-1".into(),
+            outcome: Outcome::Tool {
+                content: "milk\neggs".into(),
+                is_error: false,
+            },
+        },
+        EventBody::ApprovalRequested {
+            key: "ask-1".into(),
+            tool: None,
+            question: Some(Question {
+                text: "Shall I order them?".into(),
+            }),
+        },
+        EventBody::ApprovalDecided {
+            key: "ask-1".into(),
+            allow: false,
+            by: "cli".into(),
+            reason: None,
+        },
+        EventBody::Requested {
+            key: "nap-1".into(),
+            effect: RequestedEffect::Sleep { until: T0 + 60_000 },
+        },
+        EventBody::Completed {
+            key: "nap-1".into(),
+            outcome: Outcome::TimerFired,
+        },
+        EventBody::Requested {
+            key: "ask-2".into(),
+            effect: RequestedEffect::Ask(Question {
+                text: "Anything else?".into(),
+            }),
+        },
+        EventBody::Cancelled {
+            key: "ask-2".into(),
+        },
+        EventBody::Requested {
+            key: "model-2".into(),
+            effect: RequestedEffect::Model {
+                model: "echo".into(),
+                digest: digest_of(b"model request 2"),
+                summary: "5 messages, 1 tool".into(),
+            },
+        },
+        EventBody::Failed {
+            key: "model-2".into(),
+            error: ErrorKind::RateLimited,
+            message: "429 Too Many Requests".into(),
+            retryable: true,
+            attempt: 1,
+        },
+        EventBody::Completed {
+            key: "model-2".into(),
+            outcome: Outcome::Model(ModelResponse {
+                content: vec![
+                    ContentBlock::Reasoning {
+                        text: None,
+                        signature: None,
+                        opaque: Some("ZW5jcnlwdGVk".into()),
+                        provider: "openai".into(),
+                    },
+                    ContentBlock::text("You need milk and eggs."),
+                ],
+                stop_reason: StopReason::EndTurn,
+                usage: Usage {
+                    input_tokens: 180,
+                    output_tokens: 9,
+                },
+                provider: "openai".into(),
+                model: "gpt".into(),
+            }),
+        },
+        EventBody::Output {
+            key: "out-1".into(),
+            content: vec![
+                ContentBlock::text("You need milk and eggs."),
+                ContentBlock::ToolResult {
+                    call_id: "call-1".into(),
+                    content: "milk\neggs".into(),
+                    is_error: false,
+                },
+            ],
+        },
+        EventBody::Sent {
+            key: "send-1".into(),
+            target: other_log.clone(),
+        },
+        EventBody::Input {
+            from: Sender::Log {
+                log: other_log.clone(),
+                key: "send-7".into(),
+            },
+            content: vec![ContentBlock::text("Noted.")],
+        },
+        EventBody::GuestFailed {
+            message: "wasm trap: all fuel consumed".into(),
+        },
+        EventBody::GuestChanged {
+            from: guest("assistant"),
+            to: guest("assistant-v2"),
+        },
+        EventBody::Finished {
+            key: "finish-1".into(),
+            result: "milk, eggs".into(),
+        },
+        EventBody::Continued { log: other_log },
+    ];
+    bodies
+        .into_iter()
+        .zip(0..)
+        .map(|(body, i)| (T0 + i * 1000, body))
+        .collect()
+}
+
+const ALL_KINDS: [&str; 14] = [
+    "created",
+    "input",
+    "requested",
+    "completed",
+    "failed",
+    "cancelled",
+    "approval-requested",
+    "approval-decided",
+    "output",
+    "sent",
+    "guest-changed",
+    "guest-failed",
+    "finished",
+    "continued",
+];
+
+fn golden_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all/golden/events.jsonl")
+}
+
+/// The log format is pinned by `golden/events.jsonl`; `LOGBOOK_BLESS=1`
+/// rewrites it after a deliberate format change.
+#[tokio::test]
+async fn golden_events_match_the_file() {
+    let events = chain_events(GENESIS_HASH, 0, golden_events());
+    let kinds: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e.event.body.kind()).collect();
+    assert_eq!(kinds, ALL_KINDS.into_iter().collect());
+    let text: String = events.iter().map(|e| to_jsonl(e) + "\n").collect();
+
+    let path = golden_path();
+    if std::env::var_os("LOGBOOK_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let file = std::fs::read_to_string(&path).expect("golden file (LOGBOOK_BLESS=1 writes it)");
+    for (i, (want, got)) in file.lines().zip(text.lines()).enumerate() {
+        assert_eq!(want, got, "line {} of {} differs", i + 1, path.display());
+    }
+    assert_eq!(file.lines().count(), text.lines().count());
+
+    // The file parses back, and its chain holds.
+    let parsed: Vec<StoredEvent> = file.lines().map(|l| from_jsonl(l).unwrap()).collect();
+    assert_eq!(parsed, events);
+    assert!(verify_events(&parsed).is_ok());
+
+    // A journal writing the same events under any id stores the same hashes.
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let mut bodies = golden_events().into_iter();
+    let (at, EventBody::Created(created)) = bodies.next().unwrap() else {
+        panic!("seq 0 is created")
+    };
+    let id = LogId::now_v7();
+    let commit = Commit {
+        new_logs: vec![NewLog {
+            id,
+            tenant: DEFAULT_TENANT.into(),
+            name: None,
+            at,
+            created,
+        }],
+        appends: vec![Append {
+            log: id,
+            expected_seq: 1,
+            events: bodies.collect(),
+        }],
+        names: vec![],
+    };
+    journal.commit(commit).await.unwrap();
+    assert_eq!(journal.read(id, 0, 1000).unwrap(), events);
+    assert!(journal.verify(id).unwrap().is_ok());
+    assert_eq!(journal.info(id).unwrap().unwrap().status, LogStatus::Finished);
+}
+
+/// Replay speed: how long `read` takes per event for a 10,000-event log.
+/// Run with `cargo test --release -p logbook --test all -- --ignored decode_speed --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a test"]
+async fn decode_speed() {
+    const N: u64 = 10_000;
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let id = create(&journal, DEFAULT_TENANT, None).await;
+    let sample: Vec<EventBody> = golden_events().into_iter().skip(1).map(|(_, b)| b).collect();
+    let mut seq = 1;
+    while seq < N {
+        let events: Vec<(u64, EventBody)> = (seq..(seq + 1000).min(N))
+            .map(|s| (T0 + s, sample[(s as usize) % sample.len()].clone()))
+            .collect();
+        let n = events.len() as u64;
+        journal.commit(Commit::append(id, seq, events)).await.unwrap();
+        seq += n;
+    }
+    let mut best = std::time::Duration::MAX;
+    for _ in 0..20 {
+        let start = std::time::Instant::now();
+        let events = journal.read(id, 0, N as usize).unwrap();
+        best = best.min(start.elapsed());
+        assert_eq!(events.len() as u64, N);
+    }
+    println!(
+        "read {N} events: {:?} ({} ns/event)",
+        best,
+        best.as_nanos() / u128::from(N)
+    );
+}

@@ -1,0 +1,21 @@
+//! Test fixture: loops forever on the input `loop`; otherwise echoes.
+use logbook_guest::prelude::*;
+
+#[derive(Default, Serialize, Deserialize)]
+struct Looper;
+
+impl Agent for Looper {
+    fn apply(&mut self, event: &Event, fx: &mut Effects) {
+        if let Some(text) = event.input_text() {
+            if text == "loop" {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            fx.output(format!("ok: {text}"));
+        }
+    }
+}
+
+logbook_guest::export_agent!(Looper);
