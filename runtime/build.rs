@@ -18,7 +18,10 @@ const GUESTS: &[(&str, bool)] = &[
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest.parent().expect("runtime/ is inside the workspace").to_path_buf();
+    let root = manifest
+        .parent()
+        .expect("runtime/ is inside the workspace")
+        .to_path_buf();
     for dir in ["wit", "guest-sdk", "examples", "runtime/tests/guests"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }

@@ -36,7 +36,11 @@ pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResu
     };
     let quick = options.quick;
     if wanted("wake") {
-        for events in if quick { vec![1_000] } else { vec![1_000, 10_000] } {
+        for events in if quick {
+            vec![1_000]
+        } else {
+            vec![1_000, 10_000]
+        } {
             print(wake(&config, events, if quick { 5 } else { 30 }).await?);
         }
     }
@@ -164,7 +168,11 @@ async fn step(config: &Config, rounds: usize) -> BenchResult<serde_json::Value> 
 }
 
 /// Many sessions driven at once: durable events per second.
-async fn throughput(config: &Config, sessions: usize, run_for: Duration) -> BenchResult<serde_json::Value> {
+async fn throughput(
+    config: &Config,
+    sessions: usize,
+    run_for: Duration,
+) -> BenchResult<serde_json::Value> {
     let bed = bed(config, false)?;
     let mut handles = Vec::new();
     for _ in 0..sessions {

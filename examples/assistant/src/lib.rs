@@ -53,7 +53,9 @@ impl Assistant {
     }
 
     fn tool_done(&mut self, key: &str, content: String, is_error: bool, fx: &mut Effects) {
-        let Some(slot) = self.calls.get_mut(key) else { return };
+        let Some(slot) = self.calls.get_mut(key) else {
+            return;
+        };
         *slot = Some(ToolResult {
             call_id: key.to_string(),
             content,

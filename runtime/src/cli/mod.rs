@@ -82,7 +82,10 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
@@ -108,14 +111,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
         Command::Run(args) => run::run(&data, config, args).await,
         Command::Log(args) => show::log(&open_existing(&data, config)?, args),
         Command::Sessions => show::sessions(&open_existing(&data, config)?),
-        Command::Approve(args) => run::decide(&open_existing(&data, config)?, args, true, None).await,
+        Command::Approve(args) => {
+            run::decide(&open_existing(&data, config)?, args, true, None).await
+        }
         Command::Deny(args) => {
             let reason = args.reason.clone();
             run::decide(&open_existing(&data, config)?, args.decision, false, reason).await
         }
         Command::Guest(GuestCommand::Add { name, file }) => {
-            let bytes = std::fs::read(&file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let host = open(&data, config)?;
             let guest = host
                 .add_guest(CLI_TENANT, &name, &bytes)
@@ -139,9 +144,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
 /// Open the data directory, creating it if needed.
 pub(crate) fn open(data: &Path, config: Config) -> Result<Arc<Host>, String> {
     let echo_delay = match std::env::var("LOGBOOK_ECHO_DELAY_MS") {
-        Ok(ms) => Some(std::time::Duration::from_millis(ms.parse().map_err(|_| {
-            format!("LOGBOOK_ECHO_DELAY_MS must be a number of milliseconds, not {ms:?}")
-        })?)),
+        Ok(ms) => Some(std::time::Duration::from_millis(ms.parse().map_err(
+            |_| format!("LOGBOOK_ECHO_DELAY_MS must be a number of milliseconds, not {ms:?}"),
+        )?)),
         Err(_) => None,
     };
     let options = HostOptions {

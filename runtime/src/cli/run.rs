@@ -125,7 +125,10 @@ async fn settle(
     horizon: Duration,
     printer: &mut Printer,
 ) -> Result<Activity, String> {
-    let activity = session.wait_idle(horizon).await.map_err(|e| e.to_string())?;
+    let activity = session
+        .wait_idle(horizon)
+        .await
+        .map_err(|e| e.to_string())?;
     printer.print_new()?;
     Ok(activity)
 }
@@ -140,10 +143,16 @@ fn report(host: &Host, info: &LogInfo, activity: Activity) -> Result<ExitCode, S
     let name = fresh.name.clone().unwrap_or_else(|| fresh.id.to_string());
     match activity {
         Activity::Idle | Activity::Finished => {}
-        Activity::Sleeping => eprintln!("sleeping: a timer is pending; `logbook run --session {name}` resumes it"),
+        Activity::Sleeping => {
+            eprintln!("sleeping: a timer is pending; `logbook run --session {name}` resumes it")
+        }
         Activity::WaitingApproval => {
             for open in fresh.open.iter().filter(|o| o.awaiting_approval) {
-                eprintln!("waiting for approval: {} — logbook approve {name} {}", describe(open), open.key);
+                eprintln!(
+                    "waiting for approval: {} — logbook approve {name} {}",
+                    describe(open),
+                    open.key
+                );
             }
         }
         Activity::Failed => {
@@ -157,7 +166,9 @@ fn report(host: &Host, info: &LogInfo, activity: Activity) -> Result<ExitCode, S
 
 fn describe(open: &crate::journal::OpenEffect) -> String {
     match &open.effect {
-        crate::journal::RequestedEffect::Tool(call) => format!("tool {} {}", call.name, call.arguments),
+        crate::journal::RequestedEffect::Tool(call) => {
+            format!("tool {} {}", call.name, call.arguments)
+        }
         crate::journal::RequestedEffect::Ask(q) => format!("question {:?}", q.text),
         other => format!("{other:?}"),
     }
@@ -186,7 +197,9 @@ impl Printer {
                 .journal()
                 .read(self.log, self.next, 1024)
                 .map_err(|e| e.to_string())?;
-            let Some(last) = page.last() else { return Ok(()) };
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
             self.next = last.event.seq + 1;
             for stored in &page {
                 match &stored.event.body {

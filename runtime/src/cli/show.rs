@@ -56,7 +56,12 @@ fn timeline_line(stored: &StoredEvent) -> String {
         secs % 60,
         e.at % 1000
     );
-    format!("{:>5}  {time}  {:<18}  {}", e.seq, e.body.kind(), detail(&e.body))
+    format!(
+        "{:>5}  {time}  {:<18}  {}",
+        e.seq,
+        e.body.kind(),
+        detail(&e.body)
+    )
 }
 
 fn detail(body: &EventBody) -> String {
@@ -78,8 +83,12 @@ fn detail(body: &EventBody) -> String {
             format!("{from}: {}", short(&plain_text(content)))
         }
         EventBody::Requested { key, effect } => match effect {
-            RequestedEffect::Model { model, summary, .. } => format!("[{key}] model {model}: {}", short(summary)),
-            RequestedEffect::Tool(call) => format!("[{key}] tool {} {}", call.name, short(&call.arguments)),
+            RequestedEffect::Model { model, summary, .. } => {
+                format!("[{key}] model {model}: {}", short(summary))
+            }
+            RequestedEffect::Tool(call) => {
+                format!("[{key}] tool {} {}", call.name, short(&call.arguments))
+            }
             RequestedEffect::Ask(q) => format!("[{key}] ask {}", short(&q.text)),
             RequestedEffect::Sleep { until } => format!("[{key}] sleep until {until}"),
         },
@@ -94,25 +103,47 @@ fn detail(body: &EventBody) -> String {
                 short(&describe_blocks(&r.content))
             ),
             Outcome::Tool { content, is_error } => {
-                format!("[{key}] {}{}", if *is_error { "error: " } else { "" }, short(content))
+                format!(
+                    "[{key}] {}{}",
+                    if *is_error { "error: " } else { "" },
+                    short(content)
+                )
             }
             Outcome::TimerFired => format!("[{key}] timer fired"),
         },
-        EventBody::Failed { key, error, message, retryable, attempt } => format!(
+        EventBody::Failed {
+            key,
+            error,
+            message,
+            retryable,
+            attempt,
+        } => format!(
             "[{key}] {error:?} (attempt {attempt}{}): {}",
             if *retryable { ", will retry" } else { "" },
             short(message)
         ),
         EventBody::Cancelled { key } => format!("[{key}]"),
-        EventBody::ApprovalRequested { key, tool, question } => match (tool, question) {
+        EventBody::ApprovalRequested {
+            key,
+            tool,
+            question,
+        } => match (tool, question) {
             (Some(call), _) => format!("[{key}] tool {} {}", call.name, short(&call.arguments)),
             (_, Some(q)) => format!("[{key}] {}", short(&q.text)),
             _ => format!("[{key}]"),
         },
-        EventBody::ApprovalDecided { key, allow, by, reason } => format!(
+        EventBody::ApprovalDecided {
+            key,
+            allow,
+            by,
+            reason,
+        } => format!(
             "[{key}] {} by {by}{}",
             if *allow { "allowed" } else { "denied" },
-            reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         ),
         EventBody::Output { key, content } => format!("[{key}] {}", short(&plain_text(content))),
         EventBody::Sent { key, target } => format!("[{key}] to {target}"),
@@ -140,7 +171,10 @@ fn describe_blocks(blocks: &[crate::journal::ContentBlock]) -> String {
 
 pub(crate) fn sessions(host: &Arc<Host>) -> Result<ExitCode, String> {
     let logs = host.journal().list(CLI_TENANT).map_err(|e| e.to_string())?;
-    println!("{:<24} {:<36} {:<16} {:>7}", "NAME", "ID", "STATUS", "EVENTS");
+    println!(
+        "{:<24} {:<36} {:<16} {:>7}",
+        "NAME", "ID", "STATUS", "EVENTS"
+    );
     for info in logs {
         println!(
             "{:<24} {:<36} {:<16} {:>7}",

@@ -179,7 +179,10 @@ mod tests {
     async fn write_then_read_inside_the_workspace() {
         let dir = tempfile::tempdir().unwrap();
         let out = FsWrite
-            .call(cx(dir.path()), serde_json::json!({"path": "a/b.txt", "content": "hi"}))
+            .call(
+                cx(dir.path()),
+                serde_json::json!({"path": "a/b.txt", "content": "hi"}),
+            )
             .await
             .unwrap();
         assert!(out.contains("2 bytes"), "{out}");

@@ -9,9 +9,7 @@ mod model;
 mod tool;
 
 pub use fs::{FsRead, FsWrite};
-pub use model::{
-    EchoModel, Message, ModelError, ModelProvider, ModelRegistry, ModelRequest, Role,
-};
+pub use model::{EchoModel, Message, ModelError, ModelProvider, ModelRegistry, ModelRequest, Role};
 pub use tool::{Tool, ToolContext, ToolError, ToolRegistry};
 
 use crate::journal::{ContentBlock, Question, ToolCall};

@@ -126,7 +126,11 @@ impl EchoModel {
         let input_tokens = request
             .messages
             .iter()
-            .map(|m| crate::journal::plain_text(&m.content).split_whitespace().count() as u64)
+            .map(|m| {
+                crate::journal::plain_text(&m.content)
+                    .split_whitespace()
+                    .count() as u64
+            })
             .sum();
         let output_tokens = crate::journal::plain_text(&content)
             .split_whitespace()
@@ -161,7 +165,9 @@ fn echo_reply(request: &ModelRequest, last: &Message) -> Vec<ContentBlock> {
                 _ => None,
             })
             .unwrap_or("?");
-        return vec![ContentBlock::text(format!("tool {name} returned: {content}"))];
+        return vec![ContentBlock::text(format!(
+            "tool {name} returned: {content}"
+        ))];
     }
     let text = crate::journal::plain_text(&last.content);
     if let Some(rest) = text.strip_prefix("/tool ") {

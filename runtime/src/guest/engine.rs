@@ -122,7 +122,9 @@ impl GuestEngine {
             // host's own data directory, which guests cannot reach.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable compiled guest: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable compiled guest: {e:#}")
+                }
             }
         }
         let compiled = self
@@ -143,7 +145,10 @@ impl GuestEngine {
 
     /// A fresh instance of a loaded guest, for a log with this seed.
     pub fn instantiate(&self, guest: &LoadedGuest, seed: u64) -> Result<GuestInstance, GuestError> {
-        let sandbox = Sandbox::new(self.limits.memory_per_instance, self.limits.guest_output_bytes);
+        let sandbox = Sandbox::new(
+            self.limits.memory_per_instance,
+            self.limits.guest_output_bytes,
+        );
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limits);
         store
@@ -160,7 +165,10 @@ impl GuestEngine {
 /// Refuse any import outside the deterministic subset, naming it.
 fn check_imports(engine: &Engine, component: &Component) -> Result<(), GuestError> {
     for (name, _) in component.component_type().imports(engine) {
-        if !ALLOWED_IMPORTS.iter().any(|allowed| name.starts_with(allowed)) {
+        if !ALLOWED_IMPORTS
+            .iter()
+            .any(|allowed| name.starts_with(allowed))
+        {
             return Err(GuestError::ForbiddenImport {
                 import: name.to_string(),
             });

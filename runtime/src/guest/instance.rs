@@ -100,19 +100,28 @@ impl GuestInstance {
 }
 
 fn classify(error: wasmtime::Error, fuel: u64, limit: usize, printed: &str) -> GuestError {
-    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>()
-        && *trap == wasmtime::Trap::OutOfFuel
-    {
+    let trap = error.downcast_ref::<wasmtime::Trap>().copied();
+    if trap == Some(wasmtime::Trap::OutOfFuel) {
         return GuestError::OutOfFuel { fuel };
     }
-    let detail = format!("{error:#}");
-    if detail.contains("growing memory") || detail.contains("memory allocation") {
-        return GuestError::OutOfMemory { limit, detail };
+    // The outermost message is a wasm backtrace; the cause is on the last line.
+    let full = format!("{error:#}");
+    let cause = full.lines().last().unwrap_or_default().trim();
+    let cause = cause
+        .rsplit_once(": ")
+        .map_or(cause, |(_, c)| c)
+        .to_string();
+    if full.contains("growing memory") {
+        return GuestError::OutOfMemory {
+            limit,
+            detail: cause,
+        };
     }
+    let reason = trap.map_or(cause, |t| t.to_string());
     let printed = printed.trim();
     if printed.is_empty() {
-        GuestError::Trap(detail)
+        GuestError::Trap(reason)
     } else {
-        GuestError::Trap(format!("{detail}; the guest printed: {printed}"))
+        GuestError::Trap(format!("{reason}; the guest printed: {printed}"))
     }
 }

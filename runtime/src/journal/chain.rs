@@ -219,13 +219,24 @@ mod tests {
             0,
             [
                 (10, created()),
-                (11, EventBody::GuestFailed { message: "a".into() }),
+                (
+                    11,
+                    EventBody::GuestFailed {
+                        message: "a".into(),
+                    },
+                ),
                 (12, EventBody::Cancelled { key: "k".into() }),
             ],
         );
         assert_eq!(events[2].event.seq, 2);
         let v = verify_events(&events);
-        assert_eq!(v, Verified { events: 3, first_bad: None });
+        assert_eq!(
+            v,
+            Verified {
+                events: 3,
+                first_bad: None
+            }
+        );
     }
 
     #[test]
@@ -237,7 +248,9 @@ mod tests {
                 let body = if i == 0 {
                     created()
                 } else {
-                    EventBody::GuestFailed { message: format!("m{i}") }
+                    EventBody::GuestFailed {
+                        message: format!("m{i}"),
+                    }
                 };
                 (i, body)
             }),
@@ -269,7 +282,11 @@ mod tests {
 
     #[test]
     fn a_log_must_start_with_created() {
-        let events = chain_events(GENESIS_HASH, 0, [(0, EventBody::Cancelled { key: "a".into() })]);
+        let events = chain_events(
+            GENESIS_HASH,
+            0,
+            [(0, EventBody::Cancelled { key: "a".into() })],
+        );
         let (seq, why) = verify_events(&events).first_bad.expect("not created");
         assert_eq!(seq, 0);
         assert!(why.contains("not `created`"), "{why}");

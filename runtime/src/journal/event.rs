@@ -414,7 +414,8 @@ impl EventBody {
 
     /// The canonical bytes of this body: what the journal stores and the chain hashes.
     pub fn to_canonical(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("event bodies always serialize: no maps with non-string keys")
+        serde_json::to_vec(self)
+            .expect("event bodies always serialize: no maps with non-string keys")
     }
 }
 

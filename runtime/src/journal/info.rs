@@ -242,12 +242,12 @@ mod tests {
     fn status_follows_the_precedence() {
         let sleep = open(RequestedEffect::Sleep { until: 5 }, false);
         let run = open(RequestedEffect::Tool(tool()), false);
-        let ask = open(
-            RequestedEffect::Ask(Question { text: "?".into() }),
-            true,
-        );
+        let ask = open(RequestedEffect::Ask(Question { text: "?".into() }), true);
         assert_eq!(LogStatus::of(false, false, &[]), LogStatus::Idle);
-        assert_eq!(LogStatus::of(false, false, &[sleep.clone()]), LogStatus::Sleeping);
+        assert_eq!(
+            LogStatus::of(false, false, &[sleep.clone()]),
+            LogStatus::Sleeping
+        );
         assert_eq!(
             LogStatus::of(false, false, &[sleep.clone(), run.clone()]),
             LogStatus::Running
@@ -256,7 +256,10 @@ mod tests {
             LogStatus::of(false, false, &[run.clone(), ask.clone()]),
             LogStatus::WaitingApproval
         );
-        assert_eq!(LogStatus::of(false, true, &[ask.clone()]), LogStatus::Failed);
+        assert_eq!(
+            LogStatus::of(false, true, &[ask.clone()]),
+            LogStatus::Failed
+        );
         assert_eq!(LogStatus::of(true, true, &[ask]), LogStatus::Finished);
     }
 
@@ -280,7 +283,10 @@ mod tests {
             awaiting_approval,
         };
         let t = || RequestedEffect::Tool(tool());
-        assert_eq!(OpenAction::of(&requested, None), OpenAction::Put(rec(t(), false)));
+        assert_eq!(
+            OpenAction::of(&requested, None),
+            OpenAction::Put(rec(t(), false))
+        );
 
         let approval = EventBody::ApprovalRequested {
             key: "k".into(),
@@ -352,7 +358,9 @@ mod tests {
             finished: false,
             failed: false,
         };
-        let failed = EventBody::GuestFailed { message: "trap".into() };
+        let failed = EventBody::GuestFailed {
+            message: "trap".into(),
+        };
         assert!(MetaChange::applies(&failed));
         MetaChange::of(&failed, &mut meta);
         assert!(meta.failed);
@@ -371,6 +379,8 @@ mod tests {
             &mut meta,
         );
         assert!(meta.finished);
-        assert!(!MetaChange::applies(&EventBody::Cancelled { key: "k".into() }));
+        assert!(!MetaChange::applies(&EventBody::Cancelled {
+            key: "k".into()
+        }));
     }
 }

@@ -96,7 +96,10 @@ mod tests {
             "{}",
             r#"{"seq":0,"at":1,"hash":"00","kind":"cancelled","key":"k"}"#,
             r#"{"seq":-1,"at":1,"kind":"cancelled","key":"k"}"#,
-            &format!(r#"{{"seq":0,"at":1,"hash":"{}","kind":"nope"}}"#, "0".repeat(64)),
+            &format!(
+                r#"{{"seq":0,"at":1,"hash":"{}","kind":"nope"}}"#,
+                "0".repeat(64)
+            ),
         ] {
             assert!(
                 matches!(from_jsonl(line), Err(JournalError::Jsonl(_))),

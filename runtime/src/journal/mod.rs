@@ -52,9 +52,7 @@ mod store;
 pub mod tables;
 mod writer;
 
-pub use self::chain::{
-    GENESIS_HASH, Verified, chain_events, digest_of, event_hash, verify_events,
-};
+pub use self::chain::{GENESIS_HASH, Verified, chain_events, digest_of, event_hash, verify_events};
 pub use self::commit::{Append, Commit, CommitTicket, Committed, NameUpdate, NewLog};
 pub use self::decode::decode_body;
 pub use self::error::JournalError;
@@ -111,8 +109,12 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Up to `limit` events of `log` from `from_seq`, in ascending seq. Empty when
     /// the log does not exist or has no events from there.
-    fn read(&self, log: LogId, from_seq: u64, limit: usize)
-    -> Result<Vec<StoredEvent>, JournalError>;
+    fn read(
+        &self,
+        log: LogId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError>;
 
     /// The log's metadata, head and open effects; `None` when it does not exist.
     fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError>;

@@ -216,7 +216,9 @@ impl Journal for RedbJournal {
     fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError> {
         let txn = self.db.begin_read()?;
         let names = txn.open_table(NAMES)?;
-        Ok(names.get((tenant, name))?.map(|v| LogId::from_u128(v.value())))
+        Ok(names
+            .get((tenant, name))?
+            .map(|v| LogId::from_u128(v.value())))
     }
 
     fn list(&self, tenant: &str) -> Result<Vec<LogInfo>, JournalError> {
@@ -290,7 +292,13 @@ impl Journal for RedbJournal {
             let (k, v) = entry?;
             let seq = k.value().1;
             let Ok((at, hash, body)) = tables::split_event(v.value()) else {
-                check.check(seq, 0, &[], Err("event value is truncated".into()), &[0; 32]);
+                check.check(
+                    seq,
+                    0,
+                    &[],
+                    Err("event value is truncated".into()),
+                    &[0; 32],
+                );
                 continue;
             };
             // The hash covers the stored bytes; they must also be the canonical

@@ -73,7 +73,13 @@ mod tests {
         let v = encode_event(0x0102_0304_0506_0708, &[9; 32], b"{}");
         assert_eq!(&v[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
         let (at, hash, body) = split_event(&v).expect("well formed");
-        assert_eq!((at, hash, body), (0x0102_0304_0506_0708, [9; 32], &b"{}"[..]));
-        assert!(matches!(split_event(&v[..39]), Err(JournalError::Corrupt(_))));
+        assert_eq!(
+            (at, hash, body),
+            (0x0102_0304_0506_0708, [9; 32], &b"{}"[..])
+        );
+        assert!(matches!(
+            split_event(&v[..39]),
+            Err(JournalError::Corrupt(_))
+        ));
     }
 }

@@ -163,7 +163,9 @@ impl Writer {
         let (replies, commits): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|r| (r.reply, r.commit)).unzip();
         let outcome = self.write_batch(commits);
-        self.counters.requests.fetch_add(requests, Ordering::Relaxed);
+        self.counters
+            .requests
+            .fetch_add(requests, Ordering::Relaxed);
         match outcome {
             Ok(results) => {
                 let events: usize = results
@@ -227,12 +229,14 @@ impl Writer {
         for (log, meta) in &plan.metas {
             t.put_meta(*log, meta)?;
             if let Some(name) = &meta.name {
-                t.names.insert((meta.tenant.as_str(), name.as_str()), *log)?;
+                t.names
+                    .insert((meta.tenant.as_str(), name.as_str()), *log)?;
             }
         }
         for p in &plan.events {
             let value = tables::encode_event(p.event.event.at, &p.event.hash, &p.body);
-            t.events.insert((p.log, p.event.event.seq), value.as_slice())?;
+            t.events
+                .insert((p.log, p.event.event.seq), value.as_slice())?;
             project(t, p.log, &p.event.event.body)?;
         }
         for n in &commit.names {

@@ -38,6 +38,24 @@ enum Perform {
     Timer(String, u64),
 }
 
+/// What one round of folding staged.
+struct Folded {
+    staged: Vec<Event>,
+    cancels: Vec<String>,
+    failure: Option<GuestError>,
+}
+
+/// Run guest code off the async executor. A guest's WASI calls (a flush of
+/// its stderr, say) block on tokio internally, which must not happen on a
+/// worker thread that is driving tasks.
+pub(super) fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 struct Running {
     handle: AbortHandle,
     /// For timers: when they fire.
@@ -79,7 +97,7 @@ pub(super) fn spawn(host: Arc<Host>, log: LogId) -> Result<Session, SessionError
         events: events.clone(),
         waiters: Vec::new(),
     };
-    let replay_error = actor.replay(&info.guest.digest)?;
+    let replay_error = off_runtime(|| actor.replay(&info.guest.digest))?;
     tokio::spawn(actor.run(rx, replay_error));
     Ok(Session {
         log,
@@ -157,7 +175,11 @@ impl Actor {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, replay_error: Option<GuestError>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        replay_error: Option<GuestError>,
+    ) {
         if let Err(e) = self.resume(replay_error).await {
             tracing::error!(log = %self.log, "cannot resume session: {e}");
             return;
@@ -182,17 +204,19 @@ impl Actor {
     async fn resume(&mut self, replay_error: Option<GuestError>) -> Result<(), SessionError> {
         if let Some(e) = replay_error {
             let message = format!("during replay: {e}");
-            self.advance(vec![EventBody::GuestFailed { message }], Vec::new()).await?;
+            self.advance(vec![EventBody::GuestFailed { message }], Vec::new())
+                .await?;
             self.answer_waiters();
             return Ok(());
         }
         let wanted: HashMap<String, Effect> = match &mut self.guest {
-            Some(guest) => match guest.effects() {
+            Some(guest) => match off_runtime(|| guest.effects()) {
                 Ok(wanted) => wanted.into_iter().map(|e| (e.key.clone(), e)).collect(),
                 Err(e) => {
                     self.guest = None;
                     let message = e.to_string();
-                    self.advance(vec![EventBody::GuestFailed { message }], Vec::new()).await?;
+                    self.advance(vec![EventBody::GuestFailed { message }], Vec::new())
+                        .await?;
                     return Ok(());
                 }
             },
@@ -222,12 +246,19 @@ impl Actor {
                 }
                 OpenEffect::Requested(RequestedEffect::Tool(call)) => match approval {
                     Approval::Pending => {}
-                    Approval::Decided { allow: false, by, reason } => {
+                    Approval::Decided {
+                        allow: false,
+                        by,
+                        reason,
+                    } => {
                         events.push(denied(key, by, reason.as_deref()));
                     }
                     Approval::Decided { allow: true, .. } | Approval::NotNeeded => {
-                        let idempotent =
-                            self.host.tools.get(&call.name).is_some_and(|t| t.idempotent());
+                        let idempotent = self
+                            .host
+                            .tools
+                            .get(&call.name)
+                            .is_some_and(|t| t.idempotent());
                         if idempotent {
                             performs.push(Perform::Tool(key, call.clone()));
                         } else {
@@ -345,40 +376,12 @@ impl Actor {
         let base = self.next_seq;
         let at = now_ms();
         let external_len = external.len();
-        let mut staged: Vec<Event> = Vec::new();
-        let mut fresh = Keys::default();
-        let mut cancels: Vec<String> = Vec::new();
-        let mut pending = external;
-        let mut failure = None;
-        for round in 0.. {
-            let first_new = staged.len();
-            for body in pending.drain(..) {
-                fresh.note(&body);
-                let seq = base + staged.len() as u64;
-                staged.push(Event { seq, at, body });
-            }
-            let Some(guest) = &mut self.guest else { break };
-            if round >= MAX_ROUNDS {
-                failure = Some(GuestError::Trap(format!(
-                    "the guest wanted new immediate effects {MAX_ROUNDS} rounds in a row"
-                )));
-                break;
-            }
-            let wanted = match guest
-                .apply(&staged[first_new..])
-                .and_then(|()| guest.effects())
-            {
-                Ok(wanted) => wanted,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            };
-            pending = self.reconcile(wanted, &fresh, &mut performs, &mut cancels);
-            if pending.is_empty() {
-                break;
-            }
-        }
+        let Folded {
+            mut staged,
+            cancels: mut cancels_,
+            failure,
+        } = off_runtime(|| self.fold_and_reconcile(base, at, external, &mut performs));
+        let cancels = &mut cancels_;
         if let Some(error) = failure {
             if !error.is_guest_fault() {
                 return Err(error.into());
@@ -419,7 +422,7 @@ impl Actor {
             let _ = self.events.send(event.clone());
         }
         self.next_seq = base + stored.len() as u64;
-        for key in cancels {
+        for key in cancels.drain(..) {
             if let Some(running) = self.running.remove(&key) {
                 running.handle.abort();
             }
@@ -432,6 +435,62 @@ impl Actor {
         }
         self.start(performs);
         Ok(stored)
+    }
+
+    /// Stage events and fold them into the guest, round after round, until it
+    /// wants nothing new that is immediate. Synchronous: it runs the guest.
+    fn fold_and_reconcile(
+        &mut self,
+        base: u64,
+        at: u64,
+        external: Vec<EventBody>,
+        performs: &mut Vec<Perform>,
+    ) -> Folded {
+        let mut staged: Vec<Event> = Vec::new();
+        let mut fresh = Keys::default();
+        let mut cancels: Vec<String> = Vec::new();
+        let mut pending = external;
+        for round in 0.. {
+            let first_new = staged.len();
+            for body in pending.drain(..) {
+                fresh.note(&body);
+                let seq = base + staged.len() as u64;
+                staged.push(Event { seq, at, body });
+            }
+            let Some(guest) = &mut self.guest else { break };
+            if round >= MAX_ROUNDS {
+                let failure = GuestError::Trap(format!(
+                    "the guest wanted new immediate effects {MAX_ROUNDS} rounds in a row"
+                ));
+                return Folded {
+                    staged,
+                    cancels,
+                    failure: Some(failure),
+                };
+            }
+            let wanted = match guest
+                .apply(&staged[first_new..])
+                .and_then(|()| guest.effects())
+            {
+                Ok(wanted) => wanted,
+                Err(e) => {
+                    return Folded {
+                        staged,
+                        cancels,
+                        failure: Some(e),
+                    };
+                }
+            };
+            pending = self.reconcile(wanted, &fresh, performs, &mut cancels);
+            if pending.is_empty() {
+                break;
+            }
+        }
+        Folded {
+            staged,
+            cancels,
+            failure: None,
+        }
     }
 
     /// Diff what the guest wants against the log; return the events that
@@ -453,13 +512,15 @@ impl Actor {
             match body {
                 EffectBody::Output(content) => events.push(EventBody::Output { key, content }),
                 EffectBody::Finish(result) => events.push(EventBody::Finished { key, result }),
-                EffectBody::Send { .. } | EffectBody::Compact(_) => events.push(EventBody::Failed {
-                    key,
-                    error: ErrorKind::Unsupported,
-                    message: "this host does not perform send or compact yet".into(),
-                    retryable: false,
-                    attempt: 1,
-                }),
+                EffectBody::Send { .. } | EffectBody::Compact(_) => {
+                    events.push(EventBody::Failed {
+                        key,
+                        error: ErrorKind::Unsupported,
+                        message: "this host does not perform send or compact yet".into(),
+                        retryable: false,
+                        attempt: 1,
+                    })
+                }
                 EffectBody::Model(request) => {
                     events.push(EventBody::Requested {
                         key: key.clone(),
@@ -498,7 +559,10 @@ impl Actor {
                         Policy::Deny => events.push(EventBody::Completed {
                             key,
                             outcome: Outcome::Tool {
-                                content: format!("tool {} is denied by the host's policy", call.name),
+                                content: format!(
+                                    "tool {} is denied by the host's policy",
+                                    call.name
+                                ),
                                 is_error: true,
                             },
                         }),
@@ -521,7 +585,13 @@ impl Actor {
             let (key, running) = match perform {
                 Perform::Model(key, request) => {
                     let handle = perform::model(&self.host, &self.tx, key.clone(), request);
-                    (key, Running { handle, until: None })
+                    (
+                        key,
+                        Running {
+                            handle,
+                            until: None,
+                        },
+                    )
                 }
                 Perform::Tool(key, call) => {
                     let call = ToolCall {
@@ -529,11 +599,23 @@ impl Actor {
                         ..call
                     };
                     let handle = perform::tool(&self.host, &self.tx, self.log, call);
-                    (key, Running { handle, until: None })
+                    (
+                        key,
+                        Running {
+                            handle,
+                            until: None,
+                        },
+                    )
                 }
                 Perform::Timer(key, until) => {
                     let handle = perform::timer(&self.tx, key.clone(), until);
-                    (key, Running { handle, until: Some(until) })
+                    (
+                        key,
+                        Running {
+                            handle,
+                            until: Some(until),
+                        },
+                    )
                 }
             };
             if let Some(old) = self.running.insert(key, running) {

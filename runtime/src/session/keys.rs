@@ -15,7 +15,11 @@ pub(crate) enum Approval {
     /// `approval-requested` is in the log, no decision yet.
     Pending,
     /// Decided, but the tool's result is not in the log yet.
-    Decided { allow: bool, by: String, reason: Option<String> },
+    Decided {
+        allow: bool,
+        by: String,
+        reason: Option<String>,
+    },
 }
 
 /// An effect the log has opened and not closed.

@@ -140,7 +140,11 @@ impl Session {
     }
 
     /// Append an input; answers its seq once it is durable.
-    pub async fn input(&self, from: Sender, content: Vec<ContentBlock>) -> Result<u64, SessionError> {
+    pub async fn input(
+        &self,
+        from: Sender,
+        content: Vec<ContentBlock>,
+    ) -> Result<u64, SessionError> {
         self.ask(|reply| Command::Input {
             from,
             content,
@@ -197,9 +201,16 @@ pub struct HostOptions {
 
 impl Host {
     /// Open the data directory `data` (created if absent).
-    pub fn open(data: &Path, config: Config, options: HostOptions) -> Result<Arc<Host>, SessionError> {
+    pub fn open(
+        data: &Path,
+        config: Config,
+        options: HostOptions,
+    ) -> Result<Arc<Host>, SessionError> {
         std::fs::create_dir_all(data).map_err(|e| {
-            SessionError::Config(format!("cannot create data directory {}: {e}", data.display()))
+            SessionError::Config(format!(
+                "cannot create data directory {}: {e}",
+                data.display()
+            ))
         })?;
         let journal = RedbJournal::open(
             &data.join("journal.redb"),
@@ -239,9 +250,16 @@ impl Host {
     }
 
     /// Validate a component and store it under `name` for `tenant`.
-    pub fn add_guest(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<GuestRef, SessionError> {
+    pub fn add_guest(
+        &self,
+        tenant: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<GuestRef, SessionError> {
         if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control()) {
-            return Err(SessionError::Invalid(format!("invalid guest name {name:?}")));
+            return Err(SessionError::Invalid(format!(
+                "invalid guest name {name:?}"
+            )));
         }
         let digest = crate::journal::digest_of(bytes);
         self.engine.load(&digest, bytes)?;
@@ -276,7 +294,9 @@ impl Host {
             validate_name(name)?;
         }
         if !config.is_object() {
-            return Err(SessionError::Invalid("a session's config must be a JSON object".into()));
+            return Err(SessionError::Invalid(
+                "a session's config must be a JSON object".into(),
+            ));
         }
         let id = uuid::Uuid::now_v7();
         let created = Created {
@@ -300,9 +320,9 @@ impl Host {
         };
         match self.journal.commit(commit).await {
             Ok(_) => Ok(id),
-            Err(JournalError::NameTaken { .. }) => {
-                Err(SessionError::NameTaken(name.unwrap_or_default().to_string()))
-            }
+            Err(JournalError::NameTaken { .. }) => Err(SessionError::NameTaken(
+                name.unwrap_or_default().to_string(),
+            )),
             Err(e) => Err(e.into()),
         }
     }
@@ -339,7 +359,11 @@ impl Host {
     /// Drop a session's actor and guest instance. Effects in flight are
     /// abandoned; the next activation resumes them from the log.
     pub fn hibernate(&self, log: LogId) {
-        let session = self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&log);
+        let session = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&log);
         if let Some(session) = session {
             let _ = session.commands.send(Command::Hibernate);
         }

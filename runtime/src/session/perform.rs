@@ -100,7 +100,11 @@ pub(crate) fn tool(
     .abort_handle()
 }
 
-pub(crate) fn timer(tx: &mpsc::UnboundedSender<Command>, key: String, until_ms: u64) -> AbortHandle {
+pub(crate) fn timer(
+    tx: &mpsc::UnboundedSender<Command>,
+    key: String,
+    until_ms: u64,
+) -> AbortHandle {
     let tx = tx.clone();
     tokio::spawn(async move {
         let wait = until_ms.saturating_sub(super::now_ms());

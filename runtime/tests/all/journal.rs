@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use logbook::journal::tables::{self, EVENTS};
 use logbook::journal::*;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use tempfile::TempDir;
 
 const T0: u64 = 1_700_000_000_000;
@@ -56,7 +56,10 @@ fn open_journal(dir: &TempDir) -> (PathBuf, Arc<RedbJournal>) {
 async fn create(journal: &RedbJournal, tenant: &str, name: Option<&str>) -> LogId {
     let nl = new_log(tenant, name);
     let id = nl.id;
-    journal.commit(Commit::new_log(nl)).await.expect("create log");
+    journal
+        .commit(Commit::new_log(nl))
+        .await
+        .expect("create log");
     id
 }
 
@@ -87,7 +90,14 @@ async fn create_append_and_read_back() {
     assert_eq!(events[0].event.body, EventBody::Created(created()));
     assert_eq!(events[2].event.body, input("two"));
     assert_eq!(events[2].event.at, T0 + 2);
-    assert_eq!(events[1..], committed.events.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>()[..]);
+    assert_eq!(
+        events[1..],
+        committed
+            .events
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect::<Vec<_>>()[..]
+    );
     assert!(verify_events(&events).is_ok());
     assert_eq!(journal.read(id, 2, 100).unwrap().len(), 1);
     assert_eq!(journal.read(id, 0, 2).unwrap().len(), 2);
@@ -181,7 +191,11 @@ async fn refusals_name_their_reason() {
     let id = journal.resolve("t", "taken").unwrap().unwrap();
     assert!(matches!(
         journal
-            .commit(Commit::append(id, 1, vec![(T0, EventBody::Created(created()))]))
+            .commit(Commit::append(
+                id,
+                1,
+                vec![(T0, EventBody::Created(created()))]
+            ))
             .await,
         Err(JournalError::Invalid(_))
     ));
@@ -334,7 +348,10 @@ async fn a_commit_can_create_append_and_name_at_once() {
         [(target_id, 0), (sender, 1), (target_id, 1), (target_id, 2)]
     );
     assert_eq!(journal.read(target_id, 0, 10).unwrap().len(), 3);
-    assert_eq!(journal.resolve(DEFAULT_TENANT, "inbox").unwrap(), Some(target_id));
+    assert_eq!(
+        journal.resolve(DEFAULT_TENANT, "inbox").unwrap(),
+        Some(target_id)
+    );
     assert!(journal.verify(target_id).unwrap().is_ok());
 }
 
@@ -344,7 +361,10 @@ async fn names_bind_and_move() {
     let (_, journal) = open_journal(&dir);
     let old = create(&journal, DEFAULT_TENANT, Some("support")).await;
     let new = create(&journal, DEFAULT_TENANT, None).await;
-    assert_eq!(journal.resolve(DEFAULT_TENANT, "support").unwrap(), Some(old));
+    assert_eq!(
+        journal.resolve(DEFAULT_TENANT, "support").unwrap(),
+        Some(old)
+    );
 
     // Compaction: `continued` on the old log and the name moves, atomically.
     let commit = Commit {
@@ -366,14 +386,22 @@ async fn names_bind_and_move() {
         ..Commit::default()
     };
     journal.commit(commit).await.unwrap();
-    assert_eq!(journal.resolve(DEFAULT_TENANT, "support").unwrap(), Some(new));
-    assert_eq!(journal.info(new).unwrap().unwrap().name.as_deref(), Some("support"));
+    assert_eq!(
+        journal.resolve(DEFAULT_TENANT, "support").unwrap(),
+        Some(new)
+    );
+    assert_eq!(
+        journal.info(new).unwrap().unwrap().name.as_deref(),
+        Some("support")
+    );
     assert_eq!(journal.info(old).unwrap().unwrap().name, None);
     assert_eq!(journal.resolve("elsewhere", "support").unwrap(), None);
 
     // The name is taken by the new log now.
     assert!(matches!(
-        journal.commit(Commit::new_log(new_log(DEFAULT_TENANT, Some("support")))).await,
+        journal
+            .commit(Commit::new_log(new_log(DEFAULT_TENANT, Some("support"))))
+            .await,
         Err(JournalError::NameTaken { .. })
     ));
 }
@@ -516,7 +544,9 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
 
     // The head survived: the next seq is accepted, a stale one refused.
     assert!(matches!(
-        journal.commit(Commit::append(running, 1, vec![(T0, input("x"))])).await,
+        journal
+            .commit(Commit::append(running, 1, vec![(T0, input("x"))]))
+            .await,
         Err(JournalError::Conflict { actual: 3, .. })
     ));
     let events = vec![
@@ -541,19 +571,28 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
             },
         ),
     ];
-    journal.commit(Commit::append(running, 3, events)).await.unwrap();
+    journal
+        .commit(Commit::append(running, 3, events))
+        .await
+        .unwrap();
     let decided = EventBody::ApprovalDecided {
         key: "ask-1".into(),
         allow: true,
         by: "cli".into(),
         reason: Some("yes".into()),
     };
-    journal.commit(Commit::append(asking, 2, vec![(T0, decided)])).await.unwrap();
+    journal
+        .commit(Commit::append(asking, 2, vec![(T0, decided)]))
+        .await
+        .unwrap();
     let changed = EventBody::GuestChanged {
         from: guest("counter"),
         to: guest("counter-2"),
     };
-    journal.commit(Commit::append(broken, 2, vec![(T0, changed)])).await.unwrap();
+    journal
+        .commit(Commit::append(broken, 2, vec![(T0, changed)]))
+        .await
+        .unwrap();
 
     assert_eq!(status(&journal, running), LogStatus::Idle);
     assert_eq!(status(&journal, asking), LogStatus::Idle);
@@ -573,7 +612,9 @@ async fn a_closed_journal_refuses_commits_but_reads() {
     let id = create(&journal, DEFAULT_TENANT, None).await;
     journal.close();
     assert!(matches!(
-        journal.commit(Commit::append(id, 1, vec![(T0, input("x"))])).await,
+        journal
+            .commit(Commit::append(id, 1, vec![(T0, input("x"))]))
+            .await,
         Err(JournalError::Closed)
     ));
     assert_eq!(journal.read(id, 0, 10).unwrap().len(), 1);
@@ -599,8 +640,14 @@ fn guests_are_stored_once_by_digest() {
     assert_eq!(a.digest, digest_of(bytes));
     let b = journal.put_guest("u", "other-name", bytes).unwrap();
     assert_eq!(a.digest, b.digest);
-    assert_eq!(journal.guest_bytes(&a.digest).unwrap().as_deref(), Some(&bytes[..]));
-    assert_eq!(journal.guest_by_name("t", "counter").unwrap(), Some(a.clone()));
+    assert_eq!(
+        journal.guest_bytes(&a.digest).unwrap().as_deref(),
+        Some(&bytes[..])
+    );
+    assert_eq!(
+        journal.guest_by_name("t", "counter").unwrap(),
+        Some(a.clone())
+    );
     assert_eq!(journal.guest_by_name("u", "counter").unwrap(), None);
     assert_eq!(journal.guest_bytes("sha256:00").unwrap(), None);
 
@@ -618,14 +665,21 @@ fn tamper(path: &Path, log: LogId, seq: u64) {
     let txn = db.begin_write().unwrap();
     {
         let mut events = txn.open_table(EVENTS).unwrap();
-        let mut value = events.get((log.as_u128(), seq)).unwrap().unwrap().value().to_vec();
+        let mut value = events
+            .get((log.as_u128(), seq))
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
         let body = &mut value[tables::EVENT_HEADER_LEN..];
         let at = body
             .windows(6)
             .position(|w| w == b"second")
             .expect("the body holds the text");
         body[at] = b'S';
-        events.insert((log.as_u128(), seq), value.as_slice()).unwrap();
+        events
+            .insert((log.as_u128(), seq), value.as_slice())
+            .unwrap();
     }
     txn.commit().unwrap();
 }
@@ -968,7 +1022,10 @@ async fn golden_events_match_the_file() {
     journal.commit(commit).await.unwrap();
     assert_eq!(journal.read(id, 0, 1000).unwrap(), events);
     assert!(journal.verify(id).unwrap().is_ok());
-    assert_eq!(journal.info(id).unwrap().unwrap().status, LogStatus::Finished);
+    assert_eq!(
+        journal.info(id).unwrap().unwrap().status,
+        LogStatus::Finished
+    );
 }
 
 /// Replay speed: how long `read` takes per event for a 10,000-event log.
@@ -980,14 +1037,21 @@ async fn decode_speed() {
     let dir = TempDir::new().unwrap();
     let (_, journal) = open_journal(&dir);
     let id = create(&journal, DEFAULT_TENANT, None).await;
-    let sample: Vec<EventBody> = golden_events().into_iter().skip(1).map(|(_, b)| b).collect();
+    let sample: Vec<EventBody> = golden_events()
+        .into_iter()
+        .skip(1)
+        .map(|(_, b)| b)
+        .collect();
     let mut seq = 1;
     while seq < N {
         let events: Vec<(u64, EventBody)> = (seq..(seq + 1000).min(N))
             .map(|s| (T0 + s, sample[(s as usize) % sample.len()].clone()))
             .collect();
         let n = events.len() as u64;
-        journal.commit(Commit::append(id, seq, events)).await.unwrap();
+        journal
+            .commit(Commit::append(id, seq, events))
+            .await
+            .unwrap();
         seq += n;
     }
     let mut best = std::time::Duration::MAX;
