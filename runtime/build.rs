@@ -22,7 +22,13 @@ fn main() {
         .parent()
         .expect("runtime/ is inside the workspace")
         .to_path_buf();
-    for dir in ["wit", "guest-sdk", "examples", "runtime/tests/guests"] {
+    for dir in [
+        "Cargo.toml",
+        "wit",
+        "guest-sdk",
+        "examples",
+        "runtime/tests/guests",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let target_dir = root.join("target").join("guests");

@@ -124,6 +124,7 @@ async fn wake(config: &Config, events: u64, rounds: usize) -> BenchResult<serde_
         while host.journal().info(id)?.map_or(0, |i| i.next_seq) < events {
             session.input(from(), text("inc")).await?;
         }
+        host.close().await;
         id
     };
     let host = Host::open(dir.path(), config.clone(), HostOptions::default())?;

@@ -199,6 +199,24 @@ mod tests {
     }
 
     #[test]
+    fn canonical_objects_have_sorted_keys() {
+        // Hashes depend on it: a dependency turning on serde_json's
+        // `preserve_order` would change the canonical form of `config`.
+        let body = EventBody::Created(Created {
+            config: serde_json::from_str(r#"{"b":1,"a":{"d":2,"c":3}}"#).expect("json"),
+            ..match created() {
+                EventBody::Created(c) => c,
+                _ => unreachable!(),
+            }
+        });
+        let text = String::from_utf8(body.to_canonical()).expect("utf-8");
+        assert!(
+            text.contains(r#""config":{"a":{"c":3,"d":2},"b":1}"#),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn every_input_changes_the_hash() {
         let base = event_hash(&GENESIS_HASH, 1, 2, b"{}");
         assert_ne!(base, event_hash(&[1; 32], 1, 2, b"{}"));

@@ -245,7 +245,7 @@ mod tests {
         let ask = open(RequestedEffect::Ask(Question { text: "?".into() }), true);
         assert_eq!(LogStatus::of(false, false, &[]), LogStatus::Idle);
         assert_eq!(
-            LogStatus::of(false, false, &[sleep.clone()]),
+            LogStatus::of(false, false, std::slice::from_ref(&sleep)),
             LogStatus::Sleeping
         );
         assert_eq!(
@@ -257,7 +257,7 @@ mod tests {
             LogStatus::WaitingApproval
         );
         assert_eq!(
-            LogStatus::of(false, true, &[ask.clone()]),
+            LogStatus::of(false, true, std::slice::from_ref(&ask)),
             LogStatus::Failed
         );
         assert_eq!(LogStatus::of(true, true, &[ask]), LogStatus::Finished);

@@ -447,3 +447,146 @@ fn project(t: &mut WriteTables<'_>, log: u128, body: &EventBody) -> Result<(), J
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::event::{Created, GuestRef};
+    use crate::journal::{NewLog, verify_events};
+    use redb::ReadableDatabase;
+
+    fn writer(dir: &tempfile::TempDir) -> (Writer, Arc<Counters>) {
+        let db = Arc::new(Database::create(dir.path().join("j.redb")).expect("create"));
+        let counters = Arc::new(Counters::default());
+        (
+            Writer::new(db, JournalConfig::default(), counters.clone()),
+            counters,
+        )
+    }
+
+    fn new_log() -> NewLog {
+        NewLog {
+            id: LogId::now_v7(),
+            tenant: "t".into(),
+            name: None,
+            at: 1,
+            created: Created {
+                guest: GuestRef {
+                    name: "g".into(),
+                    digest: "sha256:00".into(),
+                },
+                config: serde_json::json!({}),
+                seed: 0,
+                parent: None,
+                compacted_from: None,
+                summary: None,
+                tools: vec![],
+            },
+        }
+    }
+
+    fn cancel(log: LogId, expected_seq: u64, key: &str) -> Commit {
+        Commit::append(
+            log,
+            expected_seq,
+            vec![(2, EventBody::Cancelled { key: key.into() })],
+        )
+    }
+
+    fn request(commit: Commit) -> (Request, oneshot::Receiver<Result<Committed, JournalError>>) {
+        let (reply, rx) = oneshot::channel();
+        (Request { commit, reply }, rx)
+    }
+
+    #[test]
+    fn one_batch_answers_each_request_on_its_own() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let (mut w, counters) = writer(&dir);
+        let nl = new_log();
+        let id = nl.id;
+        let again = nl.clone();
+        let ghost = LogId::now_v7();
+        let (reqs, mut answers): (Vec<_>, Vec<_>) = [
+            Commit::new_log(nl),
+            cancel(id, 1, "a"),
+            cancel(id, 1, "stale"),
+            cancel(id, 2, "b"),
+            Commit::new_log(again),
+            cancel(ghost, 0, "x"),
+        ]
+        .into_iter()
+        .map(request)
+        .unzip();
+        w.run_batch(reqs);
+
+        let mut answer = |i: usize| answers[i].try_recv().expect("answered");
+        assert_eq!(answer(0).expect("created").events[0].1.event.seq, 0);
+        assert_eq!(answer(1).expect("appended").events[0].1.event.seq, 1);
+        assert!(matches!(
+            answer(2),
+            Err(JournalError::Conflict {
+                expected: 1,
+                actual: 2,
+                ..
+            })
+        ));
+        assert_eq!(answer(3).expect("appended").events[0].1.event.seq, 2);
+        assert!(matches!(answer(4), Err(JournalError::LogExists(l)) if l == id));
+        assert!(matches!(answer(5), Err(JournalError::UnknownLog(l)) if l == ghost));
+        assert_eq!(
+            counters.snapshot(),
+            WriterStats {
+                commits: 1,
+                events: 3,
+                requests: 6
+            }
+        );
+
+        // What is stored chains, and the head cache agrees with it.
+        let txn = w.db.begin_read().expect("read");
+        let table = txn.open_table(EVENTS).expect("events");
+        let mut stored = Vec::new();
+        for entry in table
+            .range((id.as_u128(), 0)..=(id.as_u128(), u64::MAX))
+            .expect("range")
+        {
+            let (k, v) = entry.expect("row");
+            let (at, hash, body) = tables::split_event(v.value()).expect("value");
+            stored.push(StoredEvent {
+                event: Event {
+                    seq: k.value().1,
+                    at,
+                    body: crate::journal::decode_body(body).expect("body"),
+                },
+                hash,
+            });
+        }
+        assert_eq!(stored.len(), 3);
+        assert!(verify_events(&stored).is_ok());
+        let head = w.heads[&id.as_u128()];
+        assert_eq!(head.next_seq, 3);
+        assert_eq!(head.last_hash, stored[2].hash);
+    }
+
+    #[test]
+    fn the_head_is_read_from_the_table_when_not_cached() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let (mut w, _) = writer(&dir);
+        let nl = new_log();
+        let id = nl.id;
+        let results = w
+            .write_batch(vec![Commit::new_log(nl), cancel(id, 1, "a")])
+            .expect("batch");
+        assert!(results.iter().all(Result::is_ok));
+        w.heads.clear();
+        let results = w
+            .write_batch(vec![cancel(id, 1, "stale"), cancel(id, 2, "b")])
+            .expect("batch");
+        assert!(matches!(
+            results[0],
+            Err(JournalError::Conflict { actual: 2, .. })
+        ));
+        let (_, last) = &results[1].as_ref().expect("appended").events[0];
+        assert_eq!(last.event.seq, 2);
+    }
+}

@@ -18,13 +18,13 @@ use tokio::task::AbortHandle;
 
 use super::keys::{Approval, Keys, OpenEffect};
 use super::perform;
-use super::{Activity, Command, Host, Session, SessionError, now_ms};
+use super::{Activity, Command, Session, SessionError, Shared, now_ms};
 use crate::config::Policy;
 use crate::effects::{Effect, EffectBody, ModelRequest};
 use crate::guest::{GuestError, GuestInstance};
 use crate::journal::{
-    Append, Commit, ErrorKind, Event, EventBody, LogId, Outcome, RequestedEffect, StoredEvent,
-    ToolCall,
+    Append, Commit, ErrorKind, Event, EventBody, LogId, LogInfo, LogStatus, Outcome,
+    RequestedEffect, StoredEvent, ToolCall,
 };
 
 /// Rounds of fold-and-reconcile one advance may take before the guest is
@@ -63,7 +63,7 @@ struct Running {
 }
 
 struct Actor {
-    host: Arc<Host>,
+    host: Arc<Shared>,
     log: LogId,
     guest: Option<GuestInstance>,
     parked: Option<String>,
@@ -77,7 +77,10 @@ struct Actor {
 }
 
 /// Activate a log: replay it into a fresh guest and start its actor.
-pub(super) fn spawn(host: Arc<Host>, log: LogId) -> Result<Session, SessionError> {
+pub(super) fn spawn(
+    host: Arc<Shared>,
+    log: LogId,
+) -> Result<(Session, tokio::task::JoinHandle<()>), SessionError> {
     let info = host
         .journal
         .info(log)?
@@ -97,47 +100,48 @@ pub(super) fn spawn(host: Arc<Host>, log: LogId) -> Result<Session, SessionError
         events: events.clone(),
         waiters: Vec::new(),
     };
-    let replay_error = off_runtime(|| actor.replay(&info.guest.digest))?;
-    tokio::spawn(actor.run(rx, replay_error));
-    Ok(Session {
+    let replay_error = off_runtime(|| actor.replay(&info))?;
+    let task = tokio::spawn(actor.run(rx, replay_error));
+    let session = Session {
         log,
         commands: tx,
         events,
-    })
+    };
+    Ok((session, task))
 }
 
 impl Actor {
-    /// Fold the whole log into a fresh guest. A guest fault during replay is
-    /// returned (to be logged by `resume`); anything else is an error.
-    fn replay(&mut self, digest: &str) -> Result<Option<GuestError>, SessionError> {
+    /// Read the whole log, noting its keys, and fold it into a fresh guest
+    /// unless the log says it is parked or finished. A guest fault during
+    /// replay is returned (for `resume` to log); anything else is an error.
+    fn replay(&mut self, info: &LogInfo) -> Result<Option<GuestError>, SessionError> {
         let journal = self.host.journal.clone();
         let batch = self.host.config.limits.replay_batch.max(1);
-        let mut events: Vec<Event> = Vec::new();
+        let mut fold = !matches!(info.status, LogStatus::Failed | LogStatus::Finished);
+        let mut fault = None;
         let mut from = 0;
         loop {
             let page = journal.read(self.log, from, batch)?;
             let Some(last) = page.last() else { break };
             from = last.event.seq + 1;
-            events.extend(page.into_iter().map(|s| s.event));
+            let events: Vec<Event> = page.into_iter().map(|s| s.event).collect();
             for event in &events {
                 self.note(&event.body);
             }
-            self.next_seq = from;
-            if self.parked.is_none() && self.finished.is_none() {
-                if let Err(e) = self.fold(digest, &events) {
-                    if e.is_guest_fault() {
-                        self.guest = None;
-                        return Ok(Some(e));
-                    }
+            if fold && let Err(e) = self.fold(&info.guest.digest, &events) {
+                if !e.is_guest_fault() {
                     return Err(e.into());
                 }
+                // Keep reading: the keys and the head must still be known.
+                fold = false;
+                fault = Some(e);
             }
-            events.clear();
         }
-        if self.parked.is_some() || self.finished.is_some() {
+        self.next_seq = from;
+        if !fold {
             self.guest = None;
         }
-        Ok(None)
+        Ok(fault)
     }
 
     /// Fold replayed events, creating the guest on `created`.
@@ -338,7 +342,7 @@ impl Actor {
         reason: Option<String>,
     ) -> Result<(Vec<EventBody>, Vec<Perform>), SessionError> {
         let Some(open) = self.keys.get(key) else {
-            return Err(if self.keys.is_recorded(key) {
+            return Err(if self.keys.was_decided(key) {
                 SessionError::AlreadyDecided(key.to_string())
             } else {
                 SessionError::NoPendingApproval(key.to_string())

@@ -41,6 +41,8 @@ pub(crate) enum OpenEffect {
 pub(crate) struct Keys {
     open: HashMap<String, Open>,
     closed: std::collections::HashSet<String>,
+    /// Keys a human has decided (a subset of the recorded ones).
+    decided: std::collections::HashSet<String>,
 }
 
 impl Keys {
@@ -50,6 +52,11 @@ impl Keys {
 
     pub(crate) fn open(&self) -> impl Iterator<Item = (&String, &Open)> {
         self.open.iter()
+    }
+
+    /// Whether a human decision on this key is in the log.
+    pub(crate) fn was_decided(&self, key: &str) -> bool {
+        self.decided.contains(key)
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<&Open> {
@@ -93,25 +100,28 @@ impl Keys {
                 allow,
                 by,
                 reason,
-            } => match self.open.get_mut(key) {
-                Some(Open {
-                    effect: OpenEffect::Question,
-                    ..
-                }) => self.close(key),
-                Some(open) => {
-                    open.approval = Approval::Decided {
-                        allow: *allow,
-                        by: by.clone(),
-                        reason: reason.clone(),
+            } => {
+                self.decided.insert(key.clone());
+                match self.open.get_mut(key) {
+                    Some(Open {
+                        effect: OpenEffect::Question,
+                        ..
+                    }) => self.close(key),
+                    Some(open) => {
+                        open.approval = Approval::Decided {
+                            allow: *allow,
+                            by: by.clone(),
+                            reason: reason.clone(),
+                        }
                     }
-                }
-                None => {}
-            },
-            EventBody::Failed { key, retryable, .. } => {
-                if !retryable {
-                    self.close(key)
+                    None => {}
                 }
             }
+            EventBody::Failed {
+                key,
+                retryable: false,
+                ..
+            } => self.close(key),
             EventBody::Completed { key, .. }
             | EventBody::Cancelled { key }
             | EventBody::Output { key, .. }

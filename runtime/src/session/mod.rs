@@ -179,15 +179,44 @@ impl Session {
 }
 
 /// The runtime: journal, guest engine, model and tool registries, and the
-/// live sessions of this process.
+/// live sessions of this process. Dropping it hibernates every actor; the
+/// journal closes once they have stopped (or await [`Host::close`]).
 pub struct Host {
-    journal: Arc<dyn Journal>,
-    engine: Arc<GuestEngine>,
-    models: ModelRegistry,
-    tools: ToolRegistry,
-    config: Config,
+    shared: Arc<Shared>,
+    live: Mutex<HashMap<LogId, Live>>,
+}
+
+/// What actors share with the host. Actors hold this, never the `Host`, so
+/// that dropping the host can stop them.
+pub(crate) struct Shared {
+    pub(crate) journal: Arc<dyn Journal>,
+    pub(crate) engine: Arc<GuestEngine>,
+    pub(crate) models: ModelRegistry,
+    pub(crate) tools: ToolRegistry,
+    pub(crate) config: Config,
     workspaces: PathBuf,
-    live: Mutex<HashMap<LogId, Session>>,
+}
+
+impl Shared {
+    /// The directory the `fs.*` tools of a session work in.
+    pub(crate) fn workspace_dir(&self, log: LogId) -> PathBuf {
+        self.workspaces.join(log.to_string())
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let live = self.live.get_mut().unwrap_or_else(|p| p.into_inner());
+        for (_, running) in live.drain() {
+            let _ = running.session.commands.send(Command::Hibernate);
+        }
+    }
+}
+
+/// A running actor: its handle, and its task to wait for on close.
+struct Live {
+    session: Session,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Options of [`Host::open`] that do not belong in the configuration file.
@@ -223,30 +252,33 @@ impl Host {
         let models = ModelRegistry::from_config(&config.models, options.echo_delay)
             .map_err(SessionError::Config)?;
         let tools = ToolRegistry::builtin(&config.tools);
-        Ok(Arc::new(Host {
+        let shared = Arc::new(Shared {
             journal,
             engine,
             models,
             tools,
             config,
             workspaces: data.join("workspaces"),
+        });
+        Ok(Arc::new(Host {
+            shared,
             live: Mutex::new(HashMap::new()),
         }))
     }
 
     /// The journal.
     pub fn journal(&self) -> &Arc<dyn Journal> {
-        &self.journal
+        &self.shared.journal
     }
 
     /// The guest engine.
     pub fn engine(&self) -> &Arc<GuestEngine> {
-        &self.engine
+        &self.shared.engine
     }
 
     /// The configuration in force.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.shared.config
     }
 
     /// Validate a component and store it under `name` for `tenant`.
@@ -262,17 +294,17 @@ impl Host {
             )));
         }
         let digest = crate::journal::digest_of(bytes);
-        self.engine.load(&digest, bytes)?;
-        Ok(self.journal.put_guest(tenant, name, bytes)?)
+        self.shared.engine.load(&digest, bytes)?;
+        Ok(self.shared.journal.put_guest(tenant, name, bytes)?)
     }
 
     /// A guest by name or digest.
     pub fn guest(&self, tenant: &str, name_or_digest: &str) -> Result<GuestRef, SessionError> {
-        if let Some(guest) = self.journal.guest_by_name(tenant, name_or_digest)? {
+        if let Some(guest) = self.shared.journal.guest_by_name(tenant, name_or_digest)? {
             return Ok(guest);
         }
         if name_or_digest.starts_with("sha256:")
-            && self.journal.guest_bytes(name_or_digest)?.is_some()
+            && self.shared.journal.guest_bytes(name_or_digest)?.is_some()
         {
             return Ok(GuestRef {
                 name: name_or_digest.to_string(),
@@ -306,7 +338,7 @@ impl Host {
             parent: None,
             compacted_from: None,
             summary: None,
-            tools: self.tools.specs(),
+            tools: self.shared.tools.specs(),
         };
         let commit = Commit {
             new_logs: vec![NewLog {
@@ -318,7 +350,7 @@ impl Host {
             }],
             ..Commit::default()
         };
-        match self.journal.commit(commit).await {
+        match self.shared.journal.commit(commit).await {
             Ok(_) => Ok(id),
             Err(JournalError::NameTaken { .. }) => Err(SessionError::NameTaken(
                 name.unwrap_or_default().to_string(),
@@ -331,10 +363,10 @@ impl Host {
     pub fn resolve(&self, tenant: &str, id_or_name: &str) -> Result<LogInfo, SessionError> {
         let id = match uuid::Uuid::parse_str(id_or_name) {
             Ok(id) => Some(id),
-            Err(_) => self.journal.resolve(tenant, id_or_name)?,
+            Err(_) => self.shared.journal.resolve(tenant, id_or_name)?,
         };
         let info = match id {
-            Some(id) => self.journal.info(id)?,
+            Some(id) => self.shared.journal.info(id)?,
             None => None,
         };
         match info {
@@ -344,28 +376,54 @@ impl Host {
     }
 
     /// The live session of a log, activating it if needed.
-    pub fn session(self: &Arc<Self>, log: LogId) -> Result<Session, SessionError> {
+    pub fn session(&self, log: LogId) -> Result<Session, SessionError> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(session) = live.get(&log)
-            && !session.commands.is_closed()
+        if let Some(running) = live.get(&log)
+            && !running.session.commands.is_closed()
         {
-            return Ok(session.clone());
+            return Ok(running.session.clone());
         }
-        let session = actor::spawn(self.clone(), log)?;
-        live.insert(log, session.clone());
+        let (session, task) = actor::spawn(self.shared.clone(), log)?;
+        live.insert(
+            log,
+            Live {
+                session: session.clone(),
+                task,
+            },
+        );
         Ok(session)
     }
 
     /// Drop a session's actor and guest instance. Effects in flight are
     /// abandoned; the next activation resumes them from the log.
     pub fn hibernate(&self, log: LogId) {
-        let session = self
+        let running = self
             .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&log);
-        if let Some(session) = session {
-            let _ = session.commands.send(Command::Hibernate);
+        if let Some(running) = running {
+            let _ = running.session.commands.send(Command::Hibernate);
+        }
+    }
+
+    /// Stop every actor and wait for them. Commits in flight finish first
+    /// (each actor handles its commands in order); effects in flight are
+    /// abandoned and resume from the log on the next activation. Once the
+    /// last `Arc<Host>` is dropped after this, the journal is closed.
+    pub async fn close(&self) {
+        let running: Vec<Live> = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, live)| live)
+            .collect();
+        for live in &running {
+            let _ = live.session.commands.send(Command::Hibernate);
+        }
+        for live in running {
+            let _ = live.task.await;
         }
     }
 
@@ -376,7 +434,7 @@ impl Host {
 
     /// The directory the `fs.*` tools of a session work in.
     pub fn workspace_dir(&self, log: LogId) -> PathBuf {
-        self.workspaces.join(log.to_string())
+        self.shared.workspace_dir(log)
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use super::{Command, Host};
+use super::{Command, Shared};
 use crate::effects::{ModelError, ModelRequest, ToolContext};
 use crate::journal::{ErrorKind, EventBody, LogId, ModelResponse, Outcome, ToolCall};
 
@@ -51,7 +51,7 @@ impl Done {
 }
 
 pub(crate) fn model(
-    host: &Arc<Host>,
+    host: &Arc<Shared>,
     tx: &mpsc::UnboundedSender<Command>,
     key: String,
     request: ModelRequest,
@@ -76,7 +76,7 @@ pub(crate) fn model(
 }
 
 pub(crate) fn tool(
-    host: &Arc<Host>,
+    host: &Arc<Shared>,
     tx: &mpsc::UnboundedSender<Command>,
     log: LogId,
     call: ToolCall,

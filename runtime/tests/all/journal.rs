@@ -1028,6 +1028,24 @@ async fn golden_events_match_the_file() {
     );
 }
 
+#[test]
+fn the_format_doc_quotes_the_golden_file() {
+    let golden = std::fs::read_to_string(golden_path()).unwrap();
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/log-format.md");
+    let doc = std::fs::read_to_string(doc).unwrap();
+    let quoted: Vec<&str> = doc
+        .lines()
+        .filter(|l| l.starts_with(r#"{"seq":"#))
+        .collect();
+    assert!(quoted.len() >= ALL_KINDS.len());
+    for line in quoted {
+        assert!(
+            golden.lines().any(|g| g == line),
+            "not in the golden file: {line}"
+        );
+    }
+}
+
 /// Replay speed: how long `read` takes per event for a 10,000-event log.
 /// Run with `cargo test --release -p logbook --test all -- --ignored decode_speed --nocapture`.
 #[tokio::test]
@@ -1065,5 +1083,61 @@ async fn decode_speed() {
         "read {N} events: {:?} ({} ns/event)",
         best,
         best.as_nanos() / u128::from(N)
+    );
+}
+
+/// Group commit: many sessions appending one event at a time, durably.
+/// Run with `cargo test --release -p logbook --test all -- --ignored group_commit_throughput --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test"]
+async fn group_commit_throughput() {
+    const LOGS: usize = 64;
+    const APPENDS: u64 = 50;
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let mut ids = Vec::new();
+    for _ in 0..LOGS {
+        ids.push(create(&journal, DEFAULT_TENANT, None).await);
+    }
+
+    // One writer alone: the latency of a durable append.
+    let start = std::time::Instant::now();
+    for seq in 1..=100 {
+        journal
+            .commit(Commit::append(ids[0], seq, vec![(T0, input("x"))]))
+            .await
+            .unwrap();
+    }
+    println!("sequential: {:?} per durable append", start.elapsed() / 100);
+
+    let before = journal.stats();
+    let start = std::time::Instant::now();
+    let tasks: Vec<_> = ids
+        .iter()
+        .skip(1)
+        .map(|id| {
+            let (journal, id) = (journal.clone(), *id);
+            tokio::spawn(async move {
+                for seq in 1..=APPENDS {
+                    journal
+                        .commit(Commit::append(id, seq, vec![(T0, input("x"))]))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    let after = journal.stats();
+    let events = after.events - before.events;
+    println!(
+        "concurrent: {} logs, {events} appends in {elapsed:?} ({:.0} appends/s), {} transactions ({:.1} appends each)",
+        LOGS - 1,
+        events as f64 / elapsed.as_secs_f64(),
+        after.commits - before.commits,
+        events as f64 / (after.commits - before.commits) as f64
     );
 }
