@@ -245,6 +245,12 @@ async fn memory(config: &Config, sessions: usize) -> BenchResult<serde_json::Val
     }))
 }
 
+/// Turns one assistant session serves in the `turn` benchmark before a fresh
+/// one takes over. A model request carries the whole conversation, so a turn
+/// costs O(conversation); this keeps the figure that of a realistic context
+/// rather than of one that grows for the length of the benchmark.
+const TURNS_PER_SESSION: usize = 16;
+
 /// An assistant turn on EchoModel: model, tool, model, output, all durable.
 async fn turn(
     config: &Config,
@@ -254,34 +260,41 @@ async fn turn(
 ) -> BenchResult<serde_json::Value> {
     let bed = bed(config, false)?;
     let prompt = "/tool fs.read {\"path\":\"x\"}";
-    let make = |host: Arc<Host>| async move {
-        let id = new_session(&host, "assistant").await?;
-        let workspace = host.workspace_dir(id);
-        std::fs::create_dir_all(&workspace)
-            .and_then(|()| std::fs::write(workspace.join("x"), "hello"))
-            .map_err(|e| SessionError::Config(e.to_string()))?;
-        let session = host.session(id)?;
-        Ok::<_, SessionError>(session)
+    let host = bed.host.clone();
+    let make = move || {
+        let host = host.clone();
+        async move {
+            let id = new_session(&host, "assistant").await?;
+            let workspace = host.workspace_dir(id);
+            std::fs::create_dir_all(&workspace)
+                .and_then(|()| std::fs::write(workspace.join("x"), "hello"))
+                .map_err(|e| SessionError::Config(e.to_string()))?;
+            host.session(id)
+        }
     };
-    let one = make(bed.host.clone()).await?;
     let mut samples = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
+    let mut one = make().await?;
+    for round in 0..rounds {
+        if round > 0 && round % TURNS_PER_SESSION == 0 {
+            one = make().await?;
+        }
         let start = Instant::now();
         one.input(from(), text(prompt)).await?;
         one.wait_idle(Duration::ZERO).await?;
         samples.push(start.elapsed());
     }
-    let mut handles = Vec::new();
-    for _ in 0..sessions {
-        handles.push(make(bed.host.clone()).await?);
-    }
     let start = Instant::now();
     let deadline = start + run_for;
     let mut tasks = tokio::task::JoinSet::new();
-    for session in handles {
+    for _ in 0..sessions {
+        let make = make.clone();
         tasks.spawn(async move {
             let mut turns = 0u64;
+            let mut session = make().await?;
             while Instant::now() < deadline {
+                if turns > 0 && turns % TURNS_PER_SESSION as u64 == 0 {
+                    session = make().await?;
+                }
                 session.input(from(), text(prompt)).await?;
                 session.wait_idle(Duration::ZERO).await?;
                 turns += 1;
@@ -300,5 +313,6 @@ async fn turn(
         "p99_us": percentile(&mut samples, 0.99),
         "sessions": sessions,
         "turns_per_s": (turns as f64 / elapsed).round() as u64,
+        "turns_per_session": TURNS_PER_SESSION,
     }))
 }

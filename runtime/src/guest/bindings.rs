@@ -5,4 +5,4 @@ wasmtime::component::bindgen!({
     path: "../wit",
 });
 
-pub use logbook::agent::types as wit;
+pub use self::logbook::agent::types as wit;

@@ -22,8 +22,17 @@
 //! # async fn demo() -> Result<(), logbook::journal::JournalError> {
 //! use logbook::journal::*;
 //! let journal = RedbJournal::open("data/journal.redb".as_ref(), JournalConfig::default())?;
+//! # let wasm: Vec<u8> = Vec::new();
+//! let created = Created {
+//!     guest: journal.put_guest(DEFAULT_TENANT, "support", &wasm)?,
+//!     config: serde_json::json!({}),
+//!     seed: 7,
+//!     parent: None,
+//!     compacted_from: None,
+//!     summary: None,
+//!     tools: vec![],
+//! };
 //! let id = LogId::now_v7();
-//! # let created: Created = todo!();
 //! journal
 //!     .commit(Commit::new_log(NewLog {
 //!         id,

@@ -34,10 +34,13 @@ use super::{JournalConfig, JournalError, LogId, WriterStats};
 /// batch: each entry is small, but the number of logs is unbounded.
 const HEAD_CACHE_MAX_LOGS: usize = 100_000;
 
+/// What a caller of `commit` gets back.
+type Answer = Result<Committed, JournalError>;
+
 /// A commit waiting for the writer, with where to send its answer.
 pub(crate) struct Request {
     pub(crate) commit: Commit,
-    pub(crate) reply: oneshot::Sender<Result<Committed, JournalError>>,
+    pub(crate) reply: oneshot::Sender<Answer>,
 }
 
 /// The writer's counters, shared with the journal handle.
@@ -194,11 +197,7 @@ impl Writer {
 
     /// Writes a batch in one transaction. The outer error fails the whole batch;
     /// the inner results are each request's own answer.
-    #[allow(clippy::type_complexity)]
-    fn write_batch(
-        &mut self,
-        commits: Vec<Commit>,
-    ) -> Result<Vec<Result<Committed, JournalError>>, JournalError> {
+    fn write_batch(&mut self, commits: Vec<Commit>) -> Result<Vec<Answer>, JournalError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(if self.config.durable {
             Durability::Immediate
@@ -217,11 +216,7 @@ impl Writer {
     }
 
     /// Validates and writes one request.
-    fn apply(
-        &mut self,
-        t: &mut WriteTables<'_>,
-        commit: Commit,
-    ) -> Result<Result<Committed, JournalError>, JournalError> {
+    fn apply(&mut self, t: &mut WriteTables<'_>, commit: Commit) -> Result<Answer, JournalError> {
         let plan = match self.plan(t, &commit)? {
             Ok(plan) => plan,
             Err(refused) => return Ok(Err(refused)),

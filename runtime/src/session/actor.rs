@@ -31,6 +31,10 @@ use crate::journal::{
 /// judged to be looping (each round it wanted something new and immediate).
 const MAX_ROUNDS: usize = 256;
 
+/// Durable events kept for live observers. One that falls further behind gets
+/// `Lagged` and reads the rest from the journal.
+const LIVE_EVENTS: usize = 64;
+
 /// Something to start once the events that record it are durable.
 enum Perform {
     Model(String, ModelRequest),
@@ -72,7 +76,7 @@ struct Actor {
     keys: Keys,
     running: HashMap<String, Running>,
     tx: mpsc::UnboundedSender<Command>,
-    events: broadcast::Sender<StoredEvent>,
+    events: broadcast::Sender<Arc<StoredEvent>>,
     waiters: Vec<(Duration, oneshot::Sender<Activity>)>,
 }
 
@@ -86,7 +90,7 @@ pub(super) fn spawn(
         .info(log)?
         .ok_or_else(|| SessionError::UnknownSession(log.to_string()))?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let (events, _) = broadcast::channel(1024);
+    let (events, _) = broadcast::channel(LIVE_EVENTS);
     let mut actor = Actor {
         host: host.clone(),
         log,
@@ -423,7 +427,9 @@ impl Actor {
         let stored: Vec<StoredEvent> = committed.events.into_iter().map(|(_, e)| e).collect();
         for event in &stored {
             self.note(&event.event.body);
-            let _ = self.events.send(event.clone());
+            if self.events.receiver_count() > 0 {
+                let _ = self.events.send(Arc::new(event.clone()));
+            }
         }
         self.next_seq = base + stored.len() as u64;
         for key in cancels.drain(..) {

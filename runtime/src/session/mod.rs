@@ -114,7 +114,7 @@ pub(crate) enum Command {
 pub struct Session {
     log: LogId,
     commands: mpsc::UnboundedSender<Command>,
-    events: broadcast::Sender<StoredEvent>,
+    events: broadcast::Sender<Arc<StoredEvent>>,
 }
 
 impl Session {
@@ -123,8 +123,9 @@ impl Session {
         self.log
     }
 
-    /// Events as they become durable, from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<StoredEvent> {
+    /// Events as they become durable, from now on. A receiver that falls
+    /// behind gets `Lagged` and reads what it missed from the journal.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
         self.events.subscribe()
     }
 
