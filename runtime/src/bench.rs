@@ -275,7 +275,7 @@ async fn turn(
     let mut samples = Vec::with_capacity(rounds);
     let mut one = make().await?;
     for round in 0..rounds {
-        if round > 0 && round % TURNS_PER_SESSION == 0 {
+        if round > 0 && round.is_multiple_of(TURNS_PER_SESSION) {
             one = make().await?;
         }
         let start = Instant::now();
@@ -292,7 +292,7 @@ async fn turn(
             let mut turns = 0u64;
             let mut session = make().await?;
             while Instant::now() < deadline {
-                if turns > 0 && turns % TURNS_PER_SESSION as u64 == 0 {
+                if turns > 0 && turns.is_multiple_of(TURNS_PER_SESSION as u64) {
                     session = make().await?;
                 }
                 session.input(from(), text(prompt)).await?;
