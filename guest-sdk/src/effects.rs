@@ -16,7 +16,7 @@ use crate::{
 /// the event being folded (`output-7`, `output-7.1`, ...), or are the ones
 /// given, such as a tool call's id.
 pub struct Effects<'a> {
-    wanted: &'a mut BTreeMap<String, Effect>,
+    wanted: &'a mut BTreeMap<String, EffectBody>,
     seq: u64,
     at: u64,
     made: u32,
@@ -34,10 +34,16 @@ impl Effects<'_> {
     }
 
     fn next_key(&mut self, kind: &str) -> String {
-        let key = match self.made {
-            0 => format!("{kind}-{}", self.seq),
-            n => format!("{kind}-{}.{n}", self.seq),
-        };
+        // Built by hand: this runs for every effect of every replayed event,
+        // and core::fmt is slow in wasm.
+        let mut key = String::with_capacity(kind.len() + 24);
+        key.push_str(kind);
+        key.push('-');
+        push_decimal(&mut key, self.seq);
+        if self.made > 0 {
+            key.push('.');
+            push_decimal(&mut key, u64::from(self.made));
+        }
         self.made += 1;
         key
     }
@@ -46,13 +52,7 @@ impl Effects<'_> {
     /// never performed again, so keys must be unique within the log.
     pub fn want(&mut self, key: impl Into<String>, body: EffectBody) -> String {
         let key = key.into();
-        self.wanted.insert(
-            key.clone(),
-            Effect {
-                key: key.clone(),
-                body,
-            },
-        );
+        self.wanted.insert(key.clone(), body);
         key
     }
 
@@ -131,7 +131,7 @@ impl Effects<'_> {
 #[derive(Default, Serialize, Deserialize)]
 pub struct Runtime<A> {
     agent: A,
-    wanted: BTreeMap<String, Effect>,
+    wanted: BTreeMap<String, EffectBody>,
 }
 
 impl<A: Agent> Runtime<A> {
@@ -181,10 +181,7 @@ impl<A: Agent> Runtime<A> {
             // A decision ends a question; for a tool the host asked about, the
             // tool's own `completed` ends it.
             EventBody::ApprovalDecided(d) => match self.wanted.get(&d.key) {
-                Some(Effect {
-                    body: EffectBody::Ask(_),
-                    ..
-                }) => &d.key,
+                Some(EffectBody::Ask(_)) => &d.key,
                 _ => return,
             },
             _ => return,
@@ -193,10 +190,58 @@ impl<A: Agent> Runtime<A> {
     }
 
     pub fn effects(&self) -> Vec<Effect> {
-        self.wanted.values().cloned().collect()
+        self.wanted
+            .iter()
+            .map(|(key, body)| Effect {
+                key: key.clone(),
+                body: body.clone(),
+            })
+            .collect()
     }
 
     pub fn snapshot(&self) -> Option<Vec<u8>> {
         serde_json::to_vec(self).ok()
+    }
+}
+
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_the_kind_and_seq() {
+        let mut wanted = BTreeMap::new();
+        let mut fx = Effects {
+            wanted: &mut wanted,
+            seq: 1_234_567_890_123,
+            at: 0,
+            made: 0,
+        };
+        assert_eq!(fx.output("a"), "output-1234567890123");
+        assert_eq!(fx.output("b"), "output-1234567890123.1");
+        let mut fx = Effects {
+            wanted: &mut wanted,
+            seq: 0,
+            at: 0,
+            made: 0,
+        };
+        assert_eq!(fx.sleep_for(5), "sleep-0");
+        assert_eq!(wanted.len(), 3);
     }
 }

@@ -1,11 +1,14 @@
 //! Readable access to events and content.
 
+use std::borrow::Cow;
+
 use crate::{ContentBlock, Event, EventBody, Outcome, ToolCall};
 
 /// Shortcuts for the questions agents ask of events.
 pub trait EventExt {
-    /// The text of an `input` event (its text blocks joined by newlines).
-    fn input_text(&self) -> Option<String>;
+    /// The text of an `input` event (its text blocks joined by newlines);
+    /// borrowed when the input is a single text block, as it usually is.
+    fn input_text(&self) -> Option<Cow<'_, str>>;
     /// The key of an effect this event is about.
     fn key(&self) -> Option<&str>;
     /// The outcome of a `completed` event.
@@ -13,9 +16,12 @@ pub trait EventExt {
 }
 
 impl EventExt for Event {
-    fn input_text(&self) -> Option<String> {
+    fn input_text(&self) -> Option<Cow<'_, str>> {
         match &self.body {
-            EventBody::Input(input) => Some(text_of(&input.content)),
+            EventBody::Input(input) => Some(match input.content.as_slice() {
+                [ContentBlock::Text(text)] => Cow::Borrowed(text.as_str()),
+                content => Cow::Owned(text_of(content)),
+            }),
             _ => None,
         }
     }

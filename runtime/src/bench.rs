@@ -4,6 +4,7 @@
 //! Each benchmark runs in its own temporary data directory and prints one
 //! line: human-readable, or one JSON object with `--json`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,10 @@ type BenchResult<T> = Result<T, SessionError>;
 
 /// Run the benchmarks and print their figures.
 pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResult<()> {
+    // One compile cache for every bench's data directory: compiling is not
+    // what is measured.
+    let cache = tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))?;
+    let cache = cache.path().to_path_buf();
     let wanted = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
     let print = |value: serde_json::Value| {
         if json {
@@ -41,22 +46,22 @@ pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResu
         } else {
             vec![1_000, 10_000]
         } {
-            print(wake(&config, events, if quick { 5 } else { 30 }).await?);
+            print(wake(&config, &cache, events, if quick { 5 } else { 30 }).await?);
         }
     }
     if wanted("step") {
-        print(step(&config, if quick { 50 } else { 1_000 }).await?);
+        print(step(&config, &cache, if quick { 50 } else { 1_000 }).await?);
     }
     if wanted("throughput") {
         let (sessions, secs) = if quick { (16, 0.5) } else { (256, 3.0) };
-        print(throughput(&config, sessions, Duration::from_secs_f64(secs)).await?);
+        print(throughput(&config, &cache, sessions, Duration::from_secs_f64(secs)).await?);
     }
     if wanted("memory") {
-        print(memory(&config, if quick { 100 } else { 1_000 }).await?);
+        print(memory(&config, &cache, if quick { 100 } else { 1_000 }).await?);
     }
     if wanted("turn") {
         let (n, sessions, secs) = if quick { (20, 8, 0.5) } else { (300, 64, 3.0) };
-        print(turn(&config, n, sessions, Duration::from_secs_f64(secs)).await?);
+        print(turn(&config, &cache, n, sessions, Duration::from_secs_f64(secs)).await?);
     }
     Ok(())
 }
@@ -76,12 +81,17 @@ struct Bed {
     _dir: tempfile::TempDir,
 }
 
-fn bed(config: &Config, no_fsync: bool) -> BenchResult<Bed> {
-    let dir = tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))?;
-    let options = HostOptions {
+fn options(cache: &Path, no_fsync: bool) -> HostOptions {
+    HostOptions {
         echo_delay: None,
         no_fsync,
-    };
+        cache_dir: Some(cache.to_path_buf()),
+    }
+}
+
+fn bed(config: &Config, cache: &Path, no_fsync: bool) -> BenchResult<Bed> {
+    let dir = tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))?;
+    let options = options(cache, no_fsync);
     let host = Host::open(dir.path(), config.clone(), options)?;
     Ok(Bed { host, _dir: dir })
 }
@@ -110,15 +120,16 @@ fn percentile(samples: &mut [Duration], p: f64) -> u64 {
 }
 
 /// A dormant counter session with `events` events wakes and answers one input.
-async fn wake(config: &Config, events: u64, rounds: usize) -> BenchResult<serde_json::Value> {
+async fn wake(
+    config: &Config,
+    cache: &Path,
+    events: u64,
+    rounds: usize,
+) -> BenchResult<serde_json::Value> {
     // Build the log without fsync (it is setup), then measure on a durable host.
     let dir = tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))?;
     let id = {
-        let options = HostOptions {
-            echo_delay: None,
-            no_fsync: true,
-        };
-        let host = Host::open(dir.path(), config.clone(), options)?;
+        let host = Host::open(dir.path(), config.clone(), options(cache, true))?;
         let id = new_session(&host, "counter").await?;
         let session = host.session(id)?;
         while host.journal().info(id)?.map_or(0, |i| i.next_seq) < events {
@@ -127,7 +138,7 @@ async fn wake(config: &Config, events: u64, rounds: usize) -> BenchResult<serde_
         host.close().await;
         id
     };
-    let host = Host::open(dir.path(), config.clone(), HostOptions::default())?;
+    let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
     let mut samples = Vec::with_capacity(rounds);
     for round in 0..=rounds {
         host.hibernate(id);
@@ -150,8 +161,8 @@ async fn wake(config: &Config, events: u64, rounds: usize) -> BenchResult<serde_
 }
 
 /// One session, input to output, durable.
-async fn step(config: &Config, rounds: usize) -> BenchResult<serde_json::Value> {
-    let bed = bed(config, false)?;
+async fn step(config: &Config, cache: &Path, rounds: usize) -> BenchResult<serde_json::Value> {
+    let bed = bed(config, cache, false)?;
     let id = new_session(&bed.host, "counter").await?;
     let session = bed.host.session(id)?;
     session.input(from(), text("inc")).await?;
@@ -171,10 +182,11 @@ async fn step(config: &Config, rounds: usize) -> BenchResult<serde_json::Value> 
 /// Many sessions driven at once: durable events per second.
 async fn throughput(
     config: &Config,
+    cache: &Path,
     sessions: usize,
     run_for: Duration,
 ) -> BenchResult<serde_json::Value> {
-    let bed = bed(config, false)?;
+    let bed = bed(config, cache, false)?;
     let mut handles = Vec::new();
     for _ in 0..sessions {
         let id = new_session(&bed.host, "counter").await?;
@@ -221,8 +233,8 @@ fn rss_kib() -> u64 {
 }
 
 /// Resident memory per active counter session (instance, store, actor).
-async fn memory(config: &Config, sessions: usize) -> BenchResult<serde_json::Value> {
-    let bed = bed(config, true)?;
+async fn memory(config: &Config, cache: &Path, sessions: usize) -> BenchResult<serde_json::Value> {
+    let bed = bed(config, cache, true)?;
     let mut ids = Vec::new();
     for _ in 0..sessions {
         ids.push(new_session(&bed.host, "counter").await?);
@@ -254,11 +266,12 @@ const TURNS_PER_SESSION: usize = 16;
 /// An assistant turn on EchoModel: model, tool, model, output, all durable.
 async fn turn(
     config: &Config,
+    cache: &Path,
     rounds: usize,
     sessions: usize,
     run_for: Duration,
 ) -> BenchResult<serde_json::Value> {
-    let bed = bed(config, false)?;
+    let bed = bed(config, cache, false)?;
     let prompt = "/tool fs.read {\"path\":\"x\"}";
     let host = bed.host.clone();
     let make = move || {

@@ -72,7 +72,7 @@ impl Default for Limits {
             memory_per_instance: 64 << 20,
             max_instances: 2_000,
             table_elements: 20_000,
-            replay_batch: 512,
+            replay_batch: 1_024,
             guest_output_bytes: 16 << 10,
         }
     }

@@ -100,9 +100,9 @@ impl GuestEngine {
         Ok(loaded)
     }
 
-    /// Whether a component is already loaded in this process.
-    pub fn is_loaded(&self, digest: &str) -> bool {
-        self.lock().contains_key(digest)
+    /// A component loaded earlier in this process, by digest.
+    pub fn loaded(&self, digest: &str) -> Option<LoadedGuest> {
+        self.lock().get(digest).cloned()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LoadedGuest>> {

@@ -11,6 +11,32 @@ use crate::config::Limits;
 use crate::effects::Effect;
 use crate::journal::{Created, Event};
 
+/// Events in the guest's own types, ready to fold. Converting is apart from
+/// folding so that a replay can convert the next page while the guest folds
+/// this one.
+pub struct GuestBatch {
+    events: Vec<super::bindings::wit::Event>,
+}
+
+impl GuestBatch {
+    /// Convert events for a guest.
+    pub fn new(events: &[Event]) -> GuestBatch {
+        GuestBatch {
+            events: events.iter().map(convert::event).collect(),
+        }
+    }
+
+    /// How many events the batch holds.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
 /// A live guest. After any error it must be dropped: its state is undefined.
 pub struct GuestInstance {
     store: Store<Sandbox>,
@@ -63,17 +89,21 @@ impl GuestInstance {
 
     /// Fold events, in order. The budget scales with the number of events.
     pub fn apply(&mut self, events: &[Event]) -> Result<(), GuestError> {
-        let Some(first) = events.first() else {
+        self.apply_batch(&GuestBatch::new(events))
+    }
+
+    /// Fold events converted beforehand (perhaps on another thread).
+    pub fn apply_batch(&mut self, batch: &GuestBatch) -> Result<(), GuestError> {
+        let Some(first) = batch.events.first() else {
             return Ok(());
         };
         let fuel = self
             .limits
             .fuel_per_event
-            .saturating_mul(events.len() as u64)
+            .saturating_mul(batch.events.len() as u64)
             .saturating_add(self.limits.fuel_per_call);
         self.prepare(first.seq, first.at, fuel)?;
-        let events: Vec<_> = events.iter().map(convert::event).collect();
-        let result = self.agent.call_apply(&mut self.store, &events);
+        let result = self.agent.call_apply(&mut self.store, &batch.events);
         self.finish(fuel, result)
     }
 

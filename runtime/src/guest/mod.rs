@@ -14,7 +14,7 @@ mod instance;
 mod sandbox;
 
 pub use engine::{GuestEngine, LoadedGuest};
-pub use instance::GuestInstance;
+pub use instance::{GuestBatch, GuestInstance};
 
 /// Errors of loading or running a guest.
 #[derive(Debug, thiserror::Error)]

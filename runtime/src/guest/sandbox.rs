@@ -1,8 +1,9 @@
 //! The deterministic WASI subset a guest may use, and the state of its store.
 //!
 //! Invariants: a guest reads no environment, no arguments and an empty stdin;
-//! its clocks read the `at` of the event being folded; its randomness is seeded
-//! from the log's seed and the seq being folded; its stdout and stderr go to the
+//! its clocks read the `at` of the first event of the call (an event's own
+//! time is in the event: the SDK's `Effects::now_ms`); its randomness is seeded
+//! from the log's seed and that event's seq; its stdout and stderr go to the
 //! host's trace (and into a failure message), never to the log. Everything else
 //! of WASI is refused when the component is loaded (see `engine.rs`).
 

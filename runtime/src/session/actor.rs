@@ -21,7 +21,7 @@ use super::perform;
 use super::{Activity, Command, Session, SessionError, Shared, now_ms};
 use crate::config::Policy;
 use crate::effects::{Effect, EffectBody, ModelRequest};
-use crate::guest::{GuestError, GuestInstance};
+use crate::guest::{GuestBatch, GuestError, GuestInstance};
 use crate::journal::{
     Append, Commit, ErrorKind, Event, EventBody, LogId, LogInfo, LogStatus, Outcome,
     RequestedEffect, StoredEvent, ToolCall,
@@ -40,6 +40,39 @@ enum Perform {
     Model(String, ModelRequest),
     Tool(String, ToolCall),
     Timer(String, u64),
+}
+
+/// A page of a replay, decoded and converted for the guest.
+struct Page {
+    /// The `created` event and its time, when the page starts the log.
+    created: Option<(crate::journal::Created, u64)>,
+    batch: GuestBatch,
+}
+
+/// What a replay learns of the log besides the guest's state.
+#[derive(Default)]
+struct Ledger {
+    next_seq: u64,
+    keys: Keys,
+    parked: Option<String>,
+    finished: Option<String>,
+}
+
+impl Ledger {
+    fn note(&mut self, body: &EventBody) {
+        self.keys.note(body);
+        note_end(&mut self.parked, &mut self.finished, body);
+    }
+}
+
+/// Whether the log has finished, or parked on a guest failure.
+fn note_end(parked: &mut Option<String>, finished: &mut Option<String>, body: &EventBody) {
+    match body {
+        EventBody::Finished { result, .. } => *finished = Some(result.clone()),
+        EventBody::GuestFailed { message } => *parked = Some(message.clone()),
+        EventBody::GuestChanged { .. } => *parked = None,
+        _ => {}
+    }
 }
 
 /// What one round of folding staged.
@@ -121,53 +154,101 @@ impl Actor {
     fn replay(&mut self, info: &LogInfo) -> Result<Option<GuestError>, SessionError> {
         let journal = self.host.journal.clone();
         let batch = self.host.config.limits.replay_batch.max(1);
+        let log = self.log;
         let mut fold = !matches!(info.status, LogStatus::Failed | LogStatus::Finished);
         let mut fault = None;
-        let mut from = 0;
-        loop {
-            let page = journal.read(self.log, from, batch)?;
-            let Some(last) = page.last() else { break };
-            from = last.event.seq + 1;
-            let events: Vec<Event> = page.into_iter().map(|s| s.event).collect();
-            for event in &events {
-                self.note(&event.body);
-            }
-            if fold && let Err(e) = self.fold(&info.guest.digest, &events) {
-                if !e.is_guest_fault() {
-                    return Err(e.into());
+        // A reader thread decodes pages, notes their keys and converts them
+        // for the guest while the guest folds the page before: a wake is on
+        // the path of a waiting caller, and the two take about as long.
+        let (pages, incoming) = std::sync::mpsc::sync_channel::<Page>(2);
+        // Folded batches go back to the reader to be freed, off the fold's path.
+        let (spent, folded) = std::sync::mpsc::channel::<GuestBatch>();
+        let ledger = std::thread::scope(|scope| {
+            let reader = scope.spawn(move || -> Result<Ledger, SessionError> {
+                let mut ledger = Ledger::default();
+                loop {
+                    while folded.try_recv().is_ok() {}
+                    let page = journal.read(log, ledger.next_seq, batch)?;
+                    let Some(last) = page.last() else { break };
+                    ledger.next_seq = last.event.seq + 1;
+                    let full = page.len() == batch;
+                    let mut events: Vec<Event> = page.into_iter().map(|s| s.event).collect();
+                    for event in &events {
+                        ledger.note(&event.body);
+                    }
+                    let created = match events.first() {
+                        Some(Event {
+                            body: EventBody::Created(created),
+                            at,
+                            ..
+                        }) => Some((created.clone(), *at)),
+                        _ => None,
+                    };
+                    if created.is_some() {
+                        events.remove(0);
+                    }
+                    let page = Page {
+                        created,
+                        batch: GuestBatch::new(&events),
+                    };
+                    if pages.send(page).is_err() || !full {
+                        break;
+                    }
                 }
-                // Keep reading: the keys and the head must still be known.
-                fold = false;
-                fault = Some(e);
+                Ok(ledger)
+            });
+            for page in incoming {
+                if !fold {
+                    continue;
+                }
+                let result = self.fold(&info.guest.digest, &page);
+                let _ = spent.send(page.batch);
+                if let Err(e) = result {
+                    if !e.is_guest_fault() {
+                        return Err(SessionError::from(e));
+                    }
+                    // Keep reading: the keys and the head must still be known.
+                    fold = false;
+                    fault = Some(e);
+                }
             }
-        }
-        self.next_seq = from;
-        if !fold {
+            reader
+                .join()
+                .map_err(|_| SessionError::Invalid("the replay reader panicked".into()))?
+        })?;
+        self.next_seq = ledger.next_seq;
+        self.keys = ledger.keys;
+        self.parked = ledger.parked;
+        self.finished = ledger.finished;
+        if !fold || self.parked.is_some() || self.finished.is_some() {
             self.guest = None;
         }
         Ok(fault)
     }
 
-    /// Fold replayed events, creating the guest on `created`.
-    fn fold(&mut self, digest: &str, events: &[Event]) -> Result<(), GuestError> {
-        let mut rest = events;
-        if let Some(first) = events.first()
-            && let EventBody::Created(created) = &first.body
-        {
-            let bytes = self
-                .host
-                .journal
-                .guest_bytes(digest)
-                .map_err(|e| GuestError::Instantiate(e.to_string()))?
-                .ok_or_else(|| GuestError::Instantiate(format!("guest {digest} is not stored")))?;
-            let loaded = self.host.engine.load(digest, &bytes)?;
+    /// Fold a replayed page, creating the guest on `created`.
+    fn fold(&mut self, digest: &str, page: &Page) -> Result<(), GuestError> {
+        if let Some((created, at)) = &page.created {
+            let loaded = match self.host.engine.loaded(digest) {
+                Some(loaded) => loaded,
+                None => {
+                    let bytes = self
+                        .host
+                        .journal
+                        .guest_bytes(digest)
+                        .map_err(|e| GuestError::Instantiate(e.to_string()))?
+                        .ok_or_else(|| {
+                            GuestError::Instantiate(format!("guest {digest} is not stored"))
+                        })?;
+                    self.host.engine.load(digest, &bytes)?
+                }
+            };
             let mut guest = self.host.engine.instantiate(&loaded, created.seed)?;
-            guest.init(created, first.at)?;
+            guest.init(created, *at)?;
             self.guest = Some(guest);
-            rest = &events[1..];
         }
         match &mut self.guest {
-            Some(guest) => guest.apply(rest),
+            Some(guest) => guest.apply_batch(&page.batch),
             None => Ok(()),
         }
     }
@@ -175,12 +256,7 @@ impl Actor {
     /// Track what the committed log says: keys, and whether it ended.
     fn note(&mut self, body: &EventBody) {
         self.keys.note(body);
-        match body {
-            EventBody::Finished { result, .. } => self.finished = Some(result.clone()),
-            EventBody::GuestFailed { message } => self.parked = Some(message.clone()),
-            EventBody::GuestChanged { .. } => self.parked = None,
-            _ => {}
-        }
+        note_end(&mut self.parked, &mut self.finished, body);
     }
 
     async fn run(

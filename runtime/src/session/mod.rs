@@ -227,6 +227,8 @@ pub struct HostOptions {
     pub echo_delay: Option<Duration>,
     /// Commit without fsync (benchmarks of the non-durable path only).
     pub no_fsync: bool,
+    /// Where compiled guests are cached; `DATA/cache` when not set.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Host {
@@ -249,7 +251,8 @@ impl Host {
                 durable: !options.no_fsync,
             },
         )?;
-        let engine = GuestEngine::new(config.limits.clone(), Some(data.join("cache")))?;
+        let cache = options.cache_dir.unwrap_or_else(|| data.join("cache"));
+        let engine = GuestEngine::new(config.limits.clone(), Some(cache))?;
         let models = ModelRegistry::from_config(&config.models, options.echo_delay)
             .map_err(SessionError::Config)?;
         let tools = ToolRegistry::builtin(&config.tools);
