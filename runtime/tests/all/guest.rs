@@ -199,16 +199,11 @@ async fn a_panicking_guest_parks_its_session_with_the_panic_message() {
     assert_eq!(outputs(&events(&host, counter.id())), ["count = 1"]);
 }
 
-/// BUG (reported): `Actor::replay` (session/actor.rs) reads the log a page
-/// (`limits.replay_batch`, 512 by default) at a time and notes only the events
-/// of the page it folds. When the input that made a guest fail is the last
-/// event of a page and its `guest-failed` starts the next, waking the parked
-/// session folds that input again, the guest fails again, and `replay` returns
-/// early without reading the rest of the log: `next_seq` is stale, so the
-/// `guest-failed` that `resume` appends is refused as a journal conflict, the
-/// actor stops, and the session answers every call with `Stopped`. replay
-/// should know the log is parked (its `LogInfo` says so) before it folds, and
-/// read the whole log whatever happens.
+/// Regression: replay reads the log a page (`limits.replay_batch`) at a
+/// time. When the input that made a guest fail is the last event of a page
+/// and its `guest-failed` starts the next, waking the parked session must not
+/// fold that input again (the log says it is parked), must read the whole log
+/// so that its head is right, and must append nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_session_whose_failure_starts_a_replay_page_wakes_parked() {
     let dir = data_dir();
@@ -231,13 +226,13 @@ async fn a_parked_session_whose_failure_starts_a_replay_page_wakes_parked() {
     let activity = guard(woken.wait_idle(Duration::from_secs(3600))).await;
     assert!(
         matches!(activity, Ok(Activity::Failed)),
-        "BUG: the woken parked session answers {activity:?}"
+        "the woken parked session answers {activity:?}"
     );
     let after = events(&host, id);
     assert_eq!(
         after.len(),
         before.len(),
-        "BUG: waking a parked session appended {:?}",
+        "waking a parked session appended {:?}",
         after[before.len()..]
             .iter()
             .map(|e| &e.event.body)

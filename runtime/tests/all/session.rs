@@ -86,12 +86,9 @@ async fn a_new_host_on_the_same_data_replays_the_same_state() {
     assert_chain_holds(&host, id);
 }
 
-/// BUG (reported): dropping every `Session` and the last `Arc<Host>` does not
-/// release the journal. Each actor task holds an `Arc<Host>` and a sender of
-/// its own command channel (`Actor::tx` in session/actor.rs), and the host's
-/// `live` map holds the sessions, so the actors never see their channel close
-/// and the redb file stays locked until the tokio runtime shuts down. A
-/// process embedding Logbook cannot close one host and open another.
+/// Dropping every `Session` and the last `Arc<Host>` releases the journal:
+/// a process embedding Logbook can close one host and open another on the
+/// same data directory (regression: actors used to hold the host alive).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_host_releases_the_data_directory() {
     let dir = data_dir();
@@ -104,7 +101,7 @@ async fn dropping_the_host_releases_the_data_directory() {
     // Give any actor that would stop on its own the time to do so.
     let host = reopen(dir.path(), Duration::from_secs(2))
         .await
-        .unwrap_or_else(|e| panic!("BUG: the dropped host still holds the journal: {e}"));
+        .unwrap_or_else(|e| panic!("the dropped host still holds the journal: {e}"));
     let id = host.resolve(TENANT, "c").unwrap().id;
     let session = host.session(id).unwrap();
     say(&session, "get").await;
@@ -341,11 +338,9 @@ async fn deciding_a_key_that_waits_for_nothing_is_refused() {
     assert_eq!(pending_key(&host, id), key, "the real approval still waits");
 }
 
-/// BUG (reported): deciding the key of an effect that never needed a decision
-/// (here the completed model call) answers `AlreadyDecided` — "approval was
-/// decided already" — although no approval was ever asked for it. The actor's
-/// `decision` (session/actor.rs) maps every closed key to `AlreadyDecided`; only
-/// keys that had an `approval-requested` should get it.
+/// Deciding the key of an effect that never asked for a decision (here a
+/// completed model call) is `NoPendingApproval`, not `AlreadyDecided`: only a
+/// key with an `approval-requested` in the log can have been decided.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deciding_a_key_that_never_needed_approval_is_no_pending_approval() {
     let dir = data_dir();
@@ -367,7 +362,7 @@ async fn deciding_a_key_that_never_needed_approval_is_no_pending_approval() {
     let answer = guard(session.decide(&model_key, true, "alice", None)).await;
     assert!(
         matches!(&answer, Err(SessionError::NoPendingApproval(k)) if *k == model_key),
-        "BUG: a model call that never asked for approval: {answer:?}"
+        "a model call that never asked for approval: {answer:?}"
     );
 }
 

@@ -1,0 +1,256 @@
+//! Advancing a session: stage events, fold them into the guest, reconcile
+//! what it wants against the log, commit once, then perform.
+//!
+//! Invariants: events are folded as they are staged, but nothing is
+//! performed, broadcast or acknowledged before the commit that holds them is
+//! durable; a guest fault keeps only the events that caused it, followed by
+//! `guest-failed`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::{Actor, MAX_ROUNDS, Perform};
+use crate::config::Policy;
+use crate::effects::{Effect, EffectBody};
+use crate::guest::GuestError;
+use crate::journal::{
+    Append, Commit, ErrorKind, Event, EventBody, Outcome, RequestedEffect, StoredEvent,
+};
+use crate::session::keys::Keys;
+use crate::session::{SessionError, now_ms};
+
+/// What one round of folding staged.
+struct Folded {
+    staged: Vec<Event>,
+    cancels: Vec<String>,
+    failure: Option<GuestError>,
+}
+
+/// Run guest code off the async executor. A guest's WASI calls (a flush of
+/// its stderr, say) block on tokio internally, which must not happen on a
+/// worker thread that is driving tasks.
+pub(in crate::session) fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+impl Actor {
+    /// Stage `external` events, fold them and whatever the guest wants in
+    /// turn, commit it all in one durable append, then perform.
+    pub(super) async fn advance(
+        &mut self,
+        external: Vec<EventBody>,
+        mut performs: Vec<Perform>,
+    ) -> Result<Vec<StoredEvent>, SessionError> {
+        let base = self.next_seq;
+        let at = now_ms();
+        let external_len = external.len();
+        let Folded {
+            mut staged,
+            cancels: mut cancels_,
+            failure,
+        } = off_runtime(|| self.fold_and_reconcile(base, at, external, &mut performs));
+        let cancels = &mut cancels_;
+        if let Some(error) = failure {
+            if !error.is_guest_fault() {
+                return Err(error.into());
+            }
+            // What the guest said after the events that made it fail is not trusted.
+            staged.truncate(external_len);
+            staged.push(Event {
+                seq: base + external_len as u64,
+                at,
+                body: EventBody::GuestFailed {
+                    message: error.to_string(),
+                },
+            });
+            performs.clear();
+            cancels.clear();
+            self.guest = None;
+        }
+        if staged.is_empty() {
+            self.start(performs);
+            return Ok(Vec::new());
+        }
+        let append = Append {
+            log: self.log,
+            expected_seq: base,
+            events: staged.into_iter().map(|e| (e.at, e.body)).collect(),
+        };
+        let committed = self
+            .host
+            .journal
+            .commit(Commit {
+                appends: vec![append],
+                ..Commit::default()
+            })
+            .await?;
+        let stored: Vec<StoredEvent> = committed.events.into_iter().map(|(_, e)| e).collect();
+        for event in &stored {
+            self.note(&event.event.body);
+            if self.events.receiver_count() > 0 {
+                let _ = self.events.send(Arc::new(event.clone()));
+            }
+        }
+        self.next_seq = base + stored.len() as u64;
+        for key in cancels.drain(..) {
+            if let Some(running) = self.running.remove(&key) {
+                running.handle.abort();
+            }
+        }
+        if self.parked.is_some() || self.finished.is_some() {
+            for (_, running) in self.running.drain() {
+                running.handle.abort();
+            }
+            self.guest = None;
+        }
+        self.start(performs);
+        Ok(stored)
+    }
+
+    /// Stage events and fold them into the guest, round after round, until it
+    /// wants nothing new that is immediate. Synchronous: it runs the guest.
+    fn fold_and_reconcile(
+        &mut self,
+        base: u64,
+        at: u64,
+        external: Vec<EventBody>,
+        performs: &mut Vec<Perform>,
+    ) -> Folded {
+        let mut staged: Vec<Event> = Vec::new();
+        let mut fresh = Keys::default();
+        let mut cancels: Vec<String> = Vec::new();
+        let mut pending = external;
+        for round in 0.. {
+            let first_new = staged.len();
+            for body in pending.drain(..) {
+                fresh.note(&body);
+                let seq = base + staged.len() as u64;
+                staged.push(Event { seq, at, body });
+            }
+            let Some(guest) = &mut self.guest else { break };
+            if round >= MAX_ROUNDS {
+                let failure = GuestError::Trap(format!(
+                    "the guest wanted new immediate effects {MAX_ROUNDS} rounds in a row"
+                ));
+                return Folded {
+                    staged,
+                    cancels,
+                    failure: Some(failure),
+                };
+            }
+            let wanted = match guest
+                .apply(&staged[first_new..])
+                .and_then(|()| guest.effects())
+            {
+                Ok(wanted) => wanted,
+                Err(e) => {
+                    return Folded {
+                        staged,
+                        cancels,
+                        failure: Some(e),
+                    };
+                }
+            };
+            pending = self.reconcile(wanted, &fresh, performs, &mut cancels);
+            if pending.is_empty() {
+                break;
+            }
+        }
+        Folded {
+            staged,
+            cancels,
+            failure: None,
+        }
+    }
+
+    /// Diff what the guest wants against the log; return the events that
+    /// record the new effects, and note what to perform once they are durable.
+    fn reconcile(
+        &self,
+        wanted: Vec<Effect>,
+        fresh: &Keys,
+        performs: &mut Vec<Perform>,
+        cancels: &mut Vec<String>,
+    ) -> Vec<EventBody> {
+        let mut events = Vec::new();
+        let mut wanted_keys = HashSet::new();
+        for Effect { key, body } in wanted {
+            wanted_keys.insert(key.clone());
+            if self.keys.is_recorded(&key) || fresh.is_recorded(&key) {
+                continue;
+            }
+            match body {
+                EffectBody::Output(content) => events.push(EventBody::Output { key, content }),
+                EffectBody::Finish(result) => events.push(EventBody::Finished { key, result }),
+                EffectBody::Send { .. } | EffectBody::Compact(_) => {
+                    events.push(EventBody::Failed {
+                        key,
+                        error: ErrorKind::Unsupported,
+                        message: "this host does not perform send or compact yet".into(),
+                        retryable: false,
+                        attempt: 1,
+                    })
+                }
+                EffectBody::Model(request) => {
+                    events.push(EventBody::Requested {
+                        key: key.clone(),
+                        effect: RequestedEffect::Model {
+                            model: request.model.clone(),
+                            digest: request.digest(),
+                            summary: request.summary(),
+                        },
+                    });
+                    performs.push(Perform::Model(key, request));
+                }
+                EffectBody::Sleep(until) => {
+                    events.push(EventBody::Requested {
+                        key: key.clone(),
+                        effect: RequestedEffect::Sleep { until },
+                    });
+                    performs.push(Perform::Timer(key, until));
+                }
+                EffectBody::Ask(question) => events.push(EventBody::ApprovalRequested {
+                    key,
+                    tool: None,
+                    question: Some(question),
+                }),
+                EffectBody::Tool(call) => {
+                    events.push(EventBody::Requested {
+                        key: key.clone(),
+                        effect: RequestedEffect::Tool(call.clone()),
+                    });
+                    match self.host.tools.policy(&call.name) {
+                        Policy::Allow => performs.push(Perform::Tool(key, call)),
+                        Policy::Ask => events.push(EventBody::ApprovalRequested {
+                            key,
+                            tool: Some(call),
+                            question: None,
+                        }),
+                        Policy::Deny => events.push(EventBody::Completed {
+                            key,
+                            outcome: Outcome::Tool {
+                                content: format!(
+                                    "tool {} is denied by the host's policy",
+                                    call.name
+                                ),
+                                is_error: true,
+                            },
+                        }),
+                    }
+                }
+            }
+        }
+        // Whatever is open in the log but no longer wanted is cancelled.
+        for (key, _) in self.keys.open() {
+            if !wanted_keys.contains(key) && !fresh.is_recorded(key) {
+                events.push(EventBody::Cancelled { key: key.clone() });
+                cancels.push(key.clone());
+            }
+        }
+        events
+    }
+}
