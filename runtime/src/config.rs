@@ -42,6 +42,41 @@ pub struct Config {
     pub tools: ToolsConfig,
     /// How `logbook run` decides a session is idle.
     pub run: RunConfig,
+    /// Tenants, by name: their tokens, limits, model aliases and tool policies.
+    /// A tenant's `models` and `tools.policy` entries override the top-level
+    /// ones for its sessions; everything it leaves out falls back to them.
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+/// One tenant's settings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Environment variables that hold this tenant's bearer tokens (the tokens
+    /// themselves never appear in configuration, the log or an error).
+    pub token_envs: Vec<String>,
+    /// Model aliases of this tenant, over the top-level ones.
+    pub models: BTreeMap<String, ModelConfig>,
+    /// Tool policies of this tenant, over the top-level ones.
+    pub tools: ToolsConfig,
+    /// Limits of this tenant; unset ones are the top-level limits.
+    pub limits: TenantLimits,
+}
+
+/// Per-tenant limits; `None` falls back to the host-wide value.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Sessions the tenant may create.
+    pub sessions: Option<u64>,
+    /// Guest instances the tenant may have resident at once.
+    pub active_instances: Option<usize>,
+    /// Fuel per event folded.
+    pub fuel_per_event: Option<u64>,
+    /// Linear memory per instance, in bytes.
+    pub memory_per_instance: Option<usize>,
+    /// Largest request body the server accepts from this tenant, in bytes.
+    pub max_body_bytes: Option<usize>,
 }
 
 /// Limits on every guest instance and on the host's pool of them.
