@@ -30,9 +30,11 @@
 //! The agent's state and its wanted effects are its snapshot, through serde.
 #![deny(missing_docs)]
 
+mod chat;
 mod effects;
 mod events;
 
+pub use chat::{ChatAgent, ChatConfig};
 pub use effects::Effects;
 pub use events::{EventExt, text_of, tool_calls};
 

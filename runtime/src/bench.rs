@@ -4,6 +4,8 @@
 //! Each benchmark runs in its own temporary data directory and prints one
 //! line: human-readable, or one JSON object with `--json`.
 
+mod logops;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +50,23 @@ pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResu
         } {
             print(wake(&config, &cache, events, if quick { 5 } else { 30 }).await?);
         }
+    }
+    if wanted("fork") {
+        for events in if quick {
+            vec![1_000]
+        } else {
+            vec![1_000, 100_000]
+        } {
+            print(logops::fork(&config, &cache, events, if quick { 5 } else { 30 }).await?);
+        }
+    }
+    if wanted("wake-snapshot") {
+        let rounds = if quick { 5 } else { 30 };
+        print(logops::wake_snapshot(&config, &cache, 10_000, rounds).await?);
+    }
+    if wanted("export") {
+        let events = if quick { 10_000 } else { 100_000 };
+        print(logops::export(&config, &cache, events).await?);
     }
     if wanted("step") {
         print(step(&config, &cache, if quick { 50 } else { 1_000 }).await?);
@@ -126,6 +145,14 @@ async fn wake(
     events: u64,
     rounds: usize,
 ) -> BenchResult<serde_json::Value> {
+    // A full replay is what is measured: no snapshots (wake-snapshot has them).
+    let config = &Config {
+        limits: crate::config::Limits {
+            snapshot_every: 0,
+            ..config.limits.clone()
+        },
+        ..config.clone()
+    };
     // Build the log without fsync (it is setup), then measure on a durable host.
     let dir = tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))?;
     let id = {

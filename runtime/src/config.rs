@@ -42,6 +42,10 @@ pub struct Config {
     pub tools: ToolsConfig,
     /// How `logbook run` decides a session is idle.
     pub run: RunConfig,
+    /// The built-in `http.fetch` tool; offered only when hosts are allowed.
+    pub http_fetch: HttpFetchConfig,
+    /// MCP servers, by name; their tools are offered as `NAME.TOOL`.
+    pub mcp: BTreeMap<String, McpServerConfig>,
     /// Tenants, by name: their tokens, limits, model aliases and tool policies.
     /// A tenant's `models` and `tools.policy` entries override the top-level
     /// ones for its sessions; everything it leaves out falls back to them.
@@ -97,6 +101,14 @@ pub struct Limits {
     pub replay_batch: usize,
     /// Bytes of a guest's stdout/stderr kept for its trace and failure message.
     pub guest_output_bytes: usize,
+    /// Sessions resident at once (a live actor and guest instance); the
+    /// least recently used idle ones hibernate first. At most `max_instances`.
+    pub max_resident: usize,
+    /// A resident session idle this long hibernates, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Store the guest's snapshot when a session goes idle at least this many
+    /// events after its last one, so activation replays only the tail; 0: never.
+    pub snapshot_every: u64,
 }
 
 impl Default for Limits {
@@ -109,6 +121,9 @@ impl Default for Limits {
             table_elements: 20_000,
             replay_batch: 1_024,
             guest_output_bytes: 16 << 10,
+            max_resident: 1_000,
+            idle_timeout_ms: 60_000,
+            snapshot_every: 1_000,
         }
     }
 }
@@ -130,10 +145,11 @@ impl Default for JournalSettings {
 }
 
 /// What a model alias maps to.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// `echo` is the only provider built in so far.
+    /// `echo` (offline), `openai` (the Chat Completions wire) or `anthropic`
+    /// (the Messages wire).
     pub provider: String,
     /// The provider's model name.
     #[serde(default)]
@@ -141,6 +157,44 @@ pub struct ModelConfig {
     /// Milliseconds the echo model waits before it answers.
     #[serde(default)]
     pub delay_ms: Option<u64>,
+    /// The provider's API root, e.g. `https://api.openai.com/v1` (the
+    /// provider's public endpoint when not set).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The environment variable that holds the API key. The key itself is
+    /// never in configuration, the log, a guest or an error message.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Stream the response (SSE), so live observers see tokens as they come
+    /// (default true).
+    #[serde(default)]
+    pub stream: Option<bool>,
+    /// Time one attempt may take, in ms (default 300000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Attempts after the first on 429, 5xx and connection errors (default 3).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// First backoff between attempts, in ms; it doubles each time, with
+    /// jitter (default 500).
+    #[serde(default)]
+    pub retry_base_ms: Option<u64>,
+    /// Longest wait between attempts, in ms, `Retry-After` included (default 30000).
+    #[serde(default)]
+    pub retry_max_ms: Option<u64>,
+    /// Tokens to generate when the guest does not say (default 4096; the
+    /// Anthropic wire requires a value).
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Anthropic: the `anthropic-version` header (default `2023-06-01`).
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    /// Anthropic: turn on extended thinking with this token budget.
+    #[serde(default)]
+    pub thinking_budget: Option<u32>,
+    /// OpenAI wire: `reasoning_effort` for reasoning models (`low`, `medium`, `high`).
+    #[serde(default)]
+    pub reasoning_effort: Option<String>,
 }
 
 /// How the host treats a tool call.
@@ -163,6 +217,49 @@ pub struct ToolsConfig {
     pub policy: BTreeMap<String, Policy>,
     /// Largest file `fs.read` returns, in bytes.
     pub max_read_bytes: Option<u64>,
+}
+
+/// Settings of the `http.fetch` tool.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpFetchConfig {
+    /// Hosts it may reach (`example.com`, `*.example.com`); empty: no tool.
+    pub allow_hosts: Vec<String>,
+    /// Largest response body returned, in bytes (longer ones are cut).
+    pub max_bytes: u64,
+    /// Time one fetch may take, in ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for HttpFetchConfig {
+    fn default() -> Self {
+        HttpFetchConfig {
+            allow_hosts: Vec::new(),
+            max_bytes: 256 << 10,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+/// An MCP server: a command to run over stdio, or a streamable HTTP URL.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// The program to start (stdio transport).
+    pub command: Option<String>,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Environment variables to pass, by name, from the host's environment
+    /// (their values never appear in configuration or the log).
+    pub env_from: Vec<String>,
+    /// The server's streamable HTTP endpoint (instead of `command`).
+    pub url: Option<String>,
+    /// The environment variable holding a bearer token for `url`.
+    pub bearer_env: Option<String>,
+    /// Time one tool call may take, in ms (default 60000).
+    pub timeout_ms: Option<u64>,
+    /// Whether its tools may be re-run after a crash (default false).
+    pub idempotent: bool,
 }
 
 /// Settings of `logbook run`.

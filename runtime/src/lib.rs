@@ -9,4 +9,6 @@ pub mod effects;
 pub mod examples;
 pub mod guest;
 pub mod journal;
+pub mod metrics;
+pub mod server;
 pub mod session;

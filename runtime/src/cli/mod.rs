@@ -1,6 +1,9 @@
 //! The `logbook` command line: parsing, and a thin layer over the library.
 
+mod logops;
+mod remote;
 mod run;
+mod serve;
 mod show;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +28,10 @@ pub struct Cli {
     /// A TOML configuration file (default: DATA/logbook.toml when present).
     #[arg(long, global = true, env = "LOGBOOK_CONFIG")]
     config: Option<PathBuf>,
+    /// Talk to a Logbook server instead of a data directory (sessions, send,
+    /// log, approve, deny); the bearer token is read from LOGBOOK_TOKEN.
+    #[arg(long, global = true, env = "LOGBOOK_URL")]
+    url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,6 +40,10 @@ pub struct Cli {
 enum Command {
     /// Run a session until it is idle: create it if new, append inputs, print outputs.
     Run(run::RunArgs),
+    /// Serve the HTTP API over the data directory.
+    Serve(serve::ServeArgs),
+    /// Append an input to a session (with --wait, print its outputs).
+    Send(SendArgs),
     /// Show a session's log.
     Log(show::LogArgs),
     /// List sessions: name, id, status, events.
@@ -46,6 +57,14 @@ enum Command {
     Guest(GuestCommand),
     /// Measure wake, step, throughput, memory and turn latency.
     Bench(BenchArgs),
+    /// Fork a session: a new log sharing its events up to a seq (none copied).
+    Fork(logops::ForkArgs),
+    /// Write a session's whole log as JSONL, one event a line with its hash.
+    Export(logops::ExportArgs),
+    /// Import an exported log as a new session, after checking its chain.
+    Import(logops::ImportArgs),
+    /// Recompute sessions' hash chains; exit 1 when any does not hold.
+    Verify(logops::VerifyArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -60,11 +79,23 @@ enum GuestCommand {
 }
 
 #[derive(clap::Args, Debug)]
+struct SendArgs {
+    /// The session's name or id.
+    session: String,
+    /// The text to send.
+    text: String,
+    /// Wait until the session is idle again and print its outputs.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(clap::Args, Debug)]
 struct BenchArgs {
     /// Print one JSON object per line.
     #[arg(long)]
     json: bool,
-    /// Run only these benchmarks (wake, step, throughput, memory, turn).
+    /// Run only these benchmarks (wake, step, throughput, memory, turn, fork,
+    /// wake-snapshot, export).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Smaller sizes, for a quick look.
@@ -104,10 +135,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
     let Cli {
         data,
         config,
+        url,
         command,
     } = cli;
+    if let Some(url) = url {
+        return remote(&url, command).await;
+    }
     let config = Config::load(config.as_deref(), &data).map_err(|e| e.to_string())?;
     match command {
+        Command::Serve(args) => serve::serve(&data, config, args).await,
+        Command::Send(args) => {
+            let host = open_existing(&data, config)?;
+            run::send(&host, &args.session, &args.text, args.wait).await
+        }
         Command::Run(args) => run::run(&data, config, args).await,
         Command::Log(args) => show::log(&open_existing(&data, config)?, args),
         Command::Sessions => show::sessions(&open_existing(&data, config)?),
@@ -128,6 +168,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             println!("{} {}", guest.name, guest.digest);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Fork(args) => logops::fork(&open_existing(&data, config)?, args).await,
+        Command::Export(args) => logops::export(&open_existing(&data, config)?, args),
+        Command::Import(args) => logops::import(&open(&data, config)?, args),
+        Command::Verify(args) => logops::verify(&open_existing(&data, config)?, args),
         Command::Bench(args) => {
             let options = crate::bench::BenchOptions {
                 only: args.only,
@@ -138,6 +182,22 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The commands that work against a server.
+async fn remote(url: &str, command: Command) -> Result<ExitCode, String> {
+    let remote = remote::Remote::new(url)?;
+    match command {
+        Command::Sessions => remote::sessions(&remote).await,
+        Command::Send(args) => remote::send(&remote, &args.session, &args.text, args.wait).await,
+        Command::Log(args) => remote::log(&remote, &args.session, args.json, args.follow).await,
+        Command::Approve(args) => remote::decide(&remote, &args.session, &args.key, true, None).await,
+        Command::Deny(args) => {
+            let d = args.decision;
+            remote::decide(&remote, &d.session, &d.key, false, args.reason).await
+        }
+        _ => Err("with --url, the commands are sessions, send, log, approve and deny; the others work on a data directory".into()),
     }
 }
 

@@ -29,9 +29,9 @@ pub(crate) struct RunArgs {
 #[derive(clap::Args, Debug)]
 pub(crate) struct DecideArgs {
     /// The session's name or id.
-    session: String,
+    pub(crate) session: String,
     /// The key of the pending approval (see `logbook log`).
-    key: String,
+    pub(crate) key: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -116,6 +116,35 @@ pub(crate) async fn decide(
         .await
         .map_err(|e| e.to_string())?;
     let activity = settle(&session, horizon, &mut printer).await?;
+    report(host, &info, activity)
+}
+
+/// `logbook send` on a data directory: one input, then (with `wait`) run
+/// until idle and print the outputs.
+pub(crate) async fn send(
+    host: &Arc<Host>,
+    session: &str,
+    text: &str,
+    wait: bool,
+) -> Result<ExitCode, String> {
+    let info = host
+        .resolve(CLI_TENANT, session)
+        .map_err(|e| e.to_string())?;
+    let mut printer = Printer::new(host, &info);
+    let live = host.session(info.id).map_err(|e| e.to_string())?;
+    let seq = live
+        .input(
+            Sender::Principal("cli".into()),
+            vec![ContentBlock::text(text)],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !wait {
+        eprintln!("appended at seq {seq}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let horizon = Duration::from_millis(host.config().run.timer_horizon_ms);
+    let activity = settle(&live, horizon, &mut printer).await?;
     report(host, &info, activity)
 }
 

@@ -11,13 +11,22 @@ use crate::session::Host;
 #[derive(clap::Args, Debug)]
 pub(crate) struct LogArgs {
     /// The session's name or id.
-    session: String,
+    pub(crate) session: String,
     /// The events as JSONL: seq, at, hash and body, one a line.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// Keep printing events as they are appended.
+    #[arg(long, short = 'f')]
+    pub(crate) follow: bool,
 }
 
 pub(crate) fn log(host: &Arc<Host>, args: LogArgs) -> Result<ExitCode, String> {
+    if args.follow {
+        return Err(
+            "--follow needs a server (--url or LOGBOOK_URL): a data directory is locked by the process that writes to it"
+                .into(),
+        );
+    }
     let info = host
         .resolve(CLI_TENANT, &args.session)
         .map_err(|e| e.to_string())?;
@@ -46,7 +55,7 @@ pub(crate) fn log(host: &Arc<Host>, args: LogArgs) -> Result<ExitCode, String> {
 }
 
 /// One readable line: seq, time of day (UTC), kind, what happened.
-fn timeline_line(stored: &StoredEvent) -> String {
+pub(crate) fn timeline_line(stored: &StoredEvent) -> String {
     let e = &stored.event;
     let secs = e.at / 1000;
     let time = format!(

@@ -5,11 +5,22 @@
 //! writes to the journal: results go back to the session, which logs them.
 
 mod fs;
+mod http_fetch;
+mod mcp;
 mod model;
+mod providers;
+
+pub(crate) use providers::install_crypto_provider;
 mod tool;
 
 pub use fs::{FsRead, FsWrite};
-pub use model::{EchoModel, Message, ModelError, ModelProvider, ModelRegistry, ModelRequest, Role};
+pub use http_fetch::HttpFetch;
+pub use mcp::McpTool;
+pub use model::{
+    DeltaKind, DeltaSink, EchoModel, Message, ModelDelta, ModelError, ModelFuture, ModelProvider,
+    ModelRegistry, ModelRequest, RetryPolicy, Role,
+};
+pub use providers::{Anthropic, OpenAi};
 pub use tool::{Tool, ToolContext, ToolError, ToolRegistry};
 
 use crate::journal::{ContentBlock, Question, ToolCall};

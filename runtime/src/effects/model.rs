@@ -81,7 +81,98 @@ pub struct ModelError {
     pub message: String,
     /// Whether trying again may succeed.
     pub retryable: bool,
+    /// How long the provider asked us to wait (`Retry-After`).
+    pub retry_after: Option<Duration>,
 }
+
+impl ModelError {
+    /// A failure that trying again will not mend.
+    pub fn fatal(kind: ErrorKind, message: impl Into<String>) -> ModelError {
+        ModelError {
+            kind,
+            message: message.into(),
+            retryable: false,
+            retry_after: None,
+        }
+    }
+
+    /// A failure that may pass if tried again.
+    pub fn transient(kind: ErrorKind, message: impl Into<String>) -> ModelError {
+        ModelError {
+            retryable: true,
+            ..ModelError::fatal(kind, message)
+        }
+    }
+}
+
+/// A piece of a response as it streams in: ephemeral, never logged. The
+/// final response is logged once, whole, in `completed`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelDelta {
+    /// The key of the model effect it belongs to.
+    pub key: String,
+    /// What kind of text it adds to.
+    pub kind: DeltaKind,
+    /// The new text.
+    pub text: String,
+}
+
+/// What a [`ModelDelta`] adds to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeltaKind {
+    /// The answer's text.
+    Text,
+    /// Readable reasoning.
+    Reasoning,
+    /// A tool call's arguments, as the model writes them.
+    ToolArguments,
+    /// The attempt failed and will be tried again: drop what came so far.
+    Restart,
+}
+
+/// Where a streaming provider sends its deltas: `(kind, text)`.
+pub type DeltaSink = Arc<dyn Fn(DeltaKind, &str) + Send + Sync>;
+
+/// How the host retries a provider's transient failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts after the first.
+    pub max_retries: u32,
+    /// The first backoff; it doubles with each attempt.
+    pub base: Duration,
+    /// The longest wait, `Retry-After` included.
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// No retries.
+    pub const NONE: RetryPolicy = RetryPolicy {
+        max_retries: 0,
+        base: Duration::ZERO,
+        max: Duration::ZERO,
+    };
+
+    /// The wait before attempt `attempt + 1`: `Retry-After` when the provider
+    /// said so, else exponential backoff with full jitter, both capped.
+    pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(after) = retry_after {
+            return after.min(self.max);
+        }
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max);
+        // Full jitter: many sessions retrying one provider must not march in step.
+        let ms = exp.as_millis() as u64;
+        Duration::from_millis(ms / 2 + rand::random_range(0..=ms / 2))
+    }
+}
+
+/// A boxed future of a model's answer.
+pub type ModelFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<ModelResponse, ModelError>> + Send + 'a>,
+>;
 
 /// A model provider: turns a neutral request into a neutral response.
 pub trait ModelProvider: Send + Sync + 'static {
@@ -95,6 +186,18 @@ pub trait ModelProvider: Send + Sync + 'static {
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<ModelResponse, ModelError>> + Send + '_>,
     >;
+
+    /// Call the model, sending text to `deltas` as it streams in. Providers
+    /// that do not stream answer as [`ModelProvider::complete`] does.
+    fn complete_streaming(&self, request: ModelRequest, deltas: DeltaSink) -> ModelFuture<'_> {
+        let _ = deltas;
+        self.complete(request)
+    }
+
+    /// How the host retries this provider's transient failures.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::NONE
+    }
 }
 
 /// A test double that needs no network: it answers `echo: <last user text>`.
@@ -202,10 +305,11 @@ impl ModelProvider for EchoModel {
     }
 }
 
-/// Model aliases and the providers they map to.
+/// Model aliases and the providers they map to, host-wide and per tenant.
 #[derive(Clone)]
 pub struct ModelRegistry {
     aliases: BTreeMap<String, Arc<dyn ModelProvider>>,
+    tenants: BTreeMap<String, BTreeMap<String, Arc<dyn ModelProvider>>>,
     fallback: Arc<dyn ModelProvider>,
 }
 
@@ -216,31 +320,41 @@ impl ModelRegistry {
         models: &BTreeMap<String, ModelConfig>,
         echo_delay: Option<Duration>,
     ) -> Result<ModelRegistry, String> {
-        let echo = |configured: Option<u64>| -> Arc<dyn ModelProvider> {
-            let delay = echo_delay
-                .or(configured.map(Duration::from_millis))
-                .unwrap_or_default();
-            Arc::new(EchoModel { delay })
-        };
-        let mut aliases = BTreeMap::new();
-        for (alias, config) in models {
-            let provider = match config.provider.as_str() {
-                "echo" => echo(config.delay_ms),
-                other => {
-                    return Err(format!(
-                        "model alias {alias:?}: unknown provider {other:?} (this build knows: echo)"
-                    ));
-                }
-            };
-            aliases.insert(alias.clone(), provider);
-        }
         Ok(ModelRegistry {
-            aliases,
-            fallback: echo(None),
+            aliases: build_aliases(models, echo_delay)?,
+            tenants: BTreeMap::new(),
+            fallback: Arc::new(EchoModel {
+                delay: echo_delay.unwrap_or_default(),
+            }),
         })
     }
 
-    /// The provider for an alias: configured ones, and `default` (EchoModel).
+    /// Every alias of the configuration, host-wide and per tenant.
+    pub fn for_config(
+        config: &crate::config::Config,
+        echo_delay: Option<Duration>,
+    ) -> Result<ModelRegistry, String> {
+        let mut registry = ModelRegistry::from_config(&config.models, echo_delay)?;
+        for (tenant, settings) in &config.tenants {
+            registry.add_tenant(tenant, &settings.models, echo_delay)?;
+        }
+        Ok(registry)
+    }
+
+    /// Add a tenant's aliases, which win over the host-wide ones for its sessions.
+    pub fn add_tenant(
+        &mut self,
+        tenant: &str,
+        models: &BTreeMap<String, ModelConfig>,
+        echo_delay: Option<Duration>,
+    ) -> Result<(), String> {
+        let aliases =
+            build_aliases(models, echo_delay).map_err(|e| format!("tenant {tenant:?}: {e}"))?;
+        self.tenants.insert(tenant.to_string(), aliases);
+        Ok(())
+    }
+
+    /// The provider for a host-wide alias: configured ones, and `default` (EchoModel).
     pub fn get(&self, alias: &str) -> Option<Arc<dyn ModelProvider>> {
         match self.aliases.get(alias) {
             Some(p) => Some(p.clone()),
@@ -248,6 +362,45 @@ impl ModelRegistry {
             None => None,
         }
     }
+
+    /// The provider for an alias as `tenant` sees it: its own aliases first.
+    pub fn get_for(&self, tenant: &str, alias: &str) -> Option<Arc<dyn ModelProvider>> {
+        match self.tenants.get(tenant).and_then(|a| a.get(alias)) {
+            Some(p) => Some(p.clone()),
+            None => self.get(alias),
+        }
+    }
+}
+
+fn build_aliases(
+    models: &BTreeMap<String, ModelConfig>,
+    echo_delay: Option<Duration>,
+) -> Result<BTreeMap<String, Arc<dyn ModelProvider>>, String> {
+    let mut aliases = BTreeMap::new();
+    for (alias, config) in models {
+        let provider: Arc<dyn ModelProvider> = match config.provider.as_str() {
+            "echo" => Arc::new(EchoModel {
+                delay: echo_delay
+                    .or(config.delay_ms.map(Duration::from_millis))
+                    .unwrap_or_default(),
+            }),
+            "openai" => Arc::new(
+                super::providers::OpenAi::new(config)
+                    .map_err(|e| format!("model alias {alias:?}: {e}"))?,
+            ),
+            "anthropic" => Arc::new(
+                super::providers::Anthropic::new(config)
+                    .map_err(|e| format!("model alias {alias:?}: {e}"))?,
+            ),
+            other => {
+                return Err(format!(
+                    "model alias {alias:?}: unknown provider {other:?} (known: echo, openai, anthropic)"
+                ));
+            }
+        };
+        aliases.insert(alias.clone(), provider);
+    }
+    Ok(aliases)
 }
 
 #[cfg(test)]

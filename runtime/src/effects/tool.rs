@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::config::{Policy, ToolsConfig};
+use crate::config::{Config, Policy, ToolsConfig};
 use crate::journal::ToolSpec;
 
 /// Why a tool could not run. The model reads the message as an error result.
@@ -39,11 +39,12 @@ pub trait Tool: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<String, ToolError>> + Send + '_>>;
 }
 
-/// The tools a host offers, each with its policy.
+/// The tools a host offers, each with its policy, host-wide and per tenant.
 #[derive(Clone)]
 pub struct ToolRegistry {
     tools: BTreeMap<String, Arc<dyn Tool>>,
     policy: BTreeMap<String, Policy>,
+    tenants: BTreeMap<String, BTreeMap<String, Policy>>,
 }
 
 impl ToolRegistry {
@@ -53,12 +54,32 @@ impl ToolRegistry {
         let mut registry = ToolRegistry {
             tools: BTreeMap::new(),
             policy: config.policy.clone(),
+            tenants: BTreeMap::new(),
         };
         registry.add(Arc::new(super::FsRead {
             max_bytes: max_read,
         }));
         registry.add(Arc::new(super::FsWrite));
         registry
+    }
+
+    /// Everything the configuration offers: the built-ins, `http.fetch` when
+    /// hosts are allowed, the tools of every MCP server, and each tenant's
+    /// policies. MCP servers are started and asked for their tools here.
+    pub fn for_config(config: &Config) -> Result<ToolRegistry, String> {
+        let mut registry = ToolRegistry::builtin(&config.tools);
+        for (tenant, settings) in &config.tenants {
+            registry
+                .tenants
+                .insert(tenant.clone(), settings.tools.policy.clone());
+        }
+        if !config.http_fetch.allow_hosts.is_empty() {
+            registry.add(Arc::new(super::HttpFetch::new(&config.http_fetch)?));
+        }
+        for tool in super::mcp::connect_all(&config.mcp)? {
+            registry.add(tool);
+        }
+        Ok(registry)
     }
 
     /// Offer another tool.
@@ -71,22 +92,121 @@ impl ToolRegistry {
         self.tools.get(name).cloned()
     }
 
-    /// The policy for a tool: configured, else the tool's own default; unknown
-    /// tools are denied.
+    /// The host-wide policy for a tool: configured (exactly, else by the most
+    /// specific glob), else the tool's own default; unknown tools are denied.
     pub fn policy(&self, name: &str) -> Policy {
-        match (self.policy.get(name), self.tools.get(name)) {
-            (Some(policy), _) => *policy,
-            (None, Some(tool)) => tool.default_policy(),
-            (None, None) => Policy::Deny,
+        let Some(tool) = self.tools.get(name) else {
+            return Policy::Deny;
+        };
+        lookup(&self.policy, name).unwrap_or_else(|| tool.default_policy())
+    }
+
+    /// The policy for a tool in a session of `tenant`: the tenant's entries
+    /// first, then the host-wide ones.
+    pub fn policy_for(&self, tenant: &str, name: &str) -> Policy {
+        if !self.tools.contains_key(name) {
+            return Policy::Deny;
+        }
+        match self.tenants.get(tenant).and_then(|p| lookup(p, name)) {
+            Some(policy) => policy,
+            None => self.policy(name),
         }
     }
 
-    /// The specs of every tool that is not denied, for a session's `created` event.
+    /// The specs of every tool that is not denied host-wide.
     pub fn specs(&self) -> Vec<ToolSpec> {
         self.tools
             .values()
             .map(|t| t.spec())
             .filter(|s| self.policy(&s.name) != Policy::Deny)
             .collect()
+    }
+
+    /// The specs of every tool `tenant` may use, for its sessions' `created` event.
+    pub fn specs_for(&self, tenant: &str) -> Vec<ToolSpec> {
+        self.tools
+            .values()
+            .map(|t| t.spec())
+            .filter(|s| self.policy_for(tenant, &s.name) != Policy::Deny)
+            .collect()
+    }
+}
+
+/// A policy by exact name, else by the longest glob that matches.
+fn lookup(policies: &BTreeMap<String, Policy>, name: &str) -> Option<Policy> {
+    if let Some(policy) = policies.get(name) {
+        return Some(*policy);
+    }
+    policies
+        .iter()
+        .filter(|(pattern, _)| pattern.contains(['*', '?']) && glob_match(pattern, name))
+        .max_by_key(|(pattern, _)| pattern.len())
+        .map(|(_, policy)| *policy)
+}
+
+/// `*` matches any run of characters (dots too), `?` any one character.
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            // Backtrack: let the last star take one more character.
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_as_documented() {
+        assert!(glob_match("github.*", "github.create_issue"));
+        assert!(glob_match("*", "anything.at.all"));
+        assert!(glob_match("fs.?ead", "fs.read"));
+        assert!(!glob_match("github.*", "gitlab.x"));
+        assert!(glob_match("*.delete_*", "db.delete_row"));
+        assert!(!glob_match("*.delete_*", "db.select"));
+    }
+
+    #[test]
+    fn exact_beats_glob_and_longer_globs_win() {
+        let mut policies = BTreeMap::new();
+        policies.insert("*".to_string(), Policy::Deny);
+        policies.insert("fs.*".to_string(), Policy::Ask);
+        policies.insert("fs.read".to_string(), Policy::Allow);
+        assert_eq!(lookup(&policies, "fs.read"), Some(Policy::Allow));
+        assert_eq!(lookup(&policies, "fs.write"), Some(Policy::Ask));
+        assert_eq!(lookup(&policies, "http.fetch"), Some(Policy::Deny));
+    }
+
+    #[test]
+    fn a_tenant_policy_wins_over_the_host_wide_one() {
+        let mut config = Config::default();
+        config
+            .tools
+            .policy
+            .insert("fs.write".to_string(), Policy::Allow);
+        let mut tenant = crate::config::TenantConfig::default();
+        tenant.tools.policy.insert("fs.*".to_string(), Policy::Deny);
+        config.tenants.insert("acme".to_string(), tenant);
+        let registry = ToolRegistry::for_config(&config).expect("no MCP servers to start");
+        assert_eq!(registry.policy_for("other", "fs.write"), Policy::Allow);
+        assert_eq!(registry.policy_for("acme", "fs.write"), Policy::Deny);
+        assert!(registry.specs_for("acme").is_empty());
+        assert_eq!(registry.policy_for("other", "no.such.tool"), Policy::Deny);
     }
 }

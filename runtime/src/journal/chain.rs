@@ -47,6 +47,30 @@ impl Verified {
     }
 }
 
+/// What the chain's rules need of a body besides its bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
+    /// `created`: at seq 0, or for a fork at `parent.seq + 1`, right after
+    /// the last event it shares with its parent.
+    Created {
+        /// The parent's seq, for a fork.
+        fork_of: Option<u64>,
+    },
+    /// Any other kind, by name.
+    Other(&'static str),
+}
+
+impl Kind {
+    pub(crate) fn of(body: &EventBody) -> Kind {
+        match body {
+            EventBody::Created(c) => Kind::Created {
+                fork_of: c.parent.as_ref().map(|p| p.seq),
+            },
+            other => Kind::Other(other.kind()),
+        }
+    }
+}
+
 /// Checks events one at a time, in stored order.
 ///
 /// After a bad event it carries on from that event's *stored* hash and seq, so
@@ -76,7 +100,7 @@ impl ChainCheck {
         seq: u64,
         at: u64,
         canonical_body: &[u8],
-        kind: Result<&'static str, String>,
+        kind: Result<Kind, String>,
         stored_hash: &[u8; 32],
     ) {
         self.events += 1;
@@ -93,8 +117,15 @@ impl ChainCheck {
             } else {
                 match kind {
                     Err(why) => Some(why),
-                    Ok("created") if seq != 0 => Some("`created` after seq 0".to_owned()),
-                    Ok(k) if seq == 0 && k != "created" => {
+                    Ok(Kind::Created { fork_of: None }) if seq != 0 => {
+                        Some("`created` after seq 0".to_owned())
+                    }
+                    Ok(Kind::Created { fork_of: Some(p) }) if p.checked_add(1) != Some(seq) => {
+                        Some(format!(
+                            "a fork's `created` at seq {seq} names parent seq {p}"
+                        ))
+                    }
+                    Ok(Kind::Other(k)) if seq == 0 => {
                         Some(format!("seq 0 is `{k}`, not `created`"))
                     }
                     Ok(_) => None,
@@ -108,6 +139,11 @@ impl ChainCheck {
         }
         self.prev = *stored_hash;
         self.next_seq = seq.saturating_add(1);
+    }
+
+    /// The first bad event so far.
+    pub(crate) fn first_bad(&self) -> Option<&(u64, String)> {
+        self.first_bad.as_ref()
     }
 
     pub(crate) fn finish(self) -> Verified {
@@ -128,7 +164,7 @@ pub fn verify_events<E: Borrow<StoredEvent>>(events: impl IntoIterator<Item = E>
             e.event.seq,
             e.event.at,
             &e.event.body.to_canonical(),
-            Ok(e.event.body.kind()),
+            Ok(Kind::of(&e.event.body)),
             &e.hash,
         );
     }

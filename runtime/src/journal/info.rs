@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::LogId;
-use super::event::{EventBody, GuestRef, RequestedEffect};
+use super::event::{EventBody, GuestRef, LogPos, RequestedEffect};
 
 /// A log as the journal sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -185,6 +185,10 @@ pub(crate) struct LogMeta {
     pub(crate) finished: bool,
     #[serde(default)]
     pub(crate) failed: bool,
+    /// For a fork: the parent log and the last seq it shares with it. The
+    /// fork's own rows start at `parent.seq + 1` (docs/log-format.md, Forks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) parent: Option<LogPos>,
 }
 
 /// What an event does to its log's metadata.
@@ -199,13 +203,16 @@ impl MetaChange {
             EventBody::Finished { .. }
                 | EventBody::GuestFailed { .. }
                 | EventBody::GuestChanged { .. }
+                | EventBody::Created(_)
         )
     }
 
     /// The rules: `finished` sets the finished flag; `guest-failed` sets failed;
-    /// `guest-changed` clears failed and makes `to` the current guest.
+    /// `guest-changed` clears failed and makes `to` the current guest;
+    /// `created` (a fork's, met inside an imported log) makes its guest current.
     pub(crate) fn of(body: &EventBody, meta: &mut LogMeta) {
         match body {
+            EventBody::Created(c) => meta.guest = c.guest.clone(),
             EventBody::Finished { .. } => meta.finished = true,
             EventBody::GuestFailed { .. } => meta.failed = true,
             EventBody::GuestChanged { to, .. } => {
@@ -357,6 +364,7 @@ mod tests {
             created_at: 1,
             finished: false,
             failed: false,
+            parent: None,
         };
         let failed = EventBody::GuestFailed {
             message: "trap".into(),

@@ -54,6 +54,7 @@ mod commit;
 mod decode;
 mod error;
 pub mod event;
+mod import;
 mod info;
 mod jsonl;
 mod store;
@@ -61,6 +62,7 @@ mod store;
 pub mod tables;
 mod writer;
 
+pub(crate) use self::chain::{ChainCheck, Kind};
 pub use self::chain::{GENESIS_HASH, Verified, chain_events, digest_of, event_hash, verify_events};
 pub use self::commit::{Append, Commit, CommitTicket, Committed, NameUpdate, NewLog};
 pub use self::decode::decode_body;
@@ -147,8 +149,52 @@ pub trait Journal: Send + Sync + 'static {
     /// The guest a name is bound to in a tenant.
     fn guest_by_name(&self, tenant: &str, name: &str) -> Result<Option<GuestRef>, JournalError>;
 
-    /// Recomputes the log's hash chain from seq 0.
+    /// Every guest name of a tenant, with its digest, by name.
+    fn guests(&self, tenant: &str) -> Result<Vec<GuestRef>, JournalError>;
+
+    /// How many logs the journal holds, of every tenant.
+    fn count_logs(&self) -> Result<usize, JournalError>;
+
+    /// Recomputes the log's hash chain from seq 0, through its ancestry.
     fn verify(&self, log: LogId) -> Result<Verified, JournalError>;
+
+    /// Stores a snapshot record of `log` at `seq` made by guest `digest`
+    /// (a cache: written without fsync, and replacing any earlier one).
+    fn put_snapshot(
+        &self,
+        log: LogId,
+        seq: u64,
+        digest: &str,
+        record: &[u8],
+    ) -> Result<(), JournalError>;
+
+    /// The newest snapshot record of `log` by guest `digest` at a seq below
+    /// `before`: `(seq, record)`.
+    fn latest_snapshot(
+        &self,
+        log: LogId,
+        digest: &str,
+        before: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, JournalError>;
+
+    /// Every snapshot of `log`: `(seq, guest digest, record)`, by seq.
+    fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError>;
+
+    /// For a fork, the parent log and the last seq it shares with it (the
+    /// fork's own events start after it); `None` for a log of its own.
+    fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError>;
+
+    /// Stores a whole log from elsewhere (an export) under a new id, in one
+    /// durable transaction, after checking its chain: refused with
+    /// [`JournalError::Invalid`] naming the first bad seq. Its guests must be
+    /// stored first. Its events become its own rows, so an imported fork
+    /// stands alone.
+    fn import(
+        &self,
+        tenant: &str,
+        name: Option<&str>,
+        events: &[StoredEvent],
+    ) -> Result<LogId, JournalError>;
 
     /// The writer's counters.
     fn stats(&self) -> WriterStats;

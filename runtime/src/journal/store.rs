@@ -15,16 +15,23 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
-use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{
+    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata,
+};
 
-use super::chain::{ChainCheck, Verified, digest_of};
+use super::chain::{ChainCheck, Kind, Verified, digest_of};
 use super::commit::{Commit, CommitTicket};
 use super::decode::decode_body;
-use super::event::{Event, GuestRef, StoredEvent};
+use super::event::{Event, GuestRef, LogPos, StoredEvent};
 use super::info::{LogInfo, LogMeta, LogStatus, OpenEffect};
-use super::tables::{self, EVENTS, GUEST_NAMES, GUESTS, LOGS, NAMES, OPEN};
+use super::tables::{self, EVENTS, GUEST_NAMES, GUESTS, LOGS, NAMES, OPEN, SNAPSHOTS};
 use super::writer::{self, Counters, Request, Writer};
 use super::{Journal, JournalConfig, JournalError, LogId, WriterStats};
+
+/// More forks of forks than this and a log's ancestry is taken as corrupt
+/// (it could only be a cycle: each fork is created after its parent).
+const MAX_ANCESTRY: usize = 10_000;
 
 /// A journal in one redb file, with a group-commit writer thread.
 #[derive(Debug)]
@@ -50,6 +57,7 @@ impl RedbJournal {
         txn.open_table(GUESTS)?;
         txn.open_table(GUEST_NAMES)?;
         txn.open_table(OPEN)?;
+        txn.open_table(SNAPSHOTS)?;
         txn.commit()?;
 
         let db = Arc::new(db);
@@ -124,6 +132,42 @@ impl Reader {
         }
     }
 
+    /// The rows that make up a log's events, root first: `(log, first seq,
+    /// last seq)` of each ancestor's shared prefix, then the log's own rows.
+    /// Costs one metadata read per ancestor, whatever the history's length.
+    fn segments(&self, id: u128) -> Result<Vec<(u128, u64, u64)>, JournalError> {
+        let mut out = Vec::new();
+        let (mut log, mut end) = (id, u64::MAX);
+        while let Some(meta) = self.meta(log)? {
+            match meta.parent {
+                Some(parent) => {
+                    out.push((log, parent.seq.saturating_add(1), end));
+                    let Ok(parent_id) = LogId::parse_str(&parent.log) else {
+                        return Err(JournalError::Corrupt(format!(
+                            "log {} names parent {:?}, which is not a log id",
+                            LogId::from_u128(log),
+                            parent.log
+                        )));
+                    };
+                    if out.len() > MAX_ANCESTRY {
+                        return Err(JournalError::Corrupt(format!(
+                            "log {} has more than {MAX_ANCESTRY} ancestors",
+                            LogId::from_u128(id)
+                        )));
+                    }
+                    log = parent_id.as_u128();
+                    end = parent.seq;
+                }
+                None => {
+                    out.push((log, 0, end));
+                    break;
+                }
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
     fn info(&self, id: u128, meta: LogMeta) -> Result<LogInfo, JournalError> {
         let (next_seq, last_hash) = match self.events.range((id, 0)..=(id, u64::MAX))?.next_back() {
             Some(entry) => {
@@ -185,21 +229,28 @@ impl Journal for RedbJournal {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_read()?;
-        let events = txn.open_table(EVENTS)?;
-        let id = log.as_u128();
+        let r = self.begin_read()?;
         let mut out = Vec::new();
-        for entry in events.range((id, from_seq)..=(id, u64::MAX))?.take(limit) {
-            let (k, v) = entry?;
-            let (at, hash, body) = tables::split_event(v.value())?;
-            out.push(StoredEvent {
-                event: Event {
-                    seq: k.value().1,
-                    at,
-                    body: decode_body(body)?,
-                },
-                hash,
-            });
+        for (id, start, end) in r.segments(log.as_u128())? {
+            if end < from_seq {
+                continue;
+            }
+            let first = from_seq.max(start);
+            for entry in r.events.range((id, first)..=(id, end))? {
+                if out.len() == limit {
+                    return Ok(out);
+                }
+                let (k, v) = entry?;
+                let (at, hash, body) = tables::split_event(v.value())?;
+                out.push(StoredEvent {
+                    event: Event {
+                        seq: k.value().1,
+                        at,
+                        body: decode_body(body)?,
+                    },
+                    hash,
+                });
+            }
         }
         Ok(out)
     }
@@ -281,6 +332,30 @@ impl Journal for RedbJournal {
         }))
     }
 
+    fn guests(&self, tenant: &str) -> Result<Vec<GuestRef>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let names = txn.open_table(GUEST_NAMES)?;
+        let mut out = Vec::new();
+        // Names of one tenant are contiguous: (tenant, "") sorts first.
+        for entry in names.range((tenant, "")..)? {
+            let (k, v) = entry?;
+            let (t, name) = k.value();
+            if t != tenant {
+                break;
+            }
+            out.push(GuestRef {
+                name: name.to_owned(),
+                digest: v.value().to_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn count_logs(&self) -> Result<usize, JournalError> {
+        let r = self.begin_read()?;
+        Ok(r.logs.len()? as usize)
+    }
+
     fn verify(&self, log: LogId) -> Result<Verified, JournalError> {
         let r = self.begin_read()?;
         let id = log.as_u128();
@@ -288,29 +363,101 @@ impl Journal for RedbJournal {
             return Err(JournalError::UnknownLog(log));
         }
         let mut check = ChainCheck::new();
-        for entry in r.events.range((id, 0)..=(id, u64::MAX))? {
-            let (k, v) = entry?;
-            let seq = k.value().1;
-            let Ok((at, hash, body)) = tables::split_event(v.value()) else {
-                check.check(
-                    seq,
-                    0,
-                    &[],
-                    Err("event value is truncated".into()),
-                    &[0; 32],
-                );
-                continue;
-            };
-            // The hash covers the stored bytes; they must also be the canonical
-            // form of what they decode to, or an export would hash differently.
-            let kind = match decode_body(body) {
-                Ok(b) if b.to_canonical() != body => Err("body is not in canonical form".into()),
-                Ok(b) => Ok(b.kind()),
-                Err(e) => Err(format!("body does not decode: {e}")),
-            };
-            check.check(seq, at, body, kind, &hash);
+        for (id, start, end) in r.segments(id)? {
+            for entry in r.events.range((id, start)..=(id, end))? {
+                let (k, v) = entry?;
+                let seq = k.value().1;
+                let Ok((at, hash, body)) = tables::split_event(v.value()) else {
+                    check.check(
+                        seq,
+                        0,
+                        &[],
+                        Err("event value is truncated".into()),
+                        &[0; 32],
+                    );
+                    continue;
+                };
+                // The hash covers the stored bytes; they must also be the canonical
+                // form of what they decode to, or an export would hash differently.
+                let kind = match decode_body(body) {
+                    Ok(b) if b.to_canonical() != body => {
+                        Err("body is not in canonical form".into())
+                    }
+                    Ok(b) => Ok(Kind::of(&b)),
+                    Err(e) => Err(format!("body does not decode: {e}")),
+                };
+                check.check(seq, at, body, kind, &hash);
+            }
         }
         Ok(check.finish())
+    }
+
+    fn put_snapshot(
+        &self,
+        log: LogId,
+        seq: u64,
+        digest: &str,
+        record: &[u8],
+    ) -> Result<(), JournalError> {
+        let mut txn = self.db.begin_write()?;
+        // A cache: losing it in a crash costs a full replay, nothing more.
+        txn.set_durability(Durability::None)?;
+        txn.open_table(SNAPSHOTS)?
+            .insert((log.as_u128(), seq, digest), record)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn latest_snapshot(
+        &self,
+        log: LogId,
+        digest: &str,
+        before: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, JournalError> {
+        if before == 0 {
+            return Ok(None);
+        }
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SNAPSHOTS)?;
+        let id = log.as_u128();
+        for entry in table.range((id, 0, "")..(id, before, ""))?.rev() {
+            let (k, v) = entry?;
+            let (_, seq, d) = k.value();
+            if d == digest {
+                return Ok(Some((seq, v.value().to_vec())));
+            }
+        }
+        Ok(None)
+    }
+
+    fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SNAPSHOTS)?;
+        let id = log.as_u128();
+        let mut out = Vec::new();
+        for entry in table.range((id, 0, "")..=(id, u64::MAX, "\u{10ffff}"))? {
+            let (k, v) = entry?;
+            let (_, seq, d) = k.value();
+            out.push((seq, d.to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError> {
+        let r = self.begin_read()?;
+        match r.meta(log.as_u128())? {
+            Some(meta) => Ok(meta.parent),
+            None => Err(JournalError::UnknownLog(log)),
+        }
+    }
+
+    fn import(
+        &self,
+        tenant: &str,
+        name: Option<&str>,
+        events: &[StoredEvent],
+    ) -> Result<LogId, JournalError> {
+        super::import::import(&self.db, tenant, name, events)
     }
 
     fn stats(&self) -> WriterStats {

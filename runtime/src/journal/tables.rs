@@ -11,6 +11,7 @@
 //! | `guests`      | `&str digest` (`sha256:<hex>`)    | the component's bytes |
 //! | `guest_names` | `(&str tenant, &str name)`        | `&str digest` |
 //! | `open`        | `(u128 log, &str key)`            | JSON `{"effect":{…requested effect…},"awaiting_approval":bool}` |
+//! | `snapshots`   | `(u128 log, u64 seq, &str digest)` | SHA-256 of the rest ‖ u32 BE length ‖ host ledger JSON ‖ guest snapshot |
 //!
 //! A log id is its UUID as a `u128` (big-endian UUID order), so UUIDv7 ids
 //! sort in creation order. Invariants: rows of `events` are only ever inserted,
@@ -33,6 +34,11 @@ pub const GUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("guests");
 pub const GUEST_NAMES: TableDefinition<(&str, &str), &str> = TableDefinition::new("guest_names");
 /// `(log, key) -> OpenRecord` JSON.
 pub const OPEN: TableDefinition<(u128, &str), &[u8]> = TableDefinition::new("open");
+
+/// `(log, seq, guest digest) -> snapshot record`: a cache of a guest's state
+/// after folding the log through `seq` (the session module owns the record's
+/// bytes). Deleting any row changes nothing but the speed of activation.
+pub const SNAPSHOTS: TableDefinition<(u128, u64, &str), &[u8]> = TableDefinition::new("snapshots");
 
 /// Bytes before the body in an `events` value.
 pub const EVENT_HEADER_LEN: usize = 8 + 32;

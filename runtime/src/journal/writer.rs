@@ -76,15 +76,15 @@ pub(crate) struct Writer {
 }
 
 /// The tables a batch writes, open in its transaction.
-struct WriteTables<'t> {
-    events: Table<'t, (u128, u64), &'static [u8]>,
-    logs: Table<'t, u128, &'static [u8]>,
-    names: Table<'t, (&'static str, &'static str), u128>,
-    open: Table<'t, (u128, &'static str), &'static [u8]>,
+pub(crate) struct WriteTables<'t> {
+    pub(crate) events: Table<'t, (u128, u64), &'static [u8]>,
+    pub(crate) logs: Table<'t, u128, &'static [u8]>,
+    pub(crate) names: Table<'t, (&'static str, &'static str), u128>,
+    pub(crate) open: Table<'t, (u128, &'static str), &'static [u8]>,
 }
 
 impl<'t> WriteTables<'t> {
-    fn open(txn: &'t WriteTransaction) -> Result<Self, JournalError> {
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, JournalError> {
         Ok(WriteTables {
             events: txn.open_table(EVENTS)?,
             logs: txn.open_table(LOGS)?,
@@ -93,14 +93,14 @@ impl<'t> WriteTables<'t> {
         })
     }
 
-    fn meta(&self, log: u128) -> Result<Option<LogMeta>, JournalError> {
+    pub(crate) fn meta(&self, log: u128) -> Result<Option<LogMeta>, JournalError> {
         match self.logs.get(log)? {
             Some(v) => Ok(Some(decode_meta(v.value())?)),
             None => Ok(None),
         }
     }
 
-    fn put_meta(&mut self, log: u128, meta: &LogMeta) -> Result<(), JournalError> {
+    pub(crate) fn put_meta(&mut self, log: u128, meta: &LogMeta) -> Result<(), JournalError> {
         let bytes = serde_json::to_vec(meta)
             .map_err(|e| JournalError::Corrupt(format!("log metadata: {e}")))?;
         self.logs.insert(log, bytes.as_slice())?;
@@ -126,6 +126,8 @@ struct Planned {
 /// What a validated request will write.
 struct Plan {
     metas: Vec<(u128, LogMeta)>,
+    /// Open-effect rows a fork takes over from its parent: `(fork, key, value)`.
+    opens: Vec<(u128, String, Vec<u8>)>,
     events: Vec<Planned>,
     heads: HashMap<u128, Head>,
 }
@@ -228,6 +230,9 @@ impl Writer {
                     .insert((meta.tenant.as_str(), name.as_str()), *log)?;
             }
         }
+        for (log, key, value) in &plan.opens {
+            t.open.insert((*log, key.as_str()), value.as_slice())?;
+        }
         for p in &plan.events {
             let value = tables::encode_event(p.event.event.at, &p.event.hash, &p.body);
             t.events
@@ -273,6 +278,7 @@ impl Writer {
     ) -> Result<Result<Plan, JournalError>, JournalError> {
         let mut plan = Plan {
             metas: Vec::with_capacity(commit.new_logs.len()),
+            opens: Vec::new(),
             events: Vec::with_capacity(commit.event_count()),
             heads: HashMap::new(),
         };
@@ -294,32 +300,38 @@ impl Writer {
                     name: name.clone(),
                 }));
             }
+            let mut meta = LogMeta {
+                tenant: nl.tenant.clone(),
+                name: nl.name.clone(),
+                guest: nl.created.guest.clone(),
+                created_at: nl.at,
+                finished: false,
+                failed: false,
+                parent: None,
+            };
+            let (seq, prev) = match &nl.created.parent {
+                None => (0, GENESIS_HASH),
+                Some(parent) => match self.fork_point(t, nl, parent, &mut meta, &mut plan)? {
+                    Ok(prev) => (parent.seq + 1, prev),
+                    Err(refused) => return Ok(Err(refused)),
+                },
+            };
             let body = EventBody::Created(nl.created.clone());
             let canonical = body.to_canonical();
-            let hash = event_hash(&GENESIS_HASH, 0, nl.at, &canonical);
+            let hash = event_hash(&prev, seq, nl.at, &canonical);
             plan.heads.insert(
                 id,
                 Head {
-                    next_seq: 1,
+                    next_seq: seq + 1,
                     last_hash: hash,
                 },
             );
-            plan.metas.push((
-                id,
-                LogMeta {
-                    tenant: nl.tenant.clone(),
-                    name: nl.name.clone(),
-                    guest: nl.created.guest.clone(),
-                    created_at: nl.at,
-                    finished: false,
-                    failed: false,
-                },
-            ));
+            plan.metas.push((id, meta));
             plan.events.push(Planned {
                 log: id,
                 event: StoredEvent {
                     event: Event {
-                        seq: 0,
+                        seq,
                         at: nl.at,
                         body,
                     },
@@ -387,6 +399,87 @@ impl Writer {
         Ok(Ok(plan))
     }
 
+    /// Checks a fork's parent pointer and answers the hash its `created`
+    /// chains from: the parent's event at `parent.seq`, wherever in the
+    /// parent's ancestry it is stored. A fork at the parent's head takes over
+    /// its flags and open effects (the state at that seq); an earlier fork
+    /// starts with none, and its actor learns the prefix's open keys by replay.
+    /// No event is read beyond the one at `parent.seq`: a fork costs the same
+    /// whatever the length of the history.
+    fn fork_point(
+        &mut self,
+        t: &WriteTables<'_>,
+        nl: &super::NewLog,
+        parent: &super::event::LogPos,
+        meta: &mut LogMeta,
+        plan: &mut Plan,
+    ) -> Result<Result<[u8; 32], JournalError>, JournalError> {
+        let Ok(parent_id) = LogId::parse_str(&parent.log) else {
+            return Ok(Err(JournalError::Invalid(format!(
+                "fork parent {:?} is not a log id",
+                parent.log
+            ))));
+        };
+        let pid = parent_id.as_u128();
+        let Some(parent_meta) = t.meta(pid)?.filter(|m| m.tenant == nl.tenant) else {
+            return Ok(Err(JournalError::UnknownLog(parent_id)));
+        };
+        let Some(head) = self.head(t, pid)? else {
+            return Ok(Err(JournalError::UnknownLog(parent_id)));
+        };
+        if parent.seq >= head.next_seq {
+            return Ok(Err(JournalError::Invalid(format!(
+                "log {parent_id} has no seq {} (its next seq is {})",
+                parent.seq, head.next_seq
+            ))));
+        }
+        // Walk up to the ancestor that stores the row at `parent.seq`.
+        let (mut log, mut log_meta) = (pid, parent_meta.clone());
+        let mut depth = 0usize;
+        while let Some(up) = log_meta.parent.as_ref().filter(|p| parent.seq <= p.seq) {
+            let up_id = LogId::parse_str(&up.log)
+                .map_err(|_| JournalError::Corrupt(format!("bad parent id {:?}", up.log)))?
+                .as_u128();
+            depth += 1;
+            log_meta = match t.meta(up_id)? {
+                Some(m) if depth < 10_000 => m,
+                _ => {
+                    return Err(JournalError::Corrupt(format!(
+                        "the ancestry of log {parent_id} is broken at {}",
+                        up.log
+                    )));
+                }
+            };
+            log = up_id;
+        }
+        let prev = match t.events.get((log, parent.seq))? {
+            Some(v) => tables::split_event(v.value())?.1,
+            None => {
+                return Err(JournalError::Corrupt(format!(
+                    "log {} has no row for seq {}",
+                    LogId::from_u128(log),
+                    parent.seq
+                )));
+            }
+        };
+        meta.parent = Some(parent.clone());
+        if parent.seq + 1 == head.next_seq {
+            meta.finished = parent_meta.finished;
+            // A fork onto another guest is how a failed session is retried.
+            meta.failed = parent_meta.failed && parent_meta.guest == nl.created.guest;
+            let id = nl.id.as_u128();
+            for entry in t.open.range((pid, "")..)? {
+                let (k, v) = entry?;
+                let (log, key) = k.value();
+                if log != pid {
+                    break;
+                }
+                plan.opens.push((id, key.to_owned(), v.value().to_vec()));
+            }
+        }
+        Ok(Ok(prev))
+    }
+
     /// A log's head: from the cache, else from its last stored event.
     fn head(&mut self, t: &WriteTables<'_>, log: u128) -> Result<Option<Head>, JournalError> {
         if let Some(h) = self.heads.get(&log) {
@@ -408,7 +501,11 @@ impl Writer {
 }
 
 /// Keeps the `open` table and the log's metadata in step with one event.
-fn project(t: &mut WriteTables<'_>, log: u128, body: &EventBody) -> Result<(), JournalError> {
+pub(crate) fn project(
+    t: &mut WriteTables<'_>,
+    log: u128,
+    body: &EventBody,
+) -> Result<(), JournalError> {
     if let Some(key) = body.key() {
         let current = if OpenAction::needs_current(body) {
             match t.open.get((log, key))? {

@@ -10,6 +10,7 @@
 
 mod activate;
 mod reconcile;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -23,10 +24,11 @@ use self::activate::note_end;
 pub(super) use self::reconcile::off_runtime;
 use super::keys::{Approval, Keys, OpenEffect};
 use super::perform;
+use super::residency::ActorState;
 use super::{Activity, Command, Session, SessionError, Shared, now_ms};
 use crate::effects::ModelRequest;
 use crate::guest::{GuestError, GuestInstance};
-use crate::journal::{EventBody, LogId, Outcome, RequestedEffect, StoredEvent, ToolCall};
+use crate::journal::{EventBody, LogId, LogInfo, Outcome, RequestedEffect, StoredEvent, ToolCall};
 
 /// Rounds of fold-and-reconcile one advance may take before the guest is
 /// judged to be looping (each round it wanted something new and immediate).
@@ -35,6 +37,9 @@ const MAX_ROUNDS: usize = 256;
 /// Durable events kept for live observers. One that falls further behind gets
 /// `Lagged` and reads the rest from the journal.
 const LIVE_EVENTS: usize = 64;
+
+/// Streamed model deltas kept for live observers; a slow one misses some.
+const LIVE_DELTAS: usize = 256;
 
 /// Something to start once the events that record it are durable.
 enum Perform {
@@ -47,44 +52,62 @@ struct Running {
     handle: AbortHandle,
     /// For timers: when they fire.
     until: Option<u64>,
+    /// `model`, `tool` or `timer`, for the effect latency metric.
+    kind: &'static str,
+    started: std::time::Instant,
 }
 
 struct Actor {
     host: Arc<Shared>,
     log: LogId,
+    /// The tenant the log belongs to: its models, policies and limits apply.
+    tenant: String,
+    /// Tells this actor apart from an earlier or later one for the same log.
+    generation: u64,
+    /// What the residency table reads: whether this actor may be evicted.
+    state: Arc<ActorState>,
     guest: Option<GuestInstance>,
     parked: Option<String>,
     finished: Option<String>,
     next_seq: u64,
+    /// The seq of the last snapshot this actor restored or stored (0: none).
+    snapshot_seq: u64,
     keys: Keys,
     running: HashMap<String, Running>,
     tx: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<Arc<StoredEvent>>,
+    /// Streamed model output for live observers; never logged.
+    deltas: broadcast::Sender<crate::effects::ModelDelta>,
     waiters: Vec<(Duration, oneshot::Sender<Activity>)>,
 }
 
 /// Activate a log: replay it into a fresh guest and start its actor.
 pub(super) fn spawn(
     host: Arc<Shared>,
-    log: LogId,
+    info: LogInfo,
+    generation: u64,
+    state: Arc<ActorState>,
 ) -> Result<(Session, tokio::task::JoinHandle<()>), SessionError> {
-    let info = host
-        .journal
-        .info(log)?
-        .ok_or_else(|| SessionError::UnknownSession(log.to_string()))?;
+    let log = info.id;
     let (tx, rx) = mpsc::unbounded_channel();
     let (events, _) = broadcast::channel(LIVE_EVENTS);
+    let (deltas, _) = broadcast::channel(LIVE_DELTAS);
     let mut actor = Actor {
         host: host.clone(),
         log,
+        tenant: info.tenant.clone(),
+        generation,
+        state,
         guest: None,
         parked: None,
         finished: None,
         next_seq: 0,
+        snapshot_seq: 0,
         keys: Keys::default(),
         running: HashMap::new(),
         tx: tx.clone(),
         events: events.clone(),
+        deltas: deltas.clone(),
         waiters: Vec::new(),
     };
     let replay_error = off_runtime(|| actor.replay(&info))?;
@@ -93,6 +116,7 @@ pub(super) fn spawn(
         log,
         commands: tx,
         events,
+        deltas,
     };
     Ok((session, task))
 }
@@ -111,9 +135,17 @@ impl Actor {
     ) {
         if let Err(e) = self.resume(replay_error).await {
             tracing::error!(log = %self.log, "cannot resume session: {e}");
+            self.host.residents.remove(self.log, self.generation);
             return;
         }
-        while let Some(command) = rx.recv().await {
+        let idle_after = Duration::from_millis(self.host.config.limits.idle_timeout_ms);
+        loop {
+            self.state.set_busy(self.is_busy());
+            let command = tokio::select! {
+                command = rx.recv() => command,
+                () = tokio::time::sleep(idle_after) => Some(Command::Evict),
+            };
+            let Some(command) = command else { break };
             match self.handle(command).await {
                 ControlFlow::Continue(()) => {}
                 ControlFlow::Break(SessionError::Stopped) => break,
@@ -123,10 +155,24 @@ impl Actor {
                 }
             }
             self.answer_waiters();
+            self.maybe_snapshot();
         }
+        // No more commands: a caller that still holds this session gets
+        // `Stopped` at once, and activates a new actor.
+        drop(rx);
+        // Dormant now: pending timers wake the session when they are due.
         for running in self.running.values() {
             running.handle.abort();
+            if let Some(until) = running.until {
+                self.host.wake_at(until, self.log);
+            }
         }
+        self.host.residents.remove(self.log, self.generation);
+    }
+
+    /// Whether an effect other than a timer is in flight, or a caller waits.
+    fn is_busy(&self) -> bool {
+        !self.waiters.is_empty() || self.running.values().any(|r| r.until.is_none())
     }
 
     /// Handle one command; `Break` when the actor must stop (a commit failed,
@@ -164,14 +210,34 @@ impl Actor {
                 }
             },
             Command::Done { key, result } => {
-                if self.running.remove(&key).is_some()
-                    && let Err(e) = self.advance(vec![result.into_event(key)], Vec::new()).await
-                {
+                // A result for an effect no longer running (cancelled) is dropped.
+                let Some(running) = self.running.remove(&key) else {
+                    return ControlFlow::Continue(());
+                };
+                let seconds = running.started.elapsed().as_secs_f64();
+                self.host.metrics.effect_done(running.kind, seconds);
+                if let Err(e) = self.advance(vec![result.into_event(key)], Vec::new()).await {
                     return ControlFlow::Break(e);
                 }
             }
             Command::WaitIdle { horizon, reply } => self.waiters.push((horizon, reply)),
             Command::Hibernate => return ControlFlow::Break(SessionError::Stopped),
+            Command::Evict if !self.is_busy() => {
+                return ControlFlow::Break(SessionError::Stopped);
+            }
+            Command::Evict => {}
+            Command::Retrying { key, event, ack } => {
+                // Logged before the retry goes ahead: nothing is performed
+                // before the event that records it is durable.
+                if !self.running.contains_key(&key) {
+                    let _ = ack.send(false);
+                } else if let Err(e) = self.advance(vec![event], Vec::new()).await {
+                    let _ = ack.send(false);
+                    return ControlFlow::Break(e);
+                } else {
+                    let _ = ack.send(self.running.contains_key(&key));
+                }
+            }
         }
         ControlFlow::Continue(())
     }
@@ -216,12 +282,21 @@ impl Actor {
         for perform in performs {
             let (key, running) = match perform {
                 Perform::Model(key, request) => {
-                    let handle = perform::model(&self.host, &self.tx, key.clone(), request);
+                    let handle = perform::model(
+                        &self.host,
+                        &self.tx,
+                        &self.deltas,
+                        &self.tenant,
+                        key.clone(),
+                        request,
+                    );
                     (
                         key,
                         Running {
                             handle,
                             until: None,
+                            kind: "model",
+                            started: std::time::Instant::now(),
                         },
                     )
                 }
@@ -236,6 +311,8 @@ impl Actor {
                         Running {
                             handle,
                             until: None,
+                            kind: "tool",
+                            started: std::time::Instant::now(),
                         },
                     )
                 }
@@ -246,6 +323,8 @@ impl Actor {
                         Running {
                             handle,
                             until: Some(until),
+                            kind: "timer",
+                            started: std::time::Instant::now(),
                         },
                     )
                 }

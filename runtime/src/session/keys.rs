@@ -5,10 +5,12 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::journal::{EventBody, RequestedEffect};
 
 /// Where a tool call stands with its approval.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Approval {
     /// No approval needed (policy allow).
     NotNeeded,
@@ -23,21 +25,23 @@ pub(crate) enum Approval {
 }
 
 /// An effect the log has opened and not closed.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Open {
     pub(crate) effect: OpenEffect,
     pub(crate) approval: Approval,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) enum OpenEffect {
     Requested(RequestedEffect),
     /// A guest's question (it has no `requested` event).
     Question,
 }
 
-/// Every key the log has recorded, and the open ones in detail.
-#[derive(Default)]
+/// Every key the log has recorded, and the open ones in detail. Stored with
+/// each snapshot (session::snapshot), so that a session restored from one
+/// knows every key of the log as a full replay would.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Keys {
     open: HashMap<String, Open>,
     closed: std::collections::HashSet<String>,

@@ -9,10 +9,16 @@
 //! append whose expected seq is stale, so two writers can never interleave.
 
 mod actor;
+mod heads;
 mod keys;
+mod logops;
 mod perform;
+mod residency;
+mod snapshot;
 
-use std::collections::HashMap;
+pub use self::logops::ForkOptions;
+pub use self::snapshot::SnapshotCheck;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,6 +73,9 @@ pub enum SessionError {
     /// The session's actor stopped.
     #[error("session stopped")]
     Stopped,
+    /// A limit on resident sessions is reached and none can be evicted.
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 /// Where a session stands, as its actor sees it.
@@ -107,6 +116,17 @@ pub(crate) enum Command {
     },
     /// Drop the guest instance and stop the actor; the log is all that remains.
     Hibernate,
+    /// Hibernate unless an effect is in flight or a caller is waiting (the
+    /// host has too many resident instances, or this one has been idle).
+    Evict,
+    /// A model call failed and will be tried again: log `event` (a
+    /// `failed{retryable: true}`), then answer `ack` with whether the retry
+    /// may go ahead (false when the key is no longer in flight).
+    Retrying {
+        key: String,
+        event: crate::journal::EventBody,
+        ack: oneshot::Sender<bool>,
+    },
 }
 
 /// A handle on a live session's actor.
@@ -115,6 +135,7 @@ pub struct Session {
     log: LogId,
     commands: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<Arc<StoredEvent>>,
+    deltas: broadcast::Sender<crate::effects::ModelDelta>,
 }
 
 impl Session {
@@ -127,6 +148,13 @@ impl Session {
     /// behind gets `Lagged` and reads what it missed from the journal.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
         self.events.subscribe()
+    }
+
+    /// Model output as it streams in, from now on: ephemeral, never logged
+    /// (the whole response is, once, in `completed`). A receiver that falls
+    /// behind gets `Lagged` and simply misses deltas.
+    pub fn subscribe_deltas(&self) -> broadcast::Receiver<crate::effects::ModelDelta> {
+        self.deltas.subscribe()
     }
 
     async fn ask<T>(
@@ -184,7 +212,6 @@ impl Session {
 /// journal closes once they have stopped (or await [`Host::close`]).
 pub struct Host {
     shared: Arc<Shared>,
-    live: Mutex<HashMap<LogId, Live>>,
 }
 
 /// What actors share with the host. Actors hold this, never the `Host`, so
@@ -196,9 +223,70 @@ pub(crate) struct Shared {
     pub(crate) tools: ToolRegistry,
     pub(crate) config: Config,
     workspaces: PathBuf,
+    pub(crate) residents: residency::Residents,
+    waker: std::sync::OnceLock<residency::TimerWaker>,
+    generations: std::sync::atomic::AtomicU64,
+    activating: Mutex<()>,
+    pub(crate) heads: heads::Heads,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
+    /// The live session of a log, activating it if needed. Activating may
+    /// ask the least recently used idle sessions to hibernate, to keep the
+    /// number of resident instances (host-wide and per tenant) in bounds.
+    pub(crate) fn activate(self: &Arc<Self>, log: LogId) -> Result<Session, SessionError> {
+        if let Some(session) = self.residents.touch(log) {
+            return Ok(session);
+        }
+        // One activation at a time: two callers must not start two actors
+        // for one log. Replaying outside this lock is a later refinement.
+        let _activating = self.activating.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(session) = self.residents.touch(log) {
+            return Ok(session);
+        }
+        let info = self
+            .journal
+            .info(log)?
+            .ok_or_else(|| SessionError::UnknownSession(log.to_string()))?;
+        let limits = &self.config.limits;
+        let tenant_limit = self
+            .config
+            .tenants
+            .get(&info.tenant)
+            .and_then(|t| t.limits.active_instances);
+        if let Some(limit) = tenant_limit
+            && self.residents.count(Some(&info.tenant)) >= limit
+            && self
+                .residents
+                .evict_down_to(limit.saturating_sub(1), Some(&info.tenant))
+                == 0
+        {
+            return Err(SessionError::Busy(format!(
+                "tenant has {limit} active sessions, all busy"
+            )));
+        }
+        self.residents
+            .evict_down_to(limits.max_resident.saturating_sub(1), None);
+        let generation = self
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let state = Arc::new(residency::ActorState::default());
+        let started = std::time::Instant::now();
+        let (session, task) = actor::spawn(self.clone(), info.clone(), generation, state.clone())?;
+        self.metrics.activated(started.elapsed().as_secs_f64());
+        self.residents
+            .insert(log, &info.tenant, generation, session.clone(), task, state);
+        Ok(session)
+    }
+
+    /// Wake `log` when `until_ms` comes, if it is dormant then.
+    pub(crate) fn wake_at(&self, until_ms: u64, log: LogId) {
+        if let Some(waker) = self.waker.get() {
+            waker.wake_at(until_ms, log);
+        }
+    }
+
     /// The directory the `fs.*` tools of a session work in.
     pub(crate) fn workspace_dir(&self, log: LogId) -> PathBuf {
         self.workspaces.join(log.to_string())
@@ -207,17 +295,10 @@ impl Shared {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let live = self.live.get_mut().unwrap_or_else(|p| p.into_inner());
-        for (_, running) in live.drain() {
-            let _ = running.session.commands.send(Command::Hibernate);
+        for resident in self.shared.residents.drain() {
+            let _ = resident.session.commands.send(Command::Hibernate);
         }
     }
-}
-
-/// A running actor: its handle, and its task to wait for on close.
-struct Live {
-    session: Session,
-    task: tokio::task::JoinHandle<()>,
 }
 
 /// Options of [`Host::open`] that do not belong in the configuration file.
@@ -253,9 +334,9 @@ impl Host {
         )?;
         let cache = options.cache_dir.unwrap_or_else(|| data.join("cache"));
         let engine = GuestEngine::new(config.limits.clone(), Some(cache))?;
-        let models = ModelRegistry::from_config(&config.models, options.echo_delay)
-            .map_err(SessionError::Config)?;
-        let tools = ToolRegistry::builtin(&config.tools);
+        let models =
+            ModelRegistry::for_config(&config, options.echo_delay).map_err(SessionError::Config)?;
+        let tools = ToolRegistry::for_config(&config).map_err(SessionError::Config)?;
         let shared = Arc::new(Shared {
             journal,
             engine,
@@ -263,11 +344,25 @@ impl Host {
             tools,
             config,
             workspaces: data.join("workspaces"),
+            residents: residency::Residents::default(),
+            waker: std::sync::OnceLock::new(),
+            generations: std::sync::atomic::AtomicU64::new(0),
+            activating: Mutex::new(()),
+            heads: heads::Heads::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         });
-        Ok(Arc::new(Host {
-            shared,
-            live: Mutex::new(HashMap::new()),
-        }))
+        let weak = Arc::downgrade(&shared);
+        let waker = residency::TimerWaker::start(move |log| match weak.upgrade() {
+            Some(shared) => {
+                if let Err(e) = shared.activate(log) {
+                    tracing::warn!(%log, "cannot wake session for its timer: {e}");
+                }
+                true
+            }
+            None => false,
+        });
+        let _ = shared.waker.set(waker);
+        Ok(Arc::new(Host { shared }))
     }
 
     /// The journal.
@@ -342,7 +437,7 @@ impl Host {
             parent: None,
             compacted_from: None,
             summary: None,
-            tools: self.shared.tools.specs(),
+            tools: self.shared.tools.specs_for(tenant),
         };
         let commit = Commit {
             new_logs: vec![NewLog {
@@ -381,33 +476,14 @@ impl Host {
 
     /// The live session of a log, activating it if needed.
     pub fn session(&self, log: LogId) -> Result<Session, SessionError> {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(running) = live.get(&log)
-            && !running.session.commands.is_closed()
-        {
-            return Ok(running.session.clone());
-        }
-        let (session, task) = actor::spawn(self.shared.clone(), log)?;
-        live.insert(
-            log,
-            Live {
-                session: session.clone(),
-                task,
-            },
-        );
-        Ok(session)
+        self.shared.activate(log)
     }
 
-    /// Drop a session's actor and guest instance. Effects in flight are
+    /// Drop a session's actor and guest instance now. Effects in flight are
     /// abandoned; the next activation resumes them from the log.
     pub fn hibernate(&self, log: LogId) {
-        let running = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&log);
-        if let Some(running) = running {
-            let _ = running.session.commands.send(Command::Hibernate);
+        if let Some(resident) = self.shared.residents.take(log) {
+            let _ = resident.session.commands.send(Command::Hibernate);
         }
     }
 
@@ -416,24 +492,67 @@ impl Host {
     /// abandoned and resume from the log on the next activation. Once the
     /// last `Arc<Host>` is dropped after this, the journal is closed.
     pub async fn close(&self) {
-        let running: Vec<Live> = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, live)| live)
-            .collect();
-        for live in &running {
-            let _ = live.session.commands.send(Command::Hibernate);
+        let residents = self.shared.residents.drain();
+        for resident in &residents {
+            let _ = resident.session.commands.send(Command::Hibernate);
         }
-        for live in running {
-            let _ = live.task.await;
+        for resident in residents {
+            let _ = resident.task.await;
         }
     }
 
-    /// The sessions of this process whose actors are running.
-    pub fn live_sessions(&self) -> usize {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    /// Follow a log's head (its next seq) as events become durable. Needs no
+    /// guest: a dormant session can be followed.
+    pub fn follow(&self, log: LogId) -> Result<tokio::sync::watch::Receiver<u64>, SessionError> {
+        let info = self
+            .shared
+            .journal
+            .info(log)?
+            .ok_or_else(|| SessionError::UnknownSession(log.to_string()))?;
+        Ok(self.shared.heads.watch(log, info.next_seq))
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
+    }
+
+    /// How many sessions have a live actor and guest instance (of `tenant`,
+    /// when given).
+    pub fn resident_sessions(&self, tenant: Option<&str>) -> usize {
+        self.shared.residents.count(tenant)
+    }
+
+    /// Resume, after a restart, every log that the journal says has effects
+    /// in flight: activate those with a model or tool call open (it is
+    /// re-run or recorded as interrupted), and schedule a wake-up for those
+    /// that only sleep. Logs waiting for a human stay dormant.
+    pub fn resume_all(&self) -> Result<usize, SessionError> {
+        let mut resumed = 0;
+        for log in self.shared.journal.logs_with_open_effects()? {
+            let Some(info) = self.shared.journal.info(log)? else {
+                continue;
+            };
+            let mut wake_at = None;
+            let mut now = false;
+            for open in &info.open {
+                match &open.effect {
+                    crate::journal::RequestedEffect::Sleep { until } => {
+                        wake_at = Some(wake_at.map_or(*until, |w: u64| w.min(*until)));
+                    }
+                    _ if open.awaiting_approval => {}
+                    crate::journal::RequestedEffect::Ask(_) => {}
+                    _ => now = true,
+                }
+            }
+            if now {
+                self.shared.activate(log)?;
+                resumed += 1;
+            } else if let Some(until) = wake_at {
+                self.shared.wake_at(until, log);
+            }
+        }
+        Ok(resumed)
     }
 
     /// The directory the `fs.*` tools of a session work in.

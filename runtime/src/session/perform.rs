@@ -3,16 +3,17 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use super::{Command, Shared};
-use crate::effects::{ModelError, ModelRequest, ToolContext};
+use crate::effects::{DeltaKind, DeltaSink, ModelDelta, ModelError, ModelRequest, ToolContext};
 use crate::journal::{ErrorKind, EventBody, LogId, ModelResponse, Outcome, ToolCall};
 
 /// How an effect ended, as the performer saw it.
 pub(crate) enum Done {
-    Model(Result<ModelResponse, ModelError>),
+    /// A model's answer, or its last failure and the attempt it ended.
+    Model(Result<ModelResponse, ModelError>, u32),
     Tool(Result<String, String>),
     Timer,
 }
@@ -21,16 +22,16 @@ impl Done {
     /// The event that records this end.
     pub(crate) fn into_event(self, key: String) -> EventBody {
         match self {
-            Done::Model(Ok(response)) => EventBody::Completed {
+            Done::Model(Ok(response), _) => EventBody::Completed {
                 key,
                 outcome: Outcome::Model(response),
             },
-            Done::Model(Err(e)) => EventBody::Failed {
+            Done::Model(Err(e), attempt) => EventBody::Failed {
                 key,
                 error: e.kind,
                 message: e.message,
                 retryable: false,
-                attempt: 1,
+                attempt,
             },
             Done::Tool(result) => {
                 let (content, is_error) = match result {
@@ -50,26 +51,82 @@ impl Done {
     }
 }
 
+/// Call a model, retrying transient failures with backoff. Each failed
+/// attempt but the last is logged as `failed{retryable: true}` through the
+/// actor, and the next attempt waits until that event is durable.
 pub(crate) fn model(
     host: &Arc<Shared>,
     tx: &mpsc::UnboundedSender<Command>,
+    deltas: &broadcast::Sender<ModelDelta>,
+    tenant: &str,
     key: String,
     request: ModelRequest,
 ) -> AbortHandle {
-    let provider = host.models.get(&request.model);
+    let provider = host.models.get_for(tenant, &request.model);
     let tx = tx.clone();
+    let deltas = deltas.clone();
     tokio::spawn(async move {
-        let result = match provider {
-            Some(provider) => provider.complete(request).await,
-            None => Err(ModelError {
-                kind: ErrorKind::InvalidRequest,
-                message: format!("no model alias {:?} is configured", request.model),
-                retryable: false,
-            }),
+        let Some(provider) = provider else {
+            let error = ModelError::fatal(
+                ErrorKind::InvalidRequest,
+                format!("no model alias {:?} is configured", request.model),
+            );
+            let _ = tx.send(Command::Done {
+                key,
+                result: Done::Model(Err(error), 1),
+            });
+            return;
+        };
+        let policy = provider.retry_policy();
+        let sink: DeltaSink = {
+            let key = key.clone();
+            let deltas = deltas.clone();
+            Arc::new(move |kind: DeltaKind, text: &str| {
+                // Nobody watching: skip the allocation.
+                if deltas.receiver_count() > 0 && !text.is_empty() {
+                    let _ = deltas.send(ModelDelta {
+                        key: key.clone(),
+                        kind,
+                        text: text.to_string(),
+                    });
+                }
+            })
+        };
+        let mut attempt = 1;
+        let result = loop {
+            match provider
+                .complete_streaming(request.clone(), sink.clone())
+                .await
+            {
+                Err(e) if e.retryable && attempt <= policy.max_retries => {
+                    let wait = policy.backoff(attempt, e.retry_after);
+                    let (ack, acked) = oneshot::channel();
+                    let event = EventBody::Failed {
+                        key: key.clone(),
+                        error: e.kind,
+                        message: e.message,
+                        retryable: true,
+                        attempt,
+                    };
+                    let sent = tx.send(Command::Retrying {
+                        key: key.clone(),
+                        event,
+                        ack,
+                    });
+                    // Not durable, or no longer wanted: stop here.
+                    if sent.is_err() || !matches!(acked.await, Ok(true)) {
+                        return;
+                    }
+                    sink(DeltaKind::Restart, "-");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                result => break result,
+            }
         };
         let _ = tx.send(Command::Done {
             key,
-            result: Done::Model(result),
+            result: Done::Model(result, attempt),
         });
     })
     .abort_handle()

@@ -5,4 +5,8 @@ mod crash;
 mod fixtures;
 mod guest;
 mod journal;
+mod logops;
+mod loopback;
+mod mcp;
+mod providers;
 mod session;

@@ -63,12 +63,19 @@ impl Actor {
         // A reader thread decodes pages, notes their keys and converts them
         // for the guest while the guest folds the page before: a wake is on
         // the path of a waiting caller, and the two take about as long.
+        // From the newest snapshot when there is a usable one: only the tail
+        // is read and folded (session::snapshot has the invariant).
+        let mut start = Ledger::default();
+        if fold && let Some((next_seq, keys)) = self.restore_snapshot(info) {
+            start.next_seq = next_seq;
+            start.keys = keys;
+        }
         let (pages, incoming) = std::sync::mpsc::sync_channel::<Page>(2);
         // Folded batches go back to the reader to be freed, off the fold's path.
         let (spent, folded) = std::sync::mpsc::channel::<GuestBatch>();
         let ledger = std::thread::scope(|scope| {
             let reader = scope.spawn(move || -> Result<Ledger, SessionError> {
-                let mut ledger = Ledger::default();
+                let mut ledger = start;
                 loop {
                     while folded.try_recv().is_ok() {}
                     let page = journal.read(log, ledger.next_seq, batch)?;
@@ -79,11 +86,13 @@ impl Actor {
                     for event in &events {
                         ledger.note(&event.body);
                     }
+                    // Only seq 0 starts the guest: a fork's own `created`
+                    // (at its parent's seq + 1) is folded like any event.
                     let created = match events.first() {
                         Some(Event {
+                            seq: 0,
                             body: EventBody::Created(created),
                             at,
-                            ..
                         }) => Some((created.clone(), *at)),
                         _ => None,
                     };

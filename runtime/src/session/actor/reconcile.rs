@@ -96,6 +96,7 @@ impl Actor {
             }
         }
         self.next_seq = base + stored.len() as u64;
+        self.host.heads.advanced(self.log, self.next_seq);
         for key in cancels.drain(..) {
             if let Some(running) = self.running.remove(&key) {
                 running.handle.abort();
@@ -223,7 +224,7 @@ impl Actor {
                         key: key.clone(),
                         effect: RequestedEffect::Tool(call.clone()),
                     });
-                    match self.host.tools.policy(&call.name) {
+                    match self.host.tools.policy_for(&self.tenant, &call.name) {
                         Policy::Allow => performs.push(Perform::Tool(key, call)),
                         Policy::Ask => events.push(EventBody::ApprovalRequested {
                             key,

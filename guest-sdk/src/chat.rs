@@ -1,0 +1,351 @@
+//! A ready chat agent: each input goes to a model; the tools it calls run
+//! (all of one answer's calls at once, under the host's approval policy);
+//! their results go back to the model; its final answer becomes an `output`.
+//!
+//! The model's context is a projection of the log: the conversation as
+//! neutral messages, cut from the front to a budget. A request is rebuilt
+//! from the log whenever it is needed, so a session can move to another
+//! provider between two turns.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Agent, ContentBlock, Created, Effects, Event, EventBody, Failed, Message, ModelRequest,
+    Outcome, Role, ToolCall, ToolResult, ToolSpec, text_of, tool_calls,
+};
+
+/// How a [`ChatAgent`] behaves. Every field can be set per session in its
+/// config JSON (`{"system": "...", "model": "fast", "max_steps": 4}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChatConfig {
+    /// The system prompt.
+    pub system: Option<String>,
+    /// The model alias; the host maps it to a provider.
+    pub model: String,
+    /// Tools offered to the model, by name or glob (`fs.*`); `None`: all the
+    /// tools the session was created with.
+    pub tools: Option<Vec<String>>,
+    /// Model calls one input may lead to before the agent stops.
+    pub max_steps: u32,
+    /// Most tokens the model may generate per call.
+    pub max_tokens: Option<u32>,
+    /// The context budget, in estimated tokens (4 bytes each): the oldest
+    /// turns are left out of the model's context past it.
+    pub context_budget: u64,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            system: Some("You are a helpful assistant. Use the tools when they help.".into()),
+            model: "default".into(),
+            tools: None,
+            max_steps: 8,
+            max_tokens: Some(1024),
+            context_budget: 100_000,
+        }
+    }
+}
+
+/// A tool call of the last answer, and its result once it is in.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Pending {
+    call_id: String,
+    result: Option<ToolResult>,
+}
+
+/// The model/tool loop as an [`Agent`]; export it as is, or wrap it to
+/// change its defaults ([`ChatAgent::with_config`]).
+#[derive(Default, Serialize, Deserialize)]
+pub struct ChatAgent {
+    config: ChatConfig,
+    messages: Vec<Message>,
+    tools: Vec<ToolSpec>,
+    /// The model call in flight, if any.
+    model_key: Option<String>,
+    /// Tool calls of the last answer, by effect key.
+    calls: BTreeMap<String, Pending>,
+    /// Every tool-call key used, so that a model that repeats an id does not
+    /// reuse a key the log has recorded (it would never run again).
+    used_keys: BTreeSet<String>,
+    steps: u32,
+}
+
+impl ChatAgent {
+    /// A chat agent with these defaults; a session's config JSON still wins.
+    pub fn with_config(config: ChatConfig) -> ChatAgent {
+        ChatAgent {
+            config,
+            ..ChatAgent::default()
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &ChatConfig {
+        &self.config
+    }
+
+    /// The conversation so far, as neutral messages.
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// The model's context: the latest messages within the budget, starting
+    /// at a user message that is not a tool result (a result without its
+    /// call would be refused by providers).
+    pub fn context(&self) -> Vec<Message> {
+        let size = |m: &Message| -> u64 {
+            m.content
+                .iter()
+                .map(|b| match b {
+                    ContentBlock::Text(t) => t.len(),
+                    ContentBlock::ToolCall(c) => c.name.len() + c.arguments_json.len(),
+                    ContentBlock::ToolResult(r) => r.content.len(),
+                    ContentBlock::Reasoning(r) => {
+                        r.text.as_deref().map_or(0, str::len)
+                            + r.opaque.as_deref().map_or(0, str::len)
+                    }
+                })
+                .sum::<usize>() as u64
+                / 4
+                + 4
+        };
+        let mut total: u64 = self.messages.iter().map(size).sum();
+        let mut start = 0;
+        let last = self.messages.len().saturating_sub(1);
+        while start < last && total > self.config.context_budget {
+            total -= size(&self.messages[start]);
+            start += 1;
+        }
+        while start < last && !is_plain_user(&self.messages[start]) {
+            start += 1;
+        }
+        self.messages[start..].to_vec()
+    }
+
+    fn offered_tools(&self) -> Vec<ToolSpec> {
+        match &self.config.tools {
+            None => self.tools.clone(),
+            Some(patterns) => self
+                .tools
+                .iter()
+                .filter(|t| patterns.iter().any(|p| glob(p, &t.name)))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn ask_model(&mut self, fx: &mut Effects) {
+        self.steps += 1;
+        let request = ModelRequest {
+            model: self.config.model.clone(),
+            system: self.config.system.clone(),
+            messages: self.context(),
+            tools: self.offered_tools(),
+            max_tokens: self.config.max_tokens,
+        };
+        self.model_key = Some(fx.model(request));
+    }
+
+    fn answered(&mut self, content: Vec<ContentBlock>, fx: &mut Effects) {
+        let calls: Vec<ToolCall> = tool_calls(&content).cloned().collect();
+        self.messages.push(Message {
+            role: Role::Assistant,
+            content,
+        });
+        if calls.is_empty() {
+            let text = self
+                .messages
+                .last()
+                .map(|m| text_of(&m.content))
+                .unwrap_or_default();
+            fx.output(text);
+        } else if self.steps >= self.config.max_steps {
+            fx.output(format!(
+                "stopped after {} model calls",
+                self.config.max_steps
+            ));
+        } else {
+            for call in calls {
+                let mut key = call.id.clone();
+                if self.used_keys.contains(&key) {
+                    key = format!("{}~{}", call.id, fx.seq());
+                }
+                self.used_keys.insert(key.clone());
+                self.calls.insert(
+                    key.clone(),
+                    Pending {
+                        call_id: call.id.clone(),
+                        result: None,
+                    },
+                );
+                fx.want(
+                    key.clone(),
+                    crate::EffectBody::Tool(ToolCall { id: key, ..call }),
+                );
+            }
+        }
+    }
+
+    fn tool_done(&mut self, key: &str, content: String, is_error: bool, fx: &mut Effects) {
+        let Some(pending) = self.calls.get_mut(key) else {
+            return;
+        };
+        pending.result = Some(ToolResult {
+            call_id: pending.call_id.clone(),
+            content,
+            is_error,
+        });
+        if self.calls.values().all(|p| p.result.is_some()) {
+            let results = std::mem::take(&mut self.calls)
+                .into_values()
+                .filter_map(|p| p.result)
+                .map(ContentBlock::ToolResult)
+                .collect();
+            self.messages.push(Message {
+                role: Role::User,
+                content: results,
+            });
+            self.ask_model(fx);
+        }
+    }
+}
+
+fn is_plain_user(m: &Message) -> bool {
+    m.role == Role::User
+        && !m
+            .content
+            .iter()
+            .any(|b| matches!(b, ContentBlock::ToolResult(_)))
+}
+
+/// `*` matches any run of characters, `?` any one.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => {
+            pattern.len() == text.len()
+                && pattern
+                    .chars()
+                    .zip(text.chars())
+                    .all(|(p, t)| p == '?' || p == t)
+        }
+        Some((head, rest)) => {
+            text.len() >= head.len()
+                && glob(head, &text[..head.len()])
+                && (0..=text.len() - head.len())
+                    .filter(|i| text.is_char_boundary(head.len() + i))
+                    .any(|i| glob(rest, &text[head.len() + i..]))
+        }
+    }
+}
+
+impl Agent for ChatAgent {
+    fn init(&mut self, created: &Created, _fx: &mut Effects) {
+        self.tools = created.tools.clone();
+        // The session's config overrides the agent's defaults, field by field.
+        if let Ok(serde_json::Value::Object(overrides)) =
+            serde_json::from_str::<serde_json::Value>(&created.config_json)
+            && !overrides.is_empty()
+            && let Ok(serde_json::Value::Object(mut merged)) = serde_json::to_value(&self.config)
+        {
+            merged.extend(overrides);
+            if let Ok(config) = serde_json::from_value(serde_json::Value::Object(merged)) {
+                self.config = config;
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &Event, fx: &mut Effects) {
+        match &event.body {
+            EventBody::Input(input) => {
+                self.messages.push(Message {
+                    role: Role::User,
+                    content: input.content.clone(),
+                });
+                self.steps = 0;
+                self.ask_model(fx);
+            }
+            EventBody::Completed(done) => match &done.outcome {
+                Outcome::Model(response) if self.model_key.as_deref() == Some(&done.key) => {
+                    self.model_key = None;
+                    self.answered(response.content.clone(), fx);
+                }
+                Outcome::Tool(out) => {
+                    self.tool_done(&done.key, out.content.clone(), out.is_error, fx);
+                }
+                _ => {}
+            },
+            EventBody::Failed(Failed {
+                key,
+                message,
+                retryable: false,
+                ..
+            }) => {
+                if self.model_key.as_deref() == Some(key) {
+                    self.model_key = None;
+                    fx.output(format!("the model failed: {message}"));
+                } else {
+                    self.tool_done(key, format!("the tool failed: {message}"), true, fx);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_pick_tools() {
+        assert!(glob("fs.*", "fs.read"));
+        assert!(glob("*", "x"));
+        assert!(glob("*.fetch", "http.fetch"));
+        assert!(!glob("fs.*", "http.fetch"));
+        assert!(glob("fs.rea?", "fs.read"));
+    }
+
+    fn user(text: &str) -> Message {
+        Message {
+            role: Role::User,
+            content: vec![ContentBlock::text(text)],
+        }
+    }
+
+    #[test]
+    fn the_context_is_cut_at_a_plain_user_message() {
+        let mut agent = ChatAgent::with_config(ChatConfig {
+            context_budget: 30,
+            ..ChatConfig::default()
+        });
+        agent.messages = vec![
+            user(&"a".repeat(200)),
+            Message {
+                role: Role::Assistant,
+                content: vec![ContentBlock::ToolCall(ToolCall {
+                    id: "1".into(),
+                    name: "t".into(),
+                    arguments_json: "{}".into(),
+                })],
+            },
+            Message {
+                role: Role::User,
+                content: vec![ContentBlock::ToolResult(ToolResult {
+                    call_id: "1".into(),
+                    content: "r".into(),
+                    is_error: false,
+                })],
+            },
+            user("latest"),
+        ];
+        let context = agent.context();
+        assert_eq!(context.len(), 1);
+        assert_eq!(text_of(&context[0].content), "latest");
+        agent.config.context_budget = 1_000;
+        assert_eq!(agent.context().len(), 4);
+    }
+}

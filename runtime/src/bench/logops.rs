@@ -1,0 +1,134 @@
+//! Benchmarks of log operations (issue 5): `fork`, `export`, `wake-snapshot`.
+//!
+//! Big logs are built with direct journal commits of real events on a host
+//! without fsync (setup, not what is measured); the measured host is durable.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::{BenchResult, from, new_session, options, percentile, text};
+use crate::config::Config;
+use crate::journal::{Commit, ContentBlock, EventBody, LogId, Sender};
+use crate::session::{ForkOptions, Host, SessionError};
+
+/// Events per direct commit while building a log.
+const BUILD_BATCH: u64 = 4096;
+
+/// A counter log of `events` events (a created, then inputs), in `dir`.
+async fn big_log(config: &Config, cache: &Path, dir: &Path, events: u64) -> BenchResult<LogId> {
+    let host = Host::open(dir, config.clone(), options(cache, true))?;
+    let id = new_session(&host, "counter").await?;
+    let mut next = 1;
+    while next < events {
+        let n = BUILD_BATCH.min(events - next);
+        let batch = (0..n)
+            .map(|i| {
+                (
+                    1_700_000_000_000 + next + i,
+                    EventBody::Input {
+                        from: Sender::Principal("bench".into()),
+                        content: vec![ContentBlock::text("get")],
+                    },
+                )
+            })
+            .collect();
+        host.journal()
+            .commit(Commit::append(id, next, batch))
+            .await?;
+        next += n;
+    }
+    host.close().await;
+    Ok(id)
+}
+
+fn tempdir() -> BenchResult<tempfile::TempDir> {
+    tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))
+}
+
+/// Fork a log of `events` events at its head, `rounds` times, on a durable host.
+pub(super) async fn fork(
+    config: &Config,
+    cache: &Path,
+    events: u64,
+    rounds: usize,
+) -> BenchResult<serde_json::Value> {
+    let dir = tempdir()?;
+    let id = big_log(config, cache, dir.path(), events).await?;
+    let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        host.fork("bench", &id.to_string(), ForkOptions::default())
+            .await?;
+        samples.push(start.elapsed());
+    }
+    Ok(json!({
+        "bench": "fork",
+        "events": events,
+        "p50_us": percentile(&mut samples, 0.5),
+        "p99_us": percentile(&mut samples, 0.99),
+    }))
+}
+
+/// Export a log of `events` events to nowhere: events per second.
+pub(super) async fn export(
+    config: &Config,
+    cache: &Path,
+    events: u64,
+) -> BenchResult<serde_json::Value> {
+    let dir = tempdir()?;
+    let id = big_log(config, cache, dir.path(), events).await?;
+    let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
+    let start = Instant::now();
+    let written = host.export(id, &mut std::io::sink())?;
+    let secs = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "bench": "export",
+        "events": written,
+        "events_per_s": (written as f64 / secs.max(1e-9)).round() as u64,
+    }))
+}
+
+/// A dormant counter session of `events` events with a snapshot at its end
+/// wakes: restore, replay the tail, and answer one input.
+pub(super) async fn wake_snapshot(
+    config: &Config,
+    cache: &Path,
+    events: u64,
+    rounds: usize,
+) -> BenchResult<serde_json::Value> {
+    let dir = tempdir()?;
+    let id = {
+        let host = Host::open(dir.path(), config.clone(), options(cache, true))?;
+        let id = new_session(&host, "counter").await?;
+        let session = host.session(id)?;
+        while host.journal().info(id)?.map_or(0, |i| i.next_seq) < events {
+            session.input(from(), text("inc")).await?;
+        }
+        host.close().await;
+        id
+    };
+    let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
+    let mut samples = Vec::with_capacity(rounds);
+    for round in 0..=rounds {
+        // Each round's `get` adds two events: snapshot them away first, so
+        // every wake restores and replays a short tail.
+        host.snapshot_now(id).await?;
+        host.hibernate(id);
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        let session = host.session(id)?;
+        session.input(from(), text("get")).await?;
+        if round > 0 {
+            samples.push(start.elapsed());
+        }
+    }
+    Ok(json!({
+        "bench": "wake-snapshot",
+        "events": events,
+        "p50_us": percentile(&mut samples, 0.5),
+        "p99_us": percentile(&mut samples, 0.99),
+    }))
+}

@@ -1,0 +1,176 @@
+//! `logbook fork`, `export`, `import` and `verify`: operations on whole logs.
+//! Exit codes: 0 when all is well, 1 when a check fails or a command is refused.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::CLI_TENANT;
+use crate::session::{ForkOptions, Host};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ForkArgs {
+    /// The session to fork (name or id).
+    session: String,
+    /// The last seq the fork shares with it (default: its last event).
+    #[arg(long)]
+    at: Option<u64>,
+    /// A name for the fork.
+    #[arg(long = "as")]
+    name: Option<String>,
+    /// Run the fork on another guest (name or digest).
+    #[arg(long)]
+    guest: Option<String>,
+    /// Config keys to change on the fork, as a JSON object (e.g. '{"model":"other"}').
+    #[arg(long)]
+    config: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ExportArgs {
+    /// The session to export (name or id).
+    session: String,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ImportArgs {
+    /// The exported log (JSONL), or `-` for standard input.
+    file: PathBuf,
+    /// A name for the imported session.
+    #[arg(long = "as")]
+    name: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct VerifyArgs {
+    /// The session to verify (name or id).
+    #[arg(required_unless_present = "all")]
+    session: Option<String>,
+    /// Verify every session.
+    #[arg(long, conflicts_with = "session")]
+    all: bool,
+    /// Also check that each snapshot equals a full replay's state at its seq.
+    #[arg(long)]
+    snapshots: bool,
+}
+
+pub(crate) async fn fork(host: &Arc<Host>, args: ForkArgs) -> Result<ExitCode, String> {
+    let guest = match &args.guest {
+        Some(g) => Some(host.guest(CLI_TENANT, g).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let config = match &args.config {
+        Some(text) => {
+            Some(serde_json::from_str(text).map_err(|e| format!("--config is not JSON: {e}"))?)
+        }
+        None => None,
+    };
+    let options = ForkOptions {
+        at: args.at,
+        name: args.name.clone(),
+        guest,
+        config,
+    };
+    let id = host
+        .fork(CLI_TENANT, &args.session, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    match &args.name {
+        Some(name) => println!("{name} {id}"),
+        None => println!("{id}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn export(host: &Arc<Host>, args: ExportArgs) -> Result<ExitCode, String> {
+    let info = host
+        .resolve(CLI_TENANT, &args.session)
+        .map_err(|e| e.to_string())?;
+    let write = |out: &mut dyn Write| -> Result<(), String> {
+        host.export(info.id, out).map_err(|e| e.to_string())?;
+        out.flush()
+            .map_err(|e| format!("cannot write the export: {e}"))
+    };
+    match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            write(&mut std::io::BufWriter::with_capacity(1 << 20, file))?;
+        }
+        None => write(&mut std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout().lock(),
+        ))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn import(host: &Arc<Host>, args: ImportArgs) -> Result<ExitCode, String> {
+    let name = args.name.as_deref();
+    let id = if args.file.as_os_str() == "-" {
+        host.import(CLI_TENANT, &mut std::io::stdin().lock(), name)
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+        host.import(
+            CLI_TENANT,
+            &mut std::io::BufReader::with_capacity(1 << 20, file),
+            name,
+        )
+    }
+    .map_err(|e| format!("{}: {e}", args.file.display()))?;
+    match name {
+        Some(name) => println!("{name} {id}"),
+        None => println!("{id}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints one line per log: `ok` or the first bad seq and why. Exit 1 when
+/// any log does not hold.
+pub(crate) fn verify(host: &Arc<Host>, args: VerifyArgs) -> Result<ExitCode, String> {
+    let logs = match &args.session {
+        Some(session) if !args.all => {
+            vec![
+                host.resolve(CLI_TENANT, session)
+                    .map_err(|e| e.to_string())?,
+            ]
+        }
+        _ => host.journal().list(CLI_TENANT).map_err(|e| e.to_string())?,
+    };
+    let mut all_ok = true;
+    for info in logs {
+        let label = match &info.name {
+            Some(name) => format!("{name} {}", info.id),
+            None => info.id.to_string(),
+        };
+        let verified = host.journal().verify(info.id).map_err(|e| e.to_string())?;
+        match verified.first_bad {
+            None => println!("{label}: ok, {} events", verified.events),
+            Some((seq, why)) => {
+                all_ok = false;
+                println!("{label}: BAD at seq {seq}: {why}");
+            }
+        }
+        if args.snapshots {
+            for check in host.verify_snapshots(info.id).map_err(|e| e.to_string())? {
+                match check.problem {
+                    None => println!("{label}: snapshot at seq {}: ok", check.seq),
+                    Some(why) => {
+                        all_ok = false;
+                        println!("{label}: snapshot at seq {}: BAD: {why}", check.seq);
+                    }
+                }
+            }
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,58 @@
+//! `logbook serve`: the HTTP API over a data directory.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::server::{self, ServerSettings, Tenants};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Where to listen. Beyond loopback only with bearer tokens configured.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// Largest request body in bytes (a tenant's own limit wins).
+    #[arg(long, default_value_t = ServerSettings::default().max_body_bytes)]
+    max_body_bytes: usize,
+}
+
+pub(crate) async fn serve(
+    data: &Path,
+    config: Config,
+    args: ServeArgs,
+) -> Result<ExitCode, String> {
+    let tenants = Tenants::from_config(&config)?;
+    // Refuse before anything is opened or written.
+    server::check_exposure(&args.listen, &tenants)?;
+    let host = super::open(data, config)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    eprintln!("logbook: serving {} on http://{addr}", data.display());
+    let settings = ServerSettings {
+        max_body_bytes: args.max_body_bytes,
+    };
+    server::run(listener, host, tenants, settings, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!("logbook: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

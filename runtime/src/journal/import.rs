@@ -1,0 +1,96 @@
+//! Import: a whole log from elsewhere, stored under a new id in one durable
+//! transaction.
+//!
+//! Invariants: nothing is written unless the whole chain verifies; the
+//! imported events keep their seqs, times, bodies and hashes byte for byte (so
+//! exporting the import gives the file back, the id aside); the log's
+//! projections (metadata, open effects) are rebuilt from its events by the
+//! same rules the writer uses. The import bypasses the group-commit writer:
+//! it writes only a log id that nobody else knows yet, and redb serializes
+//! it with the writer's transactions.
+
+use redb::{Database, Durability, ReadableTable};
+
+use super::chain::verify_events;
+use super::event::{EventBody, StoredEvent};
+use super::info::LogMeta;
+use super::tables::{self, GUESTS};
+use super::writer::{WriteTables, project};
+use super::{JournalError, LogId};
+
+/// Checks `events` and writes them as a new log of `tenant`, named `name`.
+pub(crate) fn import(
+    db: &Database,
+    tenant: &str,
+    name: Option<&str>,
+    events: &[StoredEvent],
+) -> Result<LogId, JournalError> {
+    let Some(first) = events.first() else {
+        return Err(JournalError::Invalid(
+            "an import needs at least one event".into(),
+        ));
+    };
+    let verified = verify_events(events);
+    if let Some((seq, why)) = verified.first_bad {
+        return Err(JournalError::Invalid(format!("seq {seq}: {why}")));
+    }
+    let EventBody::Created(created) = &first.event.body else {
+        return Err(JournalError::Invalid(
+            "the first event is not `created`".into(),
+        ));
+    };
+    let id = LogId::now_v7();
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut t = WriteTables::open(&txn)?;
+        let guests = txn.open_table(GUESTS)?;
+        // The guest the log runs on now must be here, or it could not be woken.
+        let mut current = &created.guest;
+        for e in events {
+            match &e.event.body {
+                EventBody::Created(c) => current = &c.guest,
+                EventBody::GuestChanged { to, .. } => current = to,
+                _ => {}
+            }
+        }
+        if guests.get(current.digest.as_str())?.is_none() {
+            return Err(JournalError::Invalid(format!(
+                "the log runs on guest {} ({}), which is not stored here: add it first",
+                current.name, current.digest
+            )));
+        }
+        if let Some(name) = name
+            && t.names.get((tenant, name))?.is_some()
+        {
+            return Err(JournalError::NameTaken {
+                tenant: tenant.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+        let meta = LogMeta {
+            tenant: tenant.to_owned(),
+            name: name.map(str::to_owned),
+            guest: created.guest.clone(),
+            created_at: first.event.at,
+            finished: false,
+            failed: false,
+            // The parent of an imported fork is in another journal: the
+            // import holds the whole history as its own rows.
+            parent: None,
+        };
+        let log = id.as_u128();
+        t.put_meta(log, &meta)?;
+        if let Some(name) = name {
+            t.names.insert((tenant, name), log)?;
+        }
+        for e in events {
+            let body = e.event.body.to_canonical();
+            let value = tables::encode_event(e.event.at, &e.hash, &body);
+            t.events.insert((log, e.event.seq), value.as_slice())?;
+            project(&mut t, log, &e.event.body)?;
+        }
+    }
+    txn.commit()?;
+    Ok(id)
+}

@@ -1,0 +1,143 @@
+//! The host's metrics, in Prometheus (OpenMetrics) text form at `/metrics`.
+//!
+//! Counters of the journal are read from its writer when scraped; latencies
+//! are recorded where they happen (activation in the host, effects in the
+//! actor). Nothing here carries a tenant's data: labels are kinds, not names.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of the effect latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct EffectLabels {
+    /// `model`, `tool` or `timer`.
+    pub kind: &'static str,
+}
+
+/// The host's metrics.
+pub struct Metrics {
+    registry: Registry,
+    activation_seconds: Histogram,
+    effect_seconds: Family<EffectLabels, Histogram>,
+    resident: Gauge,
+    sessions: Gauge,
+    appended_events: Gauge,
+    append_requests: Gauge,
+    fsync_batches: Gauge,
+    encode: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("logbook");
+        let activation_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "activation_seconds",
+            "Time to activate a dormant session (replay into a fresh guest)",
+            activation_seconds.clone(),
+        );
+        let effect_seconds = Family::<EffectLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_1, 2.0, 20))
+        });
+        registry.register(
+            "effect_seconds",
+            "Time from an effect's request to its result, by kind",
+            effect_seconds.clone(),
+        );
+        let resident = Gauge::default();
+        registry.register(
+            "resident_sessions",
+            "Sessions with a live actor and guest instance",
+            resident.clone(),
+        );
+        let sessions = Gauge::default();
+        registry.register(
+            "sessions",
+            "Sessions (logs) in the journal",
+            sessions.clone(),
+        );
+        let appended_events = Gauge::default();
+        registry.register(
+            "appended_events",
+            "Events appended to the journal since start",
+            appended_events.clone(),
+        );
+        let append_requests = Gauge::default();
+        registry.register(
+            "append_requests",
+            "Commit requests answered by the journal writer since start",
+            append_requests.clone(),
+        );
+        let fsync_batches = Gauge::default();
+        registry.register(
+            "fsync_batches",
+            "Group commits (one transaction and one fsync each) since start; appended_events / fsync_batches is the mean batch size",
+            fsync_batches.clone(),
+        );
+        Metrics {
+            registry,
+            activation_seconds,
+            effect_seconds,
+            resident,
+            sessions,
+            appended_events,
+            append_requests,
+            fsync_batches,
+            encode: Mutex::new(()),
+        }
+    }
+
+    /// Record how long an activation took.
+    pub fn activated(&self, seconds: f64) {
+        self.activation_seconds.observe(seconds);
+    }
+
+    /// Record how long an effect took, from request to result.
+    pub fn effect_done(&self, kind: &'static str, seconds: f64) {
+        self.effect_seconds
+            .get_or_create(&EffectLabels { kind })
+            .observe(seconds);
+    }
+
+    /// The text exposition, with the gauges set from the given readings.
+    pub fn render(&self, readings: Readings) -> String {
+        let _one_at_a_time = self.encode.lock().unwrap_or_else(|p| p.into_inner());
+        self.resident.set(readings.resident as i64);
+        self.sessions.set(readings.sessions as i64);
+        self.appended_events.set(readings.appended_events as i64);
+        self.append_requests.set(readings.append_requests as i64);
+        self.fsync_batches.set(readings.fsync_batches as i64);
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Values read at scrape time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Readings {
+    /// Resident sessions.
+    pub resident: usize,
+    /// Logs in the journal.
+    pub sessions: usize,
+    /// Events appended since start.
+    pub appended_events: u64,
+    /// Commit requests since start.
+    pub append_requests: u64,
+    /// Group commits since start.
+    pub fsync_batches: u64,
+}

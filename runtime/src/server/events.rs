@@ -1,0 +1,121 @@
+//! `/v1/sessions/ID/events`: a JSON page of the log, or Server-Sent Events
+//! that follow it live.
+//!
+//! Invariants: each SSE event's `id` is its seq, and a stream resumed with
+//! `Last-Event-ID: N` starts at N+1: no gap, no duplicate. The stream reads
+//! the journal (durable events only) and waits on the log's head between
+//! reads; it never needs, or wakes, the session's guest.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::journal::{LogId, StoredEvent, to_jsonl};
+use crate::session::Host;
+
+/// Events one read of the journal takes.
+const PAGE: usize = 256;
+
+#[derive(Deserialize)]
+pub(crate) struct EventsQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&headers)?;
+    let info = state.host.resolve(&caller.tenant, &id)?;
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if !wants_stream {
+        let from = query.from.unwrap_or(0);
+        let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+        let page = state.host.journal().read(info.id, from, limit)?;
+        let next = page.last().map_or(from, |e| e.event.seq + 1);
+        // The lines are the log format itself: no second serialization.
+        let lines: Vec<String> = page.iter().map(to_jsonl).collect();
+        let body = format!("{{\"events\":[{}],\"next\":{next}}}", lines.join(","));
+        return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+    }
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map(|seq| seq + 1)
+                .map_err(|_| ApiError::bad_request(format!("Last-Event-ID {v:?} is not a seq")))
+        })
+        .transpose()?;
+    let from = resume.or(query.from).unwrap_or(0);
+    let follow = Follow {
+        host: state.host.clone(),
+        log: info.id,
+        next: from,
+        buffer: VecDeque::new(),
+        head: state.host.follow(info.id)?,
+    };
+    let stream = futures_util::stream::unfold(follow, |mut follow| async move {
+        let event = follow.next_event().await?;
+        Some((Ok::<_, Infallible>(event), follow))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// A live reader of one log.
+struct Follow {
+    host: Arc<Host>,
+    log: LogId,
+    next: u64,
+    buffer: VecDeque<StoredEvent>,
+    head: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Follow {
+    /// The next durable event, waiting for it if need be; `None` ends the
+    /// stream (the host is going away, or the journal failed).
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(stored) = self.buffer.pop_front() {
+                return Some(
+                    Event::default()
+                        .id(stored.event.seq.to_string())
+                        .event(stored.event.body.kind())
+                        .data(to_jsonl(&stored)),
+                );
+            }
+            // Mark the head as seen before reading, so that an append after
+            // this read wakes the wait below.
+            self.head.borrow_and_update();
+            match self.host.journal().read(self.log, self.next, PAGE) {
+                Ok(page) if !page.is_empty() => {
+                    self.next = page.last().map_or(self.next, |e| e.event.seq + 1);
+                    self.buffer.extend(page);
+                }
+                Ok(_) => self.head.changed().await.ok()?,
+                Err(e) => {
+                    tracing::warn!(log = %self.log, "event stream stops: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The HTTP API under `/v1` (see `docs/http-api.md`): sessions as durable
+//! objects, addressable by id or name, activated only when something needs
+//! their guest, and observed live over Server-Sent Events.
+//!
+//! `run(listener, host, settings, shutdown)` takes its listener and shutdown
+//! signal, so tests start it on `127.0.0.1:0`. Invariants: every error is
+//! `{"error": {"code", "message"}}`; another tenant's session or guest is a
+//! 404, never a 403; nothing is acknowledged before it is durable.
+
+mod auth;
+mod error;
+mod events;
+mod sessions;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+
+pub use auth::Tenants;
+pub use error::ApiError;
+
+use crate::metrics::Readings;
+use crate::session::Host;
+
+/// Server settings that are not in the configuration file.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Largest request body, in bytes, unless the tenant's limit says otherwise.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            max_body_bytes: 16 << 20,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) host: Arc<Host>,
+    pub(crate) tenants: Arc<Tenants>,
+    pub(crate) settings: ServerSettings,
+}
+
+impl AppState {
+    /// The caller's tenant and its body limit.
+    pub(crate) fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let tenant = self.tenants.tenant(headers)?;
+        let max_body = self
+            .host
+            .config()
+            .tenants
+            .get(&tenant)
+            .and_then(|t| t.limits.max_body_bytes)
+            .unwrap_or(self.settings.max_body_bytes);
+        Ok(Caller { tenant, max_body })
+    }
+}
+
+/// Who is calling.
+pub(crate) struct Caller {
+    pub(crate) tenant: String,
+    pub(crate) max_body: usize,
+}
+
+impl Caller {
+    /// The request body, refused with 413 past the caller's limit.
+    pub(crate) async fn body(&self, body: Body) -> Result<Bytes, ApiError> {
+        axum::body::to_bytes(body, self.max_body)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the request body is larger than {} bytes", self.max_body),
+                )
+            })
+    }
+
+    /// The request body as JSON of type `T`, refused with 400 and the reason.
+    pub(crate) async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        body: Body,
+    ) -> Result<T, ApiError> {
+        let bytes = self.body(body).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Refuse to serve beyond loopback when no tenant has a token.
+pub fn check_exposure(addr: &SocketAddr, tenants: &Tenants) -> Result<(), String> {
+    if !tenants.enabled() && !addr.ip().is_loopback() {
+        return Err(format!(
+            "refusing to listen on {addr} with no bearer tokens configured: anyone could reach every session. Configure [tenants.NAME] token_envs, or listen on 127.0.0.1"
+        ));
+    }
+    Ok(())
+}
+
+/// The API's routes.
+pub fn router(host: Arc<Host>, tenants: Tenants, settings: ServerSettings) -> Router {
+    let state = AppState {
+        host,
+        tenants: Arc::new(tenants),
+        settings,
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/guests", post(add_guest).get(list_guests))
+        .route("/v1/sessions", post(sessions::create).get(sessions::list))
+        .route("/v1/sessions/by-name/{*name}", put(sessions::put_by_name))
+        .route("/v1/sessions/{id}", get(sessions::get))
+        .route("/v1/sessions/{id}/input", post(sessions::input))
+        .route("/v1/sessions/{id}/events", get(events::events))
+        .route("/v1/sessions/{id}/approvals/{key}", post(sessions::decide))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .with_state(state)
+}
+
+/// Serve the API on `listener` until `shutdown` completes; then stop taking
+/// connections, let requests in flight finish, and stop every session.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    host: Arc<Host>,
+    tenants: Tenants,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    check_exposure(&addr, &tenants).map_err(std::io::Error::other)?;
+    match host.resume_all() {
+        Ok(n) if n > 0 => tracing::info!("resumed {n} sessions with effects in flight"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot resume sessions: {e}"),
+    }
+    let app = router(host.clone(), tenants, settings);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    host.close().await;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct GuestQuery {
+    name: Option<String>,
+}
+
+async fn add_guest(
+    State(state): State<AppState>,
+    Query(query): Query<GuestQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&headers)?;
+    let Some(name) = query.name else {
+        return Err(ApiError::bad_request(
+            "name the guest: POST /v1/guests?name=NAME",
+        ));
+    };
+    let bytes = caller.body(body).await?;
+    let host = state.host.clone();
+    let tenant = caller.tenant.clone();
+    // Compiling a component takes a while: not on the async workers.
+    let guest = tokio::task::spawn_blocking(move || host.add_guest(&tenant, &name, &bytes))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    Ok((StatusCode::CREATED, axum::Json(guest)).into_response())
+}
+
+async fn list_guests(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&headers)?;
+    let guests = state.host.journal().guests(&caller.tenant)?;
+    Ok(axum::Json(serde_json::json!({ "guests": guests })).into_response())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let host = &state.host;
+    let stats = host.journal().stats();
+    let sessions = host.journal().count_logs().unwrap_or(0);
+    let text = host.metrics().render(Readings {
+        resident: host.resident_sessions(None),
+        sessions,
+        appended_events: stats.events,
+        append_requests: stats.requests,
+        fsync_batches: stats.commits,
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

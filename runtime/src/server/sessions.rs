@@ -1,0 +1,281 @@
+//! `/v1/sessions`: create, name, list, read, send input, decide approvals.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::{AppState, Caller};
+use crate::journal::{ContentBlock, EventBody, LogId, LogInfo, RequestedEffect, Sender};
+use crate::session::{Host, Session, SessionError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateBody {
+    guest: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    config: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutBody {
+    guest: String,
+    #[serde(default)]
+    config: Option<Value>,
+}
+
+/// A session as the API shows it.
+pub(crate) fn view(info: &LogInfo) -> Value {
+    let approvals: Vec<Value> = info
+        .open
+        .iter()
+        .filter(|o| o.awaiting_approval)
+        .map(|o| match &o.effect {
+            RequestedEffect::Tool(call) => json!({"key": o.key, "tool": call}),
+            RequestedEffect::Ask(question) => json!({"key": o.key, "question": question.text}),
+            _ => json!({"key": o.key}),
+        })
+        .collect();
+    json!({
+        "id": info.id,
+        "name": info.name,
+        "guest": info.guest,
+        "status": info.status,
+        "head": info.next_seq.checked_sub(1),
+        "events": info.next_seq,
+        "created_at": info.created_at,
+        "pending_approvals": approvals,
+    })
+}
+
+async fn create_for(
+    host: &Host,
+    caller: &Caller,
+    guest: &str,
+    name: Option<&str>,
+    config: Option<Value>,
+) -> Result<LogInfo, ApiError> {
+    if let Some(limit) = host
+        .config()
+        .tenants
+        .get(&caller.tenant)
+        .and_then(|t| t.limits.sessions)
+        && host.journal().list(&caller.tenant)?.len() as u64 >= limit
+    {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "limit",
+            format!("the tenant's limit of {limit} sessions is reached"),
+        ));
+    }
+    let guest = host.guest(&caller.tenant, guest)?;
+    let config = config.unwrap_or_else(|| json!({}));
+    let id = host
+        .create_session(&caller.tenant, name, guest, config)
+        .await?;
+    Ok(host.resolve(&caller.tenant, &id.to_string())?)
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&headers)?;
+    let body: CreateBody = caller.json(body).await?;
+    let info = create_for(
+        &state.host,
+        &caller,
+        &body.guest,
+        body.name.as_deref(),
+        body.config,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(view(&info))).into_response())
+}
+
+pub(crate) async fn put_by_name(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&headers)?;
+    let body: PutBody = caller.json(body).await?;
+    if let Ok(info) = state.host.resolve(&caller.tenant, &name) {
+        return Ok(Json(view(&info)).into_response());
+    }
+    match create_for(&state.host, &caller, &body.guest, Some(&name), body.config).await {
+        Ok(info) => Ok((StatusCode::CREATED, Json(view(&info))).into_response()),
+        // Created meanwhile by another request: it is there either way.
+        Err(_) if state.host.resolve(&caller.tenant, &name).is_ok() => {
+            let info = state.host.resolve(&caller.tenant, &name)?;
+            Ok(Json(view(&info)).into_response())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    after: Option<LogId>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&headers)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let all = state.host.journal().list(&caller.tenant)?;
+    let page: Vec<Value> = all
+        .iter()
+        .filter(|info| query.after.is_none_or(|after| info.id > after))
+        .take(limit)
+        .map(view)
+        .collect();
+    let next = (page.len() == limit)
+        .then(|| {
+            page.last()
+                .and_then(|v| v["id"].as_str().map(str::to_string))
+        })
+        .flatten();
+    Ok(Json(json!({"sessions": page, "next": next})).into_response())
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&headers)?;
+    let info = state.host.resolve(&caller.tenant, &id)?;
+    Ok(Json(view(&info)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InputBody {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    content: Option<Vec<ContentBlock>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InputQuery {
+    wait: Option<String>,
+}
+
+/// Run `op` on the session's actor, again on a fresh one if it stopped
+/// meanwhile (it was evicted between lookup and call: nothing was done).
+async fn on_session<T, F, Fut>(host: &Host, log: LogId, op: F) -> Result<T, SessionError>
+where
+    F: Fn(Session) -> Fut,
+    Fut: std::future::Future<Output = Result<T, SessionError>>,
+{
+    match op(host.session(log)?).await {
+        Err(SessionError::Stopped) => op(host.session(log)?).await,
+        other => other,
+    }
+}
+
+pub(crate) async fn input(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<InputQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&headers)?;
+    let info = state.host.resolve(&caller.tenant, &id)?;
+    let body: InputBody = caller.json(body).await?;
+    let content = match (body.text, body.content) {
+        (Some(text), None) => vec![ContentBlock::text(text)],
+        (None, Some(content)) if !content.is_empty() => content,
+        _ => {
+            return Err(ApiError::bad_request(
+                r#"give either {"text": "..."} or {"content": [blocks]}"#,
+            ));
+        }
+    };
+    let wait = match query.wait.as_deref() {
+        None => false,
+        Some("idle") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "wait={other:?}: the only value is wait=idle"
+            )));
+        }
+    };
+    let from = Sender::Principal(caller.tenant.clone());
+    let host = &state.host;
+    let seq = on_session(host, info.id, |s| {
+        let (from, content) = (from.clone(), content.clone());
+        async move { s.input(from, content).await }
+    })
+    .await?;
+    if !wait {
+        return Ok((StatusCode::ACCEPTED, Json(json!({ "seq": seq }))).into_response());
+    }
+    let activity = on_session(host, info.id, |s| async move {
+        s.wait_idle(Duration::ZERO).await
+    })
+    .await?;
+    let mut outputs = Vec::new();
+    let mut from = seq;
+    loop {
+        let page = host.journal().read(info.id, from, 1024)?;
+        let Some(last) = page.last() else { break };
+        from = last.event.seq + 1;
+        for stored in &page {
+            if let EventBody::Output { key, content } = &stored.event.body {
+                outputs.push(
+                    json!({"seq": stored.event.seq, "key": key, "content": content,
+                    "text": crate::journal::plain_text(content)}),
+                );
+            }
+        }
+    }
+    Ok(Json(
+        json!({"seq": seq, "status": format!("{activity:?}").to_lowercase(), "outputs": outputs}),
+    )
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DecideBody {
+    allow: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub(crate) async fn decide(
+    State(state): State<AppState>,
+    Path((id, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&headers)?;
+    let info = state.host.resolve(&caller.tenant, &id)?;
+    let body: DecideBody = caller.json(body).await?;
+    let by = caller.tenant.clone();
+    let seq = on_session(&state.host, info.id, |s| {
+        let (key, by, reason) = (key.clone(), by.clone(), body.reason.clone());
+        async move { s.decide(&key, body.allow, &by, reason).await }
+    })
+    .await?;
+    Ok(Json(json!({ "seq": seq })).into_response())
+}

@@ -1,0 +1,202 @@
+//! Operations on whole logs (DESIGN §5): fork, export, import and verify.
+//! None costs time proportional to the history except those that must read
+//! it all (export, verify): a fork writes one event whatever the parent's
+//! length, and reads only the parent's metadata and the event it forks at.
+
+use std::io::{BufRead, Write};
+
+use crate::journal::{
+    ChainCheck, Commit, Created, EventBody, GuestRef, Kind, LogId, LogPos, NewLog, StoredEvent,
+    from_jsonl, to_jsonl,
+};
+use crate::session::{Host, SessionError, now_ms, validate_name};
+
+/// Events read from the journal per page while exporting.
+const EXPORT_PAGE: usize = 4096;
+
+/// What a fork changes from its parent.
+#[derive(Clone, Debug, Default)]
+pub struct ForkOptions {
+    /// The last seq the fork shares with the parent; its head when `None`.
+    pub at: Option<u64>,
+    /// A name for the fork.
+    pub name: Option<String>,
+    /// The guest the fork runs on; the parent's current guest when `None`.
+    pub guest: Option<GuestRef>,
+    /// Keys that replace the top-level keys of the parent's config (a JSON
+    /// object), e.g. `{"model":"other"}` to try another model on the branch.
+    pub config: Option<serde_json::Value>,
+}
+
+impl Host {
+    /// Fork a session: a new log that shares the parent's events up to
+    /// `options.at` and goes its own way after. No event is copied; the
+    /// fork's `created` is its first own event, at `at + 1`, chained from the
+    /// parent's hash at `at`. Costs one commit, whatever the parent's length.
+    pub async fn fork(
+        &self,
+        tenant: &str,
+        id_or_name: &str,
+        options: ForkOptions,
+    ) -> Result<LogId, SessionError> {
+        if let Some(name) = &options.name {
+            validate_name(name)?;
+        }
+        let parent = self.resolve(tenant, id_or_name)?;
+        let last = parent.next_seq.checked_sub(1).ok_or_else(|| {
+            SessionError::Invalid(format!("session {id_or_name:?} has no events"))
+        })?;
+        let at = options.at.unwrap_or(last);
+        if at > last {
+            return Err(SessionError::Invalid(format!(
+                "session {id_or_name:?} has no seq {at} (its last is {last})"
+            )));
+        }
+        let base = self.created_in_view(parent.id, at)?;
+        let mut config = base.config;
+        if let Some(overrides) = options.config {
+            let (Some(into), serde_json::Value::Object(from)) = (config.as_object_mut(), overrides)
+            else {
+                return Err(SessionError::Invalid(
+                    "a fork's config must be a JSON object".into(),
+                ));
+            };
+            into.extend(from);
+        }
+        let id = uuid::Uuid::now_v7();
+        let created = Created {
+            guest: options.guest.unwrap_or(parent.guest),
+            config,
+            seed: base.seed,
+            parent: Some(LogPos {
+                log: parent.id.to_string(),
+                seq: at,
+            }),
+            compacted_from: None,
+            summary: None,
+            tools: base.tools,
+        };
+        let commit = Commit::new_log(NewLog {
+            id,
+            tenant: tenant.to_string(),
+            name: options.name.clone(),
+            at: now_ms(),
+            created,
+        });
+        match self.journal().commit(commit).await {
+            Ok(_) => Ok(id),
+            Err(crate::journal::JournalError::NameTaken { name, .. }) => {
+                Err(SessionError::NameTaken(name))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The `created` in force at `seq` of a log's view: the first own event
+    /// of the ancestor that stores `seq`. Reads one event per ancestor at most.
+    fn created_in_view(&self, log: LogId, seq: u64) -> Result<Created, SessionError> {
+        let journal = self.journal();
+        let mut holder = log;
+        let base = loop {
+            match journal.parent(holder)? {
+                Some(p) if seq <= p.seq => {
+                    holder = LogId::parse_str(&p.log)
+                        .map_err(|_| SessionError::Invalid(format!("bad parent id {:?}", p.log)))?;
+                }
+                Some(p) => break p.seq + 1,
+                None => break 0,
+            }
+        };
+        match journal.read(holder, base, 1)?.into_iter().next() {
+            Some(StoredEvent {
+                event:
+                    crate::journal::Event {
+                        body: EventBody::Created(c),
+                        ..
+                    },
+                ..
+            }) => Ok(c),
+            _ => Err(SessionError::Invalid(format!(
+                "log {holder} has no `created` at seq {base}"
+            ))),
+        }
+    }
+
+    /// Write a log's whole view (ancestry included) as JSONL, one event a
+    /// line, each ending in `\n`. Answers the number of events written.
+    pub fn export(&self, log: LogId, out: &mut dyn Write) -> Result<u64, SessionError> {
+        let journal = self.journal();
+        let mut from = 0;
+        let mut line = String::new();
+        loop {
+            let page = journal.read(log, from, EXPORT_PAGE)?;
+            let Some(last) = page.last() else { break };
+            from = last.event.seq + 1;
+            for event in &page {
+                line.clear();
+                line.push_str(&to_jsonl(event));
+                line.push('\n');
+                out.write_all(line.as_bytes())
+                    .map_err(|e| SessionError::Invalid(format!("cannot write the export: {e}")))?;
+            }
+        }
+        Ok(from)
+    }
+
+    /// Import an exported log as a new session of `tenant`. The file is read
+    /// whole and its chain checked first: an altered, reordered or cut-short
+    /// file is refused, naming its first bad line. The guest it runs on must
+    /// be stored here already (`logbook guest add`).
+    pub fn import(
+        &self,
+        tenant: &str,
+        input: &mut dyn BufRead,
+        name: Option<&str>,
+    ) -> Result<LogId, SessionError> {
+        if let Some(name) = name {
+            validate_name(name)?;
+        }
+        let mut events = Vec::new();
+        let mut check = ChainCheck::new();
+        let mut text = String::new();
+        let mut line_no = 0usize;
+        loop {
+            text.clear();
+            let read = input
+                .read_line(&mut text)
+                .map_err(|e| SessionError::Invalid(format!("cannot read the import: {e}")))?;
+            if read == 0 {
+                break;
+            }
+            line_no += 1;
+            let bad = |why: String| SessionError::Invalid(format!("line {line_no}: {why}"));
+            let Some(body) = text.strip_suffix('\n') else {
+                return Err(bad(
+                    "cut short (no end of line): the file is truncated".into()
+                ));
+            };
+            let event = from_jsonl(body).map_err(|e| bad(e.to_string()))?;
+            check.check(
+                event.event.seq,
+                event.event.at,
+                &event.event.body.to_canonical(),
+                Ok(Kind::of(&event.event.body)),
+                &event.hash,
+            );
+            if let Some((seq, why)) = check.first_bad() {
+                return Err(bad(format!("seq {seq}: {why}")));
+            }
+            events.push(event);
+        }
+        if events.is_empty() {
+            return Err(SessionError::Invalid("the file holds no events".into()));
+        }
+        match self.journal().import(tenant, name, &events) {
+            Ok(id) => Ok(id),
+            Err(crate::journal::JournalError::NameTaken { name, .. }) => {
+                Err(SessionError::NameTaken(name))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Which sessions are resident (have a live actor and guest instance), and
+//! which go first when there are too many.
+//!
+//! Invariants:
+//! - at most one actor per log in a process: an entry is replaced only after
+//!   its actor has stopped (its command channel is closed);
+//! - eviction is a request: an actor with an effect in flight (other than a
+//!   timer) or a caller waiting on it refuses it, so the bound on resident
+//!   instances can be exceeded while every resident is busy, never by
+//!   abandoning work;
+//! - a dormant session with a pending timer is woken by the `TimerWaker` when
+//!   the timer is due: sleeping costs no memory.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{Command, Session};
+use crate::journal::LogId;
+
+/// What an actor tells the residency table about itself.
+#[derive(Debug, Default)]
+pub(crate) struct ActorState {
+    /// An effect other than a timer is in flight, or a caller is waiting.
+    busy: AtomicBool,
+}
+
+impl ActorState {
+    pub(crate) fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::Relaxed);
+    }
+
+    fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) struct Resident {
+    pub(crate) session: Session,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+    pub(crate) state: Arc<ActorState>,
+    pub(crate) tenant: String,
+    pub(crate) generation: u64,
+    stamp: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    by_log: HashMap<LogId, Resident>,
+    /// Least recently used first: (stamp, log).
+    lru: BTreeSet<(u64, LogId)>,
+    per_tenant: HashMap<String, usize>,
+    clock: u64,
+}
+
+/// The resident actors of a host.
+#[derive(Default)]
+pub(crate) struct Residents {
+    table: Mutex<Table>,
+}
+
+impl Residents {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live session of a log, marked as just used.
+    pub(crate) fn touch(&self, log: LogId) -> Option<Session> {
+        let mut table = self.lock();
+        let table = &mut *table;
+        let resident = table.by_log.get_mut(&log)?;
+        if resident.session.commands.is_closed() {
+            return None;
+        }
+        table.clock += 1;
+        table.lru.remove(&(resident.stamp, log));
+        resident.stamp = table.clock;
+        table.lru.insert((resident.stamp, log));
+        Some(resident.session.clone())
+    }
+
+    /// Record a new actor, replacing a stopped one.
+    pub(crate) fn insert(
+        &self,
+        log: LogId,
+        tenant: &str,
+        generation: u64,
+        session: Session,
+        task: tokio::task::JoinHandle<()>,
+        state: Arc<ActorState>,
+    ) {
+        let mut table = self.lock();
+        table.clock += 1;
+        let stamp = table.clock;
+        if let Some(old) = table.by_log.remove(&log) {
+            table.lru.remove(&(old.stamp, log));
+            decrement(&mut table.per_tenant, &old.tenant);
+        }
+        *table.per_tenant.entry(tenant.to_string()).or_default() += 1;
+        table.lru.insert((stamp, log));
+        table.by_log.insert(
+            log,
+            Resident {
+                session,
+                task,
+                state,
+                tenant: tenant.to_string(),
+                generation,
+                stamp,
+            },
+        );
+    }
+
+    /// Take an actor out of the table, to stop it: the next activation of
+    /// its log starts a new one.
+    pub(crate) fn take(&self, log: LogId) -> Option<Resident> {
+        let mut table = self.lock();
+        let old = table.by_log.remove(&log)?;
+        table.lru.remove(&(old.stamp, log));
+        decrement(&mut table.per_tenant, &old.tenant);
+        Some(old)
+    }
+
+    /// Forget an actor that stopped, unless a newer one took its place.
+    pub(crate) fn remove(&self, log: LogId, generation: u64) {
+        let mut table = self.lock();
+        if table
+            .by_log
+            .get(&log)
+            .is_some_and(|r| r.generation == generation)
+            && let Some(old) = table.by_log.remove(&log)
+        {
+            table.lru.remove(&(old.stamp, log));
+            decrement(&mut table.per_tenant, &old.tenant);
+        }
+    }
+
+    /// Ask the least recently used idle actors to go until at most `keep`
+    /// remain (of `tenant` only, when given). Returns how many were asked.
+    pub(crate) fn evict_down_to(&self, keep: usize, tenant: Option<&str>) -> usize {
+        let table = self.lock();
+        let count = match tenant {
+            Some(t) => table.per_tenant.get(t).copied().unwrap_or(0),
+            None => table.by_log.len(),
+        };
+        let mut excess = count.saturating_sub(keep);
+        let mut asked = 0;
+        for (_, log) in &table.lru {
+            if excess == 0 {
+                break;
+            }
+            let Some(resident) = table.by_log.get(log) else {
+                continue;
+            };
+            if tenant.is_some_and(|t| t != resident.tenant) || resident.state.is_busy() {
+                continue;
+            }
+            // The actor removes itself once it has stopped.
+            let _ = resident.session.commands.send(Command::Evict);
+            excess -= 1;
+            asked += 1;
+        }
+        asked
+    }
+
+    /// How many actors are resident (of `tenant`, when given).
+    pub(crate) fn count(&self, tenant: Option<&str>) -> usize {
+        let table = self.lock();
+        match tenant {
+            Some(t) => table.per_tenant.get(t).copied().unwrap_or(0),
+            None => table.by_log.len(),
+        }
+    }
+
+    /// Take every resident out, to stop them.
+    pub(crate) fn drain(&self) -> Vec<Resident> {
+        let mut table = self.lock();
+        table.lru.clear();
+        table.per_tenant.clear();
+        table.by_log.drain().map(|(_, r)| r).collect()
+    }
+}
+
+fn decrement(counts: &mut HashMap<String, usize>, tenant: &str) {
+    if let Some(n) = counts.get_mut(tenant) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(tenant);
+        }
+    }
+}
+
+/// Wakes dormant sessions when their timers are due.
+pub(crate) struct TimerWaker {
+    register: mpsc::UnboundedSender<(u64, LogId)>,
+}
+
+impl TimerWaker {
+    /// Start the waker; `wake` activates a log (it holds the host weakly, so
+    /// the waker stops when the host goes).
+    pub(crate) fn start<F>(wake: F) -> TimerWaker
+    where
+        F: Fn(LogId) -> bool + Send + 'static,
+    {
+        let (register, mut incoming) = mpsc::unbounded_channel::<(u64, LogId)>();
+        tokio::spawn(async move {
+            let mut due: BTreeMap<(u64, LogId), ()> = BTreeMap::new();
+            loop {
+                let next = due.keys().next().copied();
+                let wait = match next {
+                    Some((until, _)) => {
+                        Duration::from_millis(until.saturating_sub(super::now_ms()))
+                    }
+                    None => Duration::from_secs(3600),
+                };
+                tokio::select! {
+                    registered = incoming.recv() => match registered {
+                        Some(entry) => { due.insert(entry, ()); }
+                        None => break,
+                    },
+                    () = tokio::time::sleep(wait), if next.is_some() => {
+                        let now = super::now_ms();
+                        let fired: Vec<_> = due.range(..=(now, LogId::max())).map(|(k, ())| *k).collect();
+                        for key in fired {
+                            due.remove(&key);
+                            if !wake(key.1) {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        TimerWaker { register }
+    }
+
+    /// Wake `log` at `until_ms` (unix ms), if it is dormant then.
+    pub(crate) fn wake_at(&self, until_ms: u64, log: LogId) {
+        let _ = self.register.send((until_ms, log));
+    }
+}

@@ -1,0 +1,233 @@
+//! Snapshots: a cache of a session's state at a seq, so that activation
+//! replays only the tail of its log (DESIGN §5).
+//!
+//! A record is keyed by (log, seq, guest digest) and holds two halves:
+//! the guest's own `snapshot()` bytes, and the host's ledger of the log's
+//! keys ([`Keys`]: every key recorded, open or closed, and the decisions).
+//! Invariant: restoring a record at `seq` and folding `seq + 1..` gives the
+//! same guest state and the same keys as a full replay; the ledger is what
+//! makes this hold for the host, whatever keys the guest asks for later (a
+//! closed key the guest wants again is known to be closed, as after a full
+//! replay). A record is written only when the session is idle and neither
+//! parked nor finished. A missing, corrupt or foreign-guest record is never
+//! an error: activation falls back to a full replay and says so in the trace.
+//!
+//! Record bytes: `SHA-256(rest) ‖ rest`, with
+//! `rest = u32 BE ledger length ‖ ledger JSON ‖ guest snapshot bytes`.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::keys::Keys;
+use super::{Host, SessionError, Shared};
+use crate::guest::{GuestBatch, GuestInstance};
+use crate::journal::{Event, EventBody, LogId};
+
+/// Encode a record from the host's keys and the guest's snapshot bytes.
+pub(crate) fn encode(keys: &Keys, guest: &[u8]) -> Result<Vec<u8>, SessionError> {
+    let ledger = serde_json::to_vec(keys)
+        .map_err(|e| SessionError::Invalid(format!("cannot encode a snapshot: {e}")))?;
+    let len = u32::try_from(ledger.len())
+        .map_err(|_| SessionError::Invalid("a snapshot's key ledger is over 4 GiB".into()))?;
+    let mut rest = Vec::with_capacity(4 + ledger.len() + guest.len());
+    rest.extend_from_slice(&len.to_be_bytes());
+    rest.extend_from_slice(&ledger);
+    rest.extend_from_slice(guest);
+    let mut out = Vec::with_capacity(32 + rest.len());
+    out.extend_from_slice(&Sha256::digest(&rest));
+    out.extend_from_slice(&rest);
+    Ok(out)
+}
+
+/// Decode a record: the keys and the guest's snapshot bytes, or why not.
+pub(crate) fn decode(record: &[u8]) -> Result<(Keys, &[u8]), String> {
+    let (sum, rest) = record
+        .split_first_chunk::<32>()
+        .ok_or("the record is shorter than its checksum")?;
+    if Sha256::digest(rest).as_slice() != sum {
+        return Err("the record's checksum does not match".into());
+    }
+    let (len, rest) = rest
+        .split_first_chunk::<4>()
+        .ok_or("the record has no ledger length")?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err("the record's ledger is cut short".into());
+    }
+    let (ledger, guest) = rest.split_at(len);
+    let keys = serde_json::from_slice(ledger).map_err(|e| format!("the ledger: {e}"))?;
+    Ok((keys, guest))
+}
+
+/// A log folded into a guest outside any actor (nothing is performed).
+pub(crate) struct Replayed {
+    pub(crate) guest: GuestInstance,
+    pub(crate) keys: Keys,
+    /// The seq after the last event folded.
+    pub(crate) next_seq: u64,
+    /// The log parked on a guest failure, or finished, by then.
+    pub(crate) ended: bool,
+}
+
+/// A fresh instance of guest `digest` for `log`, seeded by its `created`.
+pub(crate) fn instantiate(
+    shared: &Shared,
+    log: LogId,
+    digest: &str,
+) -> Result<(GuestInstance, crate::journal::Created, u64), SessionError> {
+    let loaded = match shared.engine.loaded(digest) {
+        Some(loaded) => loaded,
+        None => {
+            let bytes = shared
+                .journal
+                .guest_bytes(digest)?
+                .ok_or_else(|| SessionError::UnknownGuest(digest.to_string()))?;
+            shared.engine.load(digest, &bytes)?
+        }
+    };
+    let Some(first) = shared.journal.read(log, 0, 1)?.into_iter().next() else {
+        return Err(SessionError::UnknownSession(log.to_string()));
+    };
+    let EventBody::Created(created) = first.event.body else {
+        return Err(SessionError::Invalid(format!(
+            "log {log} does not start with `created`"
+        )));
+    };
+    let guest = shared.engine.instantiate(&loaded, created.seed)?;
+    Ok((guest, created, first.event.at))
+}
+
+/// Fold `log` into guest `digest` up to (not including) `upto`, from the
+/// newest usable snapshot when `from_snapshot`, else from seq 0.
+pub(crate) fn replay(
+    shared: &Shared,
+    log: LogId,
+    digest: &str,
+    upto: u64,
+    from_snapshot: bool,
+) -> Result<Replayed, SessionError> {
+    let (mut guest, created, at) = instantiate(shared, log, digest)?;
+    let mut keys = Keys::default();
+    let mut next_seq = 0;
+    if from_snapshot
+        && let Some((seq, record)) = shared.journal.latest_snapshot(log, digest, upto)?
+    {
+        match decode(&record) {
+            Ok((k, bytes)) if guest.restore(bytes)? => {
+                keys = k;
+                next_seq = seq + 1;
+            }
+            Ok(_) => tracing::warn!(%log, seq, "the guest refused its snapshot: full replay"),
+            Err(why) => tracing::warn!(%log, seq, "snapshot unusable ({why}): full replay"),
+        }
+    }
+    if next_seq == 0 {
+        guest.init(&created, at)?;
+    }
+    let mut ended = false;
+    let batch = shared.config.limits.replay_batch.max(1);
+    while next_seq < upto {
+        let limit = batch.min((upto - next_seq) as usize);
+        let page = shared.journal.read(log, next_seq, limit)?;
+        let Some(last) = page.last() else { break };
+        next_seq = last.event.seq + 1;
+        let events: Vec<Event> = page
+            .into_iter()
+            .map(|s| s.event)
+            .filter(|e| e.seq != 0)
+            .collect();
+        for e in &events {
+            keys.note(&e.body);
+            match &e.body {
+                EventBody::GuestFailed { .. } | EventBody::Finished { .. } => ended = true,
+                EventBody::GuestChanged { .. } => ended = false,
+                _ => {}
+            }
+        }
+        if !ended {
+            guest.apply_batch(&GuestBatch::new(&events))?;
+        }
+    }
+    Ok(Replayed {
+        guest,
+        keys,
+        next_seq,
+        ended,
+    })
+}
+
+/// What `verify --snapshots` found of one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotCheck {
+    /// The seq it was taken at.
+    pub seq: u64,
+    /// The guest that took it.
+    pub digest: String,
+    /// Why it does not equal a full replay's state at its seq; `None` when it does.
+    pub problem: Option<String>,
+}
+
+impl Host {
+    /// Store a snapshot of a dormant or live session's state at its last
+    /// event, computed off the actor (from the newest snapshot and the tail).
+    /// Answers the seq, or `None` when the session is parked or finished or
+    /// its guest keeps no snapshots.
+    pub async fn snapshot_now(&self, log: LogId) -> Result<Option<u64>, SessionError> {
+        let shared: Arc<Shared> = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let info = shared
+                .journal
+                .info(log)?
+                .ok_or_else(|| SessionError::UnknownSession(log.to_string()))?;
+            let digest = info.guest.digest;
+            let mut r = replay(&shared, log, &digest, info.next_seq, true)?;
+            if r.ended || r.next_seq == 0 {
+                return Ok(None);
+            }
+            let Some(bytes) = r.guest.snapshot()? else {
+                return Ok(None);
+            };
+            let seq = r.next_seq - 1;
+            shared
+                .journal
+                .put_snapshot(log, seq, &digest, &encode(&r.keys, &bytes)?)?;
+            Ok(Some(seq))
+        })
+        .await
+        .map_err(|e| SessionError::Invalid(format!("the snapshot task failed: {e}")))?
+    }
+
+    /// Check every snapshot of a log against a full replay to its seq: the
+    /// guest's bytes and the host's keys must be equal.
+    pub fn verify_snapshots(&self, log: LogId) -> Result<Vec<SnapshotCheck>, SessionError> {
+        let mut out = Vec::new();
+        for (seq, digest, record) in self.shared.journal.snapshots(log)? {
+            let problem = match decode(&record) {
+                Err(why) => Some(why),
+                Ok((keys, bytes)) => {
+                    let mut full = replay(&self.shared, log, &digest, seq + 1, false)?;
+                    match full.guest.snapshot()? {
+                        _ if full.next_seq != seq + 1 => Some(format!("the log has no seq {seq}")),
+                        Some(state) if state != bytes => Some(format!(
+                            "the guest's state differs from a full replay's ({} bytes stored, {} replayed)",
+                            bytes.len(),
+                            state.len()
+                        )),
+                        None => Some("the guest keeps no snapshots".into()),
+                        Some(_) if keys != full.keys => {
+                            Some("the key ledger differs from a full replay's".into())
+                        }
+                        Some(_) => None,
+                    }
+                }
+            };
+            out.push(SnapshotCheck {
+                seq,
+                digest,
+                problem,
+            });
+        }
+        Ok(out)
+    }
+}
