@@ -9,6 +9,7 @@ use std::process::Command;
 /// Guest crates: (package, embedded in the binary).
 const GUESTS: &[(&str, bool)] = &[
     ("counter", true),
+    ("counter-v2", true),
     ("assistant", true),
     ("fixture-looper", false),
     ("fixture-hog", false),

@@ -165,6 +165,13 @@ impl<A: Agent> Runtime<A> {
                 at: event.at,
                 made: 0,
             };
+            // A fork's own `created` (after the events it shares with its
+            // parent) carries the branch's guest, config and tools: it goes
+            // to `init`, which applies them over the state folded so far.
+            if let EventBody::Created(created) = &event.body {
+                self.agent.init(created, &mut fx);
+                continue;
+            }
             self.agent.apply(event, &mut fx);
         }
     }

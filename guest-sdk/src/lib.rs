@@ -73,7 +73,9 @@ pub mod prelude {
 /// State is `Self`; it must serialize so that the host can snapshot it.
 pub trait Agent: Default + serde::Serialize + serde::de::DeserializeOwned + 'static {
     /// Start a new log from its `created` event (seq 0). `config` is the
-    /// session's configuration, parsed from its JSON text.
+    /// session's configuration, parsed from its JSON text. Also called, over
+    /// the state folded so far, with a fork's own `created` (its `parent` is
+    /// set): the branch's config and tools, e.g. another model to try.
     fn init(&mut self, created: &Created, fx: &mut Effects) {
         let _ = (created, fx);
     }

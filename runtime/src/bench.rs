@@ -82,6 +82,10 @@ pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResu
         let (n, sessions, secs) = if quick { (20, 8, 0.5) } else { (300, 64, 3.0) };
         print(turn(&config, &cache, n, sessions, Duration::from_secs_f64(secs)).await?);
     }
+    if wanted("http") {
+        let (clients, secs) = if quick { (8, 0.5) } else { (64, 3.0) };
+        print(http(&config, &cache, clients, Duration::from_secs_f64(secs)).await?);
+    }
     Ok(())
 }
 
@@ -354,5 +358,88 @@ async fn turn(
         "sessions": sessions,
         "turns_per_s": (turns as f64 / elapsed).round() as u64,
         "turns_per_session": TURNS_PER_SESSION,
+    }))
+}
+
+/// HTTP clients, each driving its own counter session: an input with
+/// `?wait=idle` per request, durable before it is answered. The server runs in
+/// this process on 127.0.0.1:0 and shares its two cores with the clients.
+async fn http(
+    config: &Config,
+    cache: &Path,
+    clients: usize,
+    run_for: Duration,
+) -> BenchResult<serde_json::Value> {
+    let bed = bed(config, cache, false)?;
+    let fail = |e: &dyn std::fmt::Display| SessionError::Config(e.to_string());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| fail(&e))?;
+    let addr = listener.local_addr().map_err(|e| fail(&e))?;
+    let tenants = crate::server::Tenants::from_config(&Config::default()).map_err(|e| fail(&e))?;
+    let app = crate::server::router(bed.host.clone(), tenants, Default::default());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    crate::effects::install_crypto_provider();
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}/v1");
+    let counter = crate::examples::get("counter").expect("examples are built in");
+    bed.host
+        .add_guest(crate::journal::DEFAULT_TENANT, "counter", counter)?;
+    let mut sessions = Vec::new();
+    for i in 0..clients {
+        let created: serde_json::Value = client
+            .put(format!("{base}/sessions/by-name/bench-{i}"))
+            .json(&json!({"guest": "counter"}))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| fail(&e))?
+            .json()
+            .await
+            .map_err(|e| fail(&e))?;
+        sessions.push(created["id"].as_str().unwrap_or_default().to_string());
+    }
+    let start = Instant::now();
+    let deadline = start + run_for;
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in sessions {
+        let client = client.clone();
+        let url = format!("{base}/sessions/{id}/input?wait=idle");
+        tasks.spawn(async move {
+            let mut samples = Vec::new();
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let answer: serde_json::Value = client
+                    .post(&url)
+                    .json(&json!({"text": "inc"}))
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if answer["outputs"].as_array().is_none_or(|o| o.is_empty()) {
+                    return Err(format!(
+                        "an input was answered without its output: {answer}"
+                    ));
+                }
+                samples.push(sent.elapsed());
+            }
+            Ok::<Vec<Duration>, String>(samples)
+        });
+    }
+    let mut samples = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        samples.extend(done.map_err(|e| fail(&e))?.map_err(|e| fail(&e))?);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    server.abort();
+    Ok(json!({
+        "bench": "http",
+        "clients": clients,
+        "requests_per_s": (samples.len() as f64 / elapsed).round() as u64,
+        "p50_us": percentile(&mut samples, 0.5),
+        "p99_us": percentile(&mut samples, 0.99),
     }))
 }

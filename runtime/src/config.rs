@@ -326,6 +326,41 @@ mod tests {
     }
 
     #[test]
+    fn providers_tools_and_mcp_servers_parse() {
+        let config = Config::from_toml(
+            r#"
+[models.default]
+provider = "openai"
+base_url = "http://127.0.0.1:11434/v1"
+model = "qwen2.5:7b"
+api_key_env = "OPENAI_API_KEY"
+stream = false
+max_retries = 5
+
+[http_fetch]
+allow_hosts = ["docs.rs", "*.wikipedia.org"]
+
+[mcp.github]
+command = "github-mcp-server"
+args = ["stdio"]
+env_from = ["GITHUB_TOKEN"]
+
+[tools.policy]
+"github.*" = "ask"
+"#,
+            "x",
+        )
+        .unwrap();
+        let model = &config.models["default"];
+        assert_eq!(model.provider, "openai");
+        assert_eq!(model.api_key_env.as_deref(), Some("OPENAI_API_KEY"));
+        assert_eq!((model.stream, model.max_retries), (Some(false), Some(5)));
+        assert_eq!(config.http_fetch.allow_hosts.len(), 2);
+        assert_eq!(config.mcp["github"].args, vec!["stdio"]);
+        assert_eq!(config.tools.policy["github.*"], Policy::Ask);
+    }
+
+    #[test]
     fn policies_and_models_parse() {
         let config = Config::from_toml(
             "[models.default]\nprovider = \"echo\"\ndelay_ms = 5\n[tools.policy]\n\"fs.write\" = \"allow\"\n",

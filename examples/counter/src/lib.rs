@@ -1,5 +1,6 @@
 //! A counter: `inc` adds one, `get` tells the count, `remind MS` tells it again
-//! MS milliseconds later, `done` finishes the session.
+//! MS milliseconds later, `compact` continues the session in a new log that
+//! starts from the count, `done` finishes the session.
 
 use logbook_guest::prelude::*;
 
@@ -9,6 +10,14 @@ struct Counter {
 }
 
 impl Agent for Counter {
+    fn init(&mut self, created: &Created, _fx: &mut Effects) {
+        // A compacted log starts from the summary the old one left.
+        let summary = created.summary.as_deref().unwrap_or_default();
+        if let Some(n) = summary.strip_prefix("count = ") {
+            self.count = n.parse().unwrap_or_default();
+        }
+    }
+
     fn apply(&mut self, event: &Event, fx: &mut Effects) {
         if let Some(text) = event.input_text() {
             let mut words = text.split_whitespace();
@@ -28,6 +37,9 @@ impl Agent for Counter {
                         fx.output(format!("not a number of milliseconds: {ms}"));
                     }
                 },
+                (Some("compact"), None) => {
+                    fx.compact(format!("count = {}", self.count));
+                }
                 (Some("done"), None) => {
                     fx.finish(format!("count = {}", self.count));
                 }

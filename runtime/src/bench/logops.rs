@@ -58,17 +58,31 @@ pub(super) async fn fork(
     let id = big_log(config, cache, dir.path(), events).await?;
     let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
     let mut samples = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
+    let mut commits = Vec::with_capacity(rounds);
+    let head = host.journal().info(id)?.map_or(0, |i| i.next_seq);
+    for next in head..head + rounds as u64 {
         let start = Instant::now();
         host.fork("bench", &id.to_string(), ForkOptions::default())
             .await?;
         samples.push(start.elapsed());
+        // For reference: one durable append of one event, on the same file.
+        // A fork is one such commit plus O(1) reads; the fsync dominates both.
+        let start = Instant::now();
+        let body = EventBody::Input {
+            from: Sender::Principal("bench".into()),
+            content: vec![ContentBlock::text("get")],
+        };
+        host.journal()
+            .commit(Commit::append(id, next, vec![(1_700_000_000_000, body)]))
+            .await?;
+        commits.push(start.elapsed());
     }
     Ok(json!({
         "bench": "fork",
         "events": events,
         "p50_us": percentile(&mut samples, 0.5),
         "p99_us": percentile(&mut samples, 0.99),
+        "commit_p50_us": percentile(&mut commits, 0.5),
     }))
 }
 
@@ -112,17 +126,23 @@ pub(super) async fn wake_snapshot(
     };
     let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
     let mut samples = Vec::with_capacity(rounds);
+    let mut answered = Vec::with_capacity(rounds);
     for round in 0..=rounds {
         // Each round's `get` adds two events: snapshot them away first, so
-        // every wake restores and replays a short tail.
-        host.snapshot_now(id).await?;
+        // every wake restores the snapshot at the head.
         host.hibernate(id);
         tokio::task::yield_now().await;
+        host.snapshot_now(id).await?;
         let start = Instant::now();
+        // Activation: restore the snapshot, fold the (empty) tail; the
+        // session is live when this returns.
         let session = host.session(id)?;
+        let live = start.elapsed();
         session.input(from(), text("get")).await?;
+        // The first round also compiles or loads the component: not a wake.
         if round > 0 {
-            samples.push(start.elapsed());
+            samples.push(live);
+            answered.push(start.elapsed());
         }
     }
     Ok(json!({
@@ -130,5 +150,6 @@ pub(super) async fn wake_snapshot(
         "events": events,
         "p50_us": percentile(&mut samples, 0.5),
         "p99_us": percentile(&mut samples, 0.99),
+        "with_input_p50_us": percentile(&mut answered, 0.5),
     }))
 }

@@ -28,6 +28,24 @@ pub(crate) struct ForkArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub(crate) struct UpgradeArgs {
+    /// The session (name or id).
+    session: String,
+    /// The guest to move it to: a stored name or digest, a .wasm file, or an example.
+    #[arg(long)]
+    guest: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ReplayArgs {
+    /// The session (name or id).
+    session: String,
+    /// The guest to check: a stored name or digest, a .wasm file, or an example.
+    #[arg(long)]
+    guest: String,
+}
+
+#[derive(clap::Args, Debug)]
 pub(crate) struct ExportArgs {
     /// The session to export (name or id).
     session: String,
@@ -60,7 +78,7 @@ pub(crate) struct VerifyArgs {
 
 pub(crate) async fn fork(host: &Arc<Host>, args: ForkArgs) -> Result<ExitCode, String> {
     let guest = match &args.guest {
-        Some(g) => Some(host.guest(CLI_TENANT, g).map_err(|e| e.to_string())?),
+        Some(g) => Some(super::run::guest_ref(host, g)?),
         None => None,
     };
     let config = match &args.config {
@@ -173,4 +191,44 @@ pub(crate) fn verify(host: &Arc<Host>, args: VerifyArgs) -> Result<ExitCode, Str
     } else {
         ExitCode::FAILURE
     })
+}
+
+pub(crate) async fn upgrade(host: &Arc<Host>, args: UpgradeArgs) -> Result<ExitCode, String> {
+    let guest = super::run::guest_ref(host, &args.guest)?;
+    let seq = host
+        .upgrade(CLI_TENANT, &args.session, guest.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{}: guest-changed at seq {seq}, now on {} ({})",
+        args.session, guest.name, guest.digest
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit 0 when the guest agrees with the whole log, 1 at the first difference.
+pub(crate) async fn replay(host: &Arc<Host>, args: ReplayArgs) -> Result<ExitCode, String> {
+    let guest = super::run::guest_ref(host, &args.guest)?;
+    let report = host
+        .replay_check(CLI_TENANT, &args.session, guest.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    match report.difference {
+        None => {
+            println!(
+                "{} agrees with the log of {} ({} events)",
+                guest.name, args.session, report.events
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(d) => {
+            println!(
+                "{} differs from the log of {} at seq {}:",
+                guest.name, args.session, d.seq
+            );
+            println!("  - log:   {}", d.log);
+            println!("  + guest: {}", d.guest);
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

@@ -65,6 +65,10 @@ enum Command {
     Import(logops::ImportArgs),
     /// Recompute sessions' hash chains; exit 1 when any does not hold.
     Verify(logops::VerifyArgs),
+    /// Move a session to another guest version (appends `guest-changed`).
+    Upgrade(logops::UpgradeArgs),
+    /// Run a guest over a session's log, performing nothing; exit 1 at the first difference.
+    Replay(logops::ReplayArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +176,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
         Command::Export(args) => logops::export(&open_existing(&data, config)?, args),
         Command::Import(args) => logops::import(&open(&data, config)?, args),
         Command::Verify(args) => logops::verify(&open_existing(&data, config)?, args),
+        Command::Upgrade(args) => logops::upgrade(&open_existing(&data, config)?, args).await,
+        Command::Replay(args) => logops::replay(&open_existing(&data, config)?, args).await,
         Command::Bench(args) => {
             let options = crate::bench::BenchOptions {
                 only: args.only,

@@ -243,7 +243,7 @@ impl Printer {
 }
 
 /// A guest by `.wasm` path, stored name, or built-in example; stored if new.
-fn guest_ref(host: &Host, guest: &str) -> Result<crate::journal::GuestRef, String> {
+pub(crate) fn guest_ref(host: &Host, guest: &str) -> Result<crate::journal::GuestRef, String> {
     let path = PathBuf::from(guest);
     if guest.ends_with(".wasm") || path.is_file() {
         let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {guest}: {e}"))?;

@@ -18,6 +18,9 @@ pub(crate) struct LogArgs {
     /// Keep printing events as they are appended.
     #[arg(long, short = 'f')]
     pub(crate) follow: bool,
+    /// The whole chain: the logs this one was compacted from, oldest first.
+    #[arg(long)]
+    pub(crate) all: bool,
 }
 
 pub(crate) fn log(host: &Arc<Host>, args: LogArgs) -> Result<ExitCode, String> {
@@ -31,23 +34,33 @@ pub(crate) fn log(host: &Arc<Host>, args: LogArgs) -> Result<ExitCode, String> {
         .resolve(CLI_TENANT, &args.session)
         .map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
-    let mut from = 0;
-    loop {
-        let page = host
-            .journal()
-            .read(info.id, from, 1024)
-            .map_err(|e| e.to_string())?;
-        let Some(last) = page.last() else { break };
-        from = last.event.seq + 1;
-        for event in &page {
-            let line = if args.json {
-                to_jsonl(event)
-            } else {
-                timeline_line(event)
-            };
-            // A closed pipe (`| head`) ends the listing quietly.
-            if writeln!(out, "{line}").is_err() {
-                return Ok(ExitCode::SUCCESS);
+    let chain = if args.all {
+        host.compaction_chain(info.id).map_err(|e| e.to_string())?
+    } else {
+        vec![info.id]
+    };
+    for log in chain {
+        if args.all && !args.json && writeln!(out, "== log {log}").is_err() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut from = 0;
+        loop {
+            let page = host
+                .journal()
+                .read(log, from, 1024)
+                .map_err(|e| e.to_string())?;
+            let Some(last) = page.last() else { break };
+            from = last.event.seq + 1;
+            for event in &page {
+                let line = if args.json {
+                    to_jsonl(event)
+                } else {
+                    timeline_line(event)
+                };
+                // A closed pipe (`| head`) ends the listing quietly.
+                if writeln!(out, "{line}").is_err() {
+                    return Ok(ExitCode::SUCCESS);
+                }
             }
         }
     }
@@ -83,7 +96,19 @@ fn detail(body: &EventBody) -> String {
         }
     };
     match body {
-        EventBody::Created(c) => format!("guest {} ({})", c.guest.name, c.guest.digest),
+        EventBody::Created(c) => {
+            let mut line = format!("guest {} ({})", c.guest.name, c.guest.digest);
+            if let Some(p) = &c.parent {
+                line.push_str(&format!("; fork of {} at seq {}", p.log, p.seq));
+            }
+            if let Some(p) = &c.compacted_from {
+                line.push_str(&format!("; compacted from {} at seq {}", p.log, p.seq));
+            }
+            if let Some(summary) = &c.summary {
+                line.push_str(&format!("; summary: {}", short(summary)));
+            }
+            line
+        }
         EventBody::Input { from, content } => {
             let from = match from {
                 crate::journal::Sender::Principal(p) => p.clone(),

@@ -9,8 +9,6 @@ mod http_fetch;
 mod mcp;
 mod model;
 mod providers;
-
-pub(crate) use providers::install_crypto_provider;
 mod tool;
 
 pub use fs::{FsRead, FsWrite};
@@ -20,7 +18,7 @@ pub use model::{
     DeltaKind, DeltaSink, EchoModel, Message, ModelDelta, ModelError, ModelFuture, ModelProvider,
     ModelRegistry, ModelRequest, RetryPolicy, Role,
 };
-pub use providers::{Anthropic, OpenAi};
+pub use providers::{Anthropic, OpenAi, install_crypto_provider};
 pub use tool::{Tool, ToolContext, ToolError, ToolRegistry};
 
 use crate::journal::{ContentBlock, Question, ToolCall};

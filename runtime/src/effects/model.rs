@@ -461,6 +461,37 @@ mod tests {
     }
 
     #[test]
+    fn a_tenants_aliases_win_and_default_falls_back_to_echo() {
+        let mut config = crate::config::Config::default();
+        let mut tenant = crate::config::TenantConfig::default();
+        tenant.models.insert(
+            "default".into(),
+            ModelConfig {
+                provider: "openai".into(),
+                model: Some("m".into()),
+                ..ModelConfig::default()
+            },
+        );
+        config.tenants.insert("acme".into(), tenant);
+        let registry = ModelRegistry::for_config(&config, None).unwrap();
+        assert_eq!(
+            registry.get_for("acme", "default").unwrap().name(),
+            "openai"
+        );
+        assert_eq!(registry.get_for("other", "default").unwrap().name(), "echo");
+        assert!(registry.get_for("acme", "missing").is_none());
+        let mut bad = crate::config::Config::default();
+        bad.models.insert(
+            "x".into(),
+            ModelConfig {
+                provider: "nope".into(),
+                ..ModelConfig::default()
+            },
+        );
+        assert!(ModelRegistry::for_config(&bad, None).is_err());
+    }
+
+    #[test]
     fn digests_differ_with_content() {
         let a = request(vec![user("a")]);
         let b = request(vec![user("b")]);

@@ -145,20 +145,32 @@ impl GuestEngine {
 
     /// A fresh instance of a loaded guest, for a log with this seed.
     pub fn instantiate(&self, guest: &LoadedGuest, seed: u64) -> Result<GuestInstance, GuestError> {
-        let sandbox = Sandbox::new(
-            self.limits.memory_per_instance,
-            self.limits.guest_output_bytes,
-        );
+        self.instantiate_with(guest, seed, &self.limits)
+    }
+
+    /// A fresh instance under `limits` (a tenant's own, say). Its memory is
+    /// capped at the smaller of its limit and the engine's, which sized the pool.
+    pub fn instantiate_with(
+        &self,
+        guest: &LoadedGuest,
+        seed: u64,
+        limits: &Limits,
+    ) -> Result<GuestInstance, GuestError> {
+        let mut limits = limits.clone();
+        limits.memory_per_instance = limits
+            .memory_per_instance
+            .min(self.limits.memory_per_instance);
+        let sandbox = Sandbox::new(limits.memory_per_instance, limits.guest_output_bytes);
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limits);
         store
-            .set_fuel(self.limits.fuel_per_call)
+            .set_fuel(limits.fuel_per_call)
             .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
         let agent = guest
             .pre
             .instantiate(&mut store)
             .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
-        Ok(GuestInstance::new(store, agent, seed, self.limits.clone()))
+        Ok(GuestInstance::new(store, agent, seed, limits))
     }
 }
 

@@ -204,16 +204,18 @@ impl MetaChange {
                 | EventBody::GuestFailed { .. }
                 | EventBody::GuestChanged { .. }
                 | EventBody::Created(_)
+                | EventBody::Continued { .. }
         )
     }
 
-    /// The rules: `finished` sets the finished flag; `guest-failed` sets failed;
+    /// The rules: `finished` and `continued` set the finished flag; `guest-failed` sets failed;
     /// `guest-changed` clears failed and makes `to` the current guest;
     /// `created` (a fork's, met inside an imported log) makes its guest current.
     pub(crate) fn of(body: &EventBody, meta: &mut LogMeta) {
         match body {
             EventBody::Created(c) => meta.guest = c.guest.clone(),
-            EventBody::Finished { .. } => meta.finished = true,
+            // A compacted log lives on in another: this one takes no more.
+            EventBody::Finished { .. } | EventBody::Continued { .. } => meta.finished = true,
             EventBody::GuestFailed { .. } => meta.failed = true,
             EventBody::GuestChanged { to, .. } => {
                 meta.failed = false;

@@ -159,7 +159,8 @@ pub trait Journal: Send + Sync + 'static {
     fn verify(&self, log: LogId) -> Result<Verified, JournalError>;
 
     /// Stores a snapshot record of `log` at `seq` made by guest `digest`
-    /// (a cache: written without fsync, and replacing any earlier one).
+    /// (a cache: written without fsync). Older records of the same log and
+    /// guest are removed: only the newest is ever restored.
     fn put_snapshot(
         &self,
         log: LogId,

@@ -402,8 +402,24 @@ impl Journal for RedbJournal {
         let mut txn = self.db.begin_write()?;
         // A cache: losing it in a crash costs a full replay, nothing more.
         txn.set_durability(Durability::None)?;
-        txn.open_table(SNAPSHOTS)?
-            .insert((log.as_u128(), seq, digest), record)?;
+        {
+            let mut table = txn.open_table(SNAPSHOTS)?;
+            let id = log.as_u128();
+            // Only the newest of a guest is ever restored: older ones would
+            // only pile up (each holds the log's key ledger).
+            let mut older = Vec::new();
+            for entry in table.range((id, 0, "")..(id, seq, ""))? {
+                let (k, _) = entry?;
+                let (_, s, d) = k.value();
+                if d == digest {
+                    older.push(s);
+                }
+            }
+            for s in older {
+                table.remove((id, s, digest))?;
+            }
+            table.insert((id, seq, digest), record)?;
+        }
         txn.commit()?;
         Ok(())
     }

@@ -27,6 +27,8 @@ use super::chain::{GENESIS_HASH, event_hash};
 use super::commit::{Commit, Committed};
 use super::event::{Event, EventBody, StoredEvent};
 use super::info::{LogMeta, MetaChange, OpenAction, OpenRecord};
+
+mod fork;
 use super::tables::{self, EVENTS, LOGS, NAMES, OPEN};
 use super::{JournalConfig, JournalError, LogId, WriterStats};
 
@@ -397,87 +399,6 @@ impl Writer {
             }
         }
         Ok(Ok(plan))
-    }
-
-    /// Checks a fork's parent pointer and answers the hash its `created`
-    /// chains from: the parent's event at `parent.seq`, wherever in the
-    /// parent's ancestry it is stored. A fork at the parent's head takes over
-    /// its flags and open effects (the state at that seq); an earlier fork
-    /// starts with none, and its actor learns the prefix's open keys by replay.
-    /// No event is read beyond the one at `parent.seq`: a fork costs the same
-    /// whatever the length of the history.
-    fn fork_point(
-        &mut self,
-        t: &WriteTables<'_>,
-        nl: &super::NewLog,
-        parent: &super::event::LogPos,
-        meta: &mut LogMeta,
-        plan: &mut Plan,
-    ) -> Result<Result<[u8; 32], JournalError>, JournalError> {
-        let Ok(parent_id) = LogId::parse_str(&parent.log) else {
-            return Ok(Err(JournalError::Invalid(format!(
-                "fork parent {:?} is not a log id",
-                parent.log
-            ))));
-        };
-        let pid = parent_id.as_u128();
-        let Some(parent_meta) = t.meta(pid)?.filter(|m| m.tenant == nl.tenant) else {
-            return Ok(Err(JournalError::UnknownLog(parent_id)));
-        };
-        let Some(head) = self.head(t, pid)? else {
-            return Ok(Err(JournalError::UnknownLog(parent_id)));
-        };
-        if parent.seq >= head.next_seq {
-            return Ok(Err(JournalError::Invalid(format!(
-                "log {parent_id} has no seq {} (its next seq is {})",
-                parent.seq, head.next_seq
-            ))));
-        }
-        // Walk up to the ancestor that stores the row at `parent.seq`.
-        let (mut log, mut log_meta) = (pid, parent_meta.clone());
-        let mut depth = 0usize;
-        while let Some(up) = log_meta.parent.as_ref().filter(|p| parent.seq <= p.seq) {
-            let up_id = LogId::parse_str(&up.log)
-                .map_err(|_| JournalError::Corrupt(format!("bad parent id {:?}", up.log)))?
-                .as_u128();
-            depth += 1;
-            log_meta = match t.meta(up_id)? {
-                Some(m) if depth < 10_000 => m,
-                _ => {
-                    return Err(JournalError::Corrupt(format!(
-                        "the ancestry of log {parent_id} is broken at {}",
-                        up.log
-                    )));
-                }
-            };
-            log = up_id;
-        }
-        let prev = match t.events.get((log, parent.seq))? {
-            Some(v) => tables::split_event(v.value())?.1,
-            None => {
-                return Err(JournalError::Corrupt(format!(
-                    "log {} has no row for seq {}",
-                    LogId::from_u128(log),
-                    parent.seq
-                )));
-            }
-        };
-        meta.parent = Some(parent.clone());
-        if parent.seq + 1 == head.next_seq {
-            meta.finished = parent_meta.finished;
-            // A fork onto another guest is how a failed session is retried.
-            meta.failed = parent_meta.failed && parent_meta.guest == nl.created.guest;
-            let id = nl.id.as_u128();
-            for entry in t.open.range((pid, "")..)? {
-                let (k, v) = entry?;
-                let (log, key) = k.value();
-                if log != pid {
-                    break;
-                }
-                plan.opens.push((id, key.to_owned(), v.value().to_vec()));
-            }
-        }
-        Ok(Ok(prev))
     }
 
     /// A log's head: from the cache, else from its last stored event.

@@ -4,14 +4,16 @@
 //! Invariants: each SSE event's `id` is its seq, and a stream resumed with
 //! `Last-Event-ID: N` starts at N+1: no gap, no duplicate. The stream reads
 //! the journal (durable events only) and waits on the log's head between
-//! reads; it never needs, or wakes, the session's guest.
+//! reads; it never needs, or wakes, the session's guest. While a model call
+//! streams, its deltas come as `event: delta` without an `id`: they are not
+//! in the log, so they neither advance nor break a resume.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +21,10 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::{Path, Query};
+use tokio::sync::broadcast;
+
+use crate::effects::ModelDelta;
 use crate::journal::{LogId, StoredEvent, to_jsonl};
 use crate::session::Host;
 
@@ -70,6 +76,8 @@ pub(crate) async fn events(
         next: from,
         buffer: VecDeque::new(),
         head: state.host.follow(info.id)?,
+        closing: state.closing.clone(),
+        deltas: None,
     };
     let stream = futures_util::stream::unfold(follow, |mut follow| async move {
         let event = follow.next_event().await?;
@@ -87,13 +95,19 @@ struct Follow {
     next: u64,
     buffer: VecDeque<StoredEvent>,
     head: tokio::sync::watch::Receiver<u64>,
+    closing: tokio::sync::watch::Receiver<bool>,
+    /// Deltas of the session's streaming model calls, while it is resident.
+    deltas: Option<broadcast::Receiver<ModelDelta>>,
 }
 
 impl Follow {
     /// The next durable event, waiting for it if need be; `None` ends the
-    /// stream (the host is going away, or the journal failed).
+    /// stream (the server or host is going away, or the journal failed).
     async fn next_event(&mut self) -> Option<Event> {
         loop {
+            if *self.closing.borrow() {
+                return None;
+            }
             if let Some(stored) = self.buffer.pop_front() {
                 return Some(
                     Event::default()
@@ -110,12 +124,40 @@ impl Follow {
                     self.next = page.last().map_or(self.next, |e| e.event.seq + 1);
                     self.buffer.extend(page);
                 }
-                Ok(_) => self.head.changed().await.ok()?,
+                Ok(_) => {
+                    if self.deltas.is_none() {
+                        self.deltas = self.host.resident(self.log).map(|s| s.subscribe_deltas());
+                    }
+                    tokio::select! {
+                        changed = self.head.changed() => changed.ok()?,
+                        // Disabled, not taken, when nobody can close (an `Err`).
+                        Ok(_) = self.closing.wait_for(|closing| *closing) => return None,
+                        delta = next_delta(&mut self.deltas) => match delta {
+                            Ok(delta) => {
+                                let data = serde_json::to_string(&delta).unwrap_or_default();
+                                return Some(Event::default().event("delta").data(data));
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            // The session hibernated: look again next time.
+                            Err(broadcast::error::RecvError::Closed) => self.deltas = None,
+                        },
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(log = %self.log, "event stream stops: {e}");
                     return None;
                 }
             }
         }
+    }
+}
+
+/// The next delta, or never when there is no subscription.
+async fn next_delta(
+    deltas: &mut Option<broadcast::Receiver<ModelDelta>>,
+) -> Result<ModelDelta, broadcast::error::RecvError> {
+    match deltas {
+        Some(deltas) => deltas.recv().await,
+        None => std::future::pending().await,
     }
 }

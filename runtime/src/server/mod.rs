@@ -10,6 +10,7 @@
 mod auth;
 mod error;
 mod events;
+mod extract;
 mod sessions;
 
 use std::future::Future;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -26,6 +27,7 @@ use serde::Deserialize;
 
 pub use auth::Tenants;
 pub use error::ApiError;
+use extract::Query;
 
 use crate::metrics::Readings;
 use crate::session::Host;
@@ -50,6 +52,9 @@ pub(crate) struct AppState {
     pub(crate) host: Arc<Host>,
     pub(crate) tenants: Arc<Tenants>,
     pub(crate) settings: ServerSettings,
+    /// Turns true when the server shuts down: live event streams end then,
+    /// or graceful shutdown would wait for their clients forever.
+    pub(crate) closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppState {
@@ -67,6 +72,9 @@ impl AppState {
     }
 }
 
+/// How much of a body over the limit is read and dropped before the 413.
+const DRAIN_BYTES: usize = 1 << 20;
+
 /// Who is calling.
 pub(crate) struct Caller {
     pub(crate) tenant: String,
@@ -75,16 +83,34 @@ pub(crate) struct Caller {
 
 impl Caller {
     /// The request body, refused with 413 past the caller's limit.
+    ///
+    /// A body over the limit is still read, up to [`DRAIN_BYTES`] more, and
+    /// dropped: a server that answers and closes while the client is still
+    /// sending makes the client's kernel see a reset, and the client loses
+    /// the 413 it was meant to read.
     pub(crate) async fn body(&self, body: Body) -> Result<Bytes, ApiError> {
-        axum::body::to_bytes(body, self.max_body)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("the request body is larger than {} bytes", self.max_body),
-                )
-            })
+        use futures_util::StreamExt;
+        let mut chunks = body.into_data_stream();
+        let mut kept = Vec::new();
+        let mut seen = 0usize;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+            seen = seen.saturating_add(chunk.len());
+            if seen <= self.max_body {
+                kept.extend_from_slice(&chunk);
+            } else if seen > self.max_body.saturating_add(DRAIN_BYTES) {
+                break;
+            }
+        }
+        if seen > self.max_body {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the request body is larger than {} bytes", self.max_body),
+            ));
+        }
+        Ok(Bytes::from(kept))
     }
 
     /// The request body as JSON of type `T`, refused with 400 and the reason.
@@ -110,10 +136,22 @@ pub fn check_exposure(addr: &SocketAddr, tenants: &Tenants) -> Result<(), String
 
 /// The API's routes.
 pub fn router(host: Arc<Host>, tenants: Tenants, settings: ServerSettings) -> Router {
+    // Nobody closes these: event streams last as long as their clients.
+    let (_, closing) = tokio::sync::watch::channel(false);
+    app(host, tenants, settings, closing)
+}
+
+fn app(
+    host: Arc<Host>,
+    tenants: Tenants,
+    settings: ServerSettings,
+    closing: tokio::sync::watch::Receiver<bool>,
+) -> Router {
     let state = AppState {
         host,
         tenants: Arc::new(tenants),
         settings,
+        closing,
     };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -126,11 +164,19 @@ pub fn router(host: Arc<Host>, tenants: Tenants, settings: ServerSettings) -> Ro
         .route("/v1/sessions/{id}/events", get(events::events))
         .route("/v1/sessions/{id}/approvals/{key}", post(sessions::decide))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
         .with_state(state)
 }
 
 /// Serve the API on `listener` until `shutdown` completes; then stop taking
-/// connections, let requests in flight finish, and stop every session.
+/// connections, end live event streams, let requests in flight finish, and
+/// stop every session.
 pub async fn run(
     listener: tokio::net::TcpListener,
     host: Arc<Host>,
@@ -145,9 +191,13 @@ pub async fn run(
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot resume sessions: {e}"),
     }
-    let app = router(host.clone(), tenants, settings);
+    let (close, closing) = tokio::sync::watch::channel(false);
+    let app = app(host.clone(), tenants, settings, closing);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = close.send(true);
+        })
         .await?;
     host.close().await;
     Ok(())

@@ -4,16 +4,17 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::extract::{Path, Query};
 use super::{AppState, Caller};
 use crate::journal::{ContentBlock, EventBody, LogId, LogInfo, RequestedEffect, Sender};
-use crate::session::{Host, Session, SessionError};
+use crate::session::{Activity, Host, Session, SessionError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,7 +200,7 @@ pub(crate) async fn input(
     body: Body,
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
-    let info = state.host.resolve(&caller.tenant, &id)?;
+    let log = state.host.locate(&caller.tenant, &id)?;
     let body: InputBody = caller.json(body).await?;
     let content = match (body.text, body.content) {
         (Some(text), None) => vec![ContentBlock::text(text)],
@@ -221,7 +222,7 @@ pub(crate) async fn input(
     };
     let from = Sender::Principal(caller.tenant.clone());
     let host = &state.host;
-    let seq = on_session(host, info.id, |s| {
+    let seq = on_session(host, log, |s| {
         let (from, content) = (from.clone(), content.clone());
         async move { s.input(from, content).await }
     })
@@ -229,14 +230,16 @@ pub(crate) async fn input(
     if !wait {
         return Ok((StatusCode::ACCEPTED, Json(json!({ "seq": seq }))).into_response());
     }
-    let activity = on_session(host, info.id, |s| async move {
-        s.wait_idle(Duration::ZERO).await
-    })
+    let activity = on_session(
+        host,
+        log,
+        |s| async move { s.wait_idle(Duration::ZERO).await },
+    )
     .await?;
     let mut outputs = Vec::new();
     let mut from = seq;
     loop {
-        let page = host.journal().read(info.id, from, 1024)?;
+        let page = host.journal().read(log, from, 1024)?;
         let Some(last) = page.last() else { break };
         from = last.event.seq + 1;
         for stored in &page {
@@ -248,10 +251,15 @@ pub(crate) async fn input(
             }
         }
     }
-    Ok(Json(
-        json!({"seq": seq, "status": format!("{activity:?}").to_lowercase(), "outputs": outputs}),
-    )
-    .into_response())
+    // The names `GET /v1/sessions/ID` gives (the log's status).
+    let status = match activity {
+        Activity::Idle => "idle",
+        Activity::WaitingApproval => "waiting-approval",
+        Activity::Sleeping => "sleeping",
+        Activity::Finished => "finished",
+        Activity::Failed => "failed",
+    };
+    Ok(Json(json!({"seq": seq, "status": status, "outputs": outputs})).into_response())
 }
 
 #[derive(Deserialize)]
@@ -269,10 +277,10 @@ pub(crate) async fn decide(
     body: Body,
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
-    let info = state.host.resolve(&caller.tenant, &id)?;
+    let log = state.host.locate(&caller.tenant, &id)?;
     let body: DecideBody = caller.json(body).await?;
     let by = caller.tenant.clone();
-    let seq = on_session(&state.host, info.id, |s| {
+    let seq = on_session(&state.host, log, |s| {
         let (key, by, reason) = (key.clone(), by.clone(), body.reason.clone());
         async move { s.decide(&key, body.allow, &by, reason).await }
     })

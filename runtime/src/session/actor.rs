@@ -9,6 +9,7 @@
 //!   parks the session: no guest runs for it until it is upgraded.
 
 mod activate;
+mod compact;
 mod reconcile;
 mod snapshot;
 
@@ -46,6 +47,9 @@ enum Perform {
     Model(String, ModelRequest),
     Tool(String, ToolCall),
     Timer(String, u64),
+    /// Not performed: carried from reconcile to the commit, which creates
+    /// the new log (its id) starting from the summary (actor/compact.rs).
+    Compact(LogId, String),
 }
 
 struct Running {
@@ -225,7 +229,7 @@ impl Actor {
             Command::Evict if !self.is_busy() => {
                 return ControlFlow::Break(SessionError::Stopped);
             }
-            Command::Evict => {}
+            Command::Evict => self.state.stays(),
             Command::Retrying { key, event, ack } => {
                 // Logged before the retry goes ahead: nothing is performed
                 // before the event that records it is durable.
@@ -316,6 +320,7 @@ impl Actor {
                         },
                     )
                 }
+                Perform::Compact(..) => continue,
                 Perform::Timer(key, until) => {
                     let handle = perform::timer(&self.tx, key.clone(), until);
                     (

@@ -6,8 +6,8 @@
 use std::io::{BufRead, Write};
 
 use crate::journal::{
-    ChainCheck, Commit, Created, EventBody, GuestRef, Kind, LogId, LogPos, NewLog, StoredEvent,
-    from_jsonl, to_jsonl,
+    ChainCheck, Commit, Created, EventBody, GuestRef, Journal, Kind, LogId, LogPos, NewLog,
+    StoredEvent, from_jsonl, to_jsonl,
 };
 use crate::session::{Host, SessionError, now_ms, validate_name};
 
@@ -52,7 +52,7 @@ impl Host {
                 "session {id_or_name:?} has no seq {at} (its last is {last})"
             )));
         }
-        let base = self.created_in_view(parent.id, at)?;
+        let base = created_in_view(self.journal().as_ref(), parent.id, at)?;
         let mut config = base.config;
         if let Some(overrides) = options.config {
             let (Some(into), serde_json::Value::Object(from)) = (config.as_object_mut(), overrides)
@@ -92,34 +92,24 @@ impl Host {
         }
     }
 
-    /// The `created` in force at `seq` of a log's view: the first own event
-    /// of the ancestor that stores `seq`. Reads one event per ancestor at most.
-    fn created_in_view(&self, log: LogId, seq: u64) -> Result<Created, SessionError> {
-        let journal = self.journal();
-        let mut holder = log;
-        let base = loop {
-            match journal.parent(holder)? {
-                Some(p) if seq <= p.seq => {
-                    holder = LogId::parse_str(&p.log)
-                        .map_err(|_| SessionError::Invalid(format!("bad parent id {:?}", p.log)))?;
-                }
-                Some(p) => break p.seq + 1,
-                None => break 0,
+    /// The chain of logs that compaction made of a session, oldest first,
+    /// ending with `log`: each log's `created` names the one it was compacted
+    /// from. One read per log in the chain.
+    pub fn compaction_chain(&self, log: LogId) -> Result<Vec<LogId>, SessionError> {
+        let mut chain = vec![log];
+        let mut at = log;
+        while let Some(from) = created_in_view(self.journal().as_ref(), at, 0)?.compacted_from {
+            at = LogId::parse_str(&from.log)
+                .map_err(|_| SessionError::Invalid(format!("bad log id {:?}", from.log)))?;
+            if chain.contains(&at) {
+                return Err(SessionError::Invalid(format!(
+                    "log {at} is compacted from itself"
+                )));
             }
-        };
-        match journal.read(holder, base, 1)?.into_iter().next() {
-            Some(StoredEvent {
-                event:
-                    crate::journal::Event {
-                        body: EventBody::Created(c),
-                        ..
-                    },
-                ..
-            }) => Ok(c),
-            _ => Err(SessionError::Invalid(format!(
-                "log {holder} has no `created` at seq {base}"
-            ))),
+            chain.push(at);
         }
+        chain.reverse();
+        Ok(chain)
     }
 
     /// Write a log's whole view (ancestry included) as JSONL, one event a
@@ -191,6 +181,20 @@ impl Host {
         if events.is_empty() {
             return Err(SessionError::Invalid("the file holds no events".into()));
         }
+        // The guest it runs on now must be here, or it could never wake.
+        let current = events.iter().rev().find_map(|e| match &e.event.body {
+            EventBody::Created(c) => Some(&c.guest),
+            EventBody::GuestChanged { to, .. } => Some(to),
+            _ => None,
+        });
+        if let Some(guest) = current
+            && self.journal().guest_bytes(&guest.digest)?.is_none()
+        {
+            return Err(SessionError::Invalid(format!(
+                "the log runs on guest {} ({}), which is not stored here: add it first with `logbook guest add {} FILE`",
+                guest.name, guest.digest, guest.name
+            )));
+        }
         match self.journal().import(tenant, name, &events) {
             Ok(id) => Ok(id),
             Err(crate::journal::JournalError::NameTaken { name, .. }) => {
@@ -198,5 +202,39 @@ impl Host {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// The `created` in force at `seq` of a log's view: the first own event of
+/// the ancestor that stores `seq`. Reads one event, and one metadata row per
+/// ancestor at most.
+pub(crate) fn created_in_view(
+    journal: &dyn Journal,
+    log: LogId,
+    seq: u64,
+) -> Result<Created, SessionError> {
+    let mut holder = log;
+    let base = loop {
+        match journal.parent(holder)? {
+            Some(p) if seq <= p.seq => {
+                holder = LogId::parse_str(&p.log)
+                    .map_err(|_| SessionError::Invalid(format!("bad parent id {:?}", p.log)))?;
+            }
+            Some(p) => break p.seq + 1,
+            None => break 0,
+        }
+    };
+    match journal.read(holder, base, 1)?.into_iter().next() {
+        Some(StoredEvent {
+            event:
+                crate::journal::Event {
+                    body: EventBody::Created(c),
+                    ..
+                },
+            ..
+        }) => Ok(c),
+        _ => Err(SessionError::Invalid(format!(
+            "log {holder} has no `created` at seq {base}"
+        ))),
     }
 }

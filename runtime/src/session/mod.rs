@@ -15,9 +15,11 @@ mod logops;
 mod perform;
 mod residency;
 mod snapshot;
+mod upgrade;
 
 pub use self::logops::ForkOptions;
 pub use self::snapshot::SnapshotCheck;
+pub use self::upgrade::{Difference, ReplayReport};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -256,7 +258,7 @@ impl Shared {
             .get(&info.tenant)
             .and_then(|t| t.limits.active_instances);
         if let Some(limit) = tenant_limit
-            && self.residents.count(Some(&info.tenant)) >= limit
+            && self.residents.staying(Some(&info.tenant)) >= limit
             && self
                 .residents
                 .evict_down_to(limit.saturating_sub(1), Some(&info.tenant))
@@ -278,6 +280,20 @@ impl Shared {
         self.residents
             .insert(log, &info.tenant, generation, session.clone(), task, state);
         Ok(session)
+    }
+
+    /// The guest limits of a tenant: its own where it sets them, else the host's.
+    pub(crate) fn limits_for(&self, tenant: &str) -> crate::config::Limits {
+        let mut limits = self.config.limits.clone();
+        if let Some(own) = self.config.tenants.get(tenant).map(|t| &t.limits) {
+            if let Some(fuel) = own.fuel_per_event {
+                limits.fuel_per_event = fuel;
+            }
+            if let Some(memory) = own.memory_per_instance {
+                limits.memory_per_instance = memory;
+            }
+        }
+        limits
     }
 
     /// Wake `log` when `until_ms` comes, if it is dormant then.
@@ -397,18 +413,21 @@ impl Host {
         Ok(self.shared.journal.put_guest(tenant, name, bytes)?)
     }
 
-    /// A guest by name or digest.
+    /// A guest by name or digest. A digest resolves only to a guest that the
+    /// tenant stored itself: another tenant's component is not there for it.
     pub fn guest(&self, tenant: &str, name_or_digest: &str) -> Result<GuestRef, SessionError> {
         if let Some(guest) = self.shared.journal.guest_by_name(tenant, name_or_digest)? {
             return Ok(guest);
         }
         if name_or_digest.starts_with("sha256:")
-            && self.shared.journal.guest_bytes(name_or_digest)?.is_some()
+            && let Some(guest) = self
+                .shared
+                .journal
+                .guests(tenant)?
+                .into_iter()
+                .find(|g| g.digest == name_or_digest)
         {
-            return Ok(GuestRef {
-                name: name_or_digest.to_string(),
-                digest: name_or_digest.to_string(),
-            });
+            return Ok(guest);
         }
         Err(SessionError::UnknownGuest(name_or_digest.to_string()))
     }
@@ -455,6 +474,25 @@ impl Host {
                 name.unwrap_or_default().to_string(),
             )),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The log of a session id or name, checked to belong to `tenant`:
+    /// cheaper than [`Host::resolve`] when only the id is needed (a name is
+    /// per tenant already; a resident log's tenant is known in memory).
+    pub fn locate(&self, tenant: &str, id_or_name: &str) -> Result<LogId, SessionError> {
+        let unknown = || SessionError::UnknownSession(id_or_name.to_string());
+        match uuid::Uuid::parse_str(id_or_name) {
+            Ok(id) => match self.shared.residents.tenant_of(id) {
+                Some(owner) if owner == tenant => Ok(id),
+                Some(_) => Err(unknown()),
+                None => self.resolve(tenant, id_or_name).map(|info| info.id),
+            },
+            Err(_) => self
+                .shared
+                .journal
+                .resolve(tenant, id_or_name)?
+                .ok_or_else(unknown),
         }
     }
 
@@ -515,6 +553,11 @@ impl Host {
     /// The host's metrics.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.shared.metrics
+    }
+
+    /// The session of a log if it is resident now; never activates it.
+    pub fn resident(&self, log: LogId) -> Option<Session> {
+        self.shared.residents.peek(log)
     }
 
     /// How many sessions have a live actor and guest instance (of `tenant`,

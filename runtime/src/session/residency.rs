@@ -26,6 +26,9 @@ use crate::journal::LogId;
 pub(crate) struct ActorState {
     /// An effect other than a timer is in flight, or a caller is waiting.
     busy: AtomicBool,
+    /// The host asked it to go and it has not refused: it no longer counts
+    /// toward the bound, and is not asked again.
+    leaving: AtomicBool,
 }
 
 impl ActorState {
@@ -35,6 +38,15 @@ impl ActorState {
 
     fn is_busy(&self) -> bool {
         self.busy.load(Ordering::Relaxed)
+    }
+
+    /// The actor refused to go (it had work in flight): count it again.
+    pub(crate) fn stays(&self) {
+        self.leaving.store(false, Ordering::Relaxed);
+    }
+
+    fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Relaxed)
     }
 }
 
@@ -142,10 +154,8 @@ impl Residents {
     /// remain (of `tenant` only, when given). Returns how many were asked.
     pub(crate) fn evict_down_to(&self, keep: usize, tenant: Option<&str>) -> usize {
         let table = self.lock();
-        let count = match tenant {
-            Some(t) => table.per_tenant.get(t).copied().unwrap_or(0),
-            None => table.by_log.len(),
-        };
+        let staying = |r: &Resident| staying(r, tenant);
+        let count = table.by_log.values().filter(|r| staying(r)).count();
         let mut excess = count.saturating_sub(keep);
         let mut asked = 0;
         for (_, log) in &table.lru {
@@ -155,15 +165,35 @@ impl Residents {
             let Some(resident) = table.by_log.get(log) else {
                 continue;
             };
-            if tenant.is_some_and(|t| t != resident.tenant) || resident.state.is_busy() {
+            if !staying(resident) || resident.state.is_busy() {
                 continue;
             }
             // The actor removes itself once it has stopped.
+            resident.state.leaving.store(true, Ordering::Relaxed);
             let _ = resident.session.commands.send(Command::Evict);
             excess -= 1;
             asked += 1;
         }
         asked
+    }
+
+    /// The live session of a log, without marking it used.
+    pub(crate) fn peek(&self, log: LogId) -> Option<Session> {
+        let table = self.lock();
+        let resident = table.by_log.get(&log)?;
+        (!resident.session.commands.is_closed()).then(|| resident.session.clone())
+    }
+
+    /// How many resident actors are staying (not asked to leave), of
+    /// `tenant` when given: what the bounds are checked against.
+    pub(crate) fn staying(&self, tenant: Option<&str>) -> usize {
+        let table = self.lock();
+        table.by_log.values().filter(|r| staying(r, tenant)).count()
+    }
+
+    /// The tenant of a resident log.
+    pub(crate) fn tenant_of(&self, log: LogId) -> Option<String> {
+        self.lock().by_log.get(&log).map(|r| r.tenant.clone())
     }
 
     /// How many actors are resident (of `tenant`, when given).
@@ -182,6 +212,10 @@ impl Residents {
         table.per_tenant.clear();
         table.by_log.drain().map(|(_, r)| r).collect()
     }
+}
+
+fn staying(resident: &Resident, tenant: Option<&str>) -> bool {
+    !resident.state.is_leaving() && tenant.is_none_or(|t| t == resident.tenant)
 }
 
 fn decrement(counts: &mut HashMap<String, usize>, tenant: &str) {

@@ -34,6 +34,7 @@ pub const GUARD: Duration = Duration::from_secs(60);
 /// The guests the build puts in `GUEST_DIR`, by file stem.
 pub const GUESTS: &[&str] = &[
     "counter",
+    "counter_v2",
     "assistant",
     "fixture_looper",
     "fixture_hog",

@@ -315,7 +315,6 @@ async fn answer_to(host: &Arc<Host>, log: LogId, text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_is_snapshotted_and_wakes_from_its_snapshot() {
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let data = data_dir();
     let host = open_host_with(data.path(), snapshotting(5));
     let log = counted(&host, "c", 10).await;
@@ -399,12 +398,19 @@ async fn a_corrupt_or_foreign_snapshot_falls_back_to_a_full_replay() {
     host.journal()
         .put_snapshot(log, seq, &digest, &record)
         .expect("put");
-    assert_eq!(answer_to(&host, log, "inc").await, "count = 5");
     let checks = host.verify_snapshots(log).expect("verify");
     assert!(
         checks
             .iter()
             .any(|c| c.seq == seq && c.problem.as_deref().is_some_and(|p| p.contains("checksum"))),
+        "{checks:?}"
+    );
+    assert_eq!(answer_to(&host, log, "inc").await, "count = 5");
+    // Idle again after the full replay: a good snapshot replaced the bad one.
+    let checks = host.verify_snapshots(log).expect("verify");
+    assert_eq!(checks.len(), 1, "only the newest is kept: {checks:?}");
+    assert!(
+        checks[0].seq > seq && checks[0].problem.is_none(),
         "{checks:?}"
     );
 
@@ -444,4 +450,175 @@ async fn verify_snapshots_from_the_command_line() {
     let ran = run_ok(logbook(data.path()).args(["verify", "c", "--snapshots"]));
     assert!(ran.stdout.contains("snapshot at seq"), "{}", ran.stdout);
     assert!(!ran.stdout.contains("BAD"), "{}", ran.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_moves_the_name_to_a_new_log_that_starts_from_the_summary() {
+    let data = data_dir();
+    let host = open_host(data.path());
+    let old = counted(&host, "c", 3).await;
+    let session = host.session(old).expect("live");
+    say(&session, "compact").await;
+    settle(&session).await;
+
+    let old_events = events(&host, old);
+    let last = old_events.last().expect("events");
+    let EventBody::Continued { log } = &last.event.body else {
+        panic!("the old log ends with `continued`: {:?}", last.event.body);
+    };
+    let new = host.resolve(TENANT, "c").expect("the name").id;
+    assert_eq!(log, &new.to_string(), "the name moved to the new log");
+    let old_info = host.journal().info(old).expect("info").expect("old");
+    assert_eq!(old_info.status.as_str(), "finished");
+    assert_eq!(old_info.name, None);
+    let fresh = events(&host, new);
+    assert_eq!(fresh.len(), 1, "the new log shares no events: {fresh:?}");
+    let EventBody::Created(created) = &fresh[0].event.body else {
+        panic!("seq 0 is `created`");
+    };
+    assert_eq!(created.summary.as_deref(), Some("count = 3"));
+    assert_eq!(
+        created.compacted_from,
+        Some(LogPos {
+            log: old.to_string(),
+            seq: last.event.seq
+        })
+    );
+    assert_chain_holds(&host, old);
+    assert_chain_holds(&host, new);
+
+    // The old log takes no more input; the name carries on from the summary.
+    let err = session
+        .input(
+            logbook::journal::Sender::Principal("test".into()),
+            vec![logbook::journal::ContentBlock::text("inc")],
+        )
+        .await
+        .expect_err("the old log has ended");
+    assert!(err.to_string().contains("continued"), "{err}");
+    assert_eq!(answer_to(&host, new, "inc").await, "count = 4");
+    assert_eq!(host.compaction_chain(new).expect("chain"), vec![old, new]);
+
+    host.close().await;
+    drop((session, host));
+    let all = run_ok(logbook(data.path()).args(["log", "c", "--all"]));
+    assert_eq!(all.stdout.matches("== log ").count(), 2, "{}", all.stdout);
+    assert!(all.stdout.contains("continued"), "{}", all.stdout);
+    let one = run_ok(logbook(data.path()).args(["log", "c"]));
+    assert!(!one.stdout.contains("continued"), "{}", one.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_check_agrees_with_a_compatible_guest_and_names_the_first_difference() {
+    let data = data_dir();
+    let host = open_host(data.path());
+    let log = counted(&host, "c", 2).await;
+    let v1 = host.guest(TENANT, "counter").expect("v1");
+    let v2 = host
+        .add_guest(TENANT, "counter-v2", &guest_bytes("counter_v2"))
+        .expect("v2");
+    for guest in [&v1, &v2] {
+        let report = guard(host.replay_check(TENANT, "c", guest.clone()))
+            .await
+            .expect("replay");
+        assert_eq!(report.difference, None, "{} agrees", guest.name);
+        assert_eq!(report.events, events(&host, log).len() as u64);
+    }
+
+    // Version 1 did not know `dec`; version 2 would have answered otherwise.
+    assert_eq!(answer_to(&host, log, "dec").await, "unknown command: dec");
+    let seq = events(&host, log).last().expect("events").event.seq;
+    let report = guard(host.replay_check(TENANT, "c", v2.clone()))
+        .await
+        .expect("replay");
+    let d = report.difference.expect("a difference");
+    assert_eq!(d.seq, seq);
+    assert!(d.log.contains("unknown command: dec"), "{d:?}");
+    assert!(d.guest.contains("count = 1"), "{d:?}");
+    let same = guard(host.replay_check(TENANT, "c", v1))
+        .await
+        .expect("replay");
+    assert_eq!(same.difference, None);
+
+    host.close().await;
+    drop(host);
+    let differs = run(logbook(data.path()).args(["replay", "c", "--guest", "counter-v2"]));
+    assert_eq!(differs.status.code(), Some(1), "{differs:?}");
+    assert!(
+        differs.stdout.contains(&format!("at seq {seq}")),
+        "{}",
+        differs.stdout
+    );
+    assert!(differs.stdout.contains("- log:") && differs.stdout.contains("+ guest:"));
+    run_ok(logbook(data.path()).args(["replay", "c", "--guest", "counter"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_moves_a_session_to_the_new_guest_which_refolds_the_log() {
+    let data = data_dir();
+    let host = open_host(data.path());
+    let log = counted(&host, "c", 3).await;
+    let v2 = host
+        .add_guest(TENANT, "counter-v2", &guest_bytes("counter_v2"))
+        .expect("v2");
+    let seq = guard(host.upgrade(TENANT, "c", v2.clone()))
+        .await
+        .expect("upgrade");
+    let all = events(&host, log);
+    let EventBody::GuestChanged { to, .. } = &all[seq as usize].event.body else {
+        panic!("guest-changed at {seq}: {all:?}");
+    };
+    assert_eq!(to, &v2);
+    assert_eq!(
+        host.journal().info(log).expect("info").expect("log").guest,
+        v2
+    );
+    // The count came through the re-fold; `dec` is new in version 2.
+    assert_eq!(answer_to(&host, log, "dec").await, "count = 2");
+    assert_chain_holds(&host, log);
+    assert!(
+        guard(host.upgrade(TENANT, "c", v2)).await.is_err(),
+        "on v2 already"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_unparks_a_session_whose_guest_failed() {
+    let data = data_dir();
+    let host = open_host(data.path());
+    let session = start(&host, "fixture_panic", "p").await;
+    say(&session, "hi").await;
+    let _ = session
+        .input(
+            logbook::journal::Sender::Principal("test".into()),
+            vec![logbook::journal::ContentBlock::text("panic")],
+        )
+        .await;
+    settle(&session).await;
+    let log = session.id();
+    assert_eq!(
+        host.journal()
+            .info(log)
+            .expect("info")
+            .expect("log")
+            .status
+            .as_str(),
+        "failed"
+    );
+    let counter = host
+        .add_guest(TENANT, "counter", &guest_bytes("counter"))
+        .expect("counter");
+    guard(host.upgrade(TENANT, "p", counter))
+        .await
+        .expect("upgrade");
+    assert_ne!(
+        host.journal()
+            .info(log)
+            .expect("info")
+            .expect("log")
+            .status
+            .as_str(),
+        "failed"
+    );
+    assert_eq!(answer_to(&host, log, "inc").await, "count = 1");
 }

@@ -1,7 +1,8 @@
 //! A loopback HTTP/1.1 server that plays a script of replies and records the
 //! requests it got, so that a test can speak a provider's wire format on
 //! `127.0.0.1:0` and check what the host sent. Each connection serves one
-//! request and closes, which also lets a reply end a stream early.
+//! request and closes, which also lets a reply end a stream early. Below the
+//! server: replies built from the providers' documented examples.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,8 @@ pub struct Recorded {
     /// Header names in lower case.
     pub headers: HashMap<String, String>,
     pub body: serde_json::Value,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 /// What the server answers.
@@ -29,6 +32,8 @@ pub enum Reply {
     },
     /// An event stream, written as these chunks; the connection then closes.
     Sse(Vec<String>),
+    /// Never answer (for a while).
+    Hang,
 }
 
 impl Reply {
@@ -144,6 +149,7 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Recorded> {
         path,
         headers,
         body,
+        at: std::time::Instant::now(),
     })
 }
 
@@ -165,6 +171,7 @@ async fn write_reply(socket: &mut tokio::net::TcpStream, reply: Reply) -> std::i
             socket.write_all(head.as_bytes()).await?;
             socket.write_all(body.as_bytes()).await?;
         }
+        Reply::Hang => tokio::time::sleep(std::time::Duration::from_secs(30)).await,
         Reply::Sse(chunks) => {
             socket
                 .write_all(
@@ -178,4 +185,102 @@ async fn write_reply(socket: &mut tokio::net::TcpStream, reply: Reply) -> std::i
         }
     }
     socket.shutdown().await
+}
+
+// Replies built from the providers' documented examples.
+
+pub fn oa_chunk(delta: serde_json::Value, finish: Option<&str>) -> String {
+    serde_json::json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
+           "model": "gpt-4o-mini", "system_fingerprint": "fp_44709d6fcb",
+           "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+    .to_string()
+}
+
+pub fn oa_usage(prompt: u64, completion: u64) -> String {
+    serde_json::json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
+           "model": "gpt-4o-mini", "choices": [],
+           "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                     "total_tokens": prompt + completion}})
+    .to_string()
+}
+
+/// A streamed tool call of `fs_read` on note.txt, its arguments in pieces.
+pub fn oa_stream_tool_call() -> Reply {
+    Reply::sse(&[
+        (
+            "",
+            oa_chunk(
+                serde_json::json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0,
+            "id": "call_DdmO9pD3xa9XTPNJ32zg2hcA", "type": "function",
+            "function": {"name": "fs_read", "arguments": ""}}]}),
+                None,
+            ),
+        ),
+        (
+            "",
+            oa_chunk(
+                serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"pa"}}]}),
+                None,
+            ),
+        ),
+        (
+            "",
+            oa_chunk(
+                serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": "th\":\"note.txt\"}"}}]}),
+                None,
+            ),
+        ),
+        ("", oa_chunk(serde_json::json!({}), Some("tool_calls"))),
+        ("", oa_usage(82, 17)),
+        ("", "[DONE]".into()),
+    ])
+}
+
+pub fn oa_stream_text(pieces: &[&str]) -> Reply {
+    let mut events = vec![(
+        "",
+        oa_chunk(
+            serde_json::json!({"role": "assistant", "content": ""}),
+            None,
+        ),
+    )];
+    for piece in pieces {
+        events.push(("", oa_chunk(serde_json::json!({"content": piece}), None)));
+    }
+    events.push(("", oa_chunk(serde_json::json!({}), Some("stop"))));
+    events.push(("", oa_usage(120, 9)));
+    events.push(("", "[DONE]".into()));
+    Reply::sse(&events)
+}
+
+pub fn oa_whole_text(text: &str) -> Reply {
+    Reply::json(serde_json::json!({
+        "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG", "object": "chat.completion",
+        "created": 1741570283, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
+                     "refusal": null, "annotations": []},
+                     "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1117, "completion_tokens": 46, "total_tokens": 1163}
+    }))
+}
+
+pub fn an_stream_text(text: &[&str]) -> Reply {
+    let mut events = vec![
+        ("message_start", serde_json::json!({"type": "message_start", "message": {"id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}).to_string()),
+        ("content_block_start", serde_json::json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}).to_string()),
+        ("ping", serde_json::json!({"type": "ping"}).to_string()),
+    ];
+    for piece in text {
+        events.push(("content_block_delta", serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}).to_string()));
+    }
+    events.push((
+        "content_block_stop",
+        serde_json::json!({"type": "content_block_stop", "index": 0}).to_string(),
+    ));
+    events.push(("message_delta", serde_json::json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 15}}).to_string()));
+    events.push((
+        "message_stop",
+        serde_json::json!({"type": "message_stop"}).to_string(),
+    ));
+    Reply::sse(&events)
 }

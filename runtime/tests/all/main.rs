@@ -9,4 +9,6 @@ mod logops;
 mod loopback;
 mod mcp;
 mod providers;
+mod server;
 mod session;
+mod tools;

@@ -1,6 +1,7 @@
 //! MCP tools: a small rmcp server (`runtime/tests/mcp-echo`) started over
-//! stdio; its tools reach the guest namespaced, with their schemas, and the
-//! assistant calls one under the host's policy.
+//! stdio, or serving streamable HTTP on loopback; its tools reach the guest
+//! namespaced, with their schemas, and the assistant calls them under the
+//! host's policy.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -120,4 +121,58 @@ async fn mcp_tools_ask_a_human_by_default() {
         outputs(&events(&host, session.id())),
         vec!["tool echo.echo returned: hi"]
     );
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_server_over_streamable_http_serves_its_tools() {
+    use std::io::BufRead;
+    let mut child = Command::new(mcp_echo())
+        .arg("--http")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start mcp-echo --http");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let server = KillOnDrop(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the address");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("the first line names the URL")
+        .to_string();
+
+    let dir = data_dir();
+    let mut config = config();
+    config.mcp.insert(
+        "remote".into(),
+        McpServerConfig {
+            url: Some(url),
+            ..McpServerConfig::default()
+        },
+    );
+    config
+        .tools
+        .policy
+        .insert("remote.add".into(), Policy::Allow);
+    let host = open_host_with(dir.path(), config);
+    let session = start(&host, "assistant", "mcp-http").await;
+    say(&session, "/tool remote.add {\"a\": 20, \"b\": 22}").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    assert_eq!(
+        outputs(&events(&host, session.id())),
+        vec!["tool remote.add returned: 42"]
+    );
+    drop(server);
 }

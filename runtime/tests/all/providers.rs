@@ -9,10 +9,12 @@ use logbook::config::{Config, ModelConfig, Policy, TenantConfig};
 use logbook::effects::DeltaKind;
 use logbook::journal::{ContentBlock, ErrorKind, EventBody, LogId, Outcome, StopReason};
 use logbook::session::{Activity, Host, HostOptions};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::fixtures::*;
-use crate::loopback::{Loopback, Reply};
+use crate::loopback::{
+    Loopback, Reply, an_stream_text, oa_stream_text, oa_stream_tool_call, oa_whole_text,
+};
 
 const OPENAI_KEY_VAR: &str = "LOGBOOK_TEST_OPENAI_KEY";
 const OPENAI_KEY: &str = "sk-test-openai-4f9c2a7d1e";
@@ -107,96 +109,6 @@ fn assert_no_keys(host: &Host, log: LogId) {
             "a key is in the log: {text}"
         );
     }
-}
-
-fn oa_chunk(delta: Value, finish: Option<&str>) -> String {
-    json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
-           "model": "gpt-4o-mini", "system_fingerprint": "fp_44709d6fcb",
-           "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
-    .to_string()
-}
-
-fn oa_usage(prompt: u64, completion: u64) -> String {
-    json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1694268190,
-           "model": "gpt-4o-mini", "choices": [],
-           "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                     "total_tokens": prompt + completion}})
-    .to_string()
-}
-
-/// A streamed tool call of `fs_read` on note.txt, its arguments in pieces.
-fn oa_stream_tool_call() -> Reply {
-    Reply::sse(&[
-        (
-            "",
-            oa_chunk(
-                json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0,
-            "id": "call_DdmO9pD3xa9XTPNJ32zg2hcA", "type": "function",
-            "function": {"name": "fs_read", "arguments": ""}}]}),
-                None,
-            ),
-        ),
-        (
-            "",
-            oa_chunk(
-                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"pa"}}]}),
-                None,
-            ),
-        ),
-        (
-            "",
-            oa_chunk(
-                json!({"tool_calls": [{"index": 0, "function": {"arguments": "th\":\"note.txt\"}"}}]}),
-                None,
-            ),
-        ),
-        ("", oa_chunk(json!({}), Some("tool_calls"))),
-        ("", oa_usage(82, 17)),
-        ("", "[DONE]".into()),
-    ])
-}
-
-fn oa_stream_text(pieces: &[&str]) -> Reply {
-    let mut events = vec![(
-        "",
-        oa_chunk(json!({"role": "assistant", "content": ""}), None),
-    )];
-    for piece in pieces {
-        events.push(("", oa_chunk(json!({"content": piece}), None)));
-    }
-    events.push(("", oa_chunk(json!({}), Some("stop"))));
-    events.push(("", oa_usage(120, 9)));
-    events.push(("", "[DONE]".into()));
-    Reply::sse(&events)
-}
-
-fn oa_whole_text(text: &str) -> Reply {
-    Reply::json(json!({
-        "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG", "object": "chat.completion",
-        "created": 1741570283, "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
-                     "refusal": null, "annotations": []},
-                     "logprobs": null, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1117, "completion_tokens": 46, "total_tokens": 1163}
-    }))
-}
-
-fn an_stream_text(text: &[&str]) -> Reply {
-    let mut events = vec![
-        ("message_start", json!({"type": "message_start", "message": {"id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}).to_string()),
-        ("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}).to_string()),
-        ("ping", json!({"type": "ping"}).to_string()),
-    ];
-    for piece in text {
-        events.push(("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}).to_string()));
-    }
-    events.push((
-        "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}).to_string(),
-    ));
-    events.push(("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 15}}).to_string()));
-    events.push(("message_stop", json!({"type": "message_stop"}).to_string()));
-    Reply::sse(&events)
 }
 
 const SIGNATURE: &str = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds";
@@ -429,12 +341,14 @@ async fn a_session_started_on_openai_continues_on_anthropic() {
 async fn a_rate_limit_is_retried_after_its_retry_after_and_each_failure_is_logged() {
     let limited = Reply::Body {
         status: 429,
-        headers: vec![("retry-after".into(), "0".into())],
+        headers: vec![("retry-after".into(), "1".into())],
         body: json!({"error": {"message": "Rate limit reached for gpt-4o-mini", "type": "requests", "code": "rate_limit_exceeded"}}).to_string(),
     };
     let server = Loopback::start(vec![limited, oa_whole_text("hello after waiting")]).await;
     let dir = data_dir();
-    let host = open_host_with(dir.path(), config_with(model("openai", &server, true)));
+    let mut config = model("openai", &server, true);
+    config.retry_max_ms = Some(5_000);
+    let host = open_host_with(dir.path(), config_with(config));
     let session = assistant(&host, "limited").await;
     say(&session, "hi").await;
     settle(&session).await;
@@ -455,7 +369,14 @@ async fn a_rate_limit_is_retried_after_its_retry_after_and_each_failure_is_logge
         kinds_of_key(&log, "model-1"),
         vec!["requested", "failed", "completed"]
     );
-    assert_eq!(server.requests().len(), 2);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    // Retry-After said one second; the backoff alone would have been ~5 ms.
+    let waited = requests[1].at - requests[0].at;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "retried after {waited:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,5 +503,67 @@ async fn a_tool_denied_by_a_tenant_glob_reaches_the_model_as_an_error() {
     assert!(
         result["content"].as_str().unwrap().contains("denied"),
         "{result}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_alias_and_the_sessions_chat_config_shape_the_request() {
+    let server = Loopback::start(vec![oa_whole_text("Terse.")]).await;
+    let dir = data_dir();
+    let mut config = config();
+    let mut tenant = TenantConfig::default();
+    tenant
+        .models
+        .insert("fast".into(), model("openai", &server, false));
+    config.tenants.insert(TENANT.into(), tenant);
+    let host = open_host_with(dir.path(), config);
+    let guest = host
+        .add_guest(TENANT, "assistant", &guest_bytes("assistant"))
+        .unwrap();
+    let settings =
+        json!({"model": "fast", "system": "Be terse.", "tools": ["fs.r*"], "max_tokens": 77});
+    let id = host
+        .create_session(TENANT, Some("configured"), guest, settings)
+        .await
+        .unwrap();
+    let session = host.session(id).unwrap();
+    say(&session, "hi").await;
+    settle(&session).await;
+    assert_eq!(outputs(&events(&host, id)), vec!["Terse."]);
+    let body = &server.requests()[0].body;
+    assert_eq!(
+        body["messages"][0],
+        json!({"role": "system", "content": "Be terse."})
+    );
+    assert_eq!(body["max_tokens"], 77);
+    let tools: Vec<&str> = body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tools,
+        vec!["fs_read"],
+        "only the tools the session's config picks"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_does_not_answer_times_out_into_a_recorded_failure() {
+    let server = Loopback::start(vec![Reply::Hang]).await;
+    let dir = data_dir();
+    let mut config = model("anthropic", &server, true);
+    config.timeout_ms = Some(200);
+    config.max_retries = Some(0);
+    let host = open_host_with(dir.path(), config_with(config));
+    let session = assistant(&host, "silent").await;
+    say(&session, "hi").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let failed = failures(&events(&host, session.id()));
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(
+        (failed[0].0, failed[0].1, failed[0].2),
+        (false, 1, ErrorKind::Timeout)
     );
 }

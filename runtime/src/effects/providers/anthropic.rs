@@ -435,3 +435,90 @@ impl ModelProvider for Anthropic {
         self.http.retry
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fold(events: &[Value]) -> (Result<bool, ModelError>, Answer) {
+        let mut answer = Answer::default();
+        let mut last = Ok(false);
+        for event in events {
+            last = answer.event(event, &|_, _| {});
+            if !matches!(last, Ok(false)) {
+                break;
+            }
+        }
+        (last, answer)
+    }
+
+    #[test]
+    fn streamed_thinking_and_tool_use_are_assembled() {
+        let events = [
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-sonnet-4-5", "usage": {"input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me think"}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQBCgIYAh"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "fs_read", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"path\": "}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "\"a.txt\"}"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 42}}),
+            json!({"type": "message_stop"}),
+        ];
+        let (done, answer) = fold(&events);
+        assert!(matches!(done, Ok(true)));
+        let mut names = ToolNames::default();
+        names.wire("fs.read");
+        let response = answer.into_response(&names, "m").unwrap();
+        assert_eq!(response.stop_reason, StopReason::ToolUse);
+        assert_eq!(response.usage.input_tokens, 15);
+        assert_eq!(response.usage.output_tokens, 42);
+        assert_eq!(
+            response.content[0],
+            ContentBlock::Reasoning {
+                text: Some("Let me think".into()),
+                signature: Some("EqQBCgIYAh".into()),
+                opaque: None,
+                provider: "anthropic".into(),
+            }
+        );
+        assert_eq!(
+            response.content[1],
+            ContentBlock::ToolCall(ToolCall {
+                id: "toolu_1".into(),
+                name: "fs.read".into(),
+                arguments: "{\"path\": \"a.txt\"}".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn an_overloaded_error_event_is_retryable() {
+        let (done, _) = fold(&[
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ]);
+        let error = done.expect_err("an error event fails the attempt");
+        assert!(error.retryable);
+        assert_eq!(error.kind, ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn reasoning_of_another_provider_is_dropped() {
+        let message = Message {
+            role: Role::Assistant,
+            content: vec![
+                ContentBlock::Reasoning {
+                    text: Some("t".into()),
+                    signature: None,
+                    opaque: Some("enc".into()),
+                    provider: "openai".into(),
+                },
+                ContentBlock::text("hi"),
+            ],
+        };
+        let out = blocks(&message, &mut ToolNames::default());
+        assert_eq!(out, vec![json!({"type": "text", "text": "hi"})]);
+    }
+}

@@ -129,7 +129,11 @@ impl HttpSettings {
     }
 }
 
-pub(crate) fn install_crypto_provider() {
+/// Install the TLS crypto provider (rustls with ring) for this process, once.
+/// reqwest is built without a provider of its own (so that it needs no
+/// system libraries or CMake): call this before building any
+/// `reqwest::Client`. Harmless if a provider is installed already.
+pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Another part of the process may have installed one already: fine.

@@ -44,6 +44,7 @@ pub(super) fn note_end(
 ) {
     match body {
         EventBody::Finished { result, .. } => *finished = Some(result.clone()),
+        EventBody::Continued { log } => *finished = Some(format!("continued in log {log}")),
         EventBody::GuestFailed { message } => *parked = Some(message.clone()),
         EventBody::GuestChanged { .. } => *parked = None,
         _ => {}
@@ -155,7 +156,11 @@ impl Actor {
                     self.host.engine.load(digest, &bytes)?
                 }
             };
-            let mut guest = self.host.engine.instantiate(&loaded, created.seed)?;
+            let limits = self.host.limits_for(&self.tenant);
+            let mut guest = self
+                .host
+                .engine
+                .instantiate_with(&loaded, created.seed, &limits)?;
             guest.init(created, *at)?;
             self.guest = Some(guest);
         }

@@ -75,6 +75,7 @@ impl Actor {
             self.start(performs);
             return Ok(Vec::new());
         }
+        let (new_logs, names) = self.compaction(base, &staged, &mut performs)?;
         let append = Append {
             log: self.log,
             expected_seq: base,
@@ -84,11 +85,18 @@ impl Actor {
             .host
             .journal
             .commit(Commit {
+                new_logs,
                 appends: vec![append],
-                ..Commit::default()
+                names,
             })
             .await?;
-        let stored: Vec<StoredEvent> = committed.events.into_iter().map(|(_, e)| e).collect();
+        let log = self.log;
+        let stored: Vec<StoredEvent> = committed
+            .events
+            .into_iter()
+            .filter(|(l, _)| *l == log)
+            .map(|(_, e)| e)
+            .collect();
         for event in &stored {
             self.note(&event.event.body);
             if self.events.receiver_count() > 0 {
@@ -187,15 +195,24 @@ impl Actor {
             match body {
                 EffectBody::Output(content) => events.push(EventBody::Output { key, content }),
                 EffectBody::Finish(result) => events.push(EventBody::Finished { key, result }),
-                EffectBody::Send { .. } | EffectBody::Compact(_) => {
-                    events.push(EventBody::Failed {
-                        key,
-                        error: ErrorKind::Unsupported,
-                        message: "this host does not perform send or compact yet".into(),
-                        retryable: false,
-                        attempt: 1,
-                    })
+                EffectBody::Compact(summary) => {
+                    // One compaction per commit: the guest keeps wanting it
+                    // until the log it is in has ended.
+                    if !performs.iter().any(|p| matches!(p, Perform::Compact(..))) {
+                        let next = uuid::Uuid::now_v7();
+                        events.push(EventBody::Continued {
+                            log: next.to_string(),
+                        });
+                        performs.push(Perform::Compact(next, summary));
+                    }
                 }
+                EffectBody::Send { .. } => events.push(EventBody::Failed {
+                    key,
+                    error: ErrorKind::Unsupported,
+                    message: "this host does not perform send yet".into(),
+                    retryable: false,
+                    attempt: 1,
+                }),
                 EffectBody::Model(request) => {
                     events.push(EventBody::Requested {
                         key: key.clone(),

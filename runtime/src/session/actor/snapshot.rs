@@ -17,6 +17,7 @@ impl Actor {
             return None;
         }
         let digest = &info.guest.digest;
+        let started = std::time::Instant::now();
         let (seq, record) = match self
             .host
             .journal
@@ -40,6 +41,13 @@ impl Actor {
             .and_then(|(mut guest, _, _)| Ok((guest.restore(bytes)?, guest)));
         match restored {
             Ok((true, guest)) => {
+                tracing::debug!(
+                    log = %self.log,
+                    seq,
+                    bytes = record.len(),
+                    us = started.elapsed().as_micros() as u64,
+                    "restored a snapshot"
+                );
                 self.guest = Some(guest);
                 self.snapshot_seq = seq;
                 Some((seq + 1, keys))

@@ -1,6 +1,8 @@
-//! A tiny MCP server over stdio, for Logbook's tests: `echo` answers with its
-//! text, `add` with a sum. Built with rmcp's server side, so the host's MCP
-//! client is tested against the official SDK's behaviour.
+//! A tiny MCP server for Logbook's tests: `echo` answers with its text, `add`
+//! with a sum. Built with rmcp's server side, so the host's MCP client is
+//! tested against the official SDK's behaviour. Over stdio by default; with
+//! `--http` it serves streamable HTTP on a free loopback port and prints
+//! `listening on URL` as its first line.
 
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{ServerCapabilities, ServerConfig};
@@ -44,6 +46,20 @@ impl ServerHandler for Echo {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().nth(1).as_deref() == Some("--http") {
+        use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+        use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+        let service = StreamableHttpService::new(
+            || Ok(Echo),
+            LocalSessionManager::default().into(),
+            StreamableHttpServerConfig::default(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("listening on http://{}/mcp", listener.local_addr()?);
+        let router = axum::Router::new().nest_service("/mcp", service);
+        axum::serve(listener, router).await?;
+        return Ok(());
+    }
     let server = Echo.serve(rmcp::transport::stdio()).await?;
     server.waiting().await?;
     Ok(())
