@@ -83,11 +83,21 @@ pub(crate) async fn run(data: &Path, config: Config, args: RunArgs) -> Result<Ex
         }
         Err(e) => return Err(e.to_string()),
     };
+    let mut info = info;
     let mut printer = Printer::new(&host, &info);
-    let session = host.session(info.id).map_err(|e| e.to_string())?;
+    let mut session = host.session(info.id).map_err(|e| e.to_string())?;
     let horizon = Duration::from_millis(host.config().run.timer_horizon_ms);
     let mut activity = settle(&session, horizon, &mut printer).await?;
     for text in &args.inputs {
+        // A compaction moves the name to a new log: the next input goes there.
+        if let Ok(now) = host.resolve(CLI_TENANT, &args.session)
+            && now.id != info.id
+        {
+            info = now;
+            printer = Printer::new(&host, &info);
+            session = host.session(info.id).map_err(|e| e.to_string())?;
+            settle(&session, horizon, &mut printer).await?;
+        }
         let content = vec![ContentBlock::text(text.clone())];
         session
             .input(Sender::Principal("cli".into()), content)

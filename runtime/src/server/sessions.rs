@@ -287,3 +287,41 @@ pub(crate) async fn decide(
     .await?;
     Ok(Json(json!({ "seq": seq })).into_response())
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ForkBody {
+    #[serde(default)]
+    at: Option<u64>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    guest: Option<String>,
+    #[serde(default)]
+    config: Option<Value>,
+}
+
+/// `POST /v1/sessions/ID/fork`: a new session sharing the parent's log up to
+/// `at` (its head by default), copying no event.
+pub(crate) async fn fork(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&headers)?;
+    let body: ForkBody = caller.json(body).await?;
+    let guest = match &body.guest {
+        Some(guest) => Some(state.host.guest(&caller.tenant, guest)?),
+        None => None,
+    };
+    let options = crate::session::ForkOptions {
+        at: body.at,
+        name: body.name,
+        guest,
+        config: body.config,
+    };
+    let id = state.host.fork(&caller.tenant, &id, options).await?;
+    let info = state.host.resolve(&caller.tenant, &id.to_string())?;
+    Ok((StatusCode::CREATED, Json(view(&info))).into_response())
+}

@@ -1473,3 +1473,51 @@ async fn sigterm_ends_live_event_streams_and_exits_0() {
         assert!(!chunk.contains("id:"), "no more events: {chunk}");
     }
 }
+
+// ----- forks over HTTP (issue 5) -----
+
+/// `POST /v1/sessions/ID/fork` branches a session at a seq: the branch sees
+/// the parent's state there, then both go their own way; another tenant
+/// cannot fork it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_forks_over_http_and_both_branches_go_their_own_way() {
+    let (config, token_a, token_b) = tenants_config();
+    let server = Server::start(config).await;
+    let a = server.api(Some(token_a));
+    let b = server.api(Some(token_b));
+    a.add_guest("counter").await;
+    a.session("counter", "trunk").await;
+    a.send_and_wait("trunk", "inc").await; // seq 1, 2: count = 1
+    a.send_and_wait("trunk", "inc").await; // seq 3, 4: count = 2
+
+    let (status, branch) = a
+        .post(
+            "/v1/sessions/trunk/fork",
+            json!({"at": 2, "name": "branch"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{branch}");
+    assert_eq!(branch["name"], "branch");
+    assert_ne!(branch["id"], Value::Null);
+    assert_eq!(
+        output_texts(&a.send_and_wait("branch", "get").await),
+        ["count = 1"],
+        "the branch starts from the parent's state at seq 2"
+    );
+    assert_eq!(
+        output_texts(&a.send_and_wait("trunk", "get").await),
+        ["count = 2"],
+        "the parent is untouched"
+    );
+    assert_error(
+        &b.post("/v1/sessions/trunk/fork", json!({})).await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &a.post("/v1/sessions/trunk/fork", json!({"at": 999})).await,
+        400,
+        "bad_request",
+    );
+    server.stop().await;
+}

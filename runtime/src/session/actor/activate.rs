@@ -56,21 +56,84 @@ impl Actor {
     /// unless the log says it is parked or finished. A guest fault during
     /// replay is returned (for `resume` to log); anything else is an error.
     pub(super) fn replay(&mut self, info: &LogInfo) -> Result<Option<GuestError>, SessionError> {
-        let journal = self.host.journal.clone();
         let batch = self.host.config.limits.replay_batch.max(1);
-        let log = self.log;
         let mut fold = !matches!(info.status, LogStatus::Failed | LogStatus::Finished);
         let mut fault = None;
-        // A reader thread decodes pages, notes their keys and converts them
-        // for the guest while the guest folds the page before: a wake is on
-        // the path of a waiting caller, and the two take about as long.
         // From the newest snapshot when there is a usable one: only the tail
         // is read and folded (session::snapshot has the invariant).
+        let began = std::time::Instant::now();
         let mut start = Ledger::default();
         if fold && let Some((next_seq, keys)) = self.restore_snapshot(info) {
             start.next_seq = next_seq;
             start.keys = keys;
         }
+        let ledger =
+            if start.next_seq > 0 && info.next_seq.saturating_sub(start.next_seq) < batch as u64 {
+                // A tail of less than a page is read here: starting a reader
+                // thread would take longer than the page.
+                self.fold_tail(start, &mut fold, &mut fault)?
+            } else {
+                self.read_and_fold(info, start, &mut fold, &mut fault)?
+            };
+        tracing::debug!(
+            log = %self.log,
+            events = ledger.next_seq,
+            us = began.elapsed().as_micros() as u64,
+            "replayed"
+        );
+        self.next_seq = ledger.next_seq;
+        self.keys = ledger.keys;
+        self.parked = ledger.parked;
+        self.finished = ledger.finished;
+        if !fold || self.parked.is_some() || self.finished.is_some() {
+            self.guest = None;
+        }
+        Ok(fault)
+    }
+
+    /// Read one short page after a snapshot and fold it, in this thread.
+    fn fold_tail(
+        &mut self,
+        mut ledger: Ledger,
+        fold: &mut bool,
+        fault: &mut Option<GuestError>,
+    ) -> Result<Ledger, SessionError> {
+        let batch = self.host.config.limits.replay_batch.max(1);
+        let page = self.host.journal.read(self.log, ledger.next_seq, batch)?;
+        let events: Vec<Event> = page.into_iter().map(|s| s.event).collect();
+        for event in &events {
+            ledger.next_seq = event.seq + 1;
+            ledger.note(&event.body);
+        }
+        if *fold
+            && let Some(guest) = &mut self.guest
+            && let Err(e) = guest.apply(&events)
+        {
+            if !e.is_guest_fault() {
+                return Err(SessionError::from(e));
+            }
+            *fold = false;
+            *fault = Some(e);
+        }
+        Ok(ledger)
+    }
+
+    /// Read the log from `start` and fold it. A reader thread decodes pages,
+    /// notes their keys and converts them for the guest while the guest
+    /// folds the page before: a wake is on the path of a waiting caller, and
+    /// the two take about as long.
+    fn read_and_fold(
+        &mut self,
+        info: &LogInfo,
+        start: Ledger,
+        fold_: &mut bool,
+        fault_: &mut Option<GuestError>,
+    ) -> Result<Ledger, SessionError> {
+        let journal = self.host.journal.clone();
+        let batch = self.host.config.limits.replay_batch.max(1);
+        let log = self.log;
+        let mut fold = *fold_;
+        let mut fault = None;
         let (pages, incoming) = std::sync::mpsc::sync_channel::<Page>(2);
         // Folded batches go back to the reader to be freed, off the fold's path.
         let (spent, folded) = std::sync::mpsc::channel::<GuestBatch>();
@@ -129,14 +192,9 @@ impl Actor {
                 .join()
                 .map_err(|_| SessionError::Invalid("the replay reader panicked".into()))?
         })?;
-        self.next_seq = ledger.next_seq;
-        self.keys = ledger.keys;
-        self.parked = ledger.parked;
-        self.finished = ledger.finished;
-        if !fold || self.parked.is_some() || self.finished.is_some() {
-            self.guest = None;
-        }
-        Ok(fault)
+        *fold_ = fold;
+        *fault_ = fault;
+        Ok(ledger)
     }
 
     /// Fold a replayed page, creating the guest on `created`.
