@@ -142,6 +142,19 @@ fn percentile(samples: &mut [Duration], p: f64) -> u64 {
     samples[i].as_micros() as u64
 }
 
+/// A counter session of at least `events` events, driven through its actor
+/// without fsync (it is setup), on a host that is closed again: dormant.
+async fn counter_log(config: &Config, cache: &Path, dir: &Path, events: u64) -> BenchResult<LogId> {
+    let host = Host::open(dir, config.clone(), options(cache, true))?;
+    let id = new_session(&host, "counter").await?;
+    let session = host.session(id)?;
+    while host.journal().info(id)?.map_or(0, |i| i.next_seq) < events {
+        session.input(from(), text("inc")).await?;
+    }
+    host.close().await;
+    Ok(id)
+}
+
 /// A dormant counter session with `events` events wakes and answers one input.
 async fn wake(
     config: &Config,
@@ -157,18 +170,8 @@ async fn wake(
         },
         ..config.clone()
     };
-    // Build the log without fsync (it is setup), then measure on a durable host.
     let dir = tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))?;
-    let id = {
-        let host = Host::open(dir.path(), config.clone(), options(cache, true))?;
-        let id = new_session(&host, "counter").await?;
-        let session = host.session(id)?;
-        while host.journal().info(id)?.map_or(0, |i| i.next_seq) < events {
-            session.input(from(), text("inc")).await?;
-        }
-        host.close().await;
-        id
-    };
+    let id = counter_log(config, cache, dir.path(), events).await?;
     let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
     let mut samples = Vec::with_capacity(rounds);
     for round in 0..=rounds {

@@ -120,16 +120,7 @@ pub(super) async fn wake_snapshot(
     rounds: usize,
 ) -> BenchResult<serde_json::Value> {
     let dir = tempdir()?;
-    let id = {
-        let host = Host::open(dir.path(), config.clone(), options(cache, true))?;
-        let id = new_session(&host, "counter").await?;
-        let session = host.session(id)?;
-        while host.journal().info(id)?.map_or(0, |i| i.next_seq) < events {
-            session.input(from(), text("inc")).await?;
-        }
-        host.close().await;
-        id
-    };
+    let id = super::counter_log(config, cache, dir.path(), events).await?;
     let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
     let mut samples = Vec::with_capacity(rounds);
     let mut answered = Vec::with_capacity(rounds);
