@@ -72,6 +72,9 @@ pub struct ChatAgent {
     /// reuse a key the log has recorded (it would never run again).
     used_keys: BTreeSet<String>,
     steps: u32,
+    /// What the log this one was compacted from said, when it was.
+    #[serde(default)]
+    summary: Option<String>,
 }
 
 impl ChatAgent {
@@ -97,33 +100,80 @@ impl ChatAgent {
     /// at a user message that is not a tool result (a result without its
     /// call would be refused by providers).
     pub fn context(&self) -> Vec<Message> {
-        let size = |m: &Message| -> u64 {
-            m.content
-                .iter()
-                .map(|b| match b {
-                    ContentBlock::Text(t) => t.len(),
-                    ContentBlock::ToolCall(c) => c.name.len() + c.arguments_json.len(),
-                    ContentBlock::ToolResult(r) => r.content.len(),
-                    ContentBlock::Reasoning(r) => {
-                        r.text.as_deref().map_or(0, str::len)
-                            + r.opaque.as_deref().map_or(0, str::len)
-                    }
-                })
-                .sum::<usize>() as u64
-                / 4
-                + 4
-        };
-        let mut total: u64 = self.messages.iter().map(size).sum();
+        let mut total: u64 = self.messages.iter().map(message_size).sum();
         let mut start = 0;
         let last = self.messages.len().saturating_sub(1);
         while start < last && total > self.config.context_budget {
-            total -= size(&self.messages[start]);
+            total -= message_size(&self.messages[start]);
             start += 1;
         }
         while start < last && !is_plain_user(&self.messages[start]) {
             start += 1;
         }
         self.messages[start..].to_vec()
+    }
+
+    /// After a turn: when the whole conversation is over the context budget,
+    /// continue in a new log that starts from a summary of it.
+    fn compact_if_over_budget(&self, fx: &mut Effects) {
+        let total: u64 = self.messages.iter().map(message_size).sum();
+        if total > self.config.context_budget {
+            fx.compact(self.summary_text());
+        }
+    }
+
+    /// The summary a compacted log starts from: the earlier summary, then the
+    /// conversation as a transcript, cut from the front to about half the
+    /// budget. Pure: the same log always gives the same summary.
+    pub fn summary_text(&self) -> String {
+        let mut text = String::new();
+        if let Some(summary) = &self.summary {
+            text.push_str(summary);
+            text.push('\n');
+        }
+        for message in &self.messages {
+            let who = match message.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            for block in &message.content {
+                let said = match block {
+                    ContentBlock::Text(t) => t.clone(),
+                    ContentBlock::ToolCall(c) => {
+                        format!("(called {} {})", c.name, c.arguments_json)
+                    }
+                    ContentBlock::ToolResult(r) => format!("(tool result) {}", r.content),
+                    ContentBlock::Reasoning(_) => continue,
+                };
+                text.push_str(who);
+                text.push_str(": ");
+                text.push_str(&said);
+                text.push('\n');
+            }
+        }
+        // The budget is in tokens of about four characters: keep half of it.
+        let keep = usize::try_from(self.config.context_budget)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(2);
+        if text.len() > keep {
+            let mut cut = text.len() - keep;
+            while !text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            text = format!("…{}", &text[cut..]);
+        }
+        text
+    }
+
+    /// The system prompt, with the summary of earlier logs when there is one.
+    fn system(&self) -> Option<String> {
+        match (&self.config.system, &self.summary) {
+            (system, None) => system.clone(),
+            (None, Some(summary)) => Some(format!("The conversation so far:\n{summary}")),
+            (Some(system), Some(summary)) => {
+                Some(format!("{system}\n\nThe conversation so far:\n{summary}"))
+            }
+        }
     }
 
     fn offered_tools(&self) -> Vec<ToolSpec> {
@@ -142,7 +192,7 @@ impl ChatAgent {
         self.steps += 1;
         let request = ModelRequest {
             model: self.config.model.clone(),
-            system: self.config.system.clone(),
+            system: self.system(),
             messages: self.context(),
             tools: self.offered_tools(),
             max_tokens: self.config.max_tokens,
@@ -163,6 +213,7 @@ impl ChatAgent {
                 .map(|m| text_of(&m.content))
                 .unwrap_or_default();
             fx.output(text);
+            self.compact_if_over_budget(fx);
         } else if self.steps >= self.config.max_steps {
             fx.output(format!(
                 "stopped after {} model calls",
@@ -214,6 +265,23 @@ impl ChatAgent {
     }
 }
 
+/// A message's size in the budget's units: about four characters a token.
+fn message_size(m: &Message) -> u64 {
+    m.content
+        .iter()
+        .map(|b| match b {
+            ContentBlock::Text(t) => t.len(),
+            ContentBlock::ToolCall(c) => c.name.len() + c.arguments_json.len(),
+            ContentBlock::ToolResult(r) => r.content.len(),
+            ContentBlock::Reasoning(r) => {
+                r.text.as_deref().map_or(0, str::len) + r.opaque.as_deref().map_or(0, str::len)
+            }
+        })
+        .sum::<usize>() as u64
+        / 4
+        + 4
+}
+
 fn is_plain_user(m: &Message) -> bool {
     m.role == Role::User
         && !m
@@ -245,6 +313,9 @@ fn glob(pattern: &str, text: &str) -> bool {
 impl Agent for ChatAgent {
     fn init(&mut self, created: &Created, _fx: &mut Effects) {
         self.tools = created.tools.clone();
+        if created.summary.is_some() {
+            self.summary = created.summary.clone();
+        }
         // The session's config overrides the agent's defaults, field by field.
         if let Ok(serde_json::Value::Object(overrides)) =
             serde_json::from_str::<serde_json::Value>(&created.config_json)
@@ -347,5 +418,102 @@ mod tests {
         assert_eq!(text_of(&context[0].content), "latest");
         agent.config.context_budget = 1_000;
         assert_eq!(agent.context().len(), 4);
+    }
+
+    fn created(summary: Option<&str>) -> Created {
+        Created {
+            guest: crate::GuestRef {
+                name: "chat".into(),
+                digest: "sha256:00".into(),
+            },
+            config_json: r#"{"context_budget": 40}"#.into(),
+            seed: 1,
+            parent: None,
+            compacted_from: None,
+            summary: summary.map(str::to_string),
+            tools: vec![],
+        }
+    }
+
+    fn event(seq: u64, body: EventBody) -> Event {
+        Event {
+            seq,
+            at: 1_000,
+            body,
+        }
+    }
+
+    fn answer(key: &str, text: &str) -> EventBody {
+        EventBody::Completed(crate::Completed {
+            key: key.into(),
+            outcome: Outcome::Model(crate::ModelResponse {
+                content: vec![ContentBlock::text(text)],
+                stop_reason: crate::StopReason::EndTurn,
+                usage: crate::Usage {
+                    input_tokens: 1,
+                    output_tokens: 1,
+                },
+                provider: "echo".into(),
+                model: "echo".into(),
+            }),
+        })
+    }
+
+    #[test]
+    fn a_turn_over_the_context_budget_compacts_and_the_new_log_starts_from_the_summary() {
+        let mut rt = crate::effects::Runtime::<ChatAgent>::default();
+        rt.init(created(None));
+        let input = EventBody::Input(crate::Input {
+            from: crate::Sender::Principal("me".into()),
+            content: vec![ContentBlock::text("hello")],
+        });
+        rt.apply(vec![event(1, input)]);
+        let wanted = rt.effects();
+        assert_eq!(wanted.len(), 1, "one model call");
+        assert!(
+            !wanted
+                .iter()
+                .any(|e| matches!(e.body, crate::EffectBody::Compact(_))),
+            "within budget, no compaction"
+        );
+        let key = wanted[0].key.clone();
+        rt.apply(vec![event(3, answer(&key, &"long answer ".repeat(30)))]);
+        let summary = rt
+            .effects()
+            .into_iter()
+            .find_map(|e| match e.body {
+                crate::EffectBody::Compact(summary) => Some(summary),
+                _ => None,
+            })
+            .expect("over budget after the turn: a compaction");
+        assert!(summary.contains("long answer"), "{summary}");
+        assert!(
+            summary.len() <= 80 + "…".len(),
+            "cut to half the budget: {summary:?}"
+        );
+
+        let mut next = crate::effects::Runtime::<ChatAgent>::default();
+        next.init(created(Some(&summary)));
+        let input = EventBody::Input(crate::Input {
+            from: crate::Sender::Principal("me".into()),
+            content: vec![ContentBlock::text("and now?")],
+        });
+        next.apply(vec![event(1, input)]);
+        let request = next
+            .effects()
+            .into_iter()
+            .find_map(|e| match e.body {
+                crate::EffectBody::Model(request) => Some(request),
+                _ => None,
+            })
+            .expect("a model call");
+        assert!(
+            request
+                .system
+                .as_deref()
+                .is_some_and(|s| s.contains(&summary)),
+            "the new log's requests carry the summary: {:?}",
+            request.system
+        );
     }
 }

@@ -622,3 +622,57 @@ async fn upgrade_unparks_a_session_whose_guest_failed() {
     );
     assert_eq!(answer_to(&host, log, "inc").await, "count = 1");
 }
+
+/// The SDK's `ChatAgent` compacts by itself when a turn leaves the
+/// conversation over its context budget: the turn's answer stays in the old
+/// log, the name moves to a log that starts from a summary, and the next
+/// input's model request carries that summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_agent_compacts_itself_past_its_context_budget() {
+    let data = data_dir();
+    let host = open_host(data.path());
+    let guest = host
+        .add_guest(TENANT, "assistant", &guest_bytes("assistant"))
+        .expect("add guest");
+    let old = host
+        .create_session(
+            TENANT,
+            Some("a"),
+            guest,
+            serde_json::json!({"context_budget": 20}),
+        )
+        .await
+        .expect("create");
+    let session = host.session(old).expect("live");
+    say(
+        &session,
+        "a message long enough to go over a budget of twenty",
+    )
+    .await;
+    settle(&session).await;
+
+    let old_events = events(&host, old);
+    assert_eq!(
+        outputs(&old_events),
+        ["echo: a message long enough to go over a budget of twenty"],
+        "the turn's answer is said in the old log"
+    );
+    let Some(EventBody::Continued { log }) = old_events.last().map(|e| &e.event.body) else {
+        panic!("the old log ends with `continued`: {old_events:?}");
+    };
+    let new = host.resolve(TENANT, "a").expect("the name").id;
+    assert_eq!(log, &new.to_string());
+    let fresh = events(&host, new);
+    let EventBody::Created(created) = &fresh[0].event.body else {
+        panic!("seq 0 is `created`");
+    };
+    let summary = created.summary.clone().expect("a summary");
+    assert!(summary.contains("budget of twenty"), "{summary}");
+
+    let next = host.session(new).expect("the new log wakes");
+    say(&next, "and now?").await;
+    settle(&next).await;
+    assert_eq!(outputs(&events(&host, new)), ["echo: and now?"]);
+    assert_chain_holds(&host, old);
+    assert_chain_holds(&host, new);
+}

@@ -187,6 +187,10 @@ impl Actor {
     ) -> Vec<EventBody> {
         let mut events = Vec::new();
         let mut wanted_keys = HashSet::new();
+        // Effects that end the log come after everything else the guest said
+        // in the same breath (the stable sort keeps the guest's order).
+        let mut wanted = wanted;
+        wanted.sort_by_key(|e| matches!(e.body, EffectBody::Compact(_) | EffectBody::Finish(_)));
         for Effect { key, body } in wanted {
             wanted_keys.insert(key.clone());
             if self.keys.is_recorded(&key) || fresh.is_recorded(&key) {
