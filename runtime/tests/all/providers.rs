@@ -567,3 +567,93 @@ async fn a_provider_that_does_not_answer_times_out_into_a_recorded_failure() {
         (false, 1, ErrorKind::Timeout)
     );
 }
+
+/// Over HTTP: while a streaming model call runs, an SSE observer of the
+/// session gets its deltas as `event: delta` without an `id` (they are not
+/// in the log, so a resume never counts them), then the logged `output` with
+/// its seq as `id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deltas_reach_live_sse_observers_without_ids_and_the_answer_is_logged_once() {
+    let provider = Loopback::start(vec![oa_stream_text(&["Hello, ", "streamed ", "world."])]).await;
+    let dir = data_dir();
+    let host = open_host_with(dir.path(), config_with(model("openai", &provider, true)));
+    let session = assistant(&host, "live").await;
+    let tenants = logbook::server::Tenants::from_config(&Config::default()).unwrap();
+    let app = logbook::server::router(host.clone(), tenants, Default::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    logbook::effects::install_crypto_provider();
+    let mut stream = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/sessions/live/events"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert!(stream.status().is_success());
+    // (event, id, data) of each SSE event, until the answer is logged.
+    let mut seen: Vec<(String, Option<String>, String)> = Vec::new();
+    let mut pending = String::new();
+    let mut asked = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.iter().any(|(event, _, _)| event == "output") {
+        assert!(Instant::now() < deadline, "deadlock guard: no output came");
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.chunk())
+            .await
+            .expect("the stream stalled")
+            .unwrap()
+            .expect("the stream ended");
+        pending.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = pending.find("\n\n") {
+            let block: String = pending.drain(..end + 2).collect();
+            let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if !data.is_empty() {
+                seen.push((event, id, data));
+            }
+        }
+        // Once the stream has shown `created`, it is following: ask now.
+        if !asked && !seen.is_empty() {
+            asked = true;
+            say(&session, "say hello").await;
+        }
+    }
+
+    let deltas: Vec<&(String, Option<String>, String)> = seen
+        .iter()
+        .filter(|(event, _, _)| event == "delta")
+        .collect();
+    assert!(
+        !deltas.is_empty(),
+        "no delta reached the observer: {seen:?}"
+    );
+    assert!(
+        deltas.iter().all(|(_, id, _)| id.is_none()),
+        "deltas carry no id: {deltas:?}"
+    );
+    let streamed: String = deltas
+        .iter()
+        .map(|(_, _, data)| serde_json::from_str::<serde_json::Value>(data).unwrap())
+        .filter(|d| d["kind"] == "text")
+        .map(|d| d["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(streamed, "Hello, streamed world.");
+    let output = seen.iter().find(|(event, _, _)| event == "output").unwrap();
+    assert!(output.1.is_some(), "logged events carry their seq as id");
+    assert!(output.2.contains("Hello, streamed world."), "{}", output.2);
+    // Logged once: one model response, and no delta in the log.
+    settle(&session).await;
+    let log = events(&host, session.id());
+    assert_eq!(model_responses(&log).len(), 1);
+    assert_eq!(outputs(&log), vec!["Hello, streamed world."]);
+    serving.abort();
+}
