@@ -31,7 +31,7 @@ type BenchResult<T> = Result<T, SessionError>;
 pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResult<()> {
     // One compile cache for every bench's data directory: compiling is not
     // what is measured.
-    let cache = tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))?;
+    let cache = tempdir()?;
     let cache = cache.path().to_path_buf();
     let wanted = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
     let print = |value: serde_json::Value| {
@@ -104,6 +104,11 @@ struct Bed {
     _dir: tempfile::TempDir,
 }
 
+/// A temporary directory, its error in the benchmarks' terms.
+fn tempdir() -> BenchResult<tempfile::TempDir> {
+    tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))
+}
+
 fn options(cache: &Path, no_fsync: bool) -> HostOptions {
     HostOptions {
         echo_delay: None,
@@ -113,7 +118,7 @@ fn options(cache: &Path, no_fsync: bool) -> HostOptions {
 }
 
 fn bed(config: &Config, cache: &Path, no_fsync: bool) -> BenchResult<Bed> {
-    let dir = tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))?;
+    let dir = tempdir()?;
     let options = options(cache, no_fsync);
     let host = Host::open(dir.path(), config.clone(), options)?;
     Ok(Bed { host, _dir: dir })
@@ -170,7 +175,7 @@ async fn wake(
         },
         ..config.clone()
     };
-    let dir = tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))?;
+    let dir = tempdir()?;
     let id = counter_log(config, cache, dir.path(), events).await?;
     let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
     let mut samples = Vec::with_capacity(rounds);

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::{BenchResult, from, new_session, options, percentile, text};
+use super::{BenchResult, from, new_session, options, percentile, tempdir, text};
 use crate::config::Config;
 use crate::journal::{Commit, ContentBlock, EventBody, LogId, Sender};
 use crate::session::{ForkOptions, Host, SessionError};
@@ -41,10 +41,6 @@ async fn big_log(config: &Config, cache: &Path, dir: &Path, events: u64) -> Benc
     }
     host.close().await;
     Ok(id)
-}
-
-fn tempdir() -> BenchResult<tempfile::TempDir> {
-    tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))
 }
 
 /// Fork a log of `events` events at its head, `rounds` times, on a durable host.
