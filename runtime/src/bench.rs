@@ -51,6 +51,14 @@ pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResu
             print(wake(&config, &cache, events, if quick { 5 } else { 30 }).await?);
         }
     }
+    if wanted("wake-concurrent") {
+        let (sessions, events, rounds) = if quick {
+            (8, 1_000, 2)
+        } else {
+            (64, 10_000, 5)
+        };
+        print(wake_concurrent(&config, &cache, sessions, events, rounds).await?);
+    }
     if wanted("fork") {
         for events in if quick {
             vec![1_000]
@@ -196,6 +204,89 @@ async fn wake(
         "events": events,
         "p50_us": percentile(&mut samples, 0.5),
         "p99_us": percentile(&mut samples, 0.99),
+    }))
+}
+
+/// `sessions` dormant counter logs of `events` events each (no snapshots)
+/// woken at once, each answering one input: the wall time of the whole wake,
+/// beside the p50 of waking one of them alone, on the same host.
+async fn wake_concurrent(
+    config: &Config,
+    cache: &Path,
+    sessions: usize,
+    events: u64,
+    rounds: usize,
+) -> BenchResult<serde_json::Value> {
+    let config = &Config {
+        limits: crate::config::Limits {
+            snapshot_every: 0,
+            ..config.limits.clone()
+        },
+        ..config.clone()
+    };
+    let dir = tempdir()?;
+    let first = counter_log(config, cache, dir.path(), events).await?;
+    // The other logs are imported copies: their own rows, the same history.
+    let mut ids = vec![first];
+    {
+        let host = Host::open(dir.path(), config.clone(), options(cache, true))?;
+        let mut log = Vec::new();
+        loop {
+            let page = host.journal().read(first, log.len() as u64, 4096)?;
+            if page.is_empty() {
+                break;
+            }
+            log.extend(page);
+        }
+        for _ in 1..sessions {
+            ids.push(host.journal().import("bench", None, &log)?);
+        }
+        host.close().await;
+    }
+    let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
+    let wake_one = |id: LogId| {
+        let host = host.clone();
+        async move {
+            host.hibernate(id);
+            tokio::task::yield_now().await;
+            let start = Instant::now();
+            host.input(id, from(), text("get")).await?;
+            Ok::<_, SessionError>(start.elapsed())
+        }
+    };
+    // The first wake also loads the component: not measured.
+    wake_one(first).await?;
+    let mut single = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        single.push(wake_one(first).await?);
+    }
+    let mut walls = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        for id in &ids {
+            host.hibernate(*id);
+        }
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in ids.iter().copied() {
+            let host = host.clone();
+            tasks.spawn(async move { host.input(id, from(), text("get")).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.map_err(|e| SessionError::Config(e.to_string()))??;
+        }
+        walls.push(start.elapsed());
+    }
+    let single_p50 = percentile(&mut single, 0.5);
+    let wall = percentile(&mut walls, 0.5);
+    let serial = (single_p50 as f64 * sessions as f64).max(1.0);
+    Ok(json!({
+        "bench": "wake-concurrent",
+        "sessions": sessions,
+        "events": events,
+        "wall_us": wall,
+        "single_p50_us": single_p50,
+        "wall_over_serial": (wall as f64 / serial * 1000.0).round() / 1000.0,
     }))
 }
 

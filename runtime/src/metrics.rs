@@ -7,6 +7,7 @@
 use std::sync::Mutex;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -29,6 +30,7 @@ pub struct Metrics {
     appended_events: Gauge,
     append_requests: Gauge,
     fsync_batches: Gauge,
+    fed_events: Counter,
     encode: Mutex<()>,
 }
 
@@ -86,6 +88,12 @@ impl Metrics {
             "Group commits (one transaction and one fsync each) since start; appended_events / fsync_batches is the mean batch size",
             fsync_batches.clone(),
         );
+        let fed_events = Counter::default();
+        registry.register(
+            "fed_events",
+            "Events read from the journal and encoded for live observers; each is read once per host, however many observe its log",
+            fed_events.clone(),
+        );
         Metrics {
             registry,
             activation_seconds,
@@ -95,6 +103,7 @@ impl Metrics {
             appended_events,
             append_requests,
             fsync_batches,
+            fed_events,
             encode: Mutex::new(()),
         }
     }
@@ -102,6 +111,11 @@ impl Metrics {
     /// Record how long an activation took.
     pub fn activated(&self, seconds: f64) {
         self.activation_seconds.observe(seconds);
+    }
+
+    /// Count events read and encoded for live observers.
+    pub fn fed(&self, events: usize) {
+        self.fed_events.inc_by(events as u64);
     }
 
     /// Record how long an effect took, from request to result.

@@ -98,8 +98,8 @@ struct BenchArgs {
     /// Print one JSON object per line.
     #[arg(long)]
     json: bool,
-    /// Run only these benchmarks (wake, step, throughput, memory, turn, fork,
-    /// wake-snapshot, export).
+    /// Run only these benchmarks (wake, wake-concurrent, step, throughput,
+    /// memory, turn, http, fork, wake-snapshot, export).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Smaller sizes, for a quick look.

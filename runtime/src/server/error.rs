@@ -57,6 +57,7 @@ impl From<SessionError> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_guest")
             }
             E::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+            E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             E::Journal(JournalError::NameTaken { .. }) => (StatusCode::CONFLICT, "name_taken"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };

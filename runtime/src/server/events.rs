@@ -4,7 +4,9 @@
 //! Invariants: each SSE event's `id` is its seq, and a stream resumed with
 //! `Last-Event-ID: N` starts at N+1: no gap, no duplicate. The stream reads
 //! the journal (durable events only) and waits on the log's head between
-//! reads; it never needs, or wakes, the session's guest. While a model call
+//! reads; it never needs, or wakes, the session's guest. Every follower of a
+//! log in this host shares one read and one encoding of each new event
+//! (session::feed). While a model call
 //! streams, its deltas come as `event: delta` without an `id`: they are not
 //! in the log, so they neither advance nor break a resume.
 
@@ -25,8 +27,8 @@ use super::extract::{Path, Query};
 use tokio::sync::broadcast;
 
 use crate::effects::ModelDelta;
-use crate::journal::{LogId, StoredEvent, to_jsonl};
-use crate::session::Host;
+use crate::journal::{LogId, to_jsonl};
+use crate::session::{FedEvent, Follower, Host};
 
 /// Events one read of the journal takes.
 const PAGE: usize = 256;
@@ -72,10 +74,10 @@ pub(crate) async fn events(
     let from = resume.or(query.from).unwrap_or(0);
     let follow = Follow {
         host: state.host.clone(),
-        log: info.id,
         next: from,
         buffer: VecDeque::new(),
-        head: state.host.follow(info.id)?,
+        follower: state.host.follow(info.id)?,
+        log: info.id,
         closing: state.closing.clone(),
         deltas: None,
     };
@@ -93,8 +95,8 @@ struct Follow {
     host: Arc<Host>,
     log: LogId,
     next: u64,
-    buffer: VecDeque<StoredEvent>,
-    head: tokio::sync::watch::Receiver<u64>,
+    buffer: VecDeque<Arc<FedEvent>>,
+    follower: Follower,
     closing: tokio::sync::watch::Receiver<bool>,
     /// Deltas of the session's streaming model calls, while it is resident.
     deltas: Option<broadcast::Receiver<ModelDelta>>,
@@ -108,20 +110,24 @@ impl Follow {
             if *self.closing.borrow() {
                 return None;
             }
-            if let Some(stored) = self.buffer.pop_front() {
+            if let Some(fed) = self.buffer.pop_front() {
                 return Some(
                     Event::default()
-                        .id(stored.event.seq.to_string())
-                        .event(stored.event.body.kind())
-                        .data(to_jsonl(&stored)),
+                        .id(fed.seq.to_string())
+                        .event(fed.kind)
+                        .data(&fed.json),
                 );
             }
             // Mark the head as seen before reading, so that an append after
             // this read wakes the wait below.
-            self.head.borrow_and_update();
-            match self.host.journal().read(self.log, self.next, PAGE) {
+            self.follower.head();
+            match self
+                .host
+                .read_followed(&self.follower, self.next, PAGE)
+                .await
+            {
                 Ok(page) if !page.is_empty() => {
-                    self.next = page.last().map_or(self.next, |e| e.event.seq + 1);
+                    self.next = page.last().map_or(self.next, |e| e.seq + 1);
                     self.buffer.extend(page);
                 }
                 Ok(_) => {
@@ -129,7 +135,7 @@ impl Follow {
                         self.deltas = self.host.resident(self.log).map(|s| s.subscribe_deltas());
                     }
                     tokio::select! {
-                        changed = self.head.changed() => changed.ok()?,
+                        changed = self.follower.changed() => if !changed { return None },
                         // Disabled, not taken, when nobody can close (an `Err`).
                         Ok(_) = self.closing.wait_for(|closing| *closing) => return None,
                         delta = next_delta(&mut self.deltas) => match delta {

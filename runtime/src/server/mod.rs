@@ -187,11 +187,14 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     check_exposure(&addr, &tenants).map_err(std::io::Error::other)?;
-    match host.resume_all() {
+    // Resuming reads every log with effects in flight: connections are
+    // taken meanwhile (a request for a log not yet resumed activates it).
+    let resuming = host.clone();
+    tokio::task::spawn_blocking(move || match resuming.resume_all() {
         Ok(n) if n > 0 => tracing::info!("resumed {n} sessions with effects in flight"),
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot resume sessions: {e}"),
-    }
+    });
     let (close, closing) = tokio::sync::watch::channel(false);
     let app = app(host.clone(), tenants, settings, closing);
     axum::serve(listener, app)

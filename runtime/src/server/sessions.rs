@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::extract::{Path, Query};
 use super::{AppState, Caller};
 use crate::journal::{ContentBlock, EventBody, LogId, LogInfo, RequestedEffect, Sender};
-use crate::session::{Activity, Host, Session, SessionError};
+use crate::session::{Activity, Host};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,19 +179,6 @@ pub(crate) struct InputQuery {
     wait: Option<String>,
 }
 
-/// Run `op` on the session's actor, again on a fresh one if it stopped
-/// meanwhile (it was evicted between lookup and call: nothing was done).
-async fn on_session<T, F, Fut>(host: &Host, log: LogId, op: F) -> Result<T, SessionError>
-where
-    F: Fn(Session) -> Fut,
-    Fut: std::future::Future<Output = Result<T, SessionError>>,
-{
-    match op(host.session(log)?).await {
-        Err(SessionError::Stopped) => op(host.session(log)?).await,
-        other => other,
-    }
-}
-
 pub(crate) async fn input(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -222,20 +209,11 @@ pub(crate) async fn input(
     };
     let from = Sender::Principal(caller.tenant.clone());
     let host = &state.host;
-    let seq = on_session(host, log, |s| {
-        let (from, content) = (from.clone(), content.clone());
-        async move { s.input(from, content).await }
-    })
-    .await?;
+    let seq = host.input(log, from, content).await?;
     if !wait {
         return Ok((StatusCode::ACCEPTED, Json(json!({ "seq": seq }))).into_response());
     }
-    let activity = on_session(
-        host,
-        log,
-        |s| async move { s.wait_idle(Duration::ZERO).await },
-    )
-    .await?;
+    let activity = host.wait_idle(log, Duration::ZERO).await?;
     let mut outputs = Vec::new();
     let mut from = seq;
     loop {
@@ -280,11 +258,10 @@ pub(crate) async fn decide(
     let log = state.host.locate(&caller.tenant, &id)?;
     let body: DecideBody = caller.json(body).await?;
     let by = caller.tenant.clone();
-    let seq = on_session(&state.host, log, |s| {
-        let (key, by, reason) = (key.clone(), by.clone(), body.reason.clone());
-        async move { s.decide(&key, body.allow, &by, reason).await }
-    })
-    .await?;
+    let seq = state
+        .host
+        .decide(log, &key, body.allow, &by, body.reason)
+        .await?;
     Ok(Json(json!({ "seq": seq })).into_response())
 }
 

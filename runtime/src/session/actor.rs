@@ -29,15 +29,11 @@ use super::residency::ActorState;
 use super::{Activity, Command, Session, SessionError, Shared, now_ms};
 use crate::effects::ModelRequest;
 use crate::guest::{GuestError, GuestInstance};
-use crate::journal::{EventBody, LogId, LogInfo, Outcome, RequestedEffect, StoredEvent, ToolCall};
+use crate::journal::{EventBody, LogId, LogInfo, Outcome, RequestedEffect, ToolCall};
 
 /// Rounds of fold-and-reconcile one advance may take before the guest is
 /// judged to be looping (each round it wanted something new and immediate).
 const MAX_ROUNDS: usize = 256;
-
-/// Durable events kept for live observers. One that falls further behind gets
-/// `Lagged` and reads the rest from the journal.
-const LIVE_EVENTS: usize = 64;
 
 /// Streamed model deltas kept for live observers; a slow one misses some.
 const LIVE_DELTAS: usize = 256;
@@ -79,22 +75,24 @@ struct Actor {
     keys: Keys,
     running: HashMap<String, Running>,
     tx: mpsc::UnboundedSender<Command>,
-    events: broadcast::Sender<Arc<StoredEvent>>,
     /// Streamed model output for live observers; never logged.
     deltas: broadcast::Sender<crate::effects::ModelDelta>,
     waiters: Vec<(Duration, oneshot::Sender<Activity>)>,
 }
 
-/// Activate a log: replay it into a fresh guest and start its actor.
+/// Activate a log: start its actor, which replays the log into a fresh
+/// guest on the blocking pool and then handles commands. Returns at once:
+/// commands sent meanwhile wait in the actor's channel, so the caller (and
+/// whatever lock it holds) never waits for a replay, and wakes of different
+/// logs replay in parallel.
 pub(super) fn spawn(
     host: Arc<Shared>,
     info: LogInfo,
     generation: u64,
     state: Arc<ActorState>,
-) -> Result<(Session, tokio::task::JoinHandle<()>), SessionError> {
+) -> (Session, tokio::task::JoinHandle<()>) {
     let log = info.id;
     let (tx, rx) = mpsc::unbounded_channel();
-    let (events, _) = broadcast::channel(LIVE_EVENTS);
     let (deltas, _) = broadcast::channel(LIVE_DELTAS);
     let mut actor = Actor {
         host: host.clone(),
@@ -110,19 +108,36 @@ pub(super) fn spawn(
         keys: Keys::default(),
         running: HashMap::new(),
         tx: tx.clone(),
-        events: events.clone(),
         deltas: deltas.clone(),
         waiters: Vec::new(),
     };
-    let replay_error = off_runtime(|| actor.replay(&info))?;
-    let task = tokio::spawn(actor.run(rx, replay_error));
+    let task = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let replayed = tokio::task::spawn_blocking(move || {
+            let result = actor.replay(&info);
+            (actor, result)
+        })
+        .await;
+        let (actor, result) = match replayed {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(%log, "the replay stopped: {e}");
+                host.residents.remove(log, generation);
+                return;
+            }
+        };
+        host.metrics.activated(started.elapsed().as_secs_f64());
+        match result {
+            Ok(replay_error) => actor.run(rx, replay_error).await,
+            Err(e) => actor.refuse(rx, e),
+        }
+    });
     let session = Session {
         log,
         commands: tx,
-        events,
         deltas,
     };
-    Ok((session, task))
+    (session, task)
 }
 
 impl Actor {
@@ -130,6 +145,25 @@ impl Actor {
     fn note(&mut self, body: &EventBody) {
         self.keys.note(body);
         note_end(&mut self.parked, &mut self.finished, body);
+    }
+
+    /// The log could not be replayed (the journal failed, or the guest
+    /// cannot be loaded): answer the callers that queued meanwhile with the
+    /// reason, and stop. The next activation tries again.
+    fn refuse(self, mut rx: mpsc::UnboundedReceiver<Command>, error: SessionError) {
+        tracing::error!(log = %self.log, "cannot activate session: {error}");
+        rx.close();
+        let message = error.to_string();
+        while let Ok(command) = rx.try_recv() {
+            match command {
+                Command::Input { reply, .. } | Command::Decide { reply, .. } => {
+                    let _ = reply.send(Err(SessionError::Unavailable(message.clone())));
+                }
+                // The rest answer `Stopped` as their senders drop.
+                _ => {}
+            }
+        }
+        self.host.residents.remove(self.log, self.generation);
     }
 
     async fn run(

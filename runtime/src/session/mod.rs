@@ -9,7 +9,7 @@
 //! append whose expected seq is stale, so two writers can never interleave.
 
 mod actor;
-mod heads;
+mod feed;
 mod keys;
 mod logops;
 mod perform;
@@ -17,12 +17,13 @@ mod residency;
 mod snapshot;
 mod upgrade;
 
+pub use self::feed::{FedEvent, Follower};
 pub use self::logops::ForkOptions;
 pub use self::snapshot::SnapshotCheck;
 pub use self::upgrade::{Difference, ReplayReport};
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -32,7 +33,7 @@ use crate::effects::{ModelRegistry, ToolRegistry};
 use crate::guest::{GuestEngine, GuestError};
 use crate::journal::{
     Commit, ContentBlock, Created, GuestRef, Journal, JournalConfig, JournalError, LogId, LogInfo,
-    NewLog, RedbJournal, Sender, StoredEvent,
+    NewLog, RedbJournal, Sender,
 };
 
 /// Errors of sessions and the host.
@@ -78,6 +79,10 @@ pub enum SessionError {
     /// A limit on resident sessions is reached and none can be evicted.
     #[error("busy: {0}")]
     Busy(String),
+    /// The session could not be activated now (its log could not be read,
+    /// or its guest could not be loaded); a later request may succeed.
+    #[error("session unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Where a session stands, as its actor sees it.
@@ -136,7 +141,6 @@ pub(crate) enum Command {
 pub struct Session {
     log: LogId,
     commands: mpsc::UnboundedSender<Command>,
-    events: broadcast::Sender<Arc<StoredEvent>>,
     deltas: broadcast::Sender<crate::effects::ModelDelta>,
 }
 
@@ -144,12 +148,6 @@ impl Session {
     /// The log's id.
     pub fn id(&self) -> LogId {
         self.log
-    }
-
-    /// Events as they become durable, from now on. A receiver that falls
-    /// behind gets `Lagged` and reads what it missed from the journal.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
-        self.events.subscribe()
     }
 
     /// Model output as it streams in, from now on: ephemeral, never logged
@@ -227,9 +225,7 @@ pub(crate) struct Shared {
     workspaces: PathBuf,
     pub(crate) residents: residency::Residents,
     waker: std::sync::OnceLock<residency::TimerWaker>,
-    generations: std::sync::atomic::AtomicU64,
-    activating: Mutex<()>,
-    pub(crate) heads: heads::Heads,
+    pub(crate) feeds: feed::Feeds,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -237,13 +233,22 @@ impl Shared {
     /// The live session of a log, activating it if needed. Activating may
     /// ask the least recently used idle sessions to hibernate, to keep the
     /// number of resident instances (host-wide and per tenant) in bounds.
+    ///
+    /// Returns without waiting for the replay (the actor replays on the
+    /// blocking pool; commands queue meanwhile), and holds no host-wide lock
+    /// across it: wakes of different logs run in parallel.
     pub(crate) fn activate(self: &Arc<Self>, log: LogId) -> Result<Session, SessionError> {
-        if let Some(session) = self.residents.touch(log) {
-            return Ok(session);
-        }
-        // One activation at a time: two callers must not start two actors
-        // for one log. Replaying outside this lock is a later refinement.
-        let _activating = self.activating.lock().unwrap_or_else(|p| p.into_inner());
+        self.activate_if(log, |_| Ok(()))
+    }
+
+    /// [`Shared::activate`], unless `check` refuses the log as the journal
+    /// describes it: a log that is not resident is judged by its stored
+    /// status before anything is replayed.
+    pub(crate) fn activate_if(
+        self: &Arc<Self>,
+        log: LogId,
+        check: impl FnOnce(&LogInfo) -> Result<(), SessionError>,
+    ) -> Result<Session, SessionError> {
         if let Some(session) = self.residents.touch(log) {
             return Ok(session);
         }
@@ -251,6 +256,7 @@ impl Shared {
             .journal
             .info(log)?
             .ok_or_else(|| SessionError::UnknownSession(log.to_string()))?;
+        check(&info)?;
         let limits = &self.config.limits;
         let tenant_limit = self
             .config
@@ -270,16 +276,35 @@ impl Shared {
         }
         self.residents
             .evict_down_to(limits.max_resident.saturating_sub(1), None);
-        let generation = self
-            .generations
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let state = Arc::new(residency::ActorState::default());
-        let started = std::time::Instant::now();
-        let (session, task) = actor::spawn(self.clone(), info.clone(), generation, state.clone())?;
-        self.metrics.activated(started.elapsed().as_secs_f64());
-        self.residents
-            .insert(log, &info.tenant, generation, session.clone(), task, state);
-        Ok(session)
+        let tenant = info.tenant.clone();
+        Ok(self
+            .residents
+            .get_or_start(log, &tenant, |generation, state| {
+                actor::spawn(self.clone(), info, generation, state)
+            }))
+    }
+
+    /// Refuse input to a log that the journal says has finished or parked,
+    /// with the reason its last event gives: one short read, no replay.
+    fn refuse_ended(&self, info: &LogInfo) -> Result<(), SessionError> {
+        use crate::journal::{EventBody, LogStatus};
+        if !matches!(info.status, LogStatus::Finished | LogStatus::Failed) {
+            return Ok(());
+        }
+        let last = self
+            .journal
+            .read(info.id, info.next_seq.saturating_sub(1), 1)?
+            .pop()
+            .map(|stored| stored.event.body);
+        Err(match (info.status, last) {
+            (_, Some(EventBody::Finished { result, .. })) => SessionError::Finished(result),
+            (_, Some(EventBody::Continued { log })) => {
+                SessionError::Finished(format!("continued in log {log}"))
+            }
+            (_, Some(EventBody::GuestFailed { message })) => SessionError::Parked(message),
+            (LogStatus::Finished, _) => SessionError::Finished("the log says so".into()),
+            _ => SessionError::Parked("the log says so".into()),
+        })
     }
 
     /// The guest limits of a tenant: its own where it sets them, else the host's.
@@ -362,9 +387,7 @@ impl Host {
             workspaces: data.join("workspaces"),
             residents: residency::Residents::default(),
             waker: std::sync::OnceLock::new(),
-            generations: std::sync::atomic::AtomicU64::new(0),
-            activating: Mutex::new(()),
-            heads: heads::Heads::default(),
+            feeds: feed::Feeds::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         });
         let weak = Arc::downgrade(&shared);
@@ -517,6 +540,69 @@ impl Host {
         self.shared.activate(log)
     }
 
+    /// Append an input to a log, activating its session if needed; answers
+    /// the input's seq once it is durable. A dormant log that has finished
+    /// or parked is refused from its stored status, without a replay.
+    pub async fn input(
+        &self,
+        log: LogId,
+        from: Sender,
+        content: Vec<ContentBlock>,
+    ) -> Result<u64, SessionError> {
+        self.on_session(log, true, |s| {
+            let (from, content) = (from.clone(), content.clone());
+            async move { s.input(from, content).await }
+        })
+        .await
+    }
+
+    /// Decide a pending approval of a log; answers the decision's seq once
+    /// it is durable.
+    pub async fn decide(
+        &self,
+        log: LogId,
+        key: &str,
+        allow: bool,
+        by: &str,
+        reason: Option<String>,
+    ) -> Result<u64, SessionError> {
+        self.on_session(log, false, |s| {
+            let reason = reason.clone();
+            async move { s.decide(key, allow, by, reason).await }
+        })
+        .await
+    }
+
+    /// Wait until a log's session has nothing in flight but human decisions
+    /// and timers further away than `horizon` (see [`Session::wait_idle`]).
+    pub async fn wait_idle(&self, log: LogId, horizon: Duration) -> Result<Activity, SessionError> {
+        self.on_session(log, false, |s| async move { s.wait_idle(horizon).await })
+            .await
+    }
+
+    /// Run `op` on the log's actor, and once more on a fresh one if that
+    /// actor stopped meanwhile (it was evicted between lookup and call, and
+    /// did nothing). With `input`, a dormant finished or parked log is
+    /// refused without activating it.
+    async fn on_session<T, F, Fut>(&self, log: LogId, input: bool, op: F) -> Result<T, SessionError>
+    where
+        F: Fn(Session) -> Fut,
+        Fut: std::future::Future<Output = Result<T, SessionError>>,
+    {
+        let session = || {
+            if input {
+                self.shared
+                    .activate_if(log, |info| self.shared.refuse_ended(info))
+            } else {
+                self.shared.activate(log)
+            }
+        };
+        match op(session()?).await {
+            Err(SessionError::Stopped) => op(session()?).await,
+            other => other,
+        }
+    }
+
     /// Drop a session's actor and guest instance now. Effects in flight are
     /// abandoned; the next activation resumes them from the log.
     pub fn hibernate(&self, log: LogId) {
@@ -539,15 +625,29 @@ impl Host {
         }
     }
 
-    /// Follow a log's head (its next seq) as events become durable. Needs no
-    /// guest: a dormant session can be followed.
-    pub fn follow(&self, log: LogId) -> Result<tokio::sync::watch::Receiver<u64>, SessionError> {
+    /// Follow a log as its events become durable: its head, and reads of
+    /// its events shared with every other observer of the log in this host.
+    /// Needs no guest: a dormant session can be followed.
+    pub fn follow(&self, log: LogId) -> Result<Follower, SessionError> {
         let info = self
             .shared
             .journal
             .info(log)?
             .ok_or_else(|| SessionError::UnknownSession(log.to_string()))?;
-        Ok(self.shared.heads.watch(log, info.next_seq))
+        Ok(self.shared.feeds.follow(log, info.next_seq))
+    }
+
+    /// Up to `limit` durable events of a followed log from seq `from`, each
+    /// read and encoded once for all of the log's observers.
+    pub async fn read_followed(
+        &self,
+        follower: &Follower,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<FedEvent>>, SessionError> {
+        Ok(follower
+            .read(&*self.shared.journal, &self.shared.metrics, from, limit)
+            .await?)
     }
 
     /// The host's metrics.

@@ -66,6 +66,9 @@ struct Table {
     lru: BTreeSet<(u64, LogId)>,
     per_tenant: HashMap<String, usize>,
     clock: u64,
+    /// The last actor generation handed out: tells an actor apart from an
+    /// earlier or later one for the same log.
+    generations: u64,
 }
 
 /// The resident actors of a host.
@@ -94,29 +97,42 @@ impl Residents {
         Some(resident.session.clone())
     }
 
-    /// Record a new actor, replacing a stopped one.
-    pub(crate) fn insert(
+    /// The live session of a log, or a new actor for it started by `start`
+    /// (given the actor's generation), recorded in place of a stopped one.
+    /// Check and start happen under one lock, so two callers never start
+    /// two actors for one log; `start` must only spawn, never wait.
+    pub(crate) fn get_or_start(
         &self,
         log: LogId,
         tenant: &str,
-        generation: u64,
-        session: Session,
-        task: tokio::task::JoinHandle<()>,
-        state: Arc<ActorState>,
-    ) {
+        start: impl FnOnce(u64, Arc<ActorState>) -> (Session, tokio::task::JoinHandle<()>),
+    ) -> Session {
         let mut table = self.lock();
+        let table = &mut *table;
         table.clock += 1;
         let stamp = table.clock;
+        if let Some(resident) = table.by_log.get_mut(&log)
+            && !resident.session.commands.is_closed()
+        {
+            table.lru.remove(&(resident.stamp, log));
+            resident.stamp = stamp;
+            table.lru.insert((stamp, log));
+            return resident.session.clone();
+        }
         if let Some(old) = table.by_log.remove(&log) {
             table.lru.remove(&(old.stamp, log));
             decrement(&mut table.per_tenant, &old.tenant);
         }
+        table.generations += 1;
+        let generation = table.generations;
+        let state = Arc::new(ActorState::default());
+        let (session, task) = start(generation, state.clone());
         *table.per_tenant.entry(tenant.to_string()).or_default() += 1;
         table.lru.insert((stamp, log));
         table.by_log.insert(
             log,
             Resident {
-                session,
+                session: session.clone(),
                 task,
                 state,
                 tenant: tenant.to_string(),
@@ -124,6 +140,7 @@ impl Residents {
                 stamp,
             },
         );
+        session
     }
 
     /// Take an actor out of the table, to stop it: the next activation of

@@ -663,7 +663,7 @@ async fn many_observers_follow_one_session_live() {
     api.add_guest("counter").await;
     api.session("counter", "c").await;
     let mut streams = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..8 {
         streams.push(SseStream::open(&api, "c", None).await);
     }
     for _ in 0..5 {
@@ -681,6 +681,14 @@ async fn many_observers_follow_one_session_live() {
         server.host.resident_sessions(None),
         1,
         "observers wake no one"
+    );
+    // Eight observers of 11 events: each event is read from the journal and
+    // encoded once for all of them (88 if each observer read its own).
+    let (_, text) = api.get("/metrics").await;
+    let fed = metric(text.as_str().expect("text"), "logbook_fed_events_total");
+    assert!(
+        fed.is_some_and(|n| (11.0..22.0).contains(&n)),
+        "fed {fed:?}"
     );
     server.stop().await;
 }

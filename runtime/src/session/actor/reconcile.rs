@@ -7,7 +7,6 @@
 //! `guest-failed`.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use super::{Actor, MAX_ROUNDS, Perform};
 use crate::config::Policy;
@@ -99,12 +98,9 @@ impl Actor {
             .collect();
         for event in &stored {
             self.note(&event.event.body);
-            if self.events.receiver_count() > 0 {
-                let _ = self.events.send(Arc::new(event.clone()));
-            }
         }
         self.next_seq = base + stored.len() as u64;
-        self.host.heads.advanced(self.log, self.next_seq);
+        self.host.feeds.advanced(self.log, self.next_seq);
         for key in cancels.drain(..) {
             if let Some(running) = self.running.remove(&key) {
                 running.handle.abort();
