@@ -8,6 +8,7 @@ mod journal;
 mod logops;
 mod loopback;
 mod mcp;
+mod origin;
 mod providers;
 mod server;
 mod session;
