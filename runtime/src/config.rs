@@ -50,6 +50,52 @@ pub struct Config {
     /// A tenant's `models` and `tools.policy` entries override the top-level
     /// ones for its sessions; everything it leaves out falls back to them.
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// What `logbook serve` lets browsers do.
+    pub server: ServerConfig,
+}
+
+/// What `logbook serve` lets browsers do (see `docs/http-api.md`, "Browsers
+/// and origins"). The defaults serve curl, the CLI and the server's own pages,
+/// and refuse every other web page.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Origins of other web pages that may call the API, exactly as a browser
+    /// sends them: `scheme://host[:port]`, e.g. `http://localhost:5173`. They
+    /// get CORS answers; every other foreign origin gets 403.
+    pub allowed_origins: Vec<String>,
+    /// `Host` names served besides loopback ones while no bearer token is
+    /// configured: `name` (any port) or `name:port`. Loopback names and
+    /// literals (`localhost`, `127.0.0.0/8`, `[::1]`) are always served.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl ServerConfig {
+    /// Refuse an allowed origin a browser could never send, so a typo such as
+    /// a trailing slash or a path is an error rather than a silent 403.
+    fn check(&self) -> Result<(), String> {
+        for origin in &self.allowed_origins {
+            let authority = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            let valid = authority.is_some_and(|a| {
+                !a.is_empty() && !a.contains(['/', '?', '#', '@', ' ']) && !a.starts_with(':')
+            });
+            if !valid {
+                return Err(format!(
+                    "[server] allowed_origins: {origin:?} is not an origin; write scheme://host[:port], e.g. \"http://localhost:5173\", with no path or trailing slash"
+                ));
+            }
+        }
+        for host in &self.allowed_hosts {
+            if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
+                return Err(format!(
+                    "[server] allowed_hosts: {host:?} is not a host; write name or name:port, e.g. \"logbook.internal\""
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One tenant's settings.
@@ -281,10 +327,13 @@ impl Default for RunConfig {
 impl Config {
     /// Parse configuration from TOML text.
     pub fn from_toml(text: &str, path: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        let invalid = |message: String| ConfigError::Invalid {
             path: path.to_string(),
-            message: e.message().to_string(),
-        })
+            message,
+        };
+        let config: Config = toml::from_str(text).map_err(|e| invalid(e.message().to_string()))?;
+        config.server.check().map_err(invalid)?;
+        Ok(config)
     }
 
     /// Read `explicit` if given, else `data/logbook.toml` if present, else defaults.
@@ -358,6 +407,33 @@ env_from = ["GITHUB_TOKEN"]
         assert_eq!(config.http_fetch.allow_hosts.len(), 2);
         assert_eq!(config.mcp["github"].args, vec!["stdio"]);
         assert_eq!(config.tools.policy["github.*"], Policy::Ask);
+    }
+
+    #[test]
+    fn server_origins_and_hosts_parse_and_typos_are_refused() {
+        let config = Config::from_toml(
+            "[server]\nallowed_origins = [\"http://localhost:5173\", \"https://app.example\"]\nallowed_hosts = [\"logbook.internal\"]\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(config.server.allowed_origins.len(), 2);
+        assert_eq!(config.server.allowed_hosts, ["logbook.internal"]);
+        assert!(Config::default().server.allowed_origins.is_empty());
+        for bad in [
+            "http://localhost:5173/",
+            "localhost:5173",
+            "http://",
+            "null",
+            "ftp://x",
+        ] {
+            let text = format!("[server]\nallowed_origins = [{bad:?}]\n");
+            let err = Config::from_toml(&text, "x.toml").unwrap_err();
+            assert!(err.to_string().contains("allowed_origins"), "{bad}: {err}");
+        }
+        let err = Config::from_toml("[server]\nallowed_hosts = [\"http://a\"]\n", "x").unwrap_err();
+        assert!(err.to_string().contains("allowed_hosts"), "{err}");
+        let err = Config::from_toml("[server]\norigins = []\n", "x").unwrap_err();
+        assert!(err.to_string().contains("origins"), "{err}");
     }
 
     #[test]

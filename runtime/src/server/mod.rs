@@ -5,12 +5,15 @@
 //! `run(listener, host, settings, shutdown)` takes its listener and shutdown
 //! signal, so tests start it on `127.0.0.1:0`. Invariants: every error is
 //! `{"error": {"code", "message"}}`; another tenant's session or guest is a
-//! 404, never a 403; nothing is acknowledged before it is durable.
+//! 404, never a 403; nothing is acknowledged before it is durable; every
+//! request, routed or not, passes the request guard (`origin.rs`) first, so
+//! no web page on another origin reaches a handler.
 
 mod auth;
 mod error;
 mod events;
 mod extract;
+mod origin;
 mod sessions;
 
 use std::future::Future;
@@ -118,10 +121,26 @@ impl Caller {
         &self,
         body: Body,
     ) -> Result<T, ApiError> {
-        let bytes = self.body(body).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+        parse_json(&self.body(body).await?)
     }
+
+    /// Like [`Caller::json`], but no body at all is `T::default()`: for
+    /// requests whose every field is optional.
+    pub(crate) async fn json_or_default<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        body: Body,
+    ) -> Result<T, ApiError> {
+        let bytes = self.body(body).await?;
+        if bytes.is_empty() {
+            return Ok(T::default());
+        }
+        parse_json(&bytes)
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// Refuse to serve beyond loopback when no tenant has a token.
@@ -147,6 +166,10 @@ fn app(
     settings: ServerSettings,
     closing: tokio::sync::watch::Receiver<bool>,
 ) -> Router {
+    let guard = Arc::new(origin::RequestGuard::new(
+        &host.config().server,
+        !tenants.enabled(),
+    ));
     let state = AppState {
         host,
         tenants: Arc::new(tenants),
@@ -173,6 +196,7 @@ fn app(
             )
         })
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(guard, origin::guard))
 }
 
 /// Serve the API on `listener` until `shutdown` completes; then stop taking

@@ -265,7 +265,7 @@ pub(crate) async fn decide(
     Ok(Json(json!({ "seq": seq })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ForkBody {
     #[serde(default)]
@@ -279,7 +279,7 @@ pub(crate) struct ForkBody {
 }
 
 /// `POST /v1/sessions/ID/fork`: a new session sharing the parent's log up to
-/// `at` (its head by default), copying no event.
+/// `at` (its head by default), copying no event. No body means no options.
 pub(crate) async fn fork(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -287,7 +287,7 @@ pub(crate) async fn fork(
     body: Body,
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
-    let body: ForkBody = caller.json(body).await?;
+    let body: ForkBody = caller.json_or_default(body).await?;
     let guest = match &body.guest {
         Some(guest) => Some(state.host.guest(&caller.tenant, guest)?),
         None => None,

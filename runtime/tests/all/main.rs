@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area.
 
 mod activation;
+mod browser;
 mod cli;
 mod crash;
 mod fixtures;
@@ -9,6 +10,7 @@ mod journal;
 mod logops;
 mod loopback;
 mod mcp;
+mod origin;
 mod providers;
 mod server;
 mod session;

@@ -25,14 +25,14 @@ use tempfile::TempDir;
 
 use crate::fixtures::*;
 
-const WRITE_A: &str = r#"/tool fs.write {"path":"a.txt","content":"x"}"#;
+pub(crate) const WRITE_A: &str = r#"/tool fs.write {"path":"a.txt","content":"x"}"#;
 
 // ----- an HTTP client of the API -----
 
 /// An HTTP client, made once the TLS provider is chosen (reqwest is built
 /// with rustls and no default provider; nothing here uses TLS, but the
 /// client refuses to build without one).
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -45,14 +45,14 @@ fn http() -> reqwest::Client {
 
 /// A caller of the API at `base`, with or without a bearer token.
 #[derive(Clone)]
-struct Api {
-    base: String,
+pub(crate) struct Api {
+    pub(crate) base: String,
     http: reqwest::Client,
     token: Option<String>,
 }
 
 /// An answer: status and body (JSON, or the text as a JSON string).
-type Answer = (StatusCode, Value);
+pub(crate) type Answer = (StatusCode, Value);
 
 impl Api {
     fn new(base: &str, token: Option<&str>) -> Api {
@@ -63,7 +63,7 @@ impl Api {
         }
     }
 
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.base));
         match &self.token {
             Some(token) => request.bearer_auth(token),
@@ -72,6 +72,8 @@ impl Api {
     }
 
     /// Send a request; `Err` only when no answer came (the server is gone).
+    /// A body goes as the type its route reads: a guest's as wasm, any
+    /// other as JSON.
     async fn try_call(
         &self,
         method: Method,
@@ -80,28 +82,37 @@ impl Api {
     ) -> Result<Answer, reqwest::Error> {
         let mut request = self.request(method, path);
         if let Some(body) = body {
-            request = request.body(body);
+            let kind = if path.starts_with("/v1/guests") {
+                "application/wasm"
+            } else {
+                "application/json"
+            };
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, kind)
+                .body(body);
         }
         let response = request.send().await?;
-        let status = response.status();
-        let bytes = response.bytes().await?;
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Ok((status, value))
+        answer_of(response).await
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Answer {
+    /// Send a request built by the caller, headers and all.
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.expect("an answer");
+        answer_of(response).await.expect("a whole answer")
+    }
+
+    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Answer {
         let shown = format!("{method} {path}");
         self.try_call(method, path, body)
             .await
             .unwrap_or_else(|e| panic!("{shown}: no answer: {e}"))
     }
 
-    async fn get(&self, path: &str) -> Answer {
+    pub(crate) async fn get(&self, path: &str) -> Answer {
         self.call(Method::GET, path, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> Answer {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Answer {
         self.call(Method::POST, path, Some(body.to_string().into_bytes()))
             .await
     }
@@ -112,7 +123,7 @@ impl Api {
     }
 
     /// Store a guest of the test build under its stem; its digest.
-    async fn add_guest(&self, stem: &str) -> String {
+    pub(crate) async fn add_guest(&self, stem: &str) -> String {
         let bytes = guest_bytes(stem);
         let digest = digest_of(&bytes);
         let (status, body) = self
@@ -128,7 +139,7 @@ impl Api {
     }
 
     /// Create (or find) the session `name` on guest `stem`; its id.
-    async fn session(&self, stem: &str, name: &str) -> String {
+    pub(crate) async fn session(&self, stem: &str, name: &str) -> String {
         let (status, body) = self
             .put(
                 &format!("/v1/sessions/by-name/{name}"),
@@ -140,7 +151,7 @@ impl Api {
     }
 
     /// Send `text` and wait until the session is idle; the answer.
-    async fn send_and_wait(&self, session: &str, text: &str) -> Value {
+    pub(crate) async fn send_and_wait(&self, session: &str, text: &str) -> Value {
         let (status, body) = self
             .post(
                 &format!("/v1/sessions/{session}/input?wait=idle"),
@@ -152,7 +163,7 @@ impl Api {
     }
 
     /// Every event of a session, page by page, parsed from its JSON lines.
-    async fn all_events(&self, session: &str) -> Vec<StoredEvent> {
+    pub(crate) async fn all_events(&self, session: &str) -> Vec<StoredEvent> {
         let mut all: Vec<StoredEvent> = Vec::new();
         loop {
             let (status, page) = self
@@ -175,7 +186,7 @@ impl Api {
     }
 
     /// Poll the session until its status is `status`.
-    async fn wait_status(&self, session: &str, status: &str) -> Value {
+    pub(crate) async fn wait_status(&self, session: &str, status: &str) -> Value {
         let deadline = Instant::now() + GUARD;
         loop {
             let (code, body) = self.get(&format!("/v1/sessions/{session}")).await;
@@ -192,7 +203,7 @@ impl Api {
     }
 
     /// Assert the server still answers: `/healthz`, and a real read.
-    async fn still_serves(&self, session: &str) {
+    pub(crate) async fn still_serves(&self, session: &str) {
         let (status, body) = self.get("/healthz").await;
         assert_eq!((status, body), (StatusCode::OK, json!("ok\n")));
         let (status, body) = self.get(&format!("/v1/sessions/{session}")).await;
@@ -201,9 +212,18 @@ impl Api {
     }
 }
 
+/// Status and body of a response (JSON, or the text as a JSON string).
+async fn answer_of(response: reqwest::Response) -> Result<Answer, reqwest::Error> {
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Ok((status, value))
+}
+
 /// Assert an answer is the error `status` with `code`, in the API's shape.
 #[track_caller]
-fn assert_error(answer: &Answer, status: u16, code: &str) {
+pub(crate) fn assert_error(answer: &Answer, status: u16, code: &str) {
     let (got, body) = answer;
     assert_eq!(got.as_u16(), status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
@@ -239,20 +259,20 @@ fn input_text(e: &StoredEvent) -> Option<String> {
 // ----- a server in this process -----
 
 /// `server::run` on `127.0.0.1:0`, over a fresh data directory.
-struct Server {
-    api: Api,
-    host: Arc<Host>,
+pub(crate) struct Server {
+    pub(crate) api: Api,
+    pub(crate) host: Arc<Host>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: TempDir,
 }
 
 impl Server {
-    async fn start(config: Config) -> Server {
+    pub(crate) async fn start(config: Config) -> Server {
         Server::start_with(config, ServerSettings::default()).await
     }
 
-    async fn start_with(config: Config, settings: ServerSettings) -> Server {
+    pub(crate) async fn start_with(config: Config, settings: ServerSettings) -> Server {
         let dir = data_dir();
         let tenants = Tenants::from_config(&config).expect("tenants");
         let host = open_host_with(dir.path(), config);
@@ -279,12 +299,12 @@ impl Server {
         }
     }
 
-    fn api(&self, token: Option<&str>) -> Api {
+    pub(crate) fn api(&self, token: Option<&str>) -> Api {
         Api::new(&self.api.base, token)
     }
 
     /// Shut down gracefully and wait for it.
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -806,7 +826,7 @@ async fn an_idle_session_is_dropped_and_wakes_with_its_state() {
 
 /// Two tenants' tokens, put in the environment once per test process (under
 /// names no other test uses), and a config that names them.
-fn tenants_config() -> (Config, &'static str, &'static str) {
+pub(crate) fn tenants_config() -> (Config, &'static str, &'static str) {
     const A: &str = "LOGBOOK_TEST_SERVER_TOKEN_A";
     const B: &str = "LOGBOOK_TEST_SERVER_TOKEN_B";
     static TOKENS: OnceLock<(String, String)> = OnceLock::new();
