@@ -66,6 +66,10 @@ pub struct ChatAgent {
     tools: Vec<ToolSpec>,
     /// The model call in flight, if any.
     model_key: Option<String>,
+    /// How many messages the call in flight was asked over: its request is
+    /// built from them when the host asks (`Agent::build`), never on replay.
+    #[serde(default)]
+    model_upto: usize,
     /// Tool calls of the last answer, by effect key.
     calls: BTreeMap<String, Pending>,
     /// Every tool-call key used, so that a model that repeats an id does not
@@ -100,17 +104,34 @@ impl ChatAgent {
     /// at a user message that is not a tool result (a result without its
     /// call would be refused by providers).
     pub fn context(&self) -> Vec<Message> {
-        let mut total: u64 = self.messages.iter().map(message_size).sum();
+        self.context_of(&self.messages)
+    }
+
+    fn context_of(&self, messages: &[Message]) -> Vec<Message> {
+        let mut total: u64 = messages.iter().map(message_size).sum();
         let mut start = 0;
-        let last = self.messages.len().saturating_sub(1);
+        let last = messages.len().saturating_sub(1);
         while start < last && total > self.config.context_budget {
-            total -= message_size(&self.messages[start]);
+            total -= message_size(&messages[start]);
             start += 1;
         }
-        while start < last && !is_plain_user(&self.messages[start]) {
+        while start < last && !is_plain_user(&messages[start]) {
             start += 1;
         }
-        self.messages[start..].to_vec()
+        messages[start..].to_vec()
+    }
+
+    /// The request of the model call in flight, over the messages it was
+    /// asked over.
+    fn request(&self) -> ModelRequest {
+        let upto = self.model_upto.min(self.messages.len());
+        ModelRequest {
+            model: self.config.model.clone(),
+            system: self.system(),
+            messages: self.context_of(&self.messages[..upto]),
+            tools: self.offered_tools(),
+            max_tokens: self.config.max_tokens,
+        }
     }
 
     /// After a turn: when the whole conversation is over the context budget,
@@ -190,14 +211,8 @@ impl ChatAgent {
 
     fn ask_model(&mut self, fx: &mut Effects) {
         self.steps += 1;
-        let request = ModelRequest {
-            model: self.config.model.clone(),
-            system: self.system(),
-            messages: self.context(),
-            tools: self.offered_tools(),
-            max_tokens: self.config.max_tokens,
-        };
-        self.model_key = Some(fx.model(request));
+        self.model_upto = self.messages.len();
+        self.model_key = Some(fx.want_built("model"));
     }
 
     fn answered(&mut self, content: Vec<ContentBlock>, fx: &mut Effects) {
@@ -327,6 +342,10 @@ impl Agent for ChatAgent {
                 self.config = config;
             }
         }
+    }
+
+    fn build(&self, key: &str) -> Option<crate::EffectBody> {
+        (self.model_key.as_deref() == Some(key)).then(|| crate::EffectBody::Model(self.request()))
     }
 
     fn apply(&mut self, event: &Event, fx: &mut Effects) {

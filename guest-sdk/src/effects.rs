@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Agent, ContentBlock, Created, Effect, EffectBody, Event, EventBody, ModelRequest, Question,
+    Agent, ContentBlock, Created, EffectBody, Event, EventBody, ModelRequest, Question,
     SendRequest, ToolCall,
 };
 
@@ -16,7 +16,7 @@ use crate::{
 /// the event being folded (`output-7`, `output-7.1`, ...), or are the ones
 /// given, such as a tool call's id.
 pub struct Effects<'a> {
-    wanted: &'a mut BTreeMap<String, EffectBody>,
+    wanted: &'a mut BTreeMap<String, Wanted>,
     seq: u64,
     at: u64,
     made: u32,
@@ -52,7 +52,17 @@ impl Effects<'_> {
     /// never performed again, so keys must be unique within the log.
     pub fn want(&mut self, key: impl Into<String>, body: EffectBody) -> String {
         let key = key.into();
-        self.wanted.insert(key.clone(), body);
+        self.wanted.insert(key.clone(), Wanted::Body(body));
+        key
+    }
+
+    /// Want an effect whose body [`Agent::build`] makes when the host asks
+    /// for it; `kind` names the key (`model` gives `model-7`). For bodies
+    /// that are large and a function of the state, such as a model request
+    /// over the whole conversation: replay then never builds them.
+    pub fn want_built(&mut self, kind: &str) -> String {
+        let key = self.next_key(kind);
+        self.wanted.insert(key.clone(), Wanted::Built);
         key
     }
 
@@ -126,12 +136,32 @@ impl Effects<'_> {
     }
 }
 
+/// An effect the agent wants, under its key: what the host sees through
+/// `wanted-keys` and `effect`. Keys are unique within a log for all time: a
+/// key the log already records is never performed again.
+#[derive(Clone, Debug)]
+pub struct Effect {
+    /// The key the agent chose.
+    pub key: String,
+    /// What it wants done.
+    pub body: EffectBody,
+}
+
+/// An effect the SDK keeps until the log says it is done.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Wanted {
+    /// Said whole when it was wanted.
+    Body(EffectBody),
+    /// Built by [`Agent::build`] when the host asks.
+    Built,
+}
+
 /// The guest's whole state: the agent and the effects it still wants.
 #[doc(hidden)]
 #[derive(Default, Serialize, Deserialize)]
 pub struct Runtime<A> {
     agent: A,
-    wanted: BTreeMap<String, EffectBody>,
+    wanted: BTreeMap<String, Wanted>,
 }
 
 impl<A: Agent> Runtime<A> {
@@ -188,7 +218,7 @@ impl<A: Agent> Runtime<A> {
             // A decision ends a question; for a tool the host asked about, the
             // tool's own `completed` ends it.
             EventBody::ApprovalDecided(d) => match self.wanted.get(&d.key) {
-                Some(EffectBody::Ask(_)) => &d.key,
+                Some(Wanted::Body(EffectBody::Ask(_))) => &d.key,
                 _ => return,
             },
             _ => return,
@@ -196,12 +226,26 @@ impl<A: Agent> Runtime<A> {
         self.wanted.remove(done);
     }
 
+    pub fn wanted_keys(&self) -> Vec<String> {
+        self.wanted.keys().cloned().collect()
+    }
+
+    pub fn effect(&self, key: &str) -> Option<EffectBody> {
+        match self.wanted.get(key)? {
+            Wanted::Body(body) => Some(body.clone()),
+            Wanted::Built => self.agent.build(key),
+        }
+    }
+
+    /// Every wanted effect with its body (tests).
     pub fn effects(&self) -> Vec<Effect> {
         self.wanted
-            .iter()
-            .map(|(key, body)| Effect {
-                key: key.clone(),
-                body: body.clone(),
+            .keys()
+            .filter_map(|key| {
+                Some(Effect {
+                    key: key.clone(),
+                    body: self.effect(key)?,
+                })
             })
             .collect()
     }

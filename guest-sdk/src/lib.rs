@@ -35,7 +35,7 @@ mod effects;
 mod events;
 
 pub use chat::{ChatAgent, ChatConfig};
-pub use effects::Effects;
+pub use effects::{Effect, Effects};
 pub use events::{EventExt, text_of, tool_calls};
 
 /// The generated bindings of `wit/agent.wit`. Not a stable API: use the
@@ -52,18 +52,17 @@ pub mod wit {
 }
 
 pub use wit::logbook::agent::types::{
-    ApprovalDecided, ApprovalRequested, Completed, ContentBlock, Created, Effect, EffectBody,
-    ErrorKind, Event, EventBody, Failed, Finished, GuestRef, Input, LogPos, LogSender, Message,
-    ModelDigest, ModelRequest, ModelResponse, Outcome, Output, Question, Reasoning, Requested,
-    RequestedEffect, Role, SendRequest, Sender, Sent, StopReason, ToolCall, ToolOutput, ToolResult,
-    ToolSpec, Usage,
+    ApprovalDecided, ApprovalRequested, Completed, ContentBlock, Created, EffectBody, ErrorKind,
+    Event, EventBody, Failed, Finished, GuestRef, Input, LogPos, LogSender, Message, ModelDigest,
+    ModelRequest, ModelResponse, Outcome, Output, Question, Reasoning, Requested, RequestedEffect,
+    Role, SendRequest, Sender, Sent, StopReason, ToolCall, ToolOutput, ToolResult, ToolSpec, Usage,
 };
 
 /// What an agent author needs in scope.
 pub mod prelude {
     pub use crate::{
-        Agent, ContentBlock, Created, Effects, Event, EventBody, EventExt, Message, ModelRequest,
-        Outcome, Role, ToolCall, ToolSpec,
+        Agent, ContentBlock, Created, EffectBody, Effects, Event, EventBody, EventExt, Message,
+        ModelRequest, Outcome, Role, ToolCall, ToolSpec,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -82,6 +81,16 @@ pub trait Agent: Default + serde::Serialize + serde::de::DeserializeOwned + 'sta
 
     /// Fold one event. Everything the agent wants done, it says through `fx`.
     fn apply(&mut self, event: &Event, fx: &mut Effects);
+
+    /// The body of an effect wanted with [`Effects::want_built`], built only
+    /// when the host asks for it: the host asks once, for a key its log has
+    /// not recorded, so replaying a log never builds a past body. The body
+    /// must be what the agent meant when it wanted the key (pin what it
+    /// depends on, as [`ChatAgent`] pins the conversation's length).
+    fn build(&self, key: &str) -> Option<EffectBody> {
+        let _ = key;
+        None
+    }
 }
 
 #[doc(hidden)]
@@ -110,8 +119,11 @@ macro_rules! export_agent {
             fn apply(events: ::std::vec::Vec<$crate::Event>) {
                 __LOGBOOK_RUNTIME.with_borrow_mut(|rt| rt.apply(events))
             }
-            fn effects() -> ::std::vec::Vec<$crate::Effect> {
-                __LOGBOOK_RUNTIME.with_borrow(|rt| rt.effects())
+            fn wanted_keys() -> ::std::vec::Vec<::std::string::String> {
+                __LOGBOOK_RUNTIME.with_borrow(|rt| rt.wanted_keys())
+            }
+            fn effect(key: ::std::string::String) -> ::std::option::Option<$crate::EffectBody> {
+                __LOGBOOK_RUNTIME.with_borrow(|rt| rt.effect(&key))
             }
             fn snapshot() -> ::std::option::Option<::std::vec::Vec<u8>> {
                 __LOGBOOK_RUNTIME.with_borrow(|rt| rt.snapshot())

@@ -87,8 +87,34 @@ pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResu
         print(memory(&config, &cache, if quick { 100 } else { 1_000 }).await?);
     }
     if wanted("turn") {
-        let (n, sessions, secs) = if quick { (20, 8, 0.5) } else { (300, 64, 3.0) };
-        print(turn(&config, &cache, n, sessions, Duration::from_secs_f64(secs)).await?);
+        let shape = if quick {
+            TurnShape {
+                histories: vec![10, 30],
+                measured: 5,
+                sessions: 8,
+                turns_each: 5,
+            }
+        } else {
+            TurnShape {
+                histories: vec![10, 200],
+                measured: 30,
+                sessions: 64,
+                turns_each: 20,
+            }
+        };
+        for line in turn(&config, &cache, &shape).await? {
+            print(line);
+        }
+    }
+    if wanted("http-turn") {
+        let (histories, measured) = if quick {
+            (vec![10, 30], 5)
+        } else {
+            (vec![10, 200], 30)
+        };
+        for line in http_turn(&config, &cache, &histories, measured).await? {
+            print(line);
+        }
     }
     if wanted("http") {
         let (clients, secs) = if quick { (8, 0.5) } else { (64, 3.0) };
@@ -387,27 +413,37 @@ async fn memory(config: &Config, cache: &Path, sessions: usize) -> BenchResult<s
     }))
 }
 
-/// Turns one assistant session serves in the `turn` benchmark before a fresh
-/// one takes over. A model request carries the whole conversation, so a turn
-/// costs O(conversation); this keeps the figure that of a realistic context
-/// rather than of one that grows for the length of the benchmark.
-const TURNS_PER_SESSION: usize = 16;
+/// What the `turn` bench measures.
+struct TurnShape {
+    /// Latency is measured after this many turns of one session's history.
+    histories: Vec<usize>,
+    /// Turns measured at each history.
+    measured: usize,
+    /// Sessions run at once for the throughput figure...
+    sessions: usize,
+    /// ...each for this many turns, from fresh.
+    turns_each: usize,
+}
 
-/// An assistant turn on EchoModel: model, tool, model, output, all durable.
+/// An assistant turn on EchoModel: model, `fs.read`, model, output, each
+/// step durable. One session's latency at a given history (its context
+/// budget is raised so that it never compacts), then turns per second with
+/// many fresh sessions at once.
 async fn turn(
     config: &Config,
     cache: &Path,
-    rounds: usize,
-    sessions: usize,
-    run_for: Duration,
-) -> BenchResult<serde_json::Value> {
+    shape: &TurnShape,
+) -> BenchResult<Vec<serde_json::Value>> {
     let bed = bed(config, cache, false)?;
     let prompt = "/tool fs.read {\"path\":\"x\"}";
     let host = bed.host.clone();
     let make = move || {
         let host = host.clone();
         async move {
-            let id = new_session(&host, "assistant").await?;
+            let bytes = crate::examples::get("assistant").expect("examples are built in");
+            let guest = host.add_guest("bench", "assistant", bytes)?;
+            let config = json!({ "context_budget": u64::MAX / 2 });
+            let id = host.create_session("bench", None, guest, config).await?;
             let workspace = host.workspace_dir(id);
             std::fs::create_dir_all(&workspace)
                 .and_then(|()| std::fs::write(workspace.join("x"), "hello"))
@@ -415,49 +451,57 @@ async fn turn(
             host.session(id)
         }
     };
-    let mut samples = Vec::with_capacity(rounds);
-    let mut one = make().await?;
-    for round in 0..rounds {
-        if round > 0 && round.is_multiple_of(TURNS_PER_SESSION) {
-            one = make().await?;
+    let mut lines = Vec::new();
+    let one = make().await?;
+    let mut done = 0;
+    for &history in &shape.histories {
+        while done < history {
+            one.input(from(), text(prompt)).await?;
+            one.wait_idle(Duration::ZERO).await?;
+            done += 1;
         }
-        let start = Instant::now();
-        one.input(from(), text(prompt)).await?;
-        one.wait_idle(Duration::ZERO).await?;
-        samples.push(start.elapsed());
+        let mut samples = Vec::with_capacity(shape.measured);
+        for _ in 0..shape.measured {
+            let start = Instant::now();
+            one.input(from(), text(prompt)).await?;
+            one.wait_idle(Duration::ZERO).await?;
+            samples.push(start.elapsed());
+            done += 1;
+        }
+        lines.push(json!({
+            "bench": "turn",
+            "history_turns": history,
+            "p50_us": percentile(&mut samples, 0.5),
+            "p99_us": percentile(&mut samples, 0.99),
+        }));
+    }
+    let mut sessions = Vec::with_capacity(shape.sessions);
+    for _ in 0..shape.sessions {
+        sessions.push(make().await?);
     }
     let start = Instant::now();
-    let deadline = start + run_for;
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..sessions {
-        let make = make.clone();
+    for session in sessions {
+        let turns = shape.turns_each;
         tasks.spawn(async move {
-            let mut turns = 0u64;
-            let mut session = make().await?;
-            while Instant::now() < deadline {
-                if turns > 0 && turns.is_multiple_of(TURNS_PER_SESSION as u64) {
-                    session = make().await?;
-                }
+            for _ in 0..turns {
                 session.input(from(), text(prompt)).await?;
                 session.wait_idle(Duration::ZERO).await?;
-                turns += 1;
             }
-            Ok::<u64, SessionError>(turns)
+            Ok::<(), SessionError>(())
         });
     }
-    let mut turns = 0;
     while let Some(done) = tasks.join_next().await {
-        turns += done.map_err(|e| SessionError::Config(e.to_string()))??;
+        done.map_err(|e| SessionError::Config(e.to_string()))??;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    Ok(json!({
+    lines.push(json!({
         "bench": "turn",
-        "p50_us": percentile(&mut samples, 0.5),
-        "p99_us": percentile(&mut samples, 0.99),
-        "sessions": sessions,
-        "turns_per_s": (turns as f64 / elapsed).round() as u64,
-        "turns_per_session": TURNS_PER_SESSION,
-    }))
+        "sessions": shape.sessions,
+        "turns_per_session": shape.turns_each,
+        "turns_per_s": ((shape.sessions * shape.turns_each) as f64 / elapsed).round() as u64,
+    }));
+    Ok(lines)
 }
 
 /// HTTP clients, each driving its own counter session: an input with
@@ -471,16 +515,8 @@ async fn http(
 ) -> BenchResult<serde_json::Value> {
     let bed = bed(config, cache, false)?;
     let fail = |e: &dyn std::fmt::Display| SessionError::Config(e.to_string());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| fail(&e))?;
-    let addr = listener.local_addr().map_err(|e| fail(&e))?;
-    let tenants = crate::server::Tenants::from_config(&Config::default()).map_err(|e| fail(&e))?;
-    let app = crate::server::router(bed.host.clone(), tenants, Default::default());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    crate::effects::install_crypto_provider();
+    let (base, server) = serve(&bed).await?;
     let client = reqwest::Client::new();
-    let base = format!("http://{addr}/v1");
     let counter = crate::examples::get("counter").expect("examples are built in");
     bed.host
         .add_guest(crate::journal::DEFAULT_TENANT, "counter", counter)?;
@@ -541,4 +577,94 @@ async fn http(
         "p50_us": percentile(&mut samples, 0.5),
         "p99_us": percentile(&mut samples, 0.99),
     }))
+}
+
+/// The API of `bed`'s host on 127.0.0.1:0, in this process: its `/v1` URL.
+async fn serve(bed: &Bed) -> BenchResult<(String, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let fail = |e: &dyn std::fmt::Display| SessionError::Config(e.to_string());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| fail(&e))?;
+    let addr = listener.local_addr().map_err(|e| fail(&e))?;
+    let tenants = crate::server::Tenants::from_config(&Config::default()).map_err(|e| fail(&e))?;
+    let app = crate::server::router(bed.host.clone(), tenants, Default::default());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    crate::effects::install_crypto_provider();
+    Ok((format!("http://{addr}/v1"), server))
+}
+
+/// The `turn` bench's turn over HTTP: `POST …/input?wait=idle` from one
+/// client, answered with the turn's output once it is durable.
+async fn http_turn(
+    config: &Config,
+    cache: &Path,
+    histories: &[usize],
+    measured: usize,
+) -> BenchResult<Vec<serde_json::Value>> {
+    let bed = bed(config, cache, false)?;
+    let fail = |e: &dyn std::fmt::Display| SessionError::Config(e.to_string());
+    let (base, server) = serve(&bed).await?;
+    let client = reqwest::Client::new();
+    let assistant = crate::examples::get("assistant").expect("examples are built in");
+    bed.host
+        .add_guest(crate::journal::DEFAULT_TENANT, "assistant", assistant)?;
+    let created: serde_json::Value = client
+        .post(format!("{base}/sessions"))
+        .json(&json!({"guest": "assistant", "config": {"context_budget": u64::MAX / 2}}))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| fail(&e))?
+        .json()
+        .await
+        .map_err(|e| fail(&e))?;
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    let log = id.parse::<LogId>().map_err(|e| fail(&e))?;
+    let workspace = bed.host.workspace_dir(log);
+    std::fs::create_dir_all(&workspace)
+        .and_then(|()| std::fs::write(workspace.join("x"), "hello"))
+        .map_err(|e| fail(&e))?;
+    let url = format!("{base}/sessions/{id}/input?wait=idle");
+    let body = json!({"text": "/tool fs.read {\"path\":\"x\"}"});
+    let turn = || async {
+        let answer: serde_json::Value = client
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| fail(&e))?
+            .json()
+            .await
+            .map_err(|e| fail(&e))?;
+        if answer["outputs"].as_array().is_none_or(|o| o.is_empty()) {
+            return Err(fail(&format!(
+                "a turn was answered without its output: {answer}"
+            )));
+        }
+        Ok::<(), SessionError>(())
+    };
+    let mut lines = Vec::new();
+    let mut done = 0;
+    for &history in histories {
+        while done < history {
+            turn().await?;
+            done += 1;
+        }
+        let mut samples = Vec::with_capacity(measured);
+        for _ in 0..measured {
+            let start = Instant::now();
+            turn().await?;
+            samples.push(start.elapsed());
+            done += 1;
+        }
+        lines.push(json!({
+            "bench": "http-turn",
+            "history_turns": history,
+            "p50_us": percentile(&mut samples, 0.5),
+            "p99_us": percentile(&mut samples, 0.99),
+        }));
+    }
+    server.abort();
+    Ok(lines)
 }

@@ -99,7 +99,7 @@ struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Run only these benchmarks (wake, wake-concurrent, step, throughput,
-    /// memory, turn, http, fork, wake-snapshot, export).
+    /// memory, turn, http-turn, http, fork, wake-snapshot, export).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Smaller sizes, for a quick look.

@@ -262,8 +262,8 @@ fn from_tool_call(c: wit::ToolCall) -> ToolCall {
 
 /// A guest's effect, in the host's terms. Tool schemas that are not JSON are
 /// kept as JSON strings rather than refused: the guest's words are its own.
-pub(crate) fn from_effect(e: wit::Effect) -> Effect {
-    let body = match e.body {
+pub(crate) fn from_effect(key: String, body: wit::EffectBody) -> Effect {
+    let body = match body {
         wit::EffectBody::Model(r) => EffectBody::Model(ModelRequest {
             model: r.model,
             system: r.system,
@@ -301,5 +301,5 @@ pub(crate) fn from_effect(e: wit::Effect) -> Effect {
         wit::EffectBody::Compact(summary) => EffectBody::Compact(summary),
         wit::EffectBody::Finish(result) => EffectBody::Finish(result),
     };
-    Effect { key: e.key, body }
+    Effect { key, body }
 }

@@ -107,15 +107,38 @@ impl GuestInstance {
         self.finish(fuel, result)
     }
 
-    /// The effects the guest wants outstanding now.
-    pub fn effects(&mut self) -> Result<Vec<Effect>, GuestError> {
+    /// The keys of the effects the guest wants outstanding now.
+    pub fn wanted_keys(&mut self) -> Result<Vec<String>, GuestError> {
         let fuel = self.limits.fuel_per_call;
         self.store
             .set_fuel(fuel)
             .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
-        let result = self.agent.call_effects(&mut self.store);
-        let effects = self.finish(fuel, result)?;
-        Ok(effects.into_iter().map(convert::from_effect).collect())
+        let result = self.agent.call_wanted_keys(&mut self.store);
+        self.finish(fuel, result)
+    }
+
+    /// The effect the guest wants under `key`; `None` when it wants none.
+    pub fn effect(&mut self, key: &str) -> Result<Option<Effect>, GuestError> {
+        let fuel = self.limits.fuel_per_call;
+        self.store
+            .set_fuel(fuel)
+            .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
+        let result = self.agent.call_effect(&mut self.store, key);
+        let body = self.finish(fuel, result)?;
+        Ok(body.map(|body| convert::from_effect(key.to_string(), body)))
+    }
+
+    /// Every effect the guest wants outstanding now, with its body: for the
+    /// checks that compare a guest with a log, not for the hot path (which
+    /// asks only for the bodies of keys its log has not recorded).
+    pub fn effects(&mut self) -> Result<Vec<Effect>, GuestError> {
+        let mut effects = Vec::new();
+        for key in self.wanted_keys()? {
+            if let Some(effect) = self.effect(&key)? {
+                effects.push(effect);
+            }
+        }
+        Ok(effects)
     }
 
     /// The guest's state, if it can give one.

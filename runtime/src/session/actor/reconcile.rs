@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use super::{Actor, MAX_ROUNDS, Perform};
 use crate::config::Policy;
 use crate::effects::{Effect, EffectBody};
-use crate::guest::GuestError;
+use crate::guest::{GuestError, GuestInstance};
 use crate::journal::{
     Append, Commit, ErrorKind, Event, EventBody, Outcome, RequestedEffect, StoredEvent,
 };
@@ -147,9 +147,10 @@ impl Actor {
                     failure: Some(failure),
                 };
             }
+            let known = &self.keys;
             let wanted = match guest
                 .apply(&staged[first_new..])
-                .and_then(|()| guest.effects())
+                .and_then(|()| wanted(guest, known, &fresh))
             {
                 Ok(wanted) => wanted,
                 Err(e) => {
@@ -160,7 +161,8 @@ impl Actor {
                     };
                 }
             };
-            pending = self.reconcile(wanted, &fresh, performs, &mut cancels);
+            let (keys, new) = wanted;
+            pending = self.reconcile(&keys, new, &fresh, performs, &mut cancels);
             if pending.is_empty() {
                 break;
             }
@@ -176,22 +178,18 @@ impl Actor {
     /// record the new effects, and note what to perform once they are durable.
     fn reconcile(
         &self,
-        wanted: Vec<Effect>,
+        wanted_keys: &HashSet<String>,
+        new: Vec<Effect>,
         fresh: &Keys,
         performs: &mut Vec<Perform>,
         cancels: &mut Vec<String>,
     ) -> Vec<EventBody> {
         let mut events = Vec::new();
-        let mut wanted_keys = HashSet::new();
         // Effects that end the log come after everything else the guest said
         // in the same breath (the stable sort keeps the guest's order).
-        let mut wanted = wanted;
-        wanted.sort_by_key(|e| matches!(e.body, EffectBody::Compact(_) | EffectBody::Finish(_)));
-        for Effect { key, body } in wanted {
-            wanted_keys.insert(key.clone());
-            if self.keys.is_recorded(&key) || fresh.is_recorded(&key) {
-                continue;
-            }
+        let mut new = new;
+        new.sort_by_key(|e| matches!(e.body, EffectBody::Compact(_) | EffectBody::Finish(_)));
+        for Effect { key, body } in new {
             match body {
                 EffectBody::Output(content) => events.push(EventBody::Output { key, content }),
                 EffectBody::Finish(result) => events.push(EventBody::Finished { key, result }),
@@ -271,4 +269,26 @@ impl Actor {
         }
         events
     }
+}
+
+/// What the guest wants now: every key, and the effects under the keys that
+/// neither the log (`known`) nor this advance (`fresh`) has recorded, with
+/// their bodies. Only those bodies cross from the guest, so a round costs
+/// the guest's outstanding keys and its new effects, never its history.
+fn wanted(
+    guest: &mut GuestInstance,
+    known: &Keys,
+    fresh: &Keys,
+) -> Result<(HashSet<String>, Vec<Effect>), GuestError> {
+    let keys = guest.wanted_keys()?;
+    let mut new = Vec::new();
+    for key in &keys {
+        if known.is_recorded(key) || fresh.is_recorded(key) {
+            continue;
+        }
+        if let Some(effect) = guest.effect(key)? {
+            new.push(effect);
+        }
+    }
+    Ok((keys.into_iter().collect(), new))
 }
