@@ -9,6 +9,7 @@ mod http_fetch;
 mod mcp;
 mod model;
 mod providers;
+mod redact;
 mod tool;
 
 pub use fs::{FsRead, FsWrite};
@@ -19,6 +20,9 @@ pub use model::{
     ModelRegistry, ModelRequest, RetryPolicy, Role,
 };
 pub use providers::{Anthropic, OpenAi, install_crypto_provider};
+pub use redact::{
+    KEY_SHAPE_MIN_CHARS, MIN_SECRET_BYTES, ProviderText, REDACTED, Redactor, StreamRedactor,
+};
 pub use tool::{Tool, ToolContext, ToolError, ToolRegistry};
 
 use crate::journal::{ContentBlock, Question, ToolCall};

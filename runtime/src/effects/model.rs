@@ -2,6 +2,12 @@
 //!
 //! A model request is never stored in the log, only its digest: it is rebuilt
 //! from the log by the guest whenever it is needed. The response is stored whole.
+//!
+//! Invariant: no secret reaches the log through a model call. A
+//! [`ModelError`]'s message is a [`ProviderText`], which only a
+//! [`Redactor`](super::Redactor) builds (or a `&'static str` the host wrote);
+//! a [`DeltaSink`] takes `ProviderText` too; and a provider passes its
+//! response through the same redactor before answering.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::redact::ProviderText;
 use crate::config::ModelConfig;
 use crate::journal::{ContentBlock, ErrorKind, ModelResponse, StopReason, ToolSpec, Usage};
 
@@ -77,8 +84,8 @@ impl ModelRequest {
 pub struct ModelError {
     /// The kind of failure, as the log records it.
     pub kind: ErrorKind,
-    /// A readable message; never contains a secret.
-    pub message: String,
+    /// A readable message, scrubbed of secrets.
+    pub message: ProviderText,
     /// Whether trying again may succeed.
     pub retryable: bool,
     /// How long the provider asked us to wait (`Retry-After`).
@@ -87,17 +94,17 @@ pub struct ModelError {
 
 impl ModelError {
     /// A failure that trying again will not mend.
-    pub fn fatal(kind: ErrorKind, message: impl Into<String>) -> ModelError {
+    pub fn fatal(kind: ErrorKind, message: ProviderText) -> ModelError {
         ModelError {
             kind,
-            message: message.into(),
+            message,
             retryable: false,
             retry_after: None,
         }
     }
 
     /// A failure that may pass if tried again.
-    pub fn transient(kind: ErrorKind, message: impl Into<String>) -> ModelError {
+    pub fn transient(kind: ErrorKind, message: ProviderText) -> ModelError {
         ModelError {
             retryable: true,
             ..ModelError::fatal(kind, message)
@@ -131,8 +138,10 @@ pub enum DeltaKind {
     Restart,
 }
 
-/// Where a streaming provider sends its deltas: `(kind, text)`.
-pub type DeltaSink = Arc<dyn Fn(DeltaKind, &str) + Send + Sync>;
+/// Where a streaming provider sends its deltas: `(kind, text)`, the text
+/// scrubbed (a [`StreamRedactor`](super::StreamRedactor) keeps a secret split
+/// across deltas from going out in halves).
+pub type DeltaSink = Arc<dyn Fn(DeltaKind, &ProviderText) + Send + Sync>;
 
 /// How the host retries a provider's transient failures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

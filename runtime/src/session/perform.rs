@@ -7,7 +7,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use super::{Command, Shared};
-use crate::effects::{DeltaKind, DeltaSink, ModelDelta, ModelError, ModelRequest, ToolContext};
+use crate::effects::{
+    DeltaKind, DeltaSink, ModelDelta, ModelError, ModelRequest, ProviderText, Redactor, ToolContext,
+};
 use crate::journal::{ErrorKind, EventBody, LogId, ModelResponse, Outcome, ToolCall};
 
 /// How an effect ended, as the performer saw it.
@@ -29,7 +31,7 @@ impl Done {
             Done::Model(Err(e), attempt) => EventBody::Failed {
                 key,
                 error: e.kind,
-                message: e.message,
+                message: e.message.into_string(),
                 retryable: false,
                 attempt,
             },
@@ -69,7 +71,7 @@ pub(crate) fn model(
         let Some(provider) = provider else {
             let error = ModelError::fatal(
                 ErrorKind::InvalidRequest,
-                format!("no model alias {:?} is configured", request.model),
+                Redactor::new().scrub(&format!("no model alias {:?} is configured", request.model)),
             );
             let _ = tx.send(Command::Done {
                 key,
@@ -81,13 +83,13 @@ pub(crate) fn model(
         let sink: DeltaSink = {
             let key = key.clone();
             let deltas = deltas.clone();
-            Arc::new(move |kind: DeltaKind, text: &str| {
+            Arc::new(move |kind: DeltaKind, text: &ProviderText| {
                 // Nobody watching: skip the allocation.
                 if deltas.receiver_count() > 0 && !text.is_empty() {
                     let _ = deltas.send(ModelDelta {
                         key: key.clone(),
                         kind,
-                        text: text.to_string(),
+                        text: text.as_str().to_string(),
                     });
                 }
             })
@@ -104,7 +106,7 @@ pub(crate) fn model(
                     let event = EventBody::Failed {
                         key: key.clone(),
                         error: e.kind,
-                        message: e.message,
+                        message: e.message.into_string(),
                         retryable: true,
                         attempt,
                     };
@@ -117,7 +119,7 @@ pub(crate) fn model(
                     if sent.is_err() || !matches!(acked.await, Ok(true)) {
                         return;
                     }
-                    sink(DeltaKind::Restart, "-");
+                    sink(DeltaKind::Restart, &ProviderText::host("-"));
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }

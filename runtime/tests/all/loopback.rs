@@ -1,8 +1,11 @@
 //! A loopback HTTP/1.1 server that plays a script of replies and records the
 //! requests it got, so that a test can speak a provider's wire format on
 //! `127.0.0.1:0` and check what the host sent. Each connection serves one
-//! request and closes, which also lets a reply end a stream early. Below the
-//! server: replies built from the providers' documented examples.
+//! request and closes, which also lets a reply end a stream early. A reply
+//! may echo the request's headers: `{{NAME}}` in its body or stream chunks is
+//! replaced by the value of request header NAME (lower case), the way a
+//! provider quotes a key back. Below the server: replies built from the
+//! providers' documented examples.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -53,6 +56,30 @@ impl Reply {
         }
     }
 
+    /// This reply with each `{{NAME}}` replaced by request header NAME.
+    fn echoing(&self, request: &HashMap<String, String>) -> Reply {
+        let echo = |text: &str| {
+            request
+                .iter()
+                .fold(text.to_string(), |text, (name, value)| {
+                    text.replace(&format!("{{{{{name}}}}}"), value)
+                })
+        };
+        match self {
+            Reply::Body {
+                status,
+                headers,
+                body,
+            } => Reply::Body {
+                status: *status,
+                headers: headers.clone(),
+                body: echo(body),
+            },
+            Reply::Sse(chunks) => Reply::Sse(chunks.iter().map(|c| echo(c)).collect()),
+            Reply::Hang => Reply::Hang,
+        }
+    }
+
     /// SSE events from `(event name or "", data)` pairs.
     pub fn sse(events: &[(&str, String)]) -> Reply {
         Reply::Sse(
@@ -94,12 +121,13 @@ impl Loopback {
                     let Some(request) = read_request(&mut socket).await else {
                         return;
                     };
+                    let headers = request.headers.clone();
                     let n = {
                         let mut all = recorded.lock().unwrap();
                         all.push(request);
                         all.len() - 1
                     };
-                    let reply = script[n.min(script.len() - 1)].clone();
+                    let reply = script[n.min(script.len() - 1)].echoing(&headers);
                     let _ = write_reply(&mut socket, reply).await;
                 });
             }

@@ -12,6 +12,7 @@ mod loopback;
 mod mcp;
 mod origin;
 mod providers;
+mod secrets;
 mod server;
 mod session;
 mod tools;

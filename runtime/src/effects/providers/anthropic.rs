@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{HttpSettings, ToolNames, malformed, read_sse, truncated};
+use super::{Deltas, HttpSettings, ToolNames, malformed, parse_json, read_sse, truncated};
 use crate::config::ModelConfig;
 use crate::effects::model::{
     DeltaKind, DeltaSink, Message, ModelError, ModelFuture, ModelProvider, ModelRequest,
     RetryPolicy, Role,
 };
+use crate::effects::redact::Redactor;
 use crate::journal::{ContentBlock, ErrorKind, ModelResponse, StopReason, ToolCall, Usage};
 
 /// The provider name recorded on responses and reasoning blocks.
@@ -95,6 +96,7 @@ impl Anthropic {
         deltas: Option<DeltaSink>,
     ) -> Result<ModelResponse, ModelError> {
         let key = self.http.api_key()?;
+        let redact = Redactor::with_secrets(key.as_deref());
         let mut headers = vec![("anthropic-version", self.version.clone())];
         if let Some(key) = &key {
             headers.push(("x-api-key", key.clone()));
@@ -104,28 +106,28 @@ impl Anthropic {
         let body = self.body(&request, stream, &mut names);
         let response = self
             .http
-            .post("/messages", &headers, &body, key.as_deref())
+            .post("/messages", &headers, &body, &redact)
             .await?;
-        let mut answer = Answer::default();
         if stream && super::is_event_stream(&response) {
-            let sink = deltas.unwrap_or_else(|| std::sync::Arc::new(|_, _: &str| {}));
-            let done = read_sse(response, key.as_deref(), |event| {
-                let value: Value = serde_json::from_str(&event.data).map_err(malformed)?;
-                answer.event(&value, &*sink)
+            let mut answer = Answer::new(&redact, deltas);
+            let done = read_sse(response, &redact, |event| {
+                answer.event(&parse_json(&redact, event.data.as_bytes())?)
             })
             .await?;
             if !done {
-                return Err(truncated("Messages"));
+                return Err(truncated(&redact, "Messages"));
             }
+            answer.deltas.finish();
+            Ok(redact.response(answer.into_response(&names, &self.http.model)?))
         } else {
+            let mut answer = Answer::new(&redact, None);
             let bytes = response
                 .bytes()
                 .await
-                .map_err(|e| super::transport_error(&e, key.as_deref()))?;
-            let value: Value = serde_json::from_slice(&bytes).map_err(malformed)?;
-            answer.whole(&value)?;
+                .map_err(|e| super::transport_error(&e, &redact))?;
+            answer.whole(&parse_json(&redact, &bytes)?)?;
+            Ok(redact.response(answer.into_response(&names, &self.http.model)?))
         }
-        answer.into_response(&names, &self.http.model)
     }
 }
 
@@ -187,23 +189,36 @@ enum Block {
     },
 }
 
-#[derive(Default)]
-struct Answer {
+/// A response as it is assembled, from one body or from stream events.
+struct Answer<'r> {
+    redact: &'r Redactor,
+    deltas: Deltas<'r>,
     blocks: BTreeMap<u64, Block>,
     stop_reason: Option<String>,
     usage: Usage,
     model: Option<String>,
 }
 
-impl Answer {
+impl<'r> Answer<'r> {
+    fn new(redact: &'r Redactor, sink: Option<DeltaSink>) -> Answer<'r> {
+        Answer {
+            redact,
+            deltas: Deltas::new(redact, sink),
+            blocks: BTreeMap::new(),
+            stop_reason: None,
+            usage: Usage::default(),
+            model: None,
+        }
+    }
+
     fn whole(&mut self, value: &Value) -> Result<(), ModelError> {
         if value.get("type").and_then(Value::as_str) != Some("message") {
-            return Err(malformed("not a message"));
+            return Err(malformed(self.redact, "not a message"));
         }
         let content = value
             .get("content")
             .and_then(Value::as_array)
-            .ok_or_else(|| malformed("a message without content"))?;
+            .ok_or_else(|| malformed(self.redact, "a message without content"))?;
         for (index, block) in content.iter().enumerate() {
             self.start(index as u64, block)?;
             if let Some(Block::ToolUse { json, .. }) = self.blocks.get_mut(&(index as u64)) {
@@ -268,62 +283,63 @@ impl Answer {
             // Block types this build does not know (server tools, citations)
             // are left out rather than failing the turn.
             Some(_) => return Ok(()),
-            None => return Err(malformed("a content block without a type")),
+            None => return Err(malformed(self.redact, "a content block without a type")),
         };
         self.blocks.insert(index, made);
         Ok(())
     }
 
     /// Fold one stream event; `Ok(true)` at `message_stop`.
-    fn event(
-        &mut self,
-        value: &Value,
-        sink: &(dyn Fn(DeltaKind, &str) + Send + Sync),
-    ) -> Result<bool, ModelError> {
+    fn event(&mut self, value: &Value) -> Result<bool, ModelError> {
+        let redact = self.redact;
         let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
         match value.get("type").and_then(Value::as_str) {
             Some("message_start") => {
                 let message = value
                     .get("message")
-                    .ok_or_else(|| malformed("message_start without a message"))?;
+                    .ok_or_else(|| malformed(redact, "message_start without a message"))?;
                 self.meta(message);
             }
             Some("content_block_start") => {
                 let block = value
                     .get("content_block")
-                    .ok_or_else(|| malformed("content_block_start without a block"))?;
+                    .ok_or_else(|| malformed(redact, "content_block_start without a block"))?;
                 self.start(index, block)?;
             }
             Some("content_block_delta") => {
                 let delta = value
                     .get("delta")
-                    .ok_or_else(|| malformed("content_block_delta without a delta"))?;
+                    .ok_or_else(|| malformed(redact, "content_block_delta without a delta"))?;
                 let text = |f: &str| delta.get(f).and_then(Value::as_str).unwrap_or_default();
                 match (
                     self.blocks.get_mut(&index),
                     delta.get("type").and_then(Value::as_str),
                 ) {
                     (Some(Block::Text(t)), Some("text_delta")) => {
-                        sink(DeltaKind::Text, text("text"));
+                        self.deltas.send(DeltaKind::Text, text("text"));
                         t.push_str(text("text"));
                     }
                     (Some(Block::Thinking { text: t, .. }), Some("thinking_delta")) => {
-                        sink(DeltaKind::Reasoning, text("thinking"));
+                        self.deltas.send(DeltaKind::Reasoning, text("thinking"));
                         t.push_str(text("thinking"));
                     }
                     (Some(Block::Thinking { signature, .. }), Some("signature_delta")) => {
                         signature.push_str(text("signature"));
                     }
                     (Some(Block::ToolUse { json, .. }), Some("input_json_delta")) => {
-                        sink(DeltaKind::ToolArguments, text("partial_json"));
+                        self.deltas
+                            .send(DeltaKind::ToolArguments, text("partial_json"));
                         json.push_str(text("partial_json"));
                     }
                     (None, _) => {}
                     (Some(_), kind) => {
-                        return Err(malformed(format!(
-                            "a {} delta for block {index} of another type",
-                            kind.unwrap_or("typeless")
-                        )));
+                        return Err(malformed(
+                            redact,
+                            format!(
+                                "a {} delta for block {index} of another type",
+                                kind.unwrap_or("typeless")
+                            ),
+                        ));
                     }
                 }
             }
@@ -342,7 +358,7 @@ impl Answer {
                     .pointer("/error/message")
                     .and_then(Value::as_str)
                     .unwrap_or("an error event");
-                let message = format!("the provider failed mid-stream: {message}");
+                let message = redact.scrub(&format!("the provider failed mid-stream: {message}"));
                 return Err(match kind {
                     Some("overloaded_error" | "api_error") => {
                         ModelError::transient(ErrorKind::Unavailable, message)
@@ -388,9 +404,10 @@ impl Answer {
                         json
                     };
                     if serde_json::from_str::<Value>(&arguments).is_err() {
-                        return Err(malformed(format!(
-                            "the arguments of tool call {id} are not JSON"
-                        )));
+                        return Err(malformed(
+                            self.redact,
+                            format!("the arguments of tool call {id} are not JSON"),
+                        ));
                     }
                     ContentBlock::ToolCall(ToolCall {
                         id,
@@ -440,11 +457,11 @@ impl ModelProvider for Anthropic {
 mod tests {
     use super::*;
 
-    fn fold(events: &[Value]) -> (Result<bool, ModelError>, Answer) {
-        let mut answer = Answer::default();
+    fn fold<'r>(redact: &'r Redactor, events: &[Value]) -> (Result<bool, ModelError>, Answer<'r>) {
+        let mut answer = Answer::new(redact, None);
         let mut last = Ok(false);
         for event in events {
-            last = answer.event(event, &|_, _| {});
+            last = answer.event(event);
             if !matches!(last, Ok(false)) {
                 break;
             }
@@ -467,7 +484,8 @@ mod tests {
             json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 42}}),
             json!({"type": "message_stop"}),
         ];
-        let (done, answer) = fold(&events);
+        let redact = Redactor::new();
+        let (done, answer) = fold(&redact, &events);
         assert!(matches!(done, Ok(true)));
         let mut names = ToolNames::default();
         names.wire("fs.read");
@@ -496,9 +514,13 @@ mod tests {
 
     #[test]
     fn an_overloaded_error_event_is_retryable() {
-        let (done, _) = fold(&[
-            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
-        ]);
+        let redact = Redactor::new();
+        let (done, _) = fold(
+            &redact,
+            &[
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            ],
+        );
         let error = done.expect_err("an error event fails the attempt");
         assert!(error.retryable);
         assert_eq!(error.kind, ErrorKind::Unavailable);

@@ -2,8 +2,12 @@
 //! Anthropic Messages wire, each streaming (SSE) or not.
 //!
 //! Invariants:
-//! - the API key is read from the environment at each call, sent only in a
-//!   header, and scrubbed from every error message (providers echo it back);
+//! - the API key is read from the environment at each call and sent only in
+//!   a header;
+//! - every string a provider sends passes the call's [`Redactor`], which
+//!   knows that key, before it becomes a [`ModelError`] (whose message is a
+//!   [`ProviderText`](super::ProviderText)), a response or a live delta
+//!   ([`Deltas`]); providers echo keys back in errors and completions alike;
 //! - a provider's opaque reasoning data goes back only to the same wire;
 //! - a malformed or truncated response is a [`ModelError`], never a panic;
 //! - one call here is one attempt: the session retries (and logs each failure).
@@ -19,11 +23,12 @@ use std::time::Duration;
 pub use anthropic::Anthropic;
 pub use openai::OpenAi;
 
-use super::model::{ModelError, RetryPolicy};
+use super::model::{DeltaKind, DeltaSink, ModelError, RetryPolicy};
+use super::redact::{Redactor, StreamRedactor};
 use crate::config::ModelConfig;
 use crate::journal::ErrorKind;
 
-/// Most bytes of an error body quoted in a failure message.
+/// Most chars of a provider's body quoted in a failure message.
 const ERROR_BODY_CHARS: usize = 400;
 
 /// What both wires share: the endpoint, the key's variable, limits, retries.
@@ -79,7 +84,9 @@ impl HttpSettings {
             Ok(key) if !key.is_empty() => Ok(Some(key)),
             _ => Err(ModelError::fatal(
                 ErrorKind::InvalidRequest,
-                format!("the environment variable {var} (api_key_env) is not set"),
+                Redactor::new().scrub(&format!(
+                    "the environment variable {var} (api_key_env) is not set"
+                )),
             )),
         }
     }
@@ -91,7 +98,7 @@ impl HttpSettings {
         path: &str,
         headers: &[(&str, String)],
         body: &serde_json::Value,
-        key: Option<&str>,
+        redact: &Redactor,
     ) -> Result<reqwest::Response, ModelError> {
         let mut request = self
             .client
@@ -101,21 +108,24 @@ impl HttpSettings {
             request = request.header(*name, value);
         }
         let bytes = serde_json::to_vec(body).map_err(|e| {
-            ModelError::fatal(ErrorKind::InvalidRequest, format!("cannot encode: {e}"))
+            ModelError::fatal(
+                ErrorKind::InvalidRequest,
+                redact.scrub(&format!("cannot encode: {e}")),
+            )
         })?;
         let response = request
             .body(bytes)
             .send()
             .await
-            .map_err(|e| transport_error(&e, key))?;
+            .map_err(|e| transport_error(&e, redact))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let retry_after = retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
-        let detail = scrub(&error_detail(&text), key);
-        let message = format!("the provider answered {status}: {detail}");
+        let detail = error_detail(&text, redact);
+        let message = redact.scrub(&format!("the provider answered {status}: {detail}"));
         let code = status.as_u16();
         let mut error = match code {
             429 => ModelError::transient(ErrorKind::RateLimited, message),
@@ -141,8 +151,9 @@ pub fn install_crypto_provider() {
     });
 }
 
-/// The provider's own message out of an error body, else the body, cut short.
-fn error_detail(body: &str) -> String {
+/// The provider's own message out of an error body, else the body; scrubbed,
+/// then cut short.
+fn error_detail(body: &str, redact: &Redactor) -> String {
     let from_json = serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
@@ -151,7 +162,16 @@ fn error_detail(body: &str) -> String {
                 .and_then(|m| m.as_str())
                 .map(str::to_string)
         });
-    let text = from_json.unwrap_or_else(|| body.trim().to_string());
+    excerpt(
+        &from_json.unwrap_or_else(|| body.trim().to_string()),
+        redact,
+    )
+}
+
+/// Text scrubbed and then cut to [`ERROR_BODY_CHARS`]: in that order, so that
+/// a key at the cut is not kept in part.
+fn excerpt(text: &str, redact: &Redactor) -> String {
+    let text = redact.scrub(text).into_string();
     let mut cut: String = text.chars().take(ERROR_BODY_CHARS).collect();
     if cut.len() < text.len() {
         cut.push('…');
@@ -162,17 +182,8 @@ fn error_detail(body: &str) -> String {
     cut
 }
 
-/// Remove the key from a message: providers quote it back in errors
-/// ("Incorrect API key provided: sk-...").
-pub(crate) fn scrub(message: &str, key: Option<&str>) -> String {
-    match key {
-        Some(key) if key.len() >= 4 => message.replace(key, "[redacted]"),
-        _ => message.to_string(),
-    }
-}
-
 /// A failure to talk to the provider at all: worth another attempt.
-fn transport_error(e: &reqwest::Error, key: Option<&str>) -> ModelError {
+fn transport_error(e: &reqwest::Error, redact: &Redactor) -> ModelError {
     let mut message = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
@@ -180,16 +191,15 @@ fn transport_error(e: &reqwest::Error, key: Option<&str>) -> ModelError {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    let message = scrub(&message, key);
     if e.is_timeout() {
         ModelError::transient(
             ErrorKind::Timeout,
-            format!("the provider timed out: {message}"),
+            redact.scrub(&format!("the provider timed out: {message}")),
         )
     } else {
         ModelError::transient(
             ErrorKind::Unavailable,
-            format!("cannot reach the provider: {message}"),
+            redact.scrub(&format!("cannot reach the provider: {message}")),
         )
     }
 }
@@ -208,19 +218,30 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 /// A malformed answer: recorded, never retried (the same request would get
 /// the same answer).
-fn malformed(what: impl std::fmt::Display) -> ModelError {
+fn malformed(redact: &Redactor, what: impl std::fmt::Display) -> ModelError {
     ModelError::fatal(
         ErrorKind::InvalidResponse,
-        format!("malformed provider response: {what}"),
+        redact.scrub(&format!("malformed provider response: {what}")),
     )
+}
+
+/// Parse a body or an event's data as JSON; when it is not, the failure
+/// quotes how it began (a proxy's HTML page, a cut-off body), scrubbed.
+fn parse_json(redact: &Redactor, bytes: &[u8]) -> Result<serde_json::Value, ModelError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let body = excerpt(&String::from_utf8_lossy(bytes), redact);
+        malformed(redact, format!("{e}; it began: {body}"))
+    })
 }
 
 /// A stream that ended before the provider said it was done: the connection
 /// dropped, so another attempt may succeed.
-fn truncated(wire: &str) -> ModelError {
+fn truncated(redact: &Redactor, wire: &str) -> ModelError {
     ModelError::transient(
         ErrorKind::InvalidResponse,
-        format!("the {wire} stream ended before the response was complete"),
+        redact.scrub(&format!(
+            "the {wire} stream ended before the response was complete"
+        )),
     )
 }
 
@@ -238,7 +259,7 @@ fn is_event_stream(response: &reqwest::Response) -> bool {
 /// `on_event` until it says the stream is done.
 async fn read_sse(
     mut response: reqwest::Response,
-    key: Option<&str>,
+    redact: &Redactor,
     mut on_event: impl FnMut(sse::SseEvent) -> Result<bool, ModelError>,
 ) -> Result<bool, ModelError> {
     let mut parser = sse::SseParser::default();
@@ -246,7 +267,7 @@ async fn read_sse(
         let chunk = response
             .chunk()
             .await
-            .map_err(|e| transport_error(&e, key))?;
+            .map_err(|e| transport_error(&e, redact))?;
         let Some(chunk) = chunk else {
             // A last event without its blank line still counts.
             for event in parser.finish() {
@@ -259,6 +280,59 @@ async fn read_sse(
         for event in parser.push(&chunk) {
             if on_event(event)? {
                 return Ok(true);
+            }
+        }
+    }
+}
+
+/// The live deltas of one attempt. Each kind of text is scrubbed as one
+/// stream, so that a secret split across pieces is caught whole; what is
+/// held back goes out at [`Deltas::finish`], once the answer is complete.
+/// With no sink (a call that does not stream) it does nothing.
+struct Deltas<'r> {
+    sink: Option<DeltaSink>,
+    text: StreamRedactor<'r>,
+    reasoning: StreamRedactor<'r>,
+    arguments: StreamRedactor<'r>,
+}
+
+impl<'r> Deltas<'r> {
+    fn new(redact: &'r Redactor, sink: Option<DeltaSink>) -> Deltas<'r> {
+        Deltas {
+            sink,
+            text: redact.stream(),
+            reasoning: redact.stream(),
+            arguments: redact.stream(),
+        }
+    }
+
+    /// Send `raw`, as the provider wrote it, once scrubbed.
+    fn send(&mut self, kind: DeltaKind, raw: &str) {
+        let Some(sink) = &self.sink else { return };
+        let stream = match kind {
+            DeltaKind::Text => &mut self.text,
+            DeltaKind::Reasoning => &mut self.reasoning,
+            DeltaKind::ToolArguments => &mut self.arguments,
+            // The session's word, never a wire's.
+            DeltaKind::Restart => return,
+        };
+        let clean = stream.push(raw);
+        if !clean.is_empty() {
+            sink(kind, &clean);
+        }
+    }
+
+    /// The answer is complete: send what was held back.
+    fn finish(&mut self) {
+        let Some(sink) = &self.sink else { return };
+        for (kind, stream) in [
+            (DeltaKind::Text, &mut self.text),
+            (DeltaKind::Reasoning, &mut self.reasoning),
+            (DeltaKind::ToolArguments, &mut self.arguments),
+        ] {
+            let clean = stream.finish();
+            if !clean.is_empty() {
+                sink(kind, &clean);
             }
         }
     }
@@ -316,13 +390,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_key_is_scrubbed_from_messages() {
-        let m = scrub(
-            "Incorrect API key provided: sk-secret-123.",
-            Some("sk-secret-123"),
+    fn the_key_is_scrubbed_from_error_details_before_they_are_cut() {
+        let redact = Redactor::with_secrets(["sk-secret-123"]);
+        let m = error_detail(
+            r#"{"error":{"message":"Incorrect API key provided: sk-secret-123."}}"#,
+            &redact,
         );
-        assert!(!m.contains("sk-secret-123"), "{m}");
-        assert!(m.contains("[redacted]"));
+        assert_eq!(m, "Incorrect API key provided: [redacted].");
+        // The key straddles the cut: cut first, its head would stay.
+        let body = format!("{}sk-secret-123", "x".repeat(ERROR_BODY_CHARS - 4));
+        let m = error_detail(&body, &redact);
+        assert!(!m.contains("sk-s"), "{m}");
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_quoted_scrubbed() {
+        let redact = Redactor::with_secrets(["sk-secret-123"]);
+        let error =
+            parse_json(&redact, b"<html>bad key sk-secret-123</html>").expect_err("not JSON");
+        assert_eq!(error.kind, ErrorKind::InvalidResponse);
+        let message = error.message.as_str();
+        assert!(message.contains("<html>bad key [redacted]"), "{message}");
+    }
+
+    #[test]
+    fn deltas_hold_back_a_split_key_and_send_it_scrubbed() {
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink: DeltaSink = {
+            let sent = sent.clone();
+            std::sync::Arc::new(move |kind, text: &super::super::ProviderText| {
+                sent.lock()
+                    .expect("not poisoned")
+                    .push((kind, text.to_string()));
+            })
+        };
+        let redact = Redactor::with_secrets(["sk-secret-123"]);
+        let mut deltas = Deltas::new(&redact, Some(sink));
+        deltas.send(DeltaKind::Text, "key sk-sec");
+        deltas.send(DeltaKind::Reasoning, "thinking about s");
+        deltas.send(DeltaKind::Text, "ret-123 ok");
+        deltas.finish();
+        let sent = sent.lock().expect("not poisoned").clone();
+        assert_eq!(
+            sent,
+            vec![
+                (DeltaKind::Text, "key ".to_string()),
+                (DeltaKind::Reasoning, "thinking about ".to_string()),
+                (DeltaKind::Text, "[redacted] ok".to_string()),
+                (DeltaKind::Reasoning, "s".to_string()),
+            ]
+        );
     }
 
     #[test]
@@ -353,10 +470,11 @@ mod tests {
 
     #[test]
     fn error_details_prefer_the_providers_message() {
+        let redact = Redactor::new();
         assert_eq!(
-            error_detail(r#"{"error":{"message":"bad model","type":"x"}}"#),
+            error_detail(r#"{"error":{"message":"bad model","type":"x"}}"#, &redact),
             "bad model"
         );
-        assert_eq!(error_detail(""), "(no body)");
+        assert_eq!(error_detail("", &redact), "(no body)");
     }
 }

@@ -10,11 +10,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{HttpSettings, ToolNames, malformed, read_sse, truncated};
+use super::{Deltas, HttpSettings, ToolNames, malformed, parse_json, read_sse, truncated};
 use crate::config::ModelConfig;
 use crate::effects::model::{
     DeltaKind, DeltaSink, ModelError, ModelFuture, ModelProvider, ModelRequest, RetryPolicy, Role,
 };
+use crate::effects::redact::Redactor;
 use crate::journal::{ContentBlock, ModelResponse, StopReason, ToolCall, Usage};
 
 /// The provider name recorded on responses and reasoning blocks.
@@ -82,6 +83,7 @@ impl OpenAi {
         deltas: Option<DeltaSink>,
     ) -> Result<ModelResponse, ModelError> {
         let key = self.http.api_key()?;
+        let redact = Redactor::with_secrets(key.as_deref());
         let mut headers = Vec::new();
         if let Some(key) = &key {
             headers.push(("authorization", format!("Bearer {key}")));
@@ -99,32 +101,33 @@ impl OpenAi {
         let body = self.body(&request, stream, &mut names);
         let response = self
             .http
-            .post("/chat/completions", &headers, &body, key.as_deref())
+            .post("/chat/completions", &headers, &body, &redact)
             .await?;
-        let mut answer = Answer::default();
         if stream && super::is_event_stream(&response) {
-            let sink = deltas.unwrap_or_else(|| std::sync::Arc::new(|_, _: &str| {}));
-            let done = read_sse(response, key.as_deref(), |event| {
+            let mut answer = Answer::new(&redact, deltas);
+            let done = read_sse(response, &redact, |event| {
                 if event.data.trim() == "[DONE]" {
                     return Ok(true);
                 }
-                let chunk: Value = serde_json::from_str(&event.data).map_err(malformed)?;
-                answer.chunk(&chunk, &*sink)?;
+                let chunk = parse_json(&redact, event.data.as_bytes())?;
+                answer.chunk(&chunk)?;
                 Ok(false)
             })
             .await?;
             if !done && answer.finish_reason.is_none() {
-                return Err(truncated("Chat Completions"));
+                return Err(truncated(&redact, "Chat Completions"));
             }
+            answer.deltas.finish();
+            Ok(redact.response(answer.into_response(&names, &self.http.model)))
         } else {
+            let mut answer = Answer::new(&redact, None);
             let bytes = response
                 .bytes()
                 .await
-                .map_err(|e| super::transport_error(&e, key.as_deref()))?;
-            let value: Value = serde_json::from_slice(&bytes).map_err(malformed)?;
-            answer.whole(&value)?;
+                .map_err(|e| super::transport_error(&e, &redact))?;
+            answer.whole(&parse_json(&redact, &bytes)?)?;
+            Ok(redact.response(answer.into_response(&names, &self.http.model)))
         }
-        Ok(answer.into_response(&names, &self.http.model))
     }
 }
 
@@ -201,8 +204,9 @@ fn assistant_message(content: &[ContentBlock], names: &mut ToolNames) -> Value {
 }
 
 /// A response as it is assembled, from one body or from stream chunks.
-#[derive(Default)]
-struct Answer {
+struct Answer<'r> {
+    redact: &'r Redactor,
+    deltas: Deltas<'r>,
     text: String,
     reasoning: String,
     reasoning_details: Vec<Value>,
@@ -213,15 +217,29 @@ struct Answer {
     model: Option<String>,
 }
 
-impl Answer {
+impl<'r> Answer<'r> {
+    fn new(redact: &'r Redactor, sink: Option<DeltaSink>) -> Answer<'r> {
+        Answer {
+            redact,
+            deltas: Deltas::new(redact, sink),
+            text: String::new(),
+            reasoning: String::new(),
+            reasoning_details: Vec::new(),
+            calls: BTreeMap::new(),
+            finish_reason: None,
+            usage: Usage::default(),
+            model: None,
+        }
+    }
+
     fn whole(&mut self, value: &Value) -> Result<(), ModelError> {
         let choice = value
             .pointer("/choices/0")
-            .ok_or_else(|| malformed("no choices"))?;
+            .ok_or_else(|| malformed(self.redact, "no choices"))?;
         let message = choice
             .get("message")
-            .ok_or_else(|| malformed("a choice without a message"))?;
-        self.fragment(message, &|_, _| {})?;
+            .ok_or_else(|| malformed(self.redact, "a choice without a message"))?;
+        self.fragment(message)?;
         self.finish_reason = choice
             .get("finish_reason")
             .and_then(Value::as_str)
@@ -230,11 +248,7 @@ impl Answer {
         Ok(())
     }
 
-    fn chunk(
-        &mut self,
-        value: &Value,
-        sink: &(dyn Fn(DeltaKind, &str) + Send + Sync),
-    ) -> Result<(), ModelError> {
+    fn chunk(&mut self, value: &Value) -> Result<(), ModelError> {
         if let Some(error) = value.get("error") {
             let message = error
                 .get("message")
@@ -242,12 +256,13 @@ impl Answer {
                 .unwrap_or("an error event");
             return Err(ModelError::transient(
                 crate::journal::ErrorKind::Unavailable,
-                format!("the provider failed mid-stream: {message}"),
+                self.redact
+                    .scrub(&format!("the provider failed mid-stream: {message}")),
             ));
         }
         if let Some(choice) = value.pointer("/choices/0") {
             if let Some(delta) = choice.get("delta") {
-                self.fragment(delta, sink)?;
+                self.fragment(delta)?;
             }
             if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
                 self.finish_reason = Some(reason.to_string());
@@ -258,18 +273,14 @@ impl Answer {
     }
 
     /// Fold a message, or a stream delta of one (the same fields, in pieces).
-    fn fragment(
-        &mut self,
-        m: &Value,
-        sink: &(dyn Fn(DeltaKind, &str) + Send + Sync),
-    ) -> Result<(), ModelError> {
+    fn fragment(&mut self, m: &Value) -> Result<(), ModelError> {
         if let Some(text) = m.get("content").and_then(Value::as_str) {
-            sink(DeltaKind::Text, text);
+            self.deltas.send(DeltaKind::Text, text);
             self.text.push_str(text);
         }
         for field in ["reasoning_content", "reasoning"] {
             if let Some(text) = m.get(field).and_then(Value::as_str) {
-                sink(DeltaKind::Reasoning, text);
+                self.deltas.send(DeltaKind::Reasoning, text);
                 self.reasoning.push_str(text);
             }
         }
@@ -279,7 +290,7 @@ impl Answer {
         if let Some(calls) = m.get("tool_calls") {
             let calls = calls
                 .as_array()
-                .ok_or_else(|| malformed("tool_calls is not a list"))?;
+                .ok_or_else(|| malformed(self.redact, "tool_calls is not a list"))?;
             for (position, call) in calls.iter().enumerate() {
                 let index = call
                     .get("index")
@@ -295,7 +306,7 @@ impl Answer {
                 }
                 match function.and_then(|f| f.get("arguments")) {
                     Some(Value::String(args)) => {
-                        sink(DeltaKind::ToolArguments, args);
+                        self.deltas.send(DeltaKind::ToolArguments, args);
                         slot.2.push_str(args);
                     }
                     // Some servers send the arguments as an object.
