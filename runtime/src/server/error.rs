@@ -57,6 +57,9 @@ impl From<SessionError> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_guest")
             }
             E::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+            E::Journal(JournalError::LimitReached { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "limit")
+            }
             E::Journal(JournalError::NameTaken { .. }) => (StatusCode::CONFLICT, "name_taken"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };

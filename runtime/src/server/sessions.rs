@@ -65,19 +65,8 @@ async fn create_for(
     name: Option<&str>,
     config: Option<Value>,
 ) -> Result<LogInfo, ApiError> {
-    if let Some(limit) = host
-        .config()
-        .tenants
-        .get(&caller.tenant)
-        .and_then(|t| t.limits.sessions)
-        && host.journal().list(&caller.tenant)?.len() as u64 >= limit
-    {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "limit",
-            format!("the tenant's limit of {limit} sessions is reached"),
-        ));
-    }
+    // The tenant's session limit is checked by the journal, in the
+    // transaction that writes the session (429 `limit`).
     let guest = host.guest(&caller.tenant, guest)?;
     let config = config.unwrap_or_else(|| json!({}));
     let id = host

@@ -9,6 +9,8 @@ use logbook::journal::*;
 use redb::ReadableTable;
 use tempfile::TempDir;
 
+mod tenants;
+
 const T0: u64 = 1_700_000_000_000;
 
 fn guest(name: &str) -> GuestRef {
@@ -37,6 +39,7 @@ fn new_log(tenant: &str, name: Option<&str>) -> NewLog {
         name: name.map(Into::into),
         at: T0,
         created: created(),
+        session_limit: None,
     }
 }
 
@@ -739,6 +742,7 @@ async fn jsonl_round_trips_and_reimports_under_a_new_id() {
             EventBody::Created(c) => c.clone(),
             other => panic!("seq 0 is {other:?}"),
         },
+        session_limit: None,
     };
     let copy_id = copy.id;
     let rest = parsed[1..]
@@ -1011,6 +1015,7 @@ async fn golden_events_match_the_file() {
             name: None,
             at,
             created,
+            session_limit: None,
         }],
         appends: vec![Append {
             log: id,
