@@ -160,9 +160,6 @@ pub trait Journal: Send + Sync + 'static {
     /// The log a name points at.
     fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError>;
 
-    /// The tenant's logs, ordered by id (creation order).
-    fn list(&self, tenant: &str) -> Result<Vec<LogInfo>, JournalError>;
-
     /// Up to `limit` (at least 1) of the tenant's logs with ids after `after`
     /// (from the first when `None`), in id (creation) order. Costs the page,
     /// whatever the number of logs of this or any other tenant.

@@ -286,19 +286,6 @@ impl Journal for RedbJournal {
             .map(|v| LogId::from_u128(v.value())))
     }
 
-    fn list(&self, tenant: &str) -> Result<Vec<LogInfo>, JournalError> {
-        let r = self.begin_read()?;
-        let mut out = Vec::new();
-        for entry in r.logs.iter()? {
-            let (k, v) = entry?;
-            let meta = writer::decode_meta(v.value())?;
-            if meta.tenant == tenant {
-                out.push(r.info(k.value(), meta)?);
-            }
-        }
-        Ok(out)
-    }
-
     fn list_page(
         &self,
         tenant: &str,

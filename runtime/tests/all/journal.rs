@@ -416,9 +416,14 @@ async fn list_is_per_tenant_in_creation_order() {
     let a = create(&journal, "t", Some("a")).await;
     create(&journal, "other", None).await;
     let b = create(&journal, "t", None).await;
-    let listed: Vec<LogId> = journal.list("t").unwrap().iter().map(|i| i.id).collect();
+    let page = journal.list_page("t", None, 10).unwrap();
+    let listed: Vec<LogId> = page.logs.iter().map(|i| i.id).collect();
     assert_eq!(listed, [a, b]);
-    assert!(journal.list("nobody").unwrap().is_empty());
+    assert_eq!(page.next, None, "the page ends the list");
+    assert_eq!(
+        journal.list_page("nobody", None, 10).unwrap(),
+        LogPage::default()
+    );
 }
 
 fn tool_call(id: &str) -> ToolCall {

@@ -1,4 +1,5 @@
-//! A tenant's session limit under concurrent creates over real HTTP.
+//! A tenant's session limit under concurrent creates over real HTTP, and
+//! `GET /v1/sessions` paging through several tenants' sessions.
 
 use tokio::task::JoinSet;
 
@@ -112,6 +113,8 @@ async fn concurrent_creates_never_pass_the_session_limit() {
             listed, created,
             "round {round}: the journal holds what was answered 201"
         );
+        let (_, list) = api.get("/v1/sessions").await;
+        assert_eq!(list["total"], LIMIT, "{list}");
 
         // At the limit, a fork and a create by name are refused too.
         let fork = post_json(
@@ -129,6 +132,56 @@ async fn concurrent_creates_never_pass_the_session_limit() {
             .expect("an answer");
         assert_eq!(named.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(journal.count(&tenant).expect("count").logs, LIMIT);
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_pages_walk_each_tenant_once() {
+    const TENANTS: usize = 3;
+    const N: usize = 7;
+    const PAGE: usize = 3;
+    let (config, tokens) = limited_config("page", TENANTS, None);
+    let server = Server::start(config).await;
+    let apis: Vec<Api> = tokens.iter().map(|t| server.api(Some(t))).collect();
+    for api in &apis {
+        api.add_guest("counter").await;
+    }
+    // Interleaved, so that each tenant's sessions lie among the others'.
+    let mut expected = vec![Vec::new(); TENANTS];
+    for _ in 0..N {
+        for (api, ids) in apis.iter().zip(&mut expected) {
+            let (status, body) = post_json(api, "/v1/sessions", &json!({"guest": "counter"})).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            ids.push(body["id"].as_str().expect("id").to_owned());
+        }
+    }
+    for (api, ids) in apis.iter().zip(&expected) {
+        let mut listed = Vec::new();
+        let mut path = format!("/v1/sessions?limit={PAGE}");
+        loop {
+            let (status, page) = api.get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            assert_eq!(page["total"], N, "{page}");
+            let sessions = page["sessions"].as_array().expect("sessions");
+            assert!(sessions.len() <= PAGE, "{page}");
+            for s in sessions {
+                let id = s["id"].as_str().expect("id").to_owned();
+                assert!(
+                    ids.contains(&id),
+                    "another tenant's session in a page: {page}"
+                );
+                listed.push(id);
+            }
+            match page["next"].as_str() {
+                Some(next) => {
+                    assert_eq!(Some(next), listed.last().map(String::as_str), "{page}");
+                    path = format!("/v1/sessions?limit={PAGE}&after={next}");
+                }
+                None => break,
+            }
+        }
+        assert_eq!(&listed, ids, "each once, in creation order");
     }
     server.stop().await;
 }
