@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::CLI_TENANT;
+use crate::journal::LogInfo;
 use crate::session::{ForkOptions, Host};
 
 #[derive(clap::Args, Debug)]
@@ -151,46 +152,53 @@ pub(crate) fn import(host: &Arc<Host>, args: ImportArgs) -> Result<ExitCode, Str
 /// Prints one line per log: `ok` or the first bad seq and why. Exit 1 when
 /// any log does not hold.
 pub(crate) fn verify(host: &Arc<Host>, args: VerifyArgs) -> Result<ExitCode, String> {
-    let logs = match &args.session {
-        Some(session) if !args.all => {
-            vec![
-                host.resolve(CLI_TENANT, session)
-                    .map_err(|e| e.to_string())?,
-            ]
-        }
-        _ => host.journal().list(CLI_TENANT).map_err(|e| e.to_string())?,
-    };
     let mut all_ok = true;
-    for info in logs {
-        let label = match &info.name {
-            Some(name) => format!("{name} {}", info.id),
-            None => info.id.to_string(),
-        };
-        let verified = host.journal().verify(info.id).map_err(|e| e.to_string())?;
-        match verified.first_bad {
-            None => println!("{label}: ok, {} events", verified.events),
-            Some((seq, why)) => {
-                all_ok = false;
-                println!("{label}: BAD at seq {seq}: {why}");
-            }
+    match &args.session {
+        Some(session) if !args.all => {
+            let info = host
+                .resolve(CLI_TENANT, session)
+                .map_err(|e| e.to_string())?;
+            all_ok = verify_one(host, &info, args.snapshots)?;
         }
-        if args.snapshots {
-            for check in host.verify_snapshots(info.id).map_err(|e| e.to_string())? {
-                match check.problem {
-                    None => println!("{label}: snapshot at seq {}: ok", check.seq),
-                    Some(why) => {
-                        all_ok = false;
-                        println!("{label}: snapshot at seq {}: BAD: {why}", check.seq);
-                    }
-                }
-            }
-        }
+        _ => super::for_each_log(host, |info| {
+            all_ok &= verify_one(host, &info, args.snapshots)?;
+            Ok(())
+        })?,
     }
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Prints the lines of one log; whether all of it holds.
+fn verify_one(host: &Host, info: &LogInfo, snapshots: bool) -> Result<bool, String> {
+    let mut ok = true;
+    let label = match &info.name {
+        Some(name) => format!("{name} {}", info.id),
+        None => info.id.to_string(),
+    };
+    let verified = host.journal().verify(info.id).map_err(|e| e.to_string())?;
+    match verified.first_bad {
+        None => println!("{label}: ok, {} events", verified.events),
+        Some((seq, why)) => {
+            ok = false;
+            println!("{label}: BAD at seq {seq}: {why}");
+        }
+    }
+    if snapshots {
+        for check in host.verify_snapshots(info.id).map_err(|e| e.to_string())? {
+            match check.problem {
+                None => println!("{label}: snapshot at seq {}: ok", check.seq),
+                Some(why) => {
+                    ok = false;
+                    println!("{label}: snapshot at seq {}: BAD: {why}", check.seq);
+                }
+            }
+        }
+    }
+    Ok(ok)
 }
 
 pub(crate) async fn upgrade(host: &Arc<Host>, args: UpgradeArgs) -> Result<ExitCode, String> {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::journal::LogInfo;
 use crate::session::{Host, HostOptions};
 
 /// The tenant the command line acts as when it works on a data directory.
@@ -208,6 +209,31 @@ async fn remote(url: &str, command: Command) -> Result<ExitCode, String> {
 }
 
 /// Open the data directory, creating it if needed.
+/// Logs read from the journal per page by the commands that walk them all.
+const LIST_PAGE: usize = 1000;
+
+/// Calls `each` on every log of the CLI's tenant, in creation order, reading
+/// them a page at a time.
+pub(crate) fn for_each_log(
+    host: &Host,
+    mut each: impl FnMut(LogInfo) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut after = None;
+    loop {
+        let page = host
+            .journal()
+            .list_page(CLI_TENANT, after, LIST_PAGE)
+            .map_err(|e| e.to_string())?;
+        for info in page.logs {
+            each(info)?;
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
 pub(crate) fn open(data: &Path, config: Config) -> Result<Arc<Host>, String> {
     let echo_delay = match std::env::var("LOGBOOK_ECHO_DELAY_MS") {
         Ok(ms) => Some(std::time::Duration::from_millis(ms.parse().map_err(

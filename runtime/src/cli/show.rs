@@ -204,12 +204,11 @@ fn describe_blocks(blocks: &[crate::journal::ContentBlock]) -> String {
 }
 
 pub(crate) fn sessions(host: &Arc<Host>) -> Result<ExitCode, String> {
-    let logs = host.journal().list(CLI_TENANT).map_err(|e| e.to_string())?;
     println!(
         "{:<24} {:<36} {:<16} {:>7}",
         "NAME", "ID", "STATUS", "EVENTS"
     );
-    for info in logs {
+    super::for_each_log(host, |info| {
         println!(
             "{:<24} {:<36} {:<16} {:>7}",
             info.name.as_deref().unwrap_or("-"),
@@ -217,6 +216,7 @@ pub(crate) fn sessions(host: &Arc<Host>) -> Result<ExitCode, String> {
             info.status.to_string(),
             info.next_seq
         );
-    }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -57,8 +57,10 @@ impl Commit {
 
 /// A log to create.
 ///
-/// Refused with [`JournalError::LogExists`] if the id exists, and with
-/// [`JournalError::NameTaken`] if `name` is already bound in `tenant`.
+/// Refused with [`JournalError::LogExists`] if the id exists, with
+/// [`JournalError::NameTaken`] if `name` is already bound in `tenant`, and
+/// with [`JournalError::LimitReached`] if it is a session of its own and
+/// `tenant` already holds `session_limit` of them.
 #[derive(Clone, Debug)]
 pub struct NewLog {
     /// Its id: a UUIDv7, so that ids sort in creation order.
@@ -71,6 +73,11 @@ pub struct NewLog {
     pub at: u64,
     /// Its seq 0.
     pub created: Created,
+    /// The most sessions `tenant` may hold, checked in the transaction that
+    /// writes this log, so concurrent creates cannot overshoot it. `None`:
+    /// no limit. A compaction's continuation is not a session of its own
+    /// (see [`Journal::count`](super::Journal::count)): it is never refused.
+    pub session_limit: Option<u64>,
 }
 
 /// Events to append to one log.

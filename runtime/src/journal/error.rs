@@ -37,6 +37,16 @@ pub enum JournalError {
         /// The name.
         name: String,
     },
+    /// A new session would take its tenant past its limit of sessions
+    /// ([`NewLog::session_limit`](super::NewLog::session_limit)). Nothing
+    /// was written.
+    #[error("the tenant's limit of {limit} sessions is reached")]
+    LimitReached {
+        /// The tenant.
+        tenant: String,
+        /// Its limit.
+        limit: u64,
+    },
     /// A commit that breaks a rule of the log format (a `created` event after
     /// seq 0, ...). Nothing was written.
     #[error("invalid commit: {0}")]

@@ -7,7 +7,9 @@
 //! projections (metadata, open effects) are rebuilt from its events by the
 //! same rules the writer uses. The import bypasses the group-commit writer:
 //! it writes only a log id that nobody else knows yet, and redb serializes
-//! it with the writer's transactions.
+//! it with the writer's transactions, so its tenant's session limit is
+//! checked against counts no other transaction is changing. An import is a
+//! session of its own (see [`super::tenants`]).
 
 use redb::{Database, Durability, ReadableTable};
 
@@ -15,6 +17,7 @@ use super::chain::verify_events;
 use super::event::{EventBody, StoredEvent};
 use super::info::LogMeta;
 use super::tables::{self, GUESTS};
+use super::tenants;
 use super::writer::{WriteTables, project};
 use super::{JournalError, LogId};
 
@@ -24,6 +27,7 @@ pub(crate) fn import(
     tenant: &str,
     name: Option<&str>,
     events: &[StoredEvent],
+    session_limit: Option<u64>,
 ) -> Result<LogId, JournalError> {
     let Some(first) = events.first() else {
         return Err(JournalError::Invalid(
@@ -68,6 +72,14 @@ pub(crate) fn import(
                 name: name.to_owned(),
             });
         }
+        if let Some(limit) = session_limit
+            && tenants::counts(&t.tenant_counts, tenant)?.1 >= limit
+        {
+            return Err(JournalError::LimitReached {
+                tenant: tenant.to_owned(),
+                limit,
+            });
+        }
         let meta = LogMeta {
             tenant: tenant.to_owned(),
             name: name.map(str::to_owned),
@@ -81,6 +93,7 @@ pub(crate) fn import(
         };
         let log = id.as_u128();
         t.put_meta(log, &meta)?;
+        tenants::add(&mut t, tenant, log, true)?;
         if let Some(name) = name {
             t.names.insert((tenant, name), log)?;
         }

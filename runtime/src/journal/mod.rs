@@ -15,8 +15,12 @@
 //!   commits of its group.
 //! - **Single writer.** Appends carry the expected next seq and are refused with
 //!   [`JournalError::Conflict`] otherwise.
-//! - **Projections in step.** The head, flags, names and open effects of a log
-//!   are updated in the same transaction as the events that change them.
+//! - **Projections in step.** The head, flags, names and open effects of a log,
+//!   and its tenant's index and counts, are updated in the same transaction as
+//!   the events that change them.
+//! - **Limits in the transaction.** A new log that carries its tenant's session
+//!   limit is admitted against the count in the transaction that writes it, so
+//!   concurrent creates never take a tenant past its limit.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), logbook::journal::JournalError> {
@@ -40,6 +44,7 @@
 //!         name: Some("support-bot".into()),
 //!         at: 1_700_000_000_000,
 //!         created,
+//!         session_limit: None,
 //!     }))
 //!     .await?;
 //! journal
@@ -60,6 +65,7 @@ mod jsonl;
 mod store;
 #[doc(hidden)]
 pub mod tables;
+mod tenants;
 mod writer;
 
 pub(crate) use self::chain::{ChainCheck, Kind};
@@ -99,6 +105,27 @@ impl Default for JournalConfig {
     }
 }
 
+/// How many logs a tenant holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TenantCount {
+    /// Every log of the tenant: what its list pages through.
+    pub logs: u64,
+    /// Those that are sessions of their own: every log but a compaction's
+    /// continuation (which goes on the session it continues). A tenant's
+    /// session limit counts these.
+    pub sessions: u64,
+}
+
+/// One page of a tenant's logs, in id (creation) order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogPage {
+    /// The logs of the page.
+    pub logs: Vec<LogInfo>,
+    /// The id to ask for the next page after: the page's last log, when more
+    /// logs follow it; `None` when this page ends the list.
+    pub next: Option<LogId>,
+}
+
 /// Counters of the group-commit writer since the journal was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriterStats {
@@ -133,8 +160,18 @@ pub trait Journal: Send + Sync + 'static {
     /// The log a name points at.
     fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError>;
 
-    /// The tenant's logs, ordered by id (creation order).
-    fn list(&self, tenant: &str) -> Result<Vec<LogInfo>, JournalError>;
+    /// Up to `limit` (at least 1) of the tenant's logs with ids after `after`
+    /// (from the first when `None`), in id (creation) order. Costs the page,
+    /// whatever the number of logs of this or any other tenant.
+    fn list_page(
+        &self,
+        tenant: &str,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<LogPage, JournalError>;
+
+    /// How many logs and sessions the tenant holds. O(1).
+    fn count(&self, tenant: &str) -> Result<TenantCount, JournalError>;
 
     /// Every log with an open effect: what to resume after a restart.
     fn logs_with_open_effects(&self) -> Result<Vec<LogId>, JournalError>;
@@ -189,12 +226,15 @@ pub trait Journal: Send + Sync + 'static {
     /// durable transaction, after checking its chain: refused with
     /// [`JournalError::Invalid`] naming the first bad seq. Its guests must be
     /// stored first. Its events become its own rows, so an imported fork
-    /// stands alone.
+    /// stands alone. It is a new session of `tenant`: refused with
+    /// [`JournalError::LimitReached`] when the tenant holds `session_limit`
+    /// sessions already.
     fn import(
         &self,
         tenant: &str,
         name: Option<&str>,
         events: &[StoredEvent],
+        session_limit: Option<u64>,
     ) -> Result<LogId, JournalError>;
 
     /// The writer's counters.

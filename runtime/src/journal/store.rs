@@ -10,6 +10,7 @@
 //! (or [`RedbJournal::close`]) stops the writer after its current batch and
 //! releases the file.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -25,9 +26,13 @@ use super::commit::{Commit, CommitTicket};
 use super::decode::decode_body;
 use super::event::{Event, GuestRef, LogPos, StoredEvent};
 use super::info::{LogInfo, LogMeta, LogStatus, OpenEffect};
-use super::tables::{self, EVENTS, GUEST_NAMES, GUESTS, LOGS, NAMES, OPEN, SNAPSHOTS};
+use super::tables::{
+    self, EVENTS, GUEST_NAMES, GUESTS, LOGS, NAMES, OPEN, SNAPSHOTS, TENANT_COUNTS, TENANT_LOGS,
+};
 use super::writer::{self, Counters, Request, Writer};
-use super::{Journal, JournalConfig, JournalError, LogId, WriterStats};
+use super::{
+    Journal, JournalConfig, JournalError, LogId, LogPage, TenantCount, WriterStats, tenants,
+};
 
 /// More forks of forks than this and a log's ancestry is taken as corrupt
 /// (it could only be a cycle: each fork is created after its parent).
@@ -44,7 +49,8 @@ pub struct RedbJournal {
 
 impl RedbJournal {
     /// Opens (creating if needed) the journal file at `path` and its tables, and
-    /// starts the writer thread.
+    /// starts the writer thread. A file written before the per-tenant index
+    /// and counts existed has them built here, once, in one pass over its logs.
     pub fn open(path: &Path, config: JournalConfig) -> Result<Arc<Self>, JournalError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(redb::Error::from)?;
@@ -58,6 +64,14 @@ impl RedbJournal {
         txn.open_table(GUEST_NAMES)?;
         txn.open_table(OPEN)?;
         txn.open_table(SNAPSHOTS)?;
+        if let Some(rebuilt) = tenants::rebuild_if_missing(&txn)? {
+            tracing::info!(
+                logs = rebuilt.logs,
+                tenants = rebuilt.tenants,
+                "journal: built the per-tenant index and counts from the logs table \
+                 (the file predates them); this happens once"
+            );
+        }
         txn.commit()?;
 
         let db = Arc::new(db);
@@ -272,17 +286,44 @@ impl Journal for RedbJournal {
             .map(|v| LogId::from_u128(v.value())))
     }
 
-    fn list(&self, tenant: &str) -> Result<Vec<LogInfo>, JournalError> {
-        let r = self.begin_read()?;
-        let mut out = Vec::new();
-        for entry in r.logs.iter()? {
-            let (k, v) = entry?;
-            let meta = writer::decode_meta(v.value())?;
-            if meta.tenant == tenant {
-                out.push(r.info(k.value(), meta)?);
-            }
+    fn list_page(
+        &self,
+        tenant: &str,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<LogPage, JournalError> {
+        let limit = limit.max(1);
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(TENANT_LOGS)?;
+        let r = Reader::new(txn)?;
+        let start = match after {
+            Some(after) => Bound::Excluded((tenant, after.as_u128())),
+            None => Bound::Included((tenant, 0)),
+        };
+        let mut ids = index.range::<(&str, u128)>((start, Bound::Included((tenant, u128::MAX))))?;
+        let mut page = LogPage::default();
+        for entry in ids.by_ref().take(limit) {
+            let (k, _) = entry?;
+            let id = k.value().1;
+            let Some(meta) = r.meta(id)? else {
+                return Err(JournalError::Corrupt(format!(
+                    "tenant {tenant:?} lists log {}, which has no metadata",
+                    LogId::from_u128(id)
+                )));
+            };
+            page.logs.push(r.info(id, meta)?);
         }
-        Ok(out)
+        if ids.next().is_some() {
+            page.next = page.logs.last().map(|info| info.id);
+        }
+        Ok(page)
+    }
+
+    fn count(&self, tenant: &str) -> Result<TenantCount, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TENANT_COUNTS)?;
+        let (logs, sessions) = tenants::counts(&table, tenant)?;
+        Ok(TenantCount { logs, sessions })
     }
 
     fn logs_with_open_effects(&self) -> Result<Vec<LogId>, JournalError> {
@@ -472,8 +513,9 @@ impl Journal for RedbJournal {
         tenant: &str,
         name: Option<&str>,
         events: &[StoredEvent],
+        session_limit: Option<u64>,
     ) -> Result<LogId, JournalError> {
-        super::import::import(&self.db, tenant, name, events)
+        super::import::import(&self.db, tenant, name, events, session_limit)
     }
 
     fn stats(&self) -> WriterStats {

@@ -12,11 +12,16 @@
 //! | `guest_names` | `(&str tenant, &str name)`        | `&str digest` |
 //! | `open`        | `(u128 log, &str key)`            | JSON `{"effect":{…requested effect…},"awaiting_approval":bool}` |
 //! | `snapshots`   | `(u128 log, u64 seq, &str digest)` | SHA-256 of the rest ‖ u32 BE length ‖ host ledger JSON ‖ guest snapshot |
+//! | `tenant_logs` | `(&str tenant, u128 log)`         | `()` |
+//! | `tenant_counts` | `&str tenant`                   | `(u64 logs, u64 sessions)` |
 //!
 //! A log id is its UUID as a `u128` (big-endian UUID order), so UUIDv7 ids
 //! sort in creation order. Invariants: rows of `events` are only ever inserted,
-//! never updated or deleted; seqs of a log are dense from 0; `logs`, `open` and
-//! the name tables are projections kept in the transaction that writes the events.
+//! never updated or deleted; seqs of a log are dense from 0; `logs`, `open`,
+//! `tenant_logs`, `tenant_counts` and the name tables are projections kept in
+//! the transaction that writes the events. `tenant_logs` has one row per row of
+//! `logs`; `tenant_counts` holds, per tenant, its number of logs and of those
+//! that are sessions of their own (every log but a compaction's continuation).
 
 use redb::TableDefinition;
 
@@ -39,6 +44,15 @@ pub const OPEN: TableDefinition<(u128, &str), &[u8]> = TableDefinition::new("ope
 /// after folding the log through `seq` (the session module owns the record's
 /// bytes). Deleting any row changes nothing but the speed of activation.
 pub const SNAPSHOTS: TableDefinition<(u128, u64, &str), &[u8]> = TableDefinition::new("snapshots");
+
+/// `(tenant, log) -> ()`: each tenant's logs in id (creation) order, so a page
+/// of a tenant's list costs the page, not every log of every tenant.
+pub const TENANT_LOGS: TableDefinition<(&str, u128), ()> = TableDefinition::new("tenant_logs");
+
+/// `tenant -> (logs, sessions)`: how many logs the tenant holds, and how many
+/// of them are sessions of their own rather than a compaction's continuation.
+/// The writer checks a tenant's session limit against it.
+pub const TENANT_COUNTS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("tenant_counts");
 
 /// Bytes before the body in an `events` value.
 pub const EVENT_HEADER_LEN: usize = 8 + 32;

@@ -11,6 +11,8 @@
 //! - A failure of the transaction itself answers every caller of the batch with
 //!   that error and empties the head cache, which may hold heads that never
 //!   became durable.
+//! - A new log is admitted against its tenant's counts as the batch has left
+//!   them ([`tenants`]): a session limit holds however creates interleave.
 //! - The head cache (log -> next seq, last hash) only ever holds heads written in
 //!   a committed transaction, or in the transaction being built, which is
 //!   reverted on failure by emptying the cache.
@@ -29,7 +31,9 @@ use super::event::{Event, EventBody, StoredEvent};
 use super::info::{LogMeta, MetaChange, OpenAction, OpenRecord};
 
 mod fork;
-use super::tables::{self, EVENTS, LOGS, NAMES, OPEN};
+mod tenants;
+use self::tenants::TenantLog;
+use super::tables::{self, EVENTS, LOGS, NAMES, OPEN, TENANT_COUNTS, TENANT_LOGS};
 use super::{JournalConfig, JournalError, LogId, WriterStats};
 
 /// More logs than this in the head cache and it is emptied before the next
@@ -83,6 +87,8 @@ pub(crate) struct WriteTables<'t> {
     pub(crate) logs: Table<'t, u128, &'static [u8]>,
     pub(crate) names: Table<'t, (&'static str, &'static str), u128>,
     pub(crate) open: Table<'t, (u128, &'static str), &'static [u8]>,
+    pub(crate) tenant_logs: Table<'t, (&'static str, u128), ()>,
+    pub(crate) tenant_counts: Table<'t, &'static str, (u64, u64)>,
 }
 
 impl<'t> WriteTables<'t> {
@@ -92,6 +98,8 @@ impl<'t> WriteTables<'t> {
             logs: txn.open_table(LOGS)?,
             names: txn.open_table(NAMES)?,
             open: txn.open_table(OPEN)?,
+            tenant_logs: txn.open_table(TENANT_LOGS)?,
+            tenant_counts: txn.open_table(TENANT_COUNTS)?,
         })
     }
 
@@ -128,6 +136,8 @@ struct Planned {
 /// What a validated request will write.
 struct Plan {
     metas: Vec<(u128, LogMeta)>,
+    /// The new logs' entries in their tenants' index and counts.
+    tenants: Vec<TenantLog>,
     /// Open-effect rows a fork takes over from its parent: `(fork, key, value)`.
     opens: Vec<(u128, String, Vec<u8>)>,
     events: Vec<Planned>,
@@ -232,6 +242,9 @@ impl Writer {
                     .insert((meta.tenant.as_str(), name.as_str()), *log)?;
             }
         }
+        for n in &plan.tenants {
+            super::tenants::add(t, &n.tenant, n.log, n.session)?;
+        }
         for (log, key, value) in &plan.opens {
             t.open.insert((*log, key.as_str()), value.as_slice())?;
         }
@@ -280,6 +293,7 @@ impl Writer {
     ) -> Result<Result<Plan, JournalError>, JournalError> {
         let mut plan = Plan {
             metas: Vec::with_capacity(commit.new_logs.len()),
+            tenants: Vec::with_capacity(commit.new_logs.len()),
             opens: Vec::new(),
             events: Vec::with_capacity(commit.event_count()),
             heads: HashMap::new(),
@@ -318,6 +332,15 @@ impl Writer {
                     Err(refused) => return Ok(Err(refused)),
                 },
             };
+            let session = match tenants::admit(t, commit, nl, &plan)? {
+                Ok(session) => session,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            plan.tenants.push(TenantLog {
+                log: id,
+                tenant: nl.tenant.clone(),
+                session,
+            });
             let body = EventBody::Created(nl.created.clone());
             let canonical = body.to_canonical();
             let hash = event_hash(&prev, seq, nl.at, &canonical);
@@ -468,7 +491,7 @@ mod tests {
     use crate::journal::{NewLog, verify_events};
     use redb::ReadableDatabase;
 
-    fn writer(dir: &tempfile::TempDir) -> (Writer, Arc<Counters>) {
+    pub(super) fn writer(dir: &tempfile::TempDir) -> (Writer, Arc<Counters>) {
         let db = Arc::new(Database::create(dir.path().join("j.redb")).expect("create"));
         let counters = Arc::new(Counters::default());
         (
@@ -477,7 +500,7 @@ mod tests {
         )
     }
 
-    fn new_log() -> NewLog {
+    pub(super) fn new_log() -> NewLog {
         NewLog {
             id: LogId::now_v7(),
             tenant: "t".into(),
@@ -495,10 +518,11 @@ mod tests {
                 summary: None,
                 tools: vec![],
             },
+            session_limit: None,
         }
     }
 
-    fn cancel(log: LogId, expected_seq: u64, key: &str) -> Commit {
+    pub(super) fn cancel(log: LogId, expected_seq: u64, key: &str) -> Commit {
         Commit::append(
             log,
             expected_seq,
@@ -506,7 +530,9 @@ mod tests {
         )
     }
 
-    fn request(commit: Commit) -> (Request, oneshot::Receiver<Result<Committed, JournalError>>) {
+    pub(super) fn request(
+        commit: Commit,
+    ) -> (Request, oneshot::Receiver<Result<Committed, JournalError>>) {
         let (reply, rx) = oneshot::channel();
         (Request { commit, reply }, rx)
     }

@@ -58,6 +58,9 @@ impl From<SessionError> for ApiError {
             }
             E::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            E::Journal(JournalError::LimitReached { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "limit")
+            }
             E::Journal(JournalError::NameTaken { .. }) => (StatusCode::CONFLICT, "name_taken"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };

@@ -65,19 +65,8 @@ async fn create_for(
     name: Option<&str>,
     config: Option<Value>,
 ) -> Result<LogInfo, ApiError> {
-    if let Some(limit) = host
-        .config()
-        .tenants
-        .get(&caller.tenant)
-        .and_then(|t| t.limits.sessions)
-        && host.journal().list(&caller.tenant)?.len() as u64 >= limit
-    {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "limit",
-            format!("the tenant's limit of {limit} sessions is reached"),
-        ));
-    }
+    // The tenant's session limit is checked by the journal, in the
+    // transaction that writes the session (429 `limit`).
     let guest = host.guest(&caller.tenant, guest)?;
     let config = config.unwrap_or_else(|| json!({}));
     let id = host
@@ -126,6 +115,11 @@ pub(crate) async fn put_by_name(
     }
 }
 
+/// Sessions in a page of `GET /v1/sessions` when `limit` is not given.
+const LIST_PAGE_DEFAULT: usize = 100;
+/// The most sessions in a page of `GET /v1/sessions`.
+const LIST_PAGE_MAX: usize = 1000;
+
 #[derive(Deserialize)]
 pub(crate) struct ListQuery {
     after: Option<LogId>,
@@ -138,21 +132,15 @@ pub(crate) async fn list(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let all = state.host.journal().list(&caller.tenant)?;
-    let page: Vec<Value> = all
-        .iter()
-        .filter(|info| query.after.is_none_or(|after| info.id > after))
-        .take(limit)
-        .map(view)
-        .collect();
-    let next = (page.len() == limit)
-        .then(|| {
-            page.last()
-                .and_then(|v| v["id"].as_str().map(str::to_string))
-        })
-        .flatten();
-    Ok(Json(json!({"sessions": page, "next": next})).into_response())
+    let limit = query
+        .limit
+        .unwrap_or(LIST_PAGE_DEFAULT)
+        .clamp(1, LIST_PAGE_MAX);
+    let journal = state.host.journal();
+    let page = journal.list_page(&caller.tenant, query.after, limit)?;
+    let total = journal.count(&caller.tenant)?.logs;
+    let sessions: Vec<Value> = page.logs.iter().map(view).collect();
+    Ok(Json(json!({"sessions": sessions, "next": page.next, "total": total})).into_response())
 }
 
 pub(crate) async fn get(

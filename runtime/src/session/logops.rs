@@ -33,6 +33,7 @@ impl Host {
     /// `options.at` and goes its own way after. No event is copied; the
     /// fork's `created` is its first own event, at `at + 1`, chained from the
     /// parent's hash at `at`. Costs one commit, whatever the parent's length.
+    /// A fork is a new session: it counts against the tenant's limit.
     pub async fn fork(
         &self,
         tenant: &str,
@@ -82,6 +83,8 @@ impl Host {
             name: options.name.clone(),
             at: now_ms(),
             created,
+            // A fork is a session of its own.
+            session_limit: self.session_limit(tenant),
         });
         match self.journal().commit(commit).await {
             Ok(_) => Ok(id),
@@ -136,7 +139,8 @@ impl Host {
     /// Import an exported log as a new session of `tenant`. The file is read
     /// whole and its chain checked first: an altered, reordered or cut-short
     /// file is refused, naming its first bad line. The guest it runs on must
-    /// be stored here already (`logbook guest add`).
+    /// be stored here already (`logbook guest add`). An import is a new
+    /// session: it counts against the tenant's limit.
     pub fn import(
         &self,
         tenant: &str,
@@ -195,7 +199,10 @@ impl Host {
                 guest.name, guest.digest, guest.name
             )));
         }
-        match self.journal().import(tenant, name, &events) {
+        match self
+            .journal()
+            .import(tenant, name, &events, self.session_limit(tenant))
+        {
             Ok(id) => Ok(id),
             Err(crate::journal::JournalError::NameTaken { name, .. }) => {
                 Err(SessionError::NameTaken(name))

@@ -455,7 +455,20 @@ impl Host {
         Err(SessionError::UnknownGuest(name_or_digest.to_string()))
     }
 
+    /// The most sessions `tenant` may hold (`[tenants.T.limits] sessions`);
+    /// `None` when it has no limit.
+    pub fn session_limit(&self, tenant: &str) -> Option<u64> {
+        self.shared
+            .config
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.limits.sessions)
+    }
+
     /// Create a session on `guest`, optionally named, with a JSON config.
+    /// Refused with [`JournalError::LimitReached`] when the tenant holds its
+    /// limit of sessions: checked in the transaction that writes it, so
+    /// concurrent creates never overshoot.
     pub async fn create_session(
         &self,
         tenant: &str,
@@ -488,6 +501,7 @@ impl Host {
                 name: name.map(str::to_string),
                 at: now_ms(),
                 created,
+                session_limit: self.session_limit(tenant),
             }],
             ..Commit::default()
         };

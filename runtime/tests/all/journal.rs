@@ -9,6 +9,8 @@ use logbook::journal::*;
 use redb::ReadableTable;
 use tempfile::TempDir;
 
+mod tenants;
+
 const T0: u64 = 1_700_000_000_000;
 
 fn guest(name: &str) -> GuestRef {
@@ -37,6 +39,7 @@ fn new_log(tenant: &str, name: Option<&str>) -> NewLog {
         name: name.map(Into::into),
         at: T0,
         created: created(),
+        session_limit: None,
     }
 }
 
@@ -413,9 +416,14 @@ async fn list_is_per_tenant_in_creation_order() {
     let a = create(&journal, "t", Some("a")).await;
     create(&journal, "other", None).await;
     let b = create(&journal, "t", None).await;
-    let listed: Vec<LogId> = journal.list("t").unwrap().iter().map(|i| i.id).collect();
+    let page = journal.list_page("t", None, 10).unwrap();
+    let listed: Vec<LogId> = page.logs.iter().map(|i| i.id).collect();
     assert_eq!(listed, [a, b]);
-    assert!(journal.list("nobody").unwrap().is_empty());
+    assert_eq!(page.next, None, "the page ends the list");
+    assert_eq!(
+        journal.list_page("nobody", None, 10).unwrap(),
+        LogPage::default()
+    );
 }
 
 fn tool_call(id: &str) -> ToolCall {
@@ -739,6 +747,7 @@ async fn jsonl_round_trips_and_reimports_under_a_new_id() {
             EventBody::Created(c) => c.clone(),
             other => panic!("seq 0 is {other:?}"),
         },
+        session_limit: None,
     };
     let copy_id = copy.id;
     let rest = parsed[1..]
@@ -1011,6 +1020,7 @@ async fn golden_events_match_the_file() {
             name: None,
             at,
             created,
+            session_limit: None,
         }],
         appends: vec![Append {
             log: id,

@@ -69,6 +69,9 @@ impl Actor {
             name: None,
             at: staged[at].at,
             created,
+            // A continuation of this session, not a new one: never refused
+            // for the tenant's session limit, which would stop it mid-turn.
+            session_limit: None,
         };
         Ok((vec![new_log], names))
     }

@@ -1,0 +1,255 @@
+//! Per-tenant counts and the paged list, against a real redb file: kept by
+//! every way a log is made, in step across a reopen, rebuilt once from a
+//! file written before they existed, and pages that walk a tenant's logs
+//! exactly once without ever showing another tenant's.
+
+use std::collections::BTreeMap;
+
+use redb::{Database, ReadableTableMetadata};
+
+use super::*;
+
+/// A compaction as the host writes it: `old` gains `continued` at
+/// `expected_seq`, and the new log's `created` points back at it.
+fn compaction(old: LogId, expected_seq: u64, tenant: &str) -> (LogId, Commit) {
+    let mut nl = new_log(tenant, None);
+    nl.created.compacted_from = Some(LogPos {
+        log: old.to_string(),
+        seq: expected_seq,
+    });
+    nl.created.summary = Some("so far".into());
+    let id = nl.id;
+    let commit = Commit {
+        new_logs: vec![nl],
+        appends: vec![Append {
+            log: old,
+            expected_seq,
+            events: vec![(
+                T0,
+                EventBody::Continued {
+                    log: id.to_string(),
+                },
+            )],
+        }],
+        names: vec![],
+    };
+    (id, commit)
+}
+
+fn count(journal: &RedbJournal, tenant: &str) -> (u64, u64) {
+    let c = journal.count(tenant).expect("count");
+    (c.logs, c.sessions)
+}
+
+/// Every log of a tenant, walking the pages `page` at a time.
+fn walk(journal: &RedbJournal, tenant: &str, page: usize) -> Vec<LogId> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let got = journal.list_page(tenant, after, page).expect("page");
+        assert!(got.logs.len() <= page, "{} > {page}", got.logs.len());
+        assert!(
+            got.logs.iter().all(|i| i.tenant == tenant),
+            "a page of {tenant} shows another tenant's log"
+        );
+        out.extend(got.logs.iter().map(|i| i.id));
+        match got.next {
+            Some(next) => {
+                assert_eq!(Some(next), out.last().copied(), "next is the page's last");
+                after = Some(next);
+            }
+            None => return out,
+        }
+    }
+}
+
+/// Creates, forks, a compaction and an import in tenants `a` and `b`;
+/// `(logs, sessions)` each tenant must hold after.
+async fn populate(journal: &RedbJournal) -> BTreeMap<&'static str, (u64, u64)> {
+    let a1 = create(journal, "a", Some("one")).await;
+    create(journal, "a", None).await;
+    create(journal, "b", None).await;
+    let mut fork = new_log("a", None);
+    fork.created.parent = Some(LogPos {
+        log: a1.to_string(),
+        seq: 0,
+    });
+    journal.commit(Commit::new_log(fork)).await.expect("fork");
+    let (next, commit) = compaction(a1, 1, "a");
+    journal.commit(commit).await.expect("compaction");
+    // The continuation, exported and imported: a session of its own.
+    journal
+        .put_guest("b", "counter", b"counter")
+        .expect("guest");
+    let events = journal.read(next, 0, 100).expect("read");
+    journal.import("b", None, &events, None).expect("import");
+    BTreeMap::from([("a", (4, 3)), ("b", (2, 2))])
+}
+
+#[tokio::test]
+async fn counts_follow_every_new_log_and_survive_a_reopen() {
+    let dir = TempDir::new().unwrap();
+    let (path, journal) = open_journal(&dir);
+    let expected = populate(&journal).await;
+    for (tenant, want) in &expected {
+        assert_eq!(count(&journal, tenant), *want, "{tenant}");
+    }
+    assert_eq!(count(&journal, "nobody"), (0, 0));
+    let before: Vec<Vec<LogId>> = ["a", "b"].iter().map(|t| walk(&journal, t, 2)).collect();
+    drop(journal);
+
+    let journal = RedbJournal::open(&path, JournalConfig::default()).expect("reopen");
+    for (tenant, want) in &expected {
+        assert_eq!(count(&journal, tenant), *want, "{tenant} after a reopen");
+    }
+    let after: Vec<Vec<LogId>> = ["a", "b"].iter().map(|t| walk(&journal, t, 2)).collect();
+    assert_eq!(after, before);
+}
+
+#[tokio::test]
+async fn a_file_written_before_the_counts_gets_them_at_open() {
+    let dir = TempDir::new().unwrap();
+    let (path, journal) = open_journal(&dir);
+    let expected = populate(&journal).await;
+    let lists: Vec<Vec<LogId>> = ["a", "b"].iter().map(|t| walk(&journal, t, 3)).collect();
+    drop(journal);
+
+    // Make it the file an older build wrote: no index, no counts.
+    {
+        let db = Database::open(&path).expect("plain redb");
+        let txn = db.begin_write().expect("write");
+        assert!(txn.delete_table(tables::TENANT_COUNTS).expect("delete"));
+        assert!(txn.delete_table(tables::TENANT_LOGS).expect("delete"));
+        txn.commit().expect("commit");
+    }
+
+    let journal = RedbJournal::open(&path, JournalConfig::default()).expect("reopen");
+    for (tenant, want) in &expected {
+        assert_eq!(count(&journal, tenant), *want, "{tenant}");
+    }
+    let again: Vec<Vec<LogId>> = ["a", "b"].iter().map(|t| walk(&journal, t, 3)).collect();
+    assert_eq!(again, lists);
+    // The writer goes on from the rebuilt counts, and a second open keeps
+    // them rather than counting again.
+    let added = create(&journal, "b", None).await;
+    drop(journal);
+    let journal = RedbJournal::open(&path, JournalConfig::default()).expect("reopen");
+    assert_eq!(count(&journal, "a"), expected["a"]);
+    assert_eq!(
+        count(&journal, "b"),
+        (expected["b"].0 + 1, expected["b"].1 + 1)
+    );
+    assert_eq!(walk(&journal, "b", 3).last(), Some(&added));
+    drop(journal);
+
+    // The rebuilt tables are the ones the writer keeps: one row per log.
+    // A build that did not keep them then writes a log (as far as these
+    // tables go: a row of `logs` they do not know) and a count drifts.
+    {
+        let db = Database::open(&path).expect("plain redb");
+        let txn = db.begin_write().expect("write");
+        {
+            let logs = txn.open_table(tables::LOGS).expect("logs");
+            let mut index = txn.open_table(tables::TENANT_LOGS).expect("index");
+            assert_eq!(index.len().expect("len"), logs.len().expect("len"));
+            assert!(
+                index
+                    .remove(("b", added.as_u128()))
+                    .expect("remove")
+                    .is_some()
+            );
+            let mut counts = txn.open_table(tables::TENANT_COUNTS).expect("counts");
+            counts.insert("a", (99, 99)).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let journal = RedbJournal::open(&path, JournalConfig::default()).expect("reopen");
+    assert_eq!(count(&journal, "a"), expected["a"], "rebuilt, not trusted");
+    assert_eq!(walk(&journal, "b", 3).last(), Some(&added));
+}
+
+#[tokio::test]
+async fn the_limit_holds_for_forks_and_imports_not_compactions() {
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let limited = |tenant: &str| NewLog {
+        session_limit: Some(2),
+        ..new_log(tenant, None)
+    };
+    let first = limited("t");
+    let first_id = first.id;
+    journal.commit(Commit::new_log(first)).await.expect("first");
+    let mut fork = limited("t");
+    fork.created.parent = Some(LogPos {
+        log: first_id.to_string(),
+        seq: 0,
+    });
+    journal
+        .commit(Commit::new_log(fork))
+        .await
+        .expect("a fork, the second");
+    let refused = journal.commit(Commit::new_log(limited("t"))).await;
+    assert!(
+        matches!(refused, Err(JournalError::LimitReached { ref tenant, limit: 2 }) if tenant == "t"),
+        "{refused:?}"
+    );
+    let (next, commit) = compaction(first_id, 1, "t");
+    journal
+        .commit(commit)
+        .await
+        .expect("a compaction is never refused");
+    assert_eq!(count(&journal, "t"), (3, 2));
+
+    journal
+        .put_guest("t", "counter", b"counter")
+        .expect("guest");
+    let events = journal.read(next, 0, 100).expect("read");
+    let refused = journal.import("t", None, &events, Some(2));
+    assert!(
+        matches!(refused, Err(JournalError::LimitReached { limit: 2, .. })),
+        "{refused:?}"
+    );
+    journal
+        .import("t", None, &events, Some(3))
+        .expect("under 3");
+    assert_eq!(count(&journal, "t"), (4, 3));
+}
+
+#[tokio::test]
+async fn pages_walk_each_tenants_logs_once_and_never_mix_them() {
+    const N: usize = 23;
+    let dir = TempDir::new().unwrap();
+    let (_, journal) = open_journal(&dir);
+    let tenants = ["a", "b", "c"];
+    let mut expected: BTreeMap<&str, Vec<LogId>> = BTreeMap::new();
+    // Interleaved, so that each tenant's logs are spread among the others'.
+    for _ in 0..N {
+        for tenant in tenants {
+            expected
+                .entry(tenant)
+                .or_default()
+                .push(create(&journal, tenant, None).await);
+        }
+    }
+    for tenant in tenants {
+        assert_eq!(count(&journal, tenant), (N as u64, N as u64));
+        for page in [1, 2, 7, N - 1, N, N + 1, 1000] {
+            assert_eq!(
+                walk(&journal, tenant, page),
+                expected[tenant],
+                "{tenant} by {page}"
+            );
+        }
+    }
+    // A full last page says so: no `next` to an empty page.
+    let whole = journal.list_page("a", None, N).expect("page");
+    assert_eq!((whole.logs.len(), whole.next), (N, None));
+    // `after` another tenant's id still shows only this tenant's logs: those
+    // created after it.
+    let b5 = expected["b"][5];
+    let page = journal.list_page("a", Some(b5), 1000).expect("page");
+    let ids: Vec<LogId> = page.logs.iter().map(|i| i.id).collect();
+    assert_eq!(ids, expected["a"][6..]);
+    // A limit of 0 is taken as 1.
+    assert_eq!(journal.list_page("c", None, 0).expect("page").logs.len(), 1);
+}
