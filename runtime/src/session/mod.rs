@@ -622,6 +622,7 @@ impl Host {
     pub fn hibernate(&self, log: LogId) {
         if let Some(resident) = self.shared.residents.take(log) {
             let _ = resident.session.commands.send(Command::Hibernate);
+            self.shared.residents.stopping(resident.task);
         }
     }
 
@@ -636,6 +637,11 @@ impl Host {
         }
         for resident in residents {
             let _ = resident.task.await;
+        }
+        // Actors told to hibernate earlier may still be on their way out,
+        // holding the journal: the data directory is free once they are gone.
+        for task in self.shared.residents.take_stopping() {
+            let _ = task.await;
         }
     }
 

@@ -75,6 +75,9 @@ struct Table {
 #[derive(Default)]
 pub(crate) struct Residents {
     table: Mutex<Table>,
+    /// Actors taken out of the table and told to stop, until they have:
+    /// `Host::close` waits for them.
+    stopping: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Residents {
@@ -220,6 +223,19 @@ impl Residents {
             Some(t) => table.per_tenant.get(t).copied().unwrap_or(0),
             None => table.by_log.len(),
         }
+    }
+
+    /// Keep the task of an actor told to stop, so that closing the host
+    /// can wait for it.
+    pub(crate) fn stopping(&self, task: tokio::task::JoinHandle<()>) {
+        let mut stopping = self.stopping.lock().unwrap_or_else(|p| p.into_inner());
+        stopping.retain(|t| !t.is_finished());
+        stopping.push(task);
+    }
+
+    /// The actors told to stop that may still be running.
+    pub(crate) fn take_stopping(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        std::mem::take(&mut *self.stopping.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Take every resident out, to stop them.
