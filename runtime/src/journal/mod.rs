@@ -59,6 +59,7 @@ mod commit;
 mod decode;
 mod error;
 pub mod event;
+mod faulty;
 mod import;
 mod info;
 mod jsonl;
@@ -74,6 +75,7 @@ pub use self::commit::{Append, Commit, CommitTicket, Committed, NameUpdate, NewL
 pub use self::decode::decode_body;
 pub use self::error::JournalError;
 pub use self::event::*;
+pub use self::faulty::{Fault, FaultyJournal};
 pub use self::info::{LogInfo, LogStatus, OpenEffect};
 pub use self::jsonl::{from_jsonl, to_jsonl};
 pub use self::store::RedbJournal;

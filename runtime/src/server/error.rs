@@ -62,6 +62,13 @@ impl From<SessionError> for ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, "limit")
             }
             E::Journal(JournalError::NameTaken { .. }) => (StatusCode::CONFLICT, "name_taken"),
+            // Another writer appended first: the request may go again.
+            E::Journal(JournalError::Conflict { .. }) => (StatusCode::CONFLICT, "conflict"),
+            // The journal cannot write now (a full disk, a closed writer):
+            // whether the request was written is unknown; the log says.
+            E::Journal(JournalError::Storage(_) | JournalError::Closed) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable")
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {

@@ -118,6 +118,17 @@ impl Follow {
                         .data(&fed.json),
                 );
             }
+            // Deltas stream before the event that logs the whole answer is
+            // committed: those already sent go out before the journal is read
+            // again, so that an observer never sees an answer's deltas after
+            // the answer.
+            if let Some(deltas) = &mut self.deltas {
+                match deltas.try_recv() {
+                    Ok(delta) => return Some(delta_event(&delta)),
+                    Err(broadcast::error::TryRecvError::Closed) => self.deltas = None,
+                    Err(_) => {}
+                }
+            }
             // Mark the head as seen before reading, so that an append after
             // this read wakes the wait below.
             self.follower.head();
@@ -135,18 +146,17 @@ impl Follow {
                         self.deltas = self.host.resident(self.log).map(|s| s.subscribe_deltas());
                     }
                     tokio::select! {
-                        changed = self.follower.changed() => if !changed { return None },
-                        // Disabled, not taken, when nobody can close (an `Err`).
-                        Ok(_) = self.closing.wait_for(|closing| *closing) => return None,
+                        // Deltas first: they precede the commit that ends them.
+                        biased;
                         delta = next_delta(&mut self.deltas) => match delta {
-                            Ok(delta) => {
-                                let data = serde_json::to_string(&delta).unwrap_or_default();
-                                return Some(Event::default().event("delta").data(data));
-                            }
+                            Ok(delta) => return Some(delta_event(&delta)),
                             Err(broadcast::error::RecvError::Lagged(_)) => {}
                             // The session hibernated: look again next time.
                             Err(broadcast::error::RecvError::Closed) => self.deltas = None,
                         },
+                        changed = self.follower.changed() => if !changed { return None },
+                        // Disabled, not taken, when nobody can close (an `Err`).
+                        Ok(_) = self.closing.wait_for(|closing| *closing) => return None,
                     }
                 }
                 Err(e) => {
@@ -156,6 +166,12 @@ impl Follow {
             }
         }
     }
+}
+
+/// A streamed model delta as an SSE event: no `id`, it is not in the log.
+fn delta_event(delta: &ModelDelta) -> Event {
+    let data = serde_json::to_string(delta).unwrap_or_default();
+    Event::default().event("delta").data(data)
 }
 
 /// The next delta, or never when there is no subscription.

@@ -440,8 +440,20 @@ fn answer(
             ControlFlow::Continue(())
         }
         Err(e) => {
-            let _ = reply.send(Err(SessionError::Stopped));
+            // Not `Stopped`, which tells callers that nothing was done and
+            // the request may go again: a commit that failed may have been
+            // written all the same (its acknowledgement lost), and a retry
+            // would log the input twice.
+            let _ = reply.send(Err(failed_commit(&e)));
             ControlFlow::Break(e)
         }
+    }
+}
+
+/// What a caller whose request the failed commit held is told.
+fn failed_commit(e: &SessionError) -> SessionError {
+    match e {
+        SessionError::Journal(e) => SessionError::Journal(e.clone()),
+        other => SessionError::Unavailable(other.to_string()),
     }
 }

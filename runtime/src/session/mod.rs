@@ -373,6 +373,18 @@ impl Host {
                 durable: !options.no_fsync,
             },
         )?;
+        Host::with_journal(journal, data, config, options)
+    }
+
+    /// A host on any journal (another backend, or one wrapped for a test);
+    /// `data` holds what is local to this host: the compiled-guest cache and
+    /// the `fs.*` tool workspaces.
+    pub fn with_journal(
+        journal: Arc<dyn Journal>,
+        data: &Path,
+        config: Config,
+        options: HostOptions,
+    ) -> Result<Arc<Host>, SessionError> {
         let cache = options.cache_dir.unwrap_or_else(|| data.join("cache"));
         let engine = GuestEngine::new(config.limits.clone(), Some(cache))?;
         let models =

@@ -4,6 +4,7 @@ mod activation;
 mod browser;
 mod cli;
 mod crash;
+mod faults;
 mod fixtures;
 mod guest;
 mod journal;

@@ -1,0 +1,202 @@
+//! [`FaultyJournal`]: a journal that fails on purpose, for crash tests.
+//!
+//! It wraps any [`Journal`] and, for the commits it is told to, either
+//! **fails** them (nothing is written; the caller gets a storage error, as
+//! when the disk refuses a write) or **tears** them (the commit is written
+//! and durable, but the caller gets a storage error, as when the process or
+//! the connection dies between the fsync and the acknowledgement). Every
+//! other call goes to the inner journal unchanged.
+//!
+//! Invariant: a failed commit leaves the inner journal exactly as it was; a
+//! torn one leaves it exactly as an acknowledged one would.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::commit::{Commit, CommitTicket};
+use super::event::{GuestRef, LogPos, StoredEvent};
+use super::info::LogInfo;
+use super::{Journal, JournalError, LogId, LogPage, TenantCount, Verified, WriterStats};
+
+/// What happens to one commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Not written; the caller gets an error.
+    Fail,
+    /// Written and durable; the caller gets an error all the same.
+    Tear,
+}
+
+/// A journal that fails or tears the commits it is told to.
+pub struct FaultyJournal {
+    inner: Arc<dyn Journal>,
+    plan: Mutex<Plan>,
+}
+
+#[derive(Default)]
+struct Plan {
+    /// Commits submitted so far.
+    seen: u64,
+    /// Faults by the number of the commit (1 is the first after wrapping).
+    faults: BTreeMap<u64, Fault>,
+}
+
+impl FaultyJournal {
+    /// Wrap `inner`; no commit fails until told to.
+    pub fn wrap(inner: Arc<dyn Journal>) -> Arc<FaultyJournal> {
+        Arc::new(FaultyJournal {
+            inner,
+            plan: Mutex::new(Plan::default()),
+        })
+    }
+
+    /// Make the `nth` commit from now (1: the next one) meet `fault`.
+    pub fn inject(&self, nth: u64, fault: Fault) {
+        let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+        let at = plan.seen + nth.max(1);
+        plan.faults.insert(at, fault);
+    }
+
+    /// How many commits have been submitted since wrapping.
+    pub fn commits_seen(&self) -> u64 {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner()).seen
+    }
+}
+
+fn injected(what: &str) -> JournalError {
+    JournalError::Storage(Arc::new(redb::Error::Io(std::io::Error::other(format!(
+        "injected fault: {what}"
+    )))))
+}
+
+impl Journal for FaultyJournal {
+    fn commit(&self, commit: Commit) -> CommitTicket {
+        let fault = {
+            let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+            plan.seen += 1;
+            let seen = plan.seen;
+            plan.faults.remove(&seen)
+        };
+        match fault {
+            None => self.inner.commit(commit),
+            Some(Fault::Fail) => {
+                let (answer, ticket) = CommitTicket::new();
+                let _ = answer.send(Err(injected("the commit was refused")));
+                ticket
+            }
+            Some(Fault::Tear) => {
+                let written = self.inner.commit(commit);
+                let (answer, ticket) = CommitTicket::new();
+                // Answer only once the inner commit is durable, so that the
+                // caller's next look at the log sees it.
+                std::thread::spawn(move || {
+                    let outcome = written.wait();
+                    let _ = answer.send(Err(match outcome {
+                        Ok(_) => injected("the acknowledgement was lost"),
+                        Err(e) => e,
+                    }));
+                });
+                ticket
+            }
+        }
+    }
+
+    fn read(
+        &self,
+        log: LogId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        self.inner.read(log, from_seq, limit)
+    }
+
+    fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError> {
+        self.inner.info(log)
+    }
+
+    fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError> {
+        self.inner.resolve(tenant, name)
+    }
+
+    fn list_page(
+        &self,
+        tenant: &str,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<LogPage, JournalError> {
+        self.inner.list_page(tenant, after, limit)
+    }
+
+    fn count(&self, tenant: &str) -> Result<TenantCount, JournalError> {
+        self.inner.count(tenant)
+    }
+
+    fn logs_with_open_effects(&self) -> Result<Vec<LogId>, JournalError> {
+        self.inner.logs_with_open_effects()
+    }
+
+    fn put_guest(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<GuestRef, JournalError> {
+        self.inner.put_guest(tenant, name, bytes)
+    }
+
+    fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        self.inner.guest_bytes(digest)
+    }
+
+    fn guest_by_name(&self, tenant: &str, name: &str) -> Result<Option<GuestRef>, JournalError> {
+        self.inner.guest_by_name(tenant, name)
+    }
+
+    fn guests(&self, tenant: &str) -> Result<Vec<GuestRef>, JournalError> {
+        self.inner.guests(tenant)
+    }
+
+    fn count_logs(&self) -> Result<usize, JournalError> {
+        self.inner.count_logs()
+    }
+
+    fn verify(&self, log: LogId) -> Result<Verified, JournalError> {
+        self.inner.verify(log)
+    }
+
+    fn put_snapshot(
+        &self,
+        log: LogId,
+        seq: u64,
+        digest: &str,
+        record: &[u8],
+    ) -> Result<(), JournalError> {
+        self.inner.put_snapshot(log, seq, digest, record)
+    }
+
+    fn latest_snapshot(
+        &self,
+        log: LogId,
+        digest: &str,
+        before: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, JournalError> {
+        self.inner.latest_snapshot(log, digest, before)
+    }
+
+    fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError> {
+        self.inner.snapshots(log)
+    }
+
+    fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError> {
+        self.inner.parent(log)
+    }
+
+    fn import(
+        &self,
+        tenant: &str,
+        name: Option<&str>,
+        events: &[StoredEvent],
+        session_limit: Option<u64>,
+    ) -> Result<LogId, JournalError> {
+        self.inner.import(tenant, name, events, session_limit)
+    }
+
+    fn stats(&self) -> WriterStats {
+        self.inner.stats()
+    }
+}
