@@ -127,9 +127,10 @@ pub(super) async fn wake_snapshot(
         tokio::task::yield_now().await;
         host.snapshot_now(id).await?;
         let start = Instant::now();
-        // Activation: restore the snapshot, fold the (empty) tail; the
-        // session is live when this returns.
+        // Activation: restore the snapshot, fold the (empty) tail. The actor
+        // replays in its own task; it answers `wait_idle` once it is live.
         let session = host.session(id)?;
+        session.wait_idle(std::time::Duration::ZERO).await?;
         let live = start.elapsed();
         session.input(from(), text("get")).await?;
         // The first round also compiles or loads the component: not a wake.
