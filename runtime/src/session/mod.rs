@@ -13,6 +13,7 @@ mod heads;
 mod keys;
 mod logops;
 mod perform;
+mod replay;
 mod residency;
 mod snapshot;
 mod upgrade;

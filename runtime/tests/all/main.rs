@@ -9,6 +9,7 @@ mod logops;
 mod loopback;
 mod mcp;
 mod providers;
+mod replay;
 mod server;
 mod session;
 mod tools;

@@ -45,7 +45,7 @@ impl Actor {
         external: Vec<EventBody>,
         mut performs: Vec<Perform>,
     ) -> Result<Vec<StoredEvent>, SessionError> {
-        let base = self.next_seq;
+        let base = self.ledger.next_seq;
         let at = now_ms();
         let external_len = external.len();
         let Folded {
@@ -98,19 +98,18 @@ impl Actor {
             .map(|(_, e)| e)
             .collect();
         for event in &stored {
-            self.note(&event.event.body);
+            self.ledger.note(&event.event);
             if self.events.receiver_count() > 0 {
                 let _ = self.events.send(Arc::new(event.clone()));
             }
         }
-        self.next_seq = base + stored.len() as u64;
-        self.host.heads.advanced(self.log, self.next_seq);
+        self.host.heads.advanced(self.log, self.ledger.next_seq);
         for key in cancels.drain(..) {
             if let Some(running) = self.running.remove(&key) {
                 running.handle.abort();
             }
         }
-        if self.parked.is_some() || self.finished.is_some() {
+        if self.ledger.ended() {
             for (_, running) in self.running.drain() {
                 running.handle.abort();
             }
@@ -193,7 +192,7 @@ impl Actor {
         wanted.sort_by_key(|e| matches!(e.body, EffectBody::Compact(_) | EffectBody::Finish(_)));
         for Effect { key, body } in wanted {
             wanted_keys.insert(key.clone());
-            if self.keys.is_recorded(&key) || fresh.is_recorded(&key) {
+            if self.ledger.keys.is_recorded(&key) || fresh.is_recorded(&key) {
                 continue;
             }
             match body {
@@ -267,7 +266,7 @@ impl Actor {
             }
         }
         // Whatever is open in the log but no longer wanted is cancelled.
-        for (key, _) in self.keys.open() {
+        for (key, _) in self.ledger.keys.open() {
             if !wanted_keys.contains(key) && !fresh.is_recorded(key) {
                 events.push(EventBody::Cancelled { key: key.clone() });
                 cancels.push(key.clone());
