@@ -70,11 +70,15 @@ struct Actor {
     generation: u64,
     /// What the residency table reads: whether this actor may be evicted.
     state: Arc<ActorState>,
+    /// `None` while the log has ended (parked or finished), and after a
+    /// failed snapshot dropped it: then the next command that may need the
+    /// guest folds the log again first (`refold`).
     guest: Option<GuestInstance>,
     /// What the committed log says: its head, keys, and whether it ended
     /// (noted by the replayer's rule, session::replay).
     ledger: Ledger,
-    /// The seq of the last snapshot this actor restored or stored (0: none).
+    /// The seq of the last snapshot this actor restored or stored, or tried
+    /// to store (0: none).
     snapshot_seq: u64,
     running: HashMap<String, Running>,
     tx: mpsc::UnboundedSender<Command>,
@@ -172,6 +176,17 @@ impl Actor {
     /// Handle one command; `Break` when the actor must stop (a commit failed,
     /// so the log may hold events this actor has not seen).
     async fn handle(&mut self, command: Command) -> ControlFlow<SessionError> {
+        let needs_guest = !matches!(
+            command,
+            Command::WaitIdle { .. } | Command::Hibernate | Command::Evict
+        );
+        if needs_guest
+            && self.guest.is_none()
+            && !self.ledger.ended()
+            && let Err(e) = self.refold().await
+        {
+            return ControlFlow::Break(e);
+        }
         match command {
             Command::Input {
                 from,

@@ -12,6 +12,9 @@
 //! parked nor finished. A missing, corrupt or foreign-guest record, or one
 //! the guest fails to restore, is never an error: the replayer
 //! (session::replay) falls back to a full replay and says so in the trace.
+//! Nor is a guest that fails to take one: its instance is dropped and the
+//! session carries on (session::actor::snapshot). Snapshots cost or save
+//! only speed.
 //!
 //! Record bytes: `SHA-256(rest) ‖ rest`, with
 //! `rest = u32 BE ledger length ‖ ledger JSON ‖ guest snapshot bytes`.

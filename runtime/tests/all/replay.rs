@@ -2,11 +2,13 @@
 //! exactly as one replayed in full, under its tenant's limits; and a snapshot
 //! that fails, taken or restored, costs only speed, never a `guest-failed`.
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
-use logbook::config::{TenantConfig, TenantLimits};
-use logbook::journal::{EventBody, StoredEvent};
-use logbook::session::{Activity, Host};
+use logbook::config::{Config, TenantConfig, TenantLimits};
+use logbook::journal::{EventBody, LogId, StoredEvent};
+use logbook::session::{Activity, Host, HostOptions};
 use sha2::{Digest, Sha256};
 
 use crate::fixtures::*;
@@ -17,6 +19,25 @@ fn guest_failed(events: &[StoredEvent]) -> Option<String> {
         EventBody::GuestFailed { message } => Some(message.clone()),
         _ => None,
     })
+}
+
+/// The seqs of a log's snapshots.
+fn snapshot_seqs(host: &Host, log: LogId) -> Vec<u64> {
+    let snapshots = host.journal().snapshots(log).expect("snapshots");
+    snapshots.into_iter().map(|(seq, _, _)| seq).collect()
+}
+
+/// A host on `data`, retrying while the host closed before it lets go of the
+/// journal (dropping a host releases it asynchronously).
+async fn reopen(data: &Path, config: Config) -> Arc<Host> {
+    let deadline = Instant::now() + GUARD;
+    loop {
+        match Host::open(data, config.clone(), HostOptions::default()) {
+            Ok(host) => return host,
+            Err(e) if Instant::now() > deadline => panic!("reopen the host: {e}"),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
 }
 
 /// Start a session of `tenant` on `guest`, say `hi`, then wake it again —
@@ -98,6 +119,68 @@ async fn a_session_restored_from_a_snapshot_keeps_its_tenants_limits() {
             "{tenant}: a session woken from a snapshot fails as one replayed in full"
         );
     }
+}
+
+/// A guest whose state grew too large to snapshot within a call's fuel keeps
+/// working: each failed snapshot drops its instance, the next input folds the
+/// log again (from the last good snapshot), and no `guest-failed` is written,
+/// before or after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_fails_to_snapshot_keeps_answering_across_a_restart() {
+    let data = data_dir();
+    let mut config = config();
+    config.limits.snapshot_every = 2;
+    let host = open_host_with(data.path(), config.clone());
+    let session = start(&host, "fixture_hoard", "h").await;
+    let log = session.id();
+    say(&session, "hi").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    assert_eq!(
+        snapshot_seqs(&host, log),
+        [2],
+        "a small state is snapshotted"
+    );
+    // Each of these goes idle 2 events past the last try: a snapshot is
+    // tried, and runs out of fuel on a state of one or two MiB.
+    for text in ["grow", "grow", "hi"] {
+        say(&session, text).await;
+        assert_eq!(settle(&session).await, Activity::Idle, "after {text}");
+    }
+    let mib = 1 << 20;
+    let expected = [
+        "ok: hi (0 bytes)".to_owned(),
+        format!("ok: grow ({mib} bytes)"),
+        format!("ok: grow ({} bytes)", 2 * mib),
+        format!("ok: hi ({} bytes)", 2 * mib),
+    ];
+    let all = events(&host, log);
+    assert_eq!(guest_failed(&all), None);
+    assert_eq!(outputs(&all), expected);
+    assert_eq!(
+        snapshot_seqs(&host, log),
+        [2],
+        "no snapshot of the large state was stored"
+    );
+
+    host.close().await;
+    drop((session, host));
+    let host = reopen(data.path(), config).await;
+    let session = host.session(log).expect("wake after the restart");
+    say(&session, "hi").await;
+    say(&session, "grow").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let all = events(&host, log);
+    assert_eq!(guest_failed(&all), None);
+    let outs = outputs(&all);
+    assert_eq!(outs[..expected.len()], expected);
+    assert_eq!(
+        outs[expected.len()..],
+        [
+            format!("ok: hi ({} bytes)", 2 * mib),
+            format!("ok: grow ({} bytes)", 3 * mib),
+        ]
+    );
+    assert_chain_holds(&host, log);
 }
 
 /// A snapshot record whose guest state makes `restore` run out of fuel is

@@ -23,8 +23,28 @@ impl Actor {
             .run()?;
         self.guest = replayed.guest;
         self.ledger = replayed.ledger;
-        self.snapshot_seq = replayed.restored.unwrap_or(0);
+        // Never earlier than before: after a failed snapshot, the next try
+        // waits for another `snapshot_every` events.
+        self.snapshot_seq = self.snapshot_seq.max(replayed.restored.unwrap_or(0));
         Ok(replayed.fault)
+    }
+
+    /// Fold the log again into a fresh instance: a failed snapshot dropped
+    /// the last one (actor/snapshot.rs). A guest fault now parks the session
+    /// as it would on activation.
+    pub(super) async fn refold(&mut self) -> Result<(), SessionError> {
+        let info = self
+            .host
+            .journal
+            .info(self.log)?
+            .ok_or_else(|| SessionError::UnknownSession(self.log.to_string()))?;
+        let fault = off_runtime(|| self.replay(&info))?;
+        if let Some(e) = fault {
+            let message = format!("during replay: {e}");
+            self.advance(vec![EventBody::GuestFailed { message }], Vec::new())
+                .await?;
+        }
+        Ok(())
     }
 
     /// After activation: pick up what the log left open (DESIGN §4, reconcile).
