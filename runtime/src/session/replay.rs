@@ -229,20 +229,9 @@ impl<'a> Replayer<'a> {
         &self,
         mut visit: impl FnMut(&mut GuestInstance, &Ledger, &Event) -> ControlFlow<B>,
     ) -> Result<Walked<B>, SessionError> {
-        let Some(first) = self
-            .shared
-            .journal
-            .read(self.log(), 0, 1)?
-            .into_iter()
-            .next()
-        else {
-            return Err(SessionError::UnknownSession(self.log().to_string()));
-        };
-        let EventBody::Created(created) = &first.event.body else {
-            return Err(not_created(self.log()));
-        };
+        let (created, at) = self.created()?;
         let mut guest = self.instance(created.seed)?;
-        if let Err(e) = guest.init(created, first.event.at) {
+        if let Err(e) = guest.init(&created, at) {
             return faulted(e);
         }
         let mut ledger = Ledger::default();
@@ -322,8 +311,8 @@ impl<'a> Replayer<'a> {
                 return None;
             }
         };
-        let restored = self.seed().and_then(|seed| {
-            let mut guest = self.instance(seed)?;
+        let restored = self.created().and_then(|(created, _)| {
+            let mut guest = self.instance(created.seed)?;
             Ok((guest.restore(bytes)?, guest))
         });
         match restored {
@@ -355,26 +344,24 @@ impl<'a> Replayer<'a> {
         }
     }
 
-    /// The seed of the log, from its `created` at seq 0.
-    fn seed(&self) -> Result<u64, SessionError> {
-        match self
-            .shared
-            .journal
-            .read(self.log(), 0, 1)?
-            .into_iter()
-            .next()
-        {
+    /// The log's `created` at seq 0, and its time.
+    fn created(&self) -> Result<(Created, u64), SessionError> {
+        let log = self.log();
+        match self.shared.journal.read(log, 0, 1)?.into_iter().next() {
             Some(first) => match first.event.body {
-                EventBody::Created(created) => Ok(created.seed),
-                _ => Err(not_created(self.log())),
+                EventBody::Created(created) => Ok((created, first.event.at)),
+                _ => Err(SessionError::Invalid(format!(
+                    "log {log} does not start with `created`"
+                ))),
             },
-            None => Err(SessionError::UnknownSession(self.log().to_string())),
+            None => Err(SessionError::UnknownSession(log.to_string())),
         }
     }
 
     /// Read the range from `start.next_seq` in pages and hand each to
-    /// `consume`, which may stop the reading; answers the reader's ledger
-    /// (`start` and every event of the pages read, when `fold`ing).
+    /// `consume`, which may stop the reading. When `fold`ing, the reader
+    /// notes and converts each page and answers its ledger (`start` and
+    /// every event read); else pages are handed over as read.
     fn read(
         &self,
         start: Ledger,
@@ -491,10 +478,6 @@ impl Pager<'_> {
             events: Vec::new(),
         }))
     }
-}
-
-fn not_created(log: LogId) -> SessionError {
-    SessionError::Invalid(format!("log {log} does not start with `created`"))
 }
 
 fn faulted<B>(e: GuestError) -> Result<Walked<B>, SessionError> {
