@@ -15,6 +15,7 @@ const GUESTS: &[(&str, bool)] = &[
     ("fixture-hog", false),
     ("fixture-fs", false),
     ("fixture-panic", false),
+    ("fixture-hoard", false),
 ];
 
 fn main() {

@@ -21,10 +21,10 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use self::activate::note_end;
 pub(super) use self::reconcile::off_runtime;
-use super::keys::{Approval, Keys, OpenEffect};
+use super::keys::{Approval, OpenEffect};
 use super::perform;
+use super::replay::Ledger;
 use super::residency::ActorState;
 use super::{Activity, Command, Session, SessionError, Shared, now_ms};
 use crate::effects::ModelRequest;
@@ -66,13 +66,16 @@ struct Actor {
     generation: u64,
     /// What the residency table reads: whether this actor may be evicted.
     state: Arc<ActorState>,
+    /// `None` while the log has ended (parked or finished), and after a
+    /// failed snapshot dropped it: then the next command that may need the
+    /// guest folds the log again first (`refold`).
     guest: Option<GuestInstance>,
-    parked: Option<String>,
-    finished: Option<String>,
-    next_seq: u64,
-    /// The seq of the last snapshot this actor restored or stored (0: none).
+    /// What the committed log says: its head, keys, and whether it ended
+    /// (noted by the replayer's rule, session::replay).
+    ledger: Ledger,
+    /// The seq of the last snapshot this actor restored or stored, or tried
+    /// to store (0: none).
     snapshot_seq: u64,
-    keys: Keys,
     running: HashMap<String, Running>,
     tx: mpsc::UnboundedSender<Command>,
     /// Streamed model output for live observers; never logged.
@@ -101,11 +104,8 @@ pub(super) fn spawn(
         generation,
         state,
         guest: None,
-        parked: None,
-        finished: None,
-        next_seq: 0,
+        ledger: Ledger::default(),
         snapshot_seq: 0,
-        keys: Keys::default(),
         running: HashMap::new(),
         tx: tx.clone(),
         deltas: deltas.clone(),
@@ -141,12 +141,6 @@ pub(super) fn spawn(
 }
 
 impl Actor {
-    /// Track what the committed log says: keys, and whether it ended.
-    fn note(&mut self, body: &EventBody) {
-        self.keys.note(body);
-        note_end(&mut self.parked, &mut self.finished, body);
-    }
-
     /// The log could not be replayed (the journal failed, or the guest
     /// cannot be loaded): answer the callers that queued meanwhile with the
     /// reason, and stop. The next activation tries again.
@@ -216,18 +210,29 @@ impl Actor {
     /// Handle one command; `Break` when the actor must stop (a commit failed,
     /// so the log may hold events this actor has not seen).
     async fn handle(&mut self, command: Command) -> ControlFlow<SessionError> {
+        let needs_guest = !matches!(
+            command,
+            Command::WaitIdle { .. } | Command::Hibernate | Command::Evict
+        );
+        if needs_guest
+            && self.guest.is_none()
+            && !self.ledger.ended()
+            && let Err(e) = self.refold().await
+        {
+            return ControlFlow::Break(e);
+        }
         match command {
             Command::Input {
                 from,
                 content,
                 reply,
             } => {
-                if let Some(result) = &self.finished {
+                if let Some(result) = &self.ledger.finished {
                     let _ = reply.send(Err(SessionError::Finished(result.clone())));
-                } else if let Some(message) = &self.parked {
+                } else if let Some(message) = &self.ledger.parked {
                     let _ = reply.send(Err(SessionError::Parked(message.clone())));
                 } else {
-                    let seq = self.next_seq;
+                    let seq = self.ledger.next_seq;
                     let input = vec![EventBody::Input { from, content }];
                     return answer(reply, self.advance(input, Vec::new()).await.map(|_| seq));
                 }
@@ -243,7 +248,7 @@ impl Actor {
                     let _ = reply.send(Err(e));
                 }
                 Ok((events, performs)) => {
-                    let seq = self.next_seq;
+                    let seq = self.ledger.next_seq;
                     return answer(reply, self.advance(events, performs).await.map(|_| seq));
                 }
             },
@@ -287,8 +292,8 @@ impl Actor {
         by: &str,
         reason: Option<String>,
     ) -> Result<(Vec<EventBody>, Vec<Perform>), SessionError> {
-        let Some(open) = self.keys.get(key) else {
-            return Err(if self.keys.was_decided(key) {
+        let Some(open) = self.ledger.keys.get(key) else {
+            return Err(if self.ledger.keys.was_decided(key) {
                 SessionError::AlreadyDecided(key.to_string())
             } else {
                 SessionError::NoPendingApproval(key.to_string())
@@ -393,10 +398,10 @@ impl Actor {
 
     /// `None` while something is in flight within the horizon.
     fn activity(&self, now: u64, horizon: Duration) -> Option<Activity> {
-        if self.parked.is_some() {
+        if self.ledger.parked.is_some() {
             return Some(Activity::Failed);
         }
-        if self.finished.is_some() {
+        if self.ledger.finished.is_some() {
             return Some(Activity::Finished);
         }
         let horizon = now.saturating_add(horizon.as_millis() as u64);
@@ -407,7 +412,7 @@ impl Actor {
                 _ => return None,
             }
         }
-        Some(if self.keys.awaiting_human() {
+        Some(if self.ledger.keys.awaiting_human() {
             Activity::WaitingApproval
         } else if sleeping {
             Activity::Sleeping

@@ -13,6 +13,7 @@ mod feed;
 mod keys;
 mod logops;
 mod perform;
+mod replay;
 mod residency;
 mod snapshot;
 mod upgrade;

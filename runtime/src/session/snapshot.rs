@@ -9,8 +9,12 @@
 //! makes this hold for the host, whatever keys the guest asks for later (a
 //! closed key the guest wants again is known to be closed, as after a full
 //! replay). A record is written only when the session is idle and neither
-//! parked nor finished. A missing, corrupt or foreign-guest record is never
-//! an error: activation falls back to a full replay and says so in the trace.
+//! parked nor finished. A missing, corrupt or foreign-guest record, or one
+//! the guest fails to restore, is never an error: the replayer
+//! (session::replay) falls back to a full replay and says so in the trace.
+//! Nor is a guest that fails to take one: its instance is dropped and the
+//! session carries on (session::actor::snapshot). Snapshots cost or save
+//! only speed.
 //!
 //! Record bytes: `SHA-256(rest) ‖ rest`, with
 //! `rest = u32 BE ledger length ‖ ledger JSON ‖ guest snapshot bytes`.
@@ -20,9 +24,9 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::keys::Keys;
+use super::replay::Replayer;
 use super::{Host, SessionError, Shared};
-use crate::guest::{GuestBatch, GuestInstance};
-use crate::journal::{Event, EventBody, LogId};
+use crate::journal::{LogId, LogInfo};
 
 /// Encode a record from the host's keys and the guest's snapshot bytes.
 pub(crate) fn encode(keys: &Keys, guest: &[u8]) -> Result<Vec<u8>, SessionError> {
@@ -60,103 +64,6 @@ pub(crate) fn decode(record: &[u8]) -> Result<(Keys, &[u8]), String> {
     Ok((keys, guest))
 }
 
-/// A log folded into a guest outside any actor (nothing is performed).
-pub(crate) struct Replayed {
-    pub(crate) guest: GuestInstance,
-    pub(crate) keys: Keys,
-    /// The seq after the last event folded.
-    pub(crate) next_seq: u64,
-    /// The log parked on a guest failure, or finished, by then.
-    pub(crate) ended: bool,
-}
-
-/// A fresh instance of guest `digest` for `log`, seeded by its `created`.
-pub(crate) fn instantiate(
-    shared: &Shared,
-    log: LogId,
-    digest: &str,
-) -> Result<(GuestInstance, crate::journal::Created, u64), SessionError> {
-    let loaded = match shared.engine.loaded(digest) {
-        Some(loaded) => loaded,
-        None => {
-            let bytes = shared
-                .journal
-                .guest_bytes(digest)?
-                .ok_or_else(|| SessionError::UnknownGuest(digest.to_string()))?;
-            shared.engine.load(digest, &bytes)?
-        }
-    };
-    let Some(first) = shared.journal.read(log, 0, 1)?.into_iter().next() else {
-        return Err(SessionError::UnknownSession(log.to_string()));
-    };
-    let EventBody::Created(created) = first.event.body else {
-        return Err(SessionError::Invalid(format!(
-            "log {log} does not start with `created`"
-        )));
-    };
-    let guest = shared.engine.instantiate(&loaded, created.seed)?;
-    Ok((guest, created, first.event.at))
-}
-
-/// Fold `log` into guest `digest` up to (not including) `upto`, from the
-/// newest usable snapshot when `from_snapshot`, else from seq 0.
-pub(crate) fn replay(
-    shared: &Shared,
-    log: LogId,
-    digest: &str,
-    upto: u64,
-    from_snapshot: bool,
-) -> Result<Replayed, SessionError> {
-    let (mut guest, created, at) = instantiate(shared, log, digest)?;
-    let mut keys = Keys::default();
-    let mut next_seq = 0;
-    if from_snapshot
-        && let Some((seq, record)) = shared.journal.latest_snapshot(log, digest, upto)?
-    {
-        match decode(&record) {
-            Ok((k, bytes)) if guest.restore(bytes)? => {
-                keys = k;
-                next_seq = seq + 1;
-            }
-            Ok(_) => tracing::warn!(%log, seq, "the guest refused its snapshot: full replay"),
-            Err(why) => tracing::warn!(%log, seq, "snapshot unusable ({why}): full replay"),
-        }
-    }
-    if next_seq == 0 {
-        guest.init(&created, at)?;
-    }
-    let mut ended = false;
-    let batch = shared.config.limits.replay_batch.max(1);
-    while next_seq < upto {
-        let limit = batch.min((upto - next_seq) as usize);
-        let page = shared.journal.read(log, next_seq, limit)?;
-        let Some(last) = page.last() else { break };
-        next_seq = last.event.seq + 1;
-        let events: Vec<Event> = page
-            .into_iter()
-            .map(|s| s.event)
-            .filter(|e| e.seq != 0)
-            .collect();
-        for e in &events {
-            keys.note(&e.body);
-            match &e.body {
-                EventBody::GuestFailed { .. } | EventBody::Finished { .. } => ended = true,
-                EventBody::GuestChanged { .. } => ended = false,
-                _ => {}
-            }
-        }
-        if !ended {
-            guest.apply_batch(&GuestBatch::new(&events))?;
-        }
-    }
-    Ok(Replayed {
-        guest,
-        keys,
-        next_seq,
-        ended,
-    })
-}
-
 /// What `verify --snapshots` found of one snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotCheck {
@@ -176,22 +83,23 @@ impl Host {
     pub async fn snapshot_now(&self, log: LogId) -> Result<Option<u64>, SessionError> {
         let shared: Arc<Shared> = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let info = shared
-                .journal
-                .info(log)?
-                .ok_or_else(|| SessionError::UnknownSession(log.to_string()))?;
-            let digest = info.guest.digest;
-            let mut r = replay(&shared, log, &digest, info.next_seq, true)?;
-            if r.ended || r.next_seq == 0 {
-                return Ok(None);
+            let info = info(&shared, log)?;
+            let replayed = Replayer::new(&shared, &info).use_snapshots(true).run()?;
+            if let Some(fault) = replayed.fault {
+                return Err(fault.into());
             }
-            let Some(bytes) = r.guest.snapshot()? else {
+            let (Some(mut guest), Some(seq)) =
+                (replayed.guest, replayed.ledger.next_seq.checked_sub(1))
+            else {
                 return Ok(None);
             };
-            let seq = r.next_seq - 1;
+            let Some(bytes) = guest.snapshot()? else {
+                return Ok(None);
+            };
+            let record = encode(&replayed.ledger.keys, &bytes)?;
             shared
                 .journal
-                .put_snapshot(log, seq, &digest, &encode(&r.keys, &bytes)?)?;
+                .put_snapshot(log, seq, &info.guest.digest, &record)?;
             Ok(Some(seq))
         })
         .await
@@ -201,24 +109,34 @@ impl Host {
     /// Check every snapshot of a log against a full replay to its seq: the
     /// guest's bytes and the host's keys must be equal.
     pub fn verify_snapshots(&self, log: LogId) -> Result<Vec<SnapshotCheck>, SessionError> {
+        let info = info(&self.shared, log)?;
         let mut out = Vec::new();
         for (seq, digest, record) in self.shared.journal.snapshots(log)? {
             let problem = match decode(&record) {
                 Err(why) => Some(why),
                 Ok((keys, bytes)) => {
-                    let mut full = replay(&self.shared, log, &digest, seq + 1, false)?;
-                    match full.guest.snapshot()? {
-                        _ if full.next_seq != seq + 1 => Some(format!("the log has no seq {seq}")),
-                        Some(state) if state != bytes => Some(format!(
-                            "the guest's state differs from a full replay's ({} bytes stored, {} replayed)",
-                            bytes.len(),
-                            state.len()
-                        )),
-                        None => Some("the guest keeps no snapshots".into()),
-                        Some(_) if keys != full.keys => {
-                            Some("the key ledger differs from a full replay's".into())
+                    let full = Replayer::new(&self.shared, &info)
+                        .guest(&digest)
+                        .upto(seq + 1)
+                        .run()?;
+                    match (full.fault, full.guest) {
+                        _ if full.ledger.next_seq != seq + 1 => {
+                            Some(format!("the log has no seq {seq}"))
                         }
-                        Some(_) => None,
+                        (Some(fault), _) => Some(format!("a full replay fails: {fault}")),
+                        (None, None) => Some(format!("the log has ended by seq {seq}")),
+                        (None, Some(mut guest)) => match guest.snapshot()? {
+                            Some(state) if state != bytes => Some(format!(
+                                "the guest's state differs from a full replay's ({} bytes stored, {} replayed)",
+                                bytes.len(),
+                                state.len()
+                            )),
+                            None => Some("the guest keeps no snapshots".into()),
+                            Some(_) if keys != full.ledger.keys => {
+                                Some("the key ledger differs from a full replay's".into())
+                            }
+                            Some(_) => None,
+                        },
                     }
                 }
             };
@@ -230,4 +148,11 @@ impl Host {
         }
         Ok(out)
     }
+}
+
+fn info(shared: &Shared, log: LogId) -> Result<LogInfo, SessionError> {
+    shared
+        .journal
+        .info(log)?
+        .ok_or_else(|| SessionError::UnknownSession(log.to_string()))
 }

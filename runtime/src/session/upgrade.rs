@@ -1,7 +1,9 @@
 //! Guest upgrades (DESIGN §5): `guest-changed` moves a session to another
 //! guest, which re-folds the whole log on its next activation; a replay check
 //! runs a guest over a recorded log without performing anything and finds the
-//! first seq where what it wants differs from what the log recorded.
+//! first seq where what it wants differs from what the log recorded. Both
+//! read the log through the replayer (session::replay), under the limits of
+//! the log's tenant; the check walks it from `init`, never from a snapshot.
 //!
 //! How the check reads a log: the host records what the guest wants in the
 //! same commit as the event that made it want it, round after round, and
@@ -14,13 +16,14 @@
 //! decision) and at the end, every key it wants must be in the log already.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use crate::effects::{Effect, EffectBody};
 use crate::guest::{GuestBatch, GuestInstance};
-use crate::journal::{ErrorKind, Event, EventBody, GuestRef, LogId, RequestedEffect};
+use crate::journal::{ErrorKind, Event, EventBody, GuestRef, LogInfo, RequestedEffect};
 use crate::session::keys::Keys;
-use crate::session::snapshot::instantiate;
-use crate::session::{Host, SessionError, now_ms};
+use crate::session::replay::{Replayer, Walked};
+use crate::session::{Host, SessionError, Shared, now_ms};
 
 /// Where a replayed guest first disagrees with the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,21 +138,21 @@ fn show_effect(key: &str, effect: &EffectBody) -> String {
     format!("{key}: {detail}")
 }
 
-/// A guest folding a log lazily: events wait in `pending` until its wants
-/// are needed.
+/// What the check knows of the guest's folding: events wait in `pending`
+/// until its wants are needed.
+#[derive(Default)]
 struct Checked {
-    guest: GuestInstance,
     pending: Vec<Event>,
     wants: Option<HashMap<String, EffectBody>>,
 }
 
 impl Checked {
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self, guest: &mut GuestInstance) -> Result<(), String> {
         if !self.pending.is_empty() {
             let batch = GuestBatch::new(&self.pending);
             self.pending.clear();
             self.wants = None;
-            self.guest
+            guest
                 .apply_batch(&batch)
                 .map_err(|e| format!("the guest failed: {e}"))?;
         }
@@ -157,11 +160,13 @@ impl Checked {
     }
 
     /// The wants after folding everything pushed so far.
-    fn fresh_wants(&mut self) -> Result<&HashMap<String, EffectBody>, String> {
-        self.flush()?;
+    fn fresh_wants(
+        &mut self,
+        guest: &mut GuestInstance,
+    ) -> Result<&HashMap<String, EffectBody>, String> {
+        self.flush(guest)?;
         if self.wants.is_none() {
-            let wanted = self
-                .guest
+            let wanted = guest
                 .effects()
                 .map_err(|e| format!("the guest failed: {e}"))?;
             self.wants = Some(
@@ -176,7 +181,12 @@ impl Checked {
 }
 
 /// Check one event; `Some((log, guest))` describes a difference.
-fn check(c: &mut Checked, keys: &Keys, e: &Event) -> Result<Option<(String, String)>, String> {
+fn check(
+    c: &mut Checked,
+    guest: &mut GuestInstance,
+    keys: &Keys,
+    e: &Event,
+) -> Result<Option<(String, String)>, String> {
     let found = |wants: &HashMap<String, EffectBody>, key: &str| -> bool {
         match key {
             "" => wants.values().any(|w| matches(&e.body, w)),
@@ -186,10 +196,10 @@ fn check(c: &mut Checked, keys: &Keys, e: &Event) -> Result<Option<(String, Stri
     Ok(match role(&e.body) {
         Role::Wanted(key) => {
             let before = c.wants.as_ref().is_some_and(|w| found(w, key));
-            if before || found(c.fresh_wants()?, key) {
+            if before || found(c.fresh_wants(guest)?, key) {
                 None
             } else {
-                let guest = match c.fresh_wants()?.get(key) {
+                let guest = match c.fresh_wants(guest)?.get(key) {
                     Some(w) => format!("wants {}", show_effect(key, w)),
                     None if key.is_empty() => "does not want to compact".to_owned(),
                     None => format!("does not want {key}"),
@@ -199,7 +209,7 @@ fn check(c: &mut Checked, keys: &Keys, e: &Event) -> Result<Option<(String, Stri
         }
         Role::Cancelled(key) => {
             let gone = c.wants.as_ref().is_some_and(|w| !w.contains_key(key));
-            match c.fresh_wants()?.get(key) {
+            match c.fresh_wants(guest)?.get(key) {
                 Some(w) if !gone => Some((
                     show_event(&e.body),
                     format!("still wants {}", show_effect(key, w)),
@@ -208,7 +218,7 @@ fn check(c: &mut Checked, keys: &Keys, e: &Event) -> Result<Option<(String, Stri
             }
         }
         Role::Neutral => None,
-        Role::Outside => unrecorded(c, keys)?.map(|w| {
+        Role::Outside => unrecorded(c, guest, keys)?.map(|w| {
             (
                 format!("nothing more before this {}", e.body.kind()),
                 format!("wants {w}"),
@@ -218,8 +228,12 @@ fn check(c: &mut Checked, keys: &Keys, e: &Event) -> Result<Option<(String, Stri
 }
 
 /// A wanted effect that the log has never recorded, if any.
-fn unrecorded(c: &mut Checked, keys: &Keys) -> Result<Option<String>, String> {
-    let wants = c.fresh_wants()?;
+fn unrecorded(
+    c: &mut Checked,
+    guest: &mut GuestInstance,
+    keys: &Keys,
+) -> Result<Option<String>, String> {
+    let wants = c.fresh_wants(guest)?;
     let mut missing: Vec<_> = wants
         .iter()
         .filter(|(k, _)| !keys.is_recorded(k))
@@ -240,11 +254,9 @@ impl Host {
     ) -> Result<ReplayReport, SessionError> {
         let info = self.resolve(tenant, id_or_name)?;
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            replay_check(&shared, info.id, &guest.digest, info.next_seq)
-        })
-        .await
-        .map_err(|e| SessionError::Invalid(format!("the replay task failed: {e}")))?
+        tokio::task::spawn_blocking(move || replay_check(&shared, &info, &guest.digest))
+            .await
+            .map_err(|e| SessionError::Invalid(format!("the replay task failed: {e}")))?
     }
 
     /// Move a session to another guest: append `guest-changed` (which also
@@ -292,13 +304,12 @@ impl Host {
     }
 }
 
+/// Walk the log with the checked guest, under the tenant's limits.
 fn replay_check(
-    shared: &crate::session::Shared,
-    log: LogId,
+    shared: &Shared,
+    info: &LogInfo,
     digest: &str,
-    upto: u64,
 ) -> Result<ReplayReport, SessionError> {
-    let (mut guest, created, at) = instantiate(shared, log, digest)?;
     let failed = |seq: u64, why: String| ReplayReport {
         events: seq,
         difference: Some(Difference {
@@ -307,29 +318,15 @@ fn replay_check(
             guest: why,
         }),
     };
-    if let Err(e) = guest.init(&created, at) {
-        return Ok(failed(0, format!("the guest failed: {e}")));
-    }
-    let mut c = Checked {
-        guest,
-        pending: Vec::new(),
-        wants: None,
-    };
-    let mut keys = Keys::default();
-    let batch = shared.config.limits.replay_batch.max(1);
-    let mut next = 1;
-    while next < upto {
-        let page = shared
-            .journal
-            .read(log, next, batch.min((upto - next) as usize))?;
-        let Some(last) = page.last() else { break };
-        next = last.event.seq + 1;
-        for stored in page {
-            let e = stored.event;
-            match check(&mut c, &keys, &e) {
+    let mut c = Checked::default();
+    let walked = Replayer::new(shared, info)
+        .guest(digest)
+        .upto(info.next_seq)
+        .walk(|guest, ledger, e| {
+            match check(&mut c, guest, &ledger.keys, e) {
                 Ok(None) => {}
                 Ok(Some((log, guest))) => {
-                    return Ok(ReplayReport {
+                    return ControlFlow::Break(ReplayReport {
                         events: e.seq,
                         difference: Some(Difference {
                             seq: e.seq,
@@ -338,20 +335,25 @@ fn replay_check(
                         }),
                     });
                 }
-                Err(why) => return Ok(failed(e.seq, why)),
+                Err(why) => return ControlFlow::Break(failed(e.seq, why)),
             }
-            keys.note(&e.body);
             if !matches!(
                 role(&e.body),
                 Role::Wanted(_) | Role::Cancelled(_) | Role::Neutral
             ) {
                 c.wants = None;
             }
-            c.pending.push(e);
-        }
-    }
+            c.pending.push(e.clone());
+            ControlFlow::Continue(())
+        })?;
+    let (mut guest, ledger) = match walked {
+        Walked::Faulted(e) => return Ok(failed(0, format!("the guest failed: {e}"))),
+        Walked::Stopped(report) => return Ok(report),
+        Walked::Ended { guest, ledger } => (guest, ledger),
+    };
     // At the end, too, everything it wants must be in the log.
-    match unrecorded(&mut c, &keys) {
+    let next = ledger.next_seq;
+    match unrecorded(&mut c, &mut guest, &ledger.keys) {
         Ok(None) => Ok(ReplayReport {
             events: next,
             difference: None,

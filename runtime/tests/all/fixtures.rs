@@ -40,6 +40,7 @@ pub const GUESTS: &[&str] = &[
     "fixture_hog",
     "fixture_fs",
     "fixture_panic",
+    "fixture_hoard",
 ];
 
 /// A guest component's path.

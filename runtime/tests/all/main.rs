@@ -13,6 +13,7 @@ mod loopback;
 mod mcp;
 mod origin;
 mod providers;
+mod replay;
 mod secrets;
 mod server;
 mod session;

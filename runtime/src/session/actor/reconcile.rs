@@ -44,7 +44,7 @@ impl Actor {
         external: Vec<EventBody>,
         mut performs: Vec<Perform>,
     ) -> Result<Vec<StoredEvent>, SessionError> {
-        let base = self.next_seq;
+        let base = self.ledger.next_seq;
         let at = now_ms();
         let external_len = external.len();
         let Folded {
@@ -97,16 +97,15 @@ impl Actor {
             .map(|(_, e)| e)
             .collect();
         for event in &stored {
-            self.note(&event.event.body);
+            self.ledger.note(&event.event);
         }
-        self.next_seq = base + stored.len() as u64;
-        self.host.feeds.advanced(self.log, self.next_seq);
+        self.host.feeds.advanced(self.log, self.ledger.next_seq);
         for key in cancels.drain(..) {
             if let Some(running) = self.running.remove(&key) {
                 running.handle.abort();
             }
         }
-        if self.parked.is_some() || self.finished.is_some() {
+        if self.ledger.ended() {
             for (_, running) in self.running.drain() {
                 running.handle.abort();
             }
@@ -147,7 +146,7 @@ impl Actor {
                     failure: Some(failure),
                 };
             }
-            let known = &self.keys;
+            let known = &self.ledger.keys;
             let wanted = match guest
                 .apply(&staged[first_new..])
                 .and_then(|()| wanted(guest, known, &fresh))
@@ -261,7 +260,7 @@ impl Actor {
             }
         }
         // Whatever is open in the log but no longer wanted is cancelled.
-        for (key, _) in self.keys.open() {
+        for (key, _) in self.ledger.keys.open() {
             if !wanted_keys.contains(key) && !fresh.is_recorded(key) {
                 events.push(EventBody::Cancelled { key: key.clone() });
                 cancels.push(key.clone());

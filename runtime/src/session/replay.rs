@@ -1,0 +1,489 @@
+//! The replayer: the one way a log is folded into a guest (DESIGN §4, §5).
+//!
+//! Activation, a session's re-fold after a failed snapshot or an upgrade's
+//! `guest-changed`, `snapshot_now`, `verify --snapshots` and the replay check
+//! all read a log through it. Its rules:
+//!
+//! - Every instance runs under the limits of the log's tenant
+//!   ([`Shared::limits_for`]), however it starts, and is seeded by the `seed`
+//!   of the log's `created` at seq 0.
+//! - The guest starts from the newest snapshot that *this* guest took below
+//!   the end of the range, when asked, else from `init` with seq 0's
+//!   `created`. A snapshot that is missing, corrupt, refused or that fails to
+//!   restore costs only speed: a warning in the trace, a fresh instance, a
+//!   full replay (session::snapshot has the record's invariant).
+//! - Seq 0's `created` only starts the guest. Every later event is folded, in
+//!   order: a fork's own `created` (at its parent's seq + 1), `guest-changed`,
+//!   and whatever came between a `guest-failed` and the `guest-changed` that
+//!   lifted it. The guest sees every event of its log.
+//! - The whole range is read, and every event is noted into a [`Ledger`] by
+//!   one rule, [`Ledger::note`]: the keys, whether the log parked or finished
+//!   (`guest-failed` parks, `guest-changed` un-parks, `finished` and
+//!   `continued` end it), and the head. This holds when folding stops early
+//!   too: the keys and the head must be known.
+//! - A log replayed to its head that has ended there (parked or finished) is
+//!   not folded at all: no guest runs for it, so none can fail again.
+//! - A guest fault stops the folding and is handed back, never raised: the
+//!   caller decides (activation logs `guest-failed`, a check reports it).
+//!   Anything else (the journal, a guest that cannot be loaded) is an error.
+//! - Pages are read ahead: a reader thread reads, decodes, notes and converts
+//!   the next page while the guest folds this one (on a wake the two take
+//!   about as long, and a caller waits). A range shorter than a page is read
+//!   in the caller's thread: starting a thread would take longer.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use super::keys::Keys;
+use super::{SessionError, Shared, snapshot};
+use crate::config::Limits;
+use crate::guest::{GuestBatch, GuestError, GuestInstance};
+use crate::journal::{Created, Event, EventBody, Journal, LogId, LogInfo, LogStatus};
+
+/// What a replay learns of the log besides the guest's state.
+#[derive(Debug, Default)]
+pub(super) struct Ledger {
+    /// The seq after the last event noted.
+    pub(super) next_seq: u64,
+    pub(super) keys: Keys,
+    /// Why the log is parked (its guest failed), if it is.
+    pub(super) parked: Option<String>,
+    /// How the log ended (`finished`, or `continued` in another log), if it did.
+    pub(super) finished: Option<String>,
+}
+
+impl Ledger {
+    /// The rule every reader of a log follows, event after event.
+    pub(super) fn note(&mut self, event: &Event) {
+        self.next_seq = event.seq + 1;
+        self.keys.note(&event.body);
+        match &event.body {
+            EventBody::Finished { result, .. } => self.finished = Some(result.clone()),
+            EventBody::Continued { log } => {
+                self.finished = Some(format!("continued in log {log}"));
+            }
+            EventBody::GuestFailed { message } => self.parked = Some(message.clone()),
+            EventBody::GuestChanged { .. } => self.parked = None,
+            _ => {}
+        }
+    }
+
+    /// Whether the log has parked or finished: no guest runs for it.
+    pub(super) fn ended(&self) -> bool {
+        self.parked.is_some() || self.finished.is_some()
+    }
+}
+
+/// A log folded into a guest.
+pub(super) struct Replayed {
+    /// The folded guest; `None` when folding stopped on a fault, or never
+    /// started, or the log has ended by the end of the range.
+    pub(super) guest: Option<GuestInstance>,
+    pub(super) ledger: Ledger,
+    /// The seq of the snapshot the guest started from, if one was restored.
+    pub(super) restored: Option<u64>,
+    /// The guest fault that stopped the folding.
+    pub(super) fault: Option<GuestError>,
+}
+
+/// How a walk ended.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one is returned per walk, by value: boxing would buy nothing"
+)]
+pub(super) enum Walked<B> {
+    /// The guest faulted in `init`.
+    Faulted(GuestError),
+    /// The visitor stopped it.
+    Stopped(B),
+    /// Every event of the range was visited.
+    Ended {
+        guest: GuestInstance,
+        ledger: Ledger,
+    },
+}
+
+/// A range of a log to fold into a guest, and how.
+pub(super) struct Replayer<'a> {
+    shared: &'a Shared,
+    info: &'a LogInfo,
+    digest: &'a str,
+    limits: Limits,
+    /// The seq after the last event to read; `None`: to the end of the log.
+    upto: Option<u64>,
+    use_snapshots: bool,
+}
+
+/// A page read ahead of the fold.
+struct Page {
+    /// Seq 0's `created` and its time, taken out of the page (folding only).
+    created: Option<(Created, u64)>,
+    /// Folding: the events converted for the guest, noted by the reader.
+    batch: GuestBatch,
+    /// Walking: the events as read, seq 0 included; the walk notes them.
+    events: Vec<Event>,
+}
+
+impl<'a> Replayer<'a> {
+    /// Replay `info`'s log into its current guest, under its tenant's
+    /// limits, from seq 0 to the end of the log.
+    pub(super) fn new(shared: &'a Shared, info: &'a LogInfo) -> Replayer<'a> {
+        Replayer {
+            shared,
+            info,
+            digest: &info.guest.digest,
+            limits: shared.limits_for(&info.tenant),
+            upto: None,
+            use_snapshots: false,
+        }
+    }
+
+    /// Fold into guest `digest` instead of the log's current one.
+    pub(super) fn guest(mut self, digest: &'a str) -> Self {
+        self.digest = digest;
+        self
+    }
+
+    /// Read up to (not including) seq `upto` only.
+    pub(super) fn upto(mut self, upto: u64) -> Self {
+        self.upto = Some(upto);
+        self
+    }
+
+    /// Start from the newest usable snapshot when `yes`.
+    pub(super) fn use_snapshots(mut self, yes: bool) -> Self {
+        self.use_snapshots = yes;
+        self
+    }
+
+    fn log(&self) -> LogId {
+        self.info.id
+    }
+
+    /// The seq after the range, as far as it is known before reading.
+    fn end(&self) -> u64 {
+        self.upto.unwrap_or(self.info.next_seq)
+    }
+
+    fn batch(&self) -> usize {
+        self.shared.config.limits.replay_batch.max(1)
+    }
+
+    /// Fold the range into the guest (module doc: the rules).
+    pub(super) fn run(&self) -> Result<Replayed, SessionError> {
+        let began = std::time::Instant::now();
+        let ended_at_head = self.upto.is_none()
+            && matches!(self.info.status, LogStatus::Failed | LogStatus::Finished);
+        let fold = !ended_at_head;
+        let mut guest = None;
+        let mut start = Ledger::default();
+        let mut restored = None;
+        if fold
+            && self.use_snapshots
+            && let Some((instance, ledger, seq)) = self.restore()
+        {
+            guest = Some(instance);
+            start = ledger;
+            restored = Some(seq);
+        }
+        let mut fault = None;
+        let ledger = self.read(start, true, |page| {
+            if !fold || fault.is_some() {
+                return Ok(ControlFlow::Continue(()));
+            }
+            if let Err(e) = self.fold(&mut guest, page) {
+                match e {
+                    SessionError::Guest(e) if e.is_guest_fault() => {
+                        // Keep reading: the keys and the head must still be known.
+                        guest = None;
+                        fault = Some(e);
+                    }
+                    e => return Err(e),
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        if !fold || ledger.ended() {
+            guest = None;
+        }
+        tracing::debug!(
+            log = %self.log(),
+            events = ledger.next_seq,
+            restored,
+            us = began.elapsed().as_micros() as u64,
+            "replayed"
+        );
+        Ok(Replayed {
+            guest,
+            ledger,
+            restored,
+            fault,
+        })
+    }
+
+    /// Start the guest by `init` and hand it every event of the range after
+    /// seq 0, one at a time, with the ledger of the events before it; the
+    /// visitor folds them as it sees fit. Never from a snapshot: a walk looks
+    /// at every event.
+    pub(super) fn walk<B>(
+        &self,
+        mut visit: impl FnMut(&mut GuestInstance, &Ledger, &Event) -> ControlFlow<B>,
+    ) -> Result<Walked<B>, SessionError> {
+        let (created, at) = self.created()?;
+        let mut guest = self.instance(created.seed)?;
+        if let Err(e) = guest.init(&created, at) {
+            return faulted(e);
+        }
+        let mut ledger = Ledger::default();
+        let mut stopped = None;
+        self.read(Ledger::default(), false, |page| {
+            for event in &page.events {
+                // Seq 0 started the guest.
+                if event.seq != 0
+                    && let ControlFlow::Break(b) = visit(&mut guest, &ledger, event)
+                {
+                    stopped = Some(b);
+                    return Ok(ControlFlow::Break(()));
+                }
+                ledger.note(event);
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(match stopped {
+            Some(b) => Walked::Stopped(b),
+            None => Walked::Ended { guest, ledger },
+        })
+    }
+
+    /// A fresh instance of the guest under the tenant's limits.
+    fn instance(&self, seed: u64) -> Result<GuestInstance, SessionError> {
+        let engine = &self.shared.engine;
+        let loaded = match engine.loaded(self.digest) {
+            Some(loaded) => loaded,
+            None => {
+                let bytes = self
+                    .shared
+                    .journal
+                    .guest_bytes(self.digest)?
+                    .ok_or_else(|| SessionError::UnknownGuest(self.digest.to_string()))?;
+                engine.load(self.digest, &bytes)?
+            }
+        };
+        Ok(engine.instantiate_with(&loaded, seed, &self.limits)?)
+    }
+
+    /// Fold one page, starting the guest on seq 0's `created`.
+    fn fold(&self, guest: &mut Option<GuestInstance>, page: &Page) -> Result<(), SessionError> {
+        if let Some((created, at)) = &page.created {
+            let mut fresh = self.instance(created.seed)?;
+            fresh.init(created, *at)?;
+            *guest = Some(fresh);
+        }
+        match guest {
+            Some(guest) => Ok(guest.apply_batch(&page.batch)?),
+            None => Ok(()),
+        }
+    }
+
+    /// The newest usable snapshot of this guest below the end of the range,
+    /// restored into a fresh instance: the instance, the ledger as of the
+    /// snapshot, and its seq. `None`, after a warning in the trace if a
+    /// snapshot was there but unusable, means a full replay.
+    fn restore(&self) -> Option<(GuestInstance, Ledger, u64)> {
+        let log = self.log();
+        let started = std::time::Instant::now();
+        let (seq, record) = match self
+            .shared
+            .journal
+            .latest_snapshot(log, self.digest, self.end())
+        {
+            Ok(Some(found)) => found,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(%log, "cannot read snapshots ({e}): full replay");
+                return None;
+            }
+        };
+        let (keys, bytes) = match snapshot::decode(&record) {
+            Ok(decoded) => decoded,
+            Err(why) => {
+                tracing::warn!(%log, seq, "snapshot is corrupt ({why}): full replay");
+                return None;
+            }
+        };
+        let restored = self.created().and_then(|(created, _)| {
+            let mut guest = self.instance(created.seed)?;
+            Ok((guest.restore(bytes)?, guest))
+        });
+        match restored {
+            Ok((true, guest)) => {
+                tracing::debug!(
+                    %log,
+                    seq,
+                    bytes = record.len(),
+                    us = started.elapsed().as_micros() as u64,
+                    "restored a snapshot"
+                );
+                let ledger = Ledger {
+                    next_seq: seq + 1,
+                    keys,
+                    // A snapshot is taken only while neither parked nor finished.
+                    parked: None,
+                    finished: None,
+                };
+                Some((guest, ledger, seq))
+            }
+            Ok((false, _)) => {
+                tracing::warn!(%log, seq, "the guest refused its snapshot: full replay");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(%log, seq, "cannot restore the snapshot ({e}): full replay");
+                None
+            }
+        }
+    }
+
+    /// The log's `created` at seq 0, and its time.
+    fn created(&self) -> Result<(Created, u64), SessionError> {
+        let log = self.log();
+        match self.shared.journal.read(log, 0, 1)?.into_iter().next() {
+            Some(first) => match first.event.body {
+                EventBody::Created(created) => Ok((created, first.event.at)),
+                _ => Err(SessionError::Invalid(format!(
+                    "log {log} does not start with `created`"
+                ))),
+            },
+            None => Err(SessionError::UnknownSession(log.to_string())),
+        }
+    }
+
+    /// Read the range from `start.next_seq` in pages and hand each to
+    /// `consume`, which may stop the reading. When `fold`ing, the reader
+    /// notes and converts each page and answers its ledger (`start` and
+    /// every event read); else pages are handed over as read.
+    fn read(
+        &self,
+        start: Ledger,
+        fold: bool,
+        mut consume: impl FnMut(&Page) -> Result<ControlFlow<()>, SessionError>,
+    ) -> Result<Ledger, SessionError> {
+        let mut pager = Pager {
+            journal: &self.shared.journal,
+            log: self.log(),
+            batch: self.batch(),
+            upto: self.upto,
+            fold,
+            next: start.next_seq,
+            done: false,
+            ledger: start,
+        };
+        if self.end().saturating_sub(pager.next) < self.batch() as u64 {
+            while let Some(page) = pager.next()? {
+                if consume(&page)?.is_break() {
+                    break;
+                }
+            }
+            return Ok(pager.ledger);
+        }
+        let (pages, incoming) = std::sync::mpsc::sync_channel::<Page>(2);
+        // Folded pages go back to the reader to be freed, off the fold's path.
+        let (spent, folded) = std::sync::mpsc::channel::<Page>();
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(move || -> Result<Ledger, SessionError> {
+                loop {
+                    while folded.try_recv().is_ok() {}
+                    let Some(page) = pager.next()? else { break };
+                    if pages.send(page).is_err() {
+                        break;
+                    }
+                }
+                Ok(pager.ledger)
+            });
+            let mut consumed = Ok(());
+            for page in incoming {
+                match consume(&page) {
+                    Ok(ControlFlow::Continue(())) => {
+                        let _ = spent.send(page);
+                    }
+                    Ok(ControlFlow::Break(())) => break,
+                    Err(e) => {
+                        consumed = Err(e);
+                        break;
+                    }
+                }
+            }
+            // The pages' receiver is gone: a reader still reading stops at its next page.
+            let read = reader
+                .join()
+                .map_err(|_| SessionError::Invalid("the replay reader panicked".into()))?;
+            consumed.and(read)
+        })
+    }
+}
+
+/// Reads a range page by page.
+struct Pager<'j> {
+    journal: &'j Arc<dyn Journal>,
+    log: LogId,
+    batch: usize,
+    upto: Option<u64>,
+    fold: bool,
+    next: u64,
+    done: bool,
+    ledger: Ledger,
+}
+
+impl Pager<'_> {
+    fn next(&mut self) -> Result<Option<Page>, SessionError> {
+        let limit = match self.upto {
+            Some(upto) => self.batch.min(upto.saturating_sub(self.next) as usize),
+            None => self.batch,
+        };
+        if self.done || limit == 0 {
+            return Ok(None);
+        }
+        let page = self.journal.read(self.log, self.next, limit)?;
+        // A short page is the end of the log.
+        self.done = page.len() < limit;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        self.next = last.event.seq + 1;
+        let mut events: Vec<Event> = page.into_iter().map(|s| s.event).collect();
+        if !self.fold {
+            return Ok(Some(Page {
+                created: None,
+                batch: GuestBatch::new(&[]),
+                events,
+            }));
+        }
+        for event in &events {
+            self.ledger.note(event);
+        }
+        let created = match events.first() {
+            Some(Event {
+                seq: 0,
+                body: EventBody::Created(created),
+                at,
+            }) => Some((created.clone(), *at)),
+            _ => None,
+        };
+        if created.is_some() {
+            events.remove(0);
+        }
+        Ok(Some(Page {
+            created,
+            batch: GuestBatch::new(&events),
+            events: Vec::new(),
+        }))
+    }
+}
+
+fn faulted<B>(e: GuestError) -> Result<Walked<B>, SessionError> {
+    if e.is_guest_fault() {
+        Ok(Walked::Faulted(e))
+    } else {
+        Err(e.into())
+    }
+}
