@@ -1,0 +1,1 @@
+//! Model-based test: redb against the in-memory journal.
