@@ -574,3 +574,37 @@ proptest! {
         run(&ops)?;
     }
 }
+
+/// Found by the contract tests, kept here in the model's terms: a fork of a
+/// fork, made before its parent's own fork point, read (and verified) the
+/// grandparent's events past that point on redb.
+#[test]
+fn a_fork_of_a_fork_before_its_parents_fork_point() {
+    let ops = [
+        Op::Create {
+            tenant: 0,
+            name: None,
+            limit: None,
+        },
+        Op::Append {
+            log: 0,
+            skew: 0,
+            events: vec![Ev::Input, Ev::Input],
+        },
+        Op::Fork {
+            log: 0,
+            at: 1,
+            other_tenant: false,
+            limit: None,
+        },
+        Op::Fork {
+            log: 1,
+            at: 0,
+            other_tenant: false,
+            limit: None,
+        },
+    ];
+    if let Err(e) = run(&ops) {
+        panic!("{e}");
+    }
+}
