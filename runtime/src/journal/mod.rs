@@ -2,7 +2,9 @@
 //! truth (DESIGN §2, §4, §5).
 //!
 //! [`Journal`] is the storage trait the rest of the host codes against;
-//! [`RedbJournal`] is the embedded backend. Its invariants:
+//! [`RedbJournal`] is the embedded backend, and [`MemoryJournal`] the same
+//! contract over maps in memory (the model redb is tested against; nothing
+//! in it is durable). The invariants of the contract:
 //!
 //! - **Append-only.** Events are never updated or deleted. Seqs of a log are
 //!   dense from 0, and seq 0 is always `created`.
@@ -63,6 +65,7 @@ mod faulty;
 mod import;
 mod info;
 mod jsonl;
+mod memory;
 mod store;
 #[doc(hidden)]
 pub mod tables;
@@ -78,6 +81,7 @@ pub use self::event::*;
 pub use self::faulty::{Fault, FaultyJournal};
 pub use self::info::{LogInfo, LogStatus, OpenEffect};
 pub use self::jsonl::{from_jsonl, to_jsonl};
+pub use self::memory::MemoryJournal;
 pub use self::store::RedbJournal;
 
 /// A log's id: a UUIDv7, so ids sort in creation order. Stored as a `u128`.

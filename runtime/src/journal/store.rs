@@ -170,7 +170,9 @@ impl Reader {
                         )));
                     }
                     log = parent_id.as_u128();
-                    end = parent.seq;
+                    // A fork of a fork may branch off before its parent's
+                    // own fork point: the nearer bound holds.
+                    end = end.min(parent.seq);
                 }
                 None => {
                     out.push((log, 0, end));

@@ -1,5 +1,7 @@
-//! The journal against a real redb file: commits, group commit, names,
-//! persistence, tamper detection, export lines and the golden log format.
+//! The journal against a real redb file: group commit, persistence across a
+//! reopen, tamper detection, export lines and the golden log format. What
+//! every backend must do is in `journal_contract.rs`; the helpers here are
+//! shared with it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,16 +13,16 @@ use tempfile::TempDir;
 
 mod tenants;
 
-const T0: u64 = 1_700_000_000_000;
+pub(crate) const T0: u64 = 1_700_000_000_000;
 
-fn guest(name: &str) -> GuestRef {
+pub(crate) fn guest(name: &str) -> GuestRef {
     GuestRef {
         name: name.into(),
         digest: digest_of(name.as_bytes()),
     }
 }
 
-fn created() -> Created {
+pub(crate) fn created() -> Created {
     Created {
         guest: guest("counter"),
         config: serde_json::json!({"step": 1}),
@@ -32,7 +34,7 @@ fn created() -> Created {
     }
 }
 
-fn new_log(tenant: &str, name: Option<&str>) -> NewLog {
+pub(crate) fn new_log(tenant: &str, name: Option<&str>) -> NewLog {
     NewLog {
         id: LogId::now_v7(),
         tenant: tenant.into(),
@@ -43,7 +45,7 @@ fn new_log(tenant: &str, name: Option<&str>) -> NewLog {
     }
 }
 
-fn input(text: &str) -> EventBody {
+pub(crate) fn input(text: &str) -> EventBody {
     EventBody::Input {
         from: Sender::Principal("cli".into()),
         content: vec![ContentBlock::text(text)],
@@ -64,158 +66,6 @@ async fn create(journal: &RedbJournal, tenant: &str, name: Option<&str>) -> LogI
         .await
         .expect("create log");
     id
-}
-
-#[tokio::test]
-async fn create_append_and_read_back() {
-    let dir = TempDir::new().unwrap();
-    let (_, journal) = open_journal(&dir);
-    let nl = new_log(DEFAULT_TENANT, Some("bot"));
-    let id = nl.id;
-    let committed = journal.commit(Commit::new_log(nl)).await.unwrap();
-    assert_eq!(committed.events.len(), 1);
-    assert_eq!(committed.events[0].0, id);
-    assert_eq!(committed.events[0].1.event.seq, 0);
-
-    let committed = journal
-        .commit(Commit::append(
-            id,
-            1,
-            vec![(T0 + 1, input("one")), (T0 + 2, input("two"))],
-        ))
-        .await
-        .unwrap();
-    let seqs: Vec<u64> = committed.events.iter().map(|(_, e)| e.event.seq).collect();
-    assert_eq!(seqs, [1, 2]);
-
-    let events = journal.read(id, 0, 100).unwrap();
-    assert_eq!(events.len(), 3);
-    assert_eq!(events[0].event.body, EventBody::Created(created()));
-    assert_eq!(events[2].event.body, input("two"));
-    assert_eq!(events[2].event.at, T0 + 2);
-    assert_eq!(
-        events[1..],
-        committed
-            .events
-            .iter()
-            .map(|(_, e)| e.clone())
-            .collect::<Vec<_>>()[..]
-    );
-    assert!(verify_events(&events).is_ok());
-    assert_eq!(journal.read(id, 2, 100).unwrap().len(), 1);
-    assert_eq!(journal.read(id, 0, 2).unwrap().len(), 2);
-    assert!(journal.read(id, 3, 100).unwrap().is_empty());
-    assert!(journal.read(LogId::now_v7(), 0, 100).unwrap().is_empty());
-
-    let info = journal.info(id).unwrap().expect("exists");
-    assert_eq!(info.next_seq, 3);
-    assert_eq!(info.last_hash, events[2].hash);
-    assert_eq!(info.tenant, DEFAULT_TENANT);
-    assert_eq!(info.name.as_deref(), Some("bot"));
-    assert_eq!(info.guest, guest("counter"));
-    assert_eq!(info.created_at, T0);
-    assert_eq!(info.status, LogStatus::Idle);
-    assert_eq!(journal.resolve(DEFAULT_TENANT, "bot").unwrap(), Some(id));
-    assert!(journal.info(LogId::now_v7()).unwrap().is_none());
-}
-
-#[tokio::test]
-async fn a_wrong_expected_seq_is_refused_and_writes_nothing() {
-    let dir = TempDir::new().unwrap();
-    let (_, journal) = open_journal(&dir);
-    let id = create(&journal, DEFAULT_TENANT, None).await;
-    let other = create(&journal, DEFAULT_TENANT, None).await;
-
-    // The conflicting append comes with a valid one and a new log in the same
-    // commit: none of them may be written.
-    let extra = new_log(DEFAULT_TENANT, Some("never"));
-    let extra_id = extra.id;
-    let commit = Commit {
-        new_logs: vec![extra],
-        appends: vec![
-            Append {
-                log: other,
-                expected_seq: 1,
-                events: vec![(T0, input("fine"))],
-            },
-            Append {
-                log: id,
-                expected_seq: 5,
-                events: vec![(T0, input("late"))],
-            },
-        ],
-        names: vec![],
-    };
-    match journal.commit(commit).await {
-        Err(JournalError::Conflict {
-            log,
-            expected,
-            actual,
-        }) => assert_eq!((log, expected, actual), (id, 5, 1)),
-        other => panic!("expected a conflict, got {other:?}"),
-    }
-    assert_eq!(journal.read(id, 0, 10).unwrap().len(), 1);
-    assert_eq!(journal.read(other, 0, 10).unwrap().len(), 1);
-    assert!(journal.info(extra_id).unwrap().is_none());
-    assert_eq!(journal.resolve(DEFAULT_TENANT, "never").unwrap(), None);
-
-    // The head did not move: the right seq still works.
-    journal
-        .commit(Commit::append(id, 1, vec![(T0, input("ok"))]))
-        .await
-        .unwrap();
-    assert_eq!(journal.info(id).unwrap().unwrap().next_seq, 2);
-}
-
-#[tokio::test]
-async fn refusals_name_their_reason() {
-    let dir = TempDir::new().unwrap();
-    let (_, journal) = open_journal(&dir);
-    let ghost = LogId::now_v7();
-    assert!(matches!(
-        journal.commit(Commit::append(ghost, 0, vec![(T0, input("x"))])).await,
-        Err(JournalError::UnknownLog(l)) if l == ghost
-    ));
-
-    let nl = new_log("t", Some("taken"));
-    let again = nl.clone();
-    journal.commit(Commit::new_log(nl)).await.unwrap();
-    assert!(matches!(
-        journal.commit(Commit::new_log(again)).await,
-        Err(JournalError::LogExists(_))
-    ));
-    assert!(matches!(
-        journal.commit(Commit::new_log(new_log("t", Some("taken")))).await,
-        Err(JournalError::NameTaken { tenant, name }) if tenant == "t" && name == "taken"
-    ));
-    // Names are per tenant.
-    create(&journal, "u", Some("taken")).await;
-
-    let id = journal.resolve("t", "taken").unwrap().unwrap();
-    assert!(matches!(
-        journal
-            .commit(Commit::append(
-                id,
-                1,
-                vec![(T0, EventBody::Created(created()))]
-            ))
-            .await,
-        Err(JournalError::Invalid(_))
-    ));
-    // A name cannot point into another tenant.
-    let cross = Commit {
-        names: vec![NameUpdate {
-            tenant: "u".into(),
-            name: "stolen".into(),
-            log: id,
-        }],
-        ..Commit::default()
-    };
-    assert!(matches!(
-        journal.commit(cross).await,
-        Err(JournalError::UnknownLog(_))
-    ));
-    assert_eq!(journal.resolve("u", "stolen").unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -267,166 +117,7 @@ async fn concurrent_appends_are_group_committed() {
     }
 }
 
-#[tokio::test]
-async fn a_refused_commit_leaves_its_neighbours_alone() {
-    let dir = TempDir::new().unwrap();
-    let (_, journal) = open_journal(&dir);
-    let id = create(&journal, DEFAULT_TENANT, None).await;
-    // Sent back to back, so they usually share a batch; they must get the same
-    // answers either way.
-    let good = journal.commit(Commit::append(id, 1, vec![(T0, input("a"))]));
-    let stale = journal.commit(Commit::append(id, 1, vec![(T0, input("b"))]));
-    let next = journal.commit(Commit::append(id, 2, vec![(T0, input("c"))]));
-    assert!(good.await.is_ok());
-    assert!(matches!(
-        stale.await,
-        Err(JournalError::Conflict { actual: 2, .. })
-    ));
-    assert_eq!(next.await.unwrap().events[0].1.event.seq, 2);
-    let bodies: Vec<EventBody> = journal
-        .read(id, 1, 10)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event.body)
-        .collect();
-    assert_eq!(bodies, [input("a"), input("c")]);
-    assert!(journal.verify(id).unwrap().is_ok());
-}
-
-#[tokio::test]
-async fn a_commit_can_create_append_and_name_at_once() {
-    let dir = TempDir::new().unwrap();
-    let (_, journal) = open_journal(&dir);
-    let sender = create(&journal, DEFAULT_TENANT, None).await;
-    let target = new_log(DEFAULT_TENANT, None);
-    let target_id = target.id;
-    let commit = Commit {
-        new_logs: vec![target],
-        appends: vec![
-            Append {
-                log: sender,
-                expected_seq: 1,
-                events: vec![(
-                    T0,
-                    EventBody::Sent {
-                        key: "send-1".into(),
-                        target: target_id.to_string(),
-                    },
-                )],
-            },
-            Append {
-                log: target_id,
-                expected_seq: 1,
-                events: vec![(
-                    T0,
-                    EventBody::Input {
-                        from: Sender::Log {
-                            log: sender.to_string(),
-                            key: "send-1".into(),
-                        },
-                        content: vec![ContentBlock::text("hello")],
-                    },
-                )],
-            },
-            Append {
-                log: target_id,
-                expected_seq: 2,
-                events: vec![(T0, input("again"))],
-            },
-        ],
-        names: vec![NameUpdate {
-            tenant: DEFAULT_TENANT.into(),
-            name: "inbox".into(),
-            log: target_id,
-        }],
-    };
-    let committed = journal.commit(commit).await.unwrap();
-    let written: Vec<(LogId, u64)> = committed
-        .events
-        .iter()
-        .map(|(l, e)| (*l, e.event.seq))
-        .collect();
-    assert_eq!(
-        written,
-        [(target_id, 0), (sender, 1), (target_id, 1), (target_id, 2)]
-    );
-    assert_eq!(journal.read(target_id, 0, 10).unwrap().len(), 3);
-    assert_eq!(
-        journal.resolve(DEFAULT_TENANT, "inbox").unwrap(),
-        Some(target_id)
-    );
-    assert!(journal.verify(target_id).unwrap().is_ok());
-}
-
-#[tokio::test]
-async fn names_bind_and_move() {
-    let dir = TempDir::new().unwrap();
-    let (_, journal) = open_journal(&dir);
-    let old = create(&journal, DEFAULT_TENANT, Some("support")).await;
-    let new = create(&journal, DEFAULT_TENANT, None).await;
-    assert_eq!(
-        journal.resolve(DEFAULT_TENANT, "support").unwrap(),
-        Some(old)
-    );
-
-    // Compaction: `continued` on the old log and the name moves, atomically.
-    let commit = Commit {
-        appends: vec![Append {
-            log: old,
-            expected_seq: 1,
-            events: vec![(
-                T0,
-                EventBody::Continued {
-                    log: new.to_string(),
-                },
-            )],
-        }],
-        names: vec![NameUpdate {
-            tenant: DEFAULT_TENANT.into(),
-            name: "support".into(),
-            log: new,
-        }],
-        ..Commit::default()
-    };
-    journal.commit(commit).await.unwrap();
-    assert_eq!(
-        journal.resolve(DEFAULT_TENANT, "support").unwrap(),
-        Some(new)
-    );
-    assert_eq!(
-        journal.info(new).unwrap().unwrap().name.as_deref(),
-        Some("support")
-    );
-    assert_eq!(journal.info(old).unwrap().unwrap().name, None);
-    assert_eq!(journal.resolve("elsewhere", "support").unwrap(), None);
-
-    // The name is taken by the new log now.
-    assert!(matches!(
-        journal
-            .commit(Commit::new_log(new_log(DEFAULT_TENANT, Some("support"))))
-            .await,
-        Err(JournalError::NameTaken { .. })
-    ));
-}
-
-#[tokio::test]
-async fn list_is_per_tenant_in_creation_order() {
-    let dir = TempDir::new().unwrap();
-    let (_, journal) = open_journal(&dir);
-    let a = create(&journal, "t", Some("a")).await;
-    create(&journal, "other", None).await;
-    let b = create(&journal, "t", None).await;
-    let page = journal.list_page("t", None, 10).unwrap();
-    let listed: Vec<LogId> = page.logs.iter().map(|i| i.id).collect();
-    assert_eq!(listed, [a, b]);
-    assert_eq!(page.next, None, "the page ends the list");
-    assert_eq!(
-        journal.list_page("nobody", None, 10).unwrap(),
-        LogPage::default()
-    );
-}
-
-fn tool_call(id: &str) -> ToolCall {
+pub(crate) fn tool_call(id: &str) -> ToolCall {
     ToolCall {
         id: id.into(),
         name: "read_file".into(),
@@ -636,34 +327,6 @@ fn tickets_can_be_waited_on_without_a_runtime() {
     let id = nl.id;
     journal.commit(Commit::new_log(nl)).wait().unwrap();
     assert_eq!(journal.info(id).unwrap().unwrap().next_seq, 1);
-}
-
-#[test]
-fn guests_are_stored_once_by_digest() {
-    let dir = TempDir::new().unwrap();
-    let (_, journal) = open_journal(&dir);
-    let bytes = b"\0asm fake component";
-    let a = journal.put_guest("t", "counter", bytes).unwrap();
-    assert_eq!(a.name, "counter");
-    assert_eq!(a.digest, digest_of(bytes));
-    let b = journal.put_guest("u", "other-name", bytes).unwrap();
-    assert_eq!(a.digest, b.digest);
-    assert_eq!(
-        journal.guest_bytes(&a.digest).unwrap().as_deref(),
-        Some(&bytes[..])
-    );
-    assert_eq!(
-        journal.guest_by_name("t", "counter").unwrap(),
-        Some(a.clone())
-    );
-    assert_eq!(journal.guest_by_name("u", "counter").unwrap(), None);
-    assert_eq!(journal.guest_bytes("sha256:00").unwrap(), None);
-
-    // Rebinding a name moves it to the new bytes.
-    let v2 = journal.put_guest("t", "counter", b"\0asm v2").unwrap();
-    assert_ne!(v2.digest, a.digest);
-    assert_eq!(journal.guest_by_name("t", "counter").unwrap(), Some(v2));
-    assert!(journal.guest_bytes(&a.digest).unwrap().is_some());
 }
 
 /// Flips one byte of a stored body with plain redb, as an attacker or a bad

@@ -8,6 +8,7 @@ mod faults;
 mod fixtures;
 mod guest;
 mod journal;
+mod journal_contract;
 mod logops;
 mod loopback;
 mod mcp;
