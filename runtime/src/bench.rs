@@ -265,7 +265,7 @@ async fn wake_concurrent(
             log.extend(page);
         }
         for _ in 1..sessions {
-            ids.push(host.journal().import("bench", None, &log)?);
+            ids.push(host.journal().import("bench", None, &log, None)?);
         }
         host.close().await;
     }
