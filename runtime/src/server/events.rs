@@ -2,13 +2,15 @@
 //! that follow it live.
 //!
 //! Invariants: each SSE event's `id` is its seq, and a stream resumed with
-//! `Last-Event-ID: N` starts at N+1: no gap, no duplicate. The stream reads
-//! the journal (durable events only) and waits on the log's head between
-//! reads; it never needs, or wakes, the session's guest. Every follower of a
-//! log in this host shares one read and one encoding of each new event
-//! (session::feed). While a model call
-//! streams, its deltas come as `event: delta` without an `id`: they are not
-//! in the log, so they neither advance nor break a resume.
+//! `Last-Event-ID: N` starts at N+1: no gap, no duplicate. A quiet stream sends a keep-alive
+//! comment every `[server] sse_keep_alive_ms`, below the idle timeout, so
+//! the connection is never closed as idle while its client reads. The
+//! stream reads the journal (durable events only) and waits on the log's
+//! head between reads; it never needs, or wakes, the session's guest. Every
+//! follower of a log in this host shares one read and one encoding of each
+//! new event (session::feed). While a model call streams, its deltas come as
+//! `event: delta` without an `id`: they are not in the log, so they neither
+//! advance nor break a resume.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -85,8 +87,9 @@ pub(crate) async fn events(
         let event = follow.next_event().await?;
         Some((Ok::<_, Infallible>(event), follow))
     });
+    let keep_alive = Duration::from_millis(state.host.config().server.sse_keep_alive_ms);
     Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .keep_alive(KeepAlive::new().interval(keep_alive))
         .into_response())
 }
 
