@@ -1,7 +1,8 @@
 //! Connections and the HTTP layer under the routes, over raw sockets where a
 //! client library would not send the bytes: the connection cap, the header
 //! and idle timeouts (a live event stream outlives the idle timeout), the
-//! errors hyper answers before any route (JSON like every other).
+//! errors hyper answers before any route (JSON like every other),
+//! `Last-Event-ID` past the log.
 //!
 //! Timeouts are set small and waited for by what can be seen (a socket the
 //! server closes, an answer that comes), never measured.
@@ -258,6 +259,33 @@ async fn past_the_cap_a_connection_waits_and_streams_count() {
     let (status, body) = guard(third).await.expect("the third request");
     assert_eq!((status, body), (StatusCode::OK, json!("ok\n")));
     drop(second);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_event_id_the_log_does_not_have_is_refused_not_wrapped() {
+    let server = Server::start(config()).await;
+    let api = server.api(None);
+    api.add_guest("counter").await;
+    api.session("counter", "c").await;
+    let resume = |id: String| {
+        api.request(Method::GET, "/v1/sessions/c/events")
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .header("Last-Event-ID", id)
+    };
+    for id in [u64::MAX.to_string(), "1".to_string(), "-1".to_string()] {
+        let answer = api.send(resume(id.clone())).await;
+        assert_error(&answer, 400, "bad_request");
+        let message = answer.1["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("Last-Event-ID"), "{id}: {message}");
+    }
+    // The last seq there is resumes after it.
+    let mut stream = SseStream::open(&api, "c", Some(0)).await;
+    let (status, _) = api
+        .post("/v1/sessions/c/input", json!({"text": "inc"}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(stream.next().await.expect("the input").id, 1);
     server.stop().await;
 }
 
