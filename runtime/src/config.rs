@@ -55,10 +55,10 @@ pub struct Config {
 }
 
 /// What `logbook serve` lets browsers do (see `docs/http-api.md`, "Browsers
-/// and origins"), and the limits on its connections ("Limits"). The defaults
-/// serve curl, the CLI and the server's own pages, refuse every other web
-/// page, and keep idle or half-sent connections from holding the server's
-/// open files.
+/// and origins"), who may read its metrics, and the limits on its
+/// connections ("Limits"). The defaults serve curl, the CLI and the server's
+/// own pages, refuse every other web page, and keep idle or half-sent
+/// connections from holding the server's open files.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -70,6 +70,8 @@ pub struct ServerConfig {
     /// configured: `name` (any port) or `name:port`. Loopback names and
     /// literals (`localhost`, `127.0.0.0/8`, `[::1]`) are always served.
     pub allowed_hosts: Vec<String>,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsAccess,
     /// Time a client has to send a whole request head (request line and
     /// headers), in ms, from when the server starts waiting for it: on a new
     /// connection, and on a kept-alive one after each answer. Then the
@@ -101,6 +103,7 @@ impl Default for ServerConfig {
         ServerConfig {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            metrics: MetricsAccess::default(),
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             sse_keep_alive_ms: 15_000,
@@ -109,6 +112,21 @@ impl Default for ServerConfig {
             max_uri_bytes: 8 << 10,
         }
     }
+}
+
+/// Who may read `/metrics`. Its figures are host-wide: every tenant's
+/// sessions are counted in them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetricsAccess {
+    /// A caller with a bearer token of any tenant; without tokens configured
+    /// (the loopback-only mode) anyone who reaches the server, like every
+    /// other route.
+    #[default]
+    Token,
+    /// Anyone who reaches the server, tokens or not (for a scraper that has
+    /// none, on a network that only it reaches).
+    Public,
 }
 
 impl ServerConfig {
@@ -498,11 +516,12 @@ env_from = ["GITHUB_TOKEN"]
     #[test]
     fn server_limits_parse_and_ones_that_cannot_work_are_refused() {
         let config = Config::from_toml(
-            "[server]\nheader_read_timeout_ms = 500\nidle_timeout_ms = 2000\nsse_keep_alive_ms = 100\nmax_connections = 7\nmax_head_bytes = 4096\nmax_uri_bytes = 100\n",
+            "[server]\nmetrics = \"public\"\nheader_read_timeout_ms = 500\nidle_timeout_ms = 2000\nsse_keep_alive_ms = 100\nmax_connections = 7\nmax_head_bytes = 4096\nmax_uri_bytes = 100\n",
             "x",
         )
         .unwrap();
         let server = &config.server;
+        assert_eq!(server.metrics, MetricsAccess::Public);
         assert_eq!(
             (server.header_read_timeout_ms, server.idle_timeout_ms),
             (500, 2000)
@@ -511,6 +530,7 @@ env_from = ["GITHUB_TOKEN"]
         assert_eq!(server.max_connections, Some(7));
         assert_eq!((server.max_head_bytes, server.max_uri_bytes), (4096, 100));
         let defaults = Config::default().server;
+        assert_eq!(defaults.metrics, MetricsAccess::Token);
         assert!(defaults.sse_keep_alive_ms < defaults.idle_timeout_ms);
         assert_eq!(defaults.max_connections, None);
 
@@ -520,6 +540,8 @@ env_from = ["GITHUB_TOKEN"]
             let err = Config::from_toml(&format!("[server]\n{zero} = 0\n"), "x").unwrap_err();
             assert!(err.to_string().contains(zero), "{err}");
         }
+        let err = Config::from_toml("[server]\nmetrics = \"open\"\n", "x").unwrap_err();
+        assert!(err.to_string().contains("open"), "{err}");
     }
 
     #[test]

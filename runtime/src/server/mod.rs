@@ -38,6 +38,7 @@ pub use error::ApiError;
 use extract::Query;
 pub use limits::{OpenFiles, connection_cap, raise_open_files_limit};
 
+use crate::config::MetricsAccess;
 use crate::metrics::Readings;
 use crate::session::Host;
 
@@ -279,7 +280,12 @@ async fn list_guests(
     Ok(axum::Json(serde_json::json!({ "guests": guests })).into_response())
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// The host's metrics; with `[server] metrics = "token"` (the default) only
+/// for a caller with a tenant's token, when tokens are configured.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if state.host.config().server.metrics == MetricsAccess::Token {
+        state.tenants.tenant(&headers)?;
+    }
     let host = &state.host;
     let stats = host.journal().stats();
     let sessions = host.journal().count_logs().unwrap_or(0);
@@ -290,12 +296,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
         append_requests: stats.requests,
         fsync_batches: stats.commits,
     });
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         text,
     )
-        .into_response()
+        .into_response())
 }

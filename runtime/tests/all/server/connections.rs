@@ -2,12 +2,12 @@
 //! client library would not send the bytes: the connection cap, the header
 //! and idle timeouts (a live event stream outlives the idle timeout), the
 //! errors hyper answers before any route (JSON like every other),
-//! `Last-Event-ID` past the log.
+//! `Last-Event-ID` past the log, and who may read `/metrics`.
 //!
 //! Timeouts are set small and waited for by what can be seen (a socket the
 //! server closes, an answer that comes), never measured.
 
-use logbook::config::{ModelConfig, ServerConfig};
+use logbook::config::{MetricsAccess, ModelConfig, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -371,6 +371,34 @@ async fn errors_answered_before_any_route_are_json() {
         assert_raw_error(what, &answer, *status, code);
         api.still_serves("c").await;
     }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_a_token_when_tenants_are_configured() {
+    let (config, token_a, _) = tenants_config();
+    let server = Server::start(config.clone()).await;
+    let answer = server.api(None).get("/metrics").await;
+    assert_error(&answer, 401, "unauthorized");
+    assert_error(
+        &server.api(Some("not-a-token")).get("/metrics").await,
+        401,
+        "unauthorized",
+    );
+    let (status, text) = server.api(Some(token_a)).get("/metrics").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(
+        metric(text.as_str().expect("text"), "logbook_sessions").is_some(),
+        "{text}"
+    );
+    server.stop().await;
+
+    // Public: a scraper without a token reads them.
+    let mut public = config;
+    public.server.metrics = MetricsAccess::Public;
+    let server = Server::start(public).await;
+    let (status, text) = server.api(None).get("/metrics").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
     server.stop().await;
 }
 
