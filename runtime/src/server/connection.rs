@@ -19,7 +19,8 @@
 //!   them moving, and is closed.
 //! - On shutdown the listener closes first; each connection then finishes
 //!   the request it serves (event streams end on the `closing` signal) and
-//!   closes; `serve` returns once every socket is closed.
+//!   closes, a silent one at once, a half-sent head by its header timeout;
+//!   `serve` returns once every socket is closed.
 
 use std::convert::Infallible;
 use std::future::Future;

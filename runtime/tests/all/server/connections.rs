@@ -224,6 +224,28 @@ async fn a_live_stream_and_a_long_request_outlive_the_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_silent_connections() {
+    let server = Server::start(config_with(ServerConfig {
+        header_read_timeout_ms: 600_000,
+        idle_timeout_ms: 600_000,
+        ..ServerConfig::default()
+    }))
+    .await;
+    let mut silent = TcpStream::connect(addr(&server)).await.expect("connect");
+    let mut kept = TcpStream::connect(addr(&server)).await.expect("connect");
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = vec![0u8; 256];
+    let n = guard(kept.read(&mut answer)).await.expect("an answer");
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200 OK"));
+    // Both timeouts are far past the guard: only shutdown closes these.
+    server.stop().await;
+    assert!(until_closed(&mut silent).await.is_empty());
+    assert!(until_closed(&mut kept).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_cap_a_connection_waits_and_streams_count() {
     let server = Server::start(config_with(ServerConfig {
         max_connections: Some(2),
