@@ -55,9 +55,11 @@ pub struct Config {
 }
 
 /// What `logbook serve` lets browsers do (see `docs/http-api.md`, "Browsers
-/// and origins"). The defaults serve curl, the CLI and the server's own pages,
-/// and refuse every other web page.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// and origins"), who may read its metrics, and the limits on its
+/// connections ("Limits"). The defaults serve curl, the CLI and the server's
+/// own pages, refuse every other web page, and keep idle or half-sent
+/// connections from holding the server's open files.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Origins of other web pages that may call the API, exactly as a browser
@@ -68,11 +70,69 @@ pub struct ServerConfig {
     /// configured: `name` (any port) or `name:port`. Loopback names and
     /// literals (`localhost`, `127.0.0.0/8`, `[::1]`) are always served.
     pub allowed_hosts: Vec<String>,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsAccess,
+    /// Time a client has to send a whole request head (request line and
+    /// headers), in ms, from when the server starts waiting for it: on a new
+    /// connection, and on a kept-alive one after each answer. Then the
+    /// connection is closed without an answer.
+    pub header_read_timeout_ms: u64,
+    /// A connection on which no byte moves either way for this long, in ms,
+    /// is closed, unless a handler is at work on a request it has read
+    /// whole (an input waiting for its turn to end may take minutes). An
+    /// event stream stays open: its keep-alive comments move bytes.
+    pub idle_timeout_ms: u64,
+    /// Interval of the comments that keep a quiet event stream alive, in ms;
+    /// below `idle_timeout_ms`.
+    pub sse_keep_alive_ms: u64,
+    /// Connections open at once, event streams included; past it new
+    /// connections wait in the listen backlog until one closes. Unset: 10000,
+    /// or less so as to leave a quarter of the open-files limit (at least
+    /// 256 files) to the journal, model calls and tools.
+    pub max_connections: Option<usize>,
+    /// Largest request head (request line and headers), in bytes; a larger
+    /// one is answered 431.
+    pub max_head_bytes: usize,
+    /// Longest request target (path and query), in bytes; a longer one is
+    /// answered 414.
+    pub max_uri_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            metrics: MetricsAccess::default(),
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            sse_keep_alive_ms: 15_000,
+            max_connections: None,
+            max_head_bytes: 64 << 10,
+            max_uri_bytes: 8 << 10,
+        }
+    }
+}
+
+/// Who may read `/metrics`. Its figures are host-wide: every tenant's
+/// sessions are counted in them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetricsAccess {
+    /// A caller with a bearer token of any tenant; without tokens configured
+    /// (the loopback-only mode) anyone who reaches the server, like every
+    /// other route.
+    #[default]
+    Token,
+    /// Anyone who reaches the server, tokens or not (for a scraper that has
+    /// none, on a network that only it reaches).
+    Public,
 }
 
 impl ServerConfig {
     /// Refuse an allowed origin a browser could never send, so a typo such as
-    /// a trailing slash or a path is an error rather than a silent 403.
+    /// a trailing slash or a path is an error rather than a silent 403; and
+    /// limits that cannot work.
     fn check(&self) -> Result<(), String> {
         for origin in &self.allowed_origins {
             let authority = origin
@@ -93,6 +153,23 @@ impl ServerConfig {
                     "[server] allowed_hosts: {host:?} is not a host; write name or name:port, e.g. \"logbook.internal\""
                 ));
             }
+        }
+        let zero = [
+            ("header_read_timeout_ms", self.header_read_timeout_ms == 0),
+            ("idle_timeout_ms", self.idle_timeout_ms == 0),
+            ("sse_keep_alive_ms", self.sse_keep_alive_ms == 0),
+            ("max_connections", self.max_connections == Some(0)),
+            ("max_head_bytes", self.max_head_bytes == 0),
+            ("max_uri_bytes", self.max_uri_bytes == 0),
+        ];
+        if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+            return Err(format!("[server] {name} must be more than 0"));
+        }
+        if self.sse_keep_alive_ms >= self.idle_timeout_ms {
+            return Err(format!(
+                "[server] sse_keep_alive_ms ({}) must be below idle_timeout_ms ({}), or quiet event streams are closed as idle",
+                self.sse_keep_alive_ms, self.idle_timeout_ms
+            ));
         }
         Ok(())
     }
@@ -434,6 +511,37 @@ env_from = ["GITHUB_TOKEN"]
         assert!(err.to_string().contains("allowed_hosts"), "{err}");
         let err = Config::from_toml("[server]\norigins = []\n", "x").unwrap_err();
         assert!(err.to_string().contains("origins"), "{err}");
+    }
+
+    #[test]
+    fn server_limits_parse_and_ones_that_cannot_work_are_refused() {
+        let config = Config::from_toml(
+            "[server]\nmetrics = \"public\"\nheader_read_timeout_ms = 500\nidle_timeout_ms = 2000\nsse_keep_alive_ms = 100\nmax_connections = 7\nmax_head_bytes = 4096\nmax_uri_bytes = 100\n",
+            "x",
+        )
+        .unwrap();
+        let server = &config.server;
+        assert_eq!(server.metrics, MetricsAccess::Public);
+        assert_eq!(
+            (server.header_read_timeout_ms, server.idle_timeout_ms),
+            (500, 2000)
+        );
+        assert_eq!(server.sse_keep_alive_ms, 100);
+        assert_eq!(server.max_connections, Some(7));
+        assert_eq!((server.max_head_bytes, server.max_uri_bytes), (4096, 100));
+        let defaults = Config::default().server;
+        assert_eq!(defaults.metrics, MetricsAccess::Token);
+        assert!(defaults.sse_keep_alive_ms < defaults.idle_timeout_ms);
+        assert_eq!(defaults.max_connections, None);
+
+        let err = Config::from_toml("[server]\nidle_timeout_ms = 15000\n", "x").unwrap_err();
+        assert!(err.to_string().contains("sse_keep_alive_ms"), "{err}");
+        for zero in ["header_read_timeout_ms", "max_connections", "max_uri_bytes"] {
+            let err = Config::from_toml(&format!("[server]\n{zero} = 0\n"), "x").unwrap_err();
+            assert!(err.to_string().contains(zero), "{err}");
+        }
+        let err = Config::from_toml("[server]\nmetrics = \"open\"\n", "x").unwrap_err();
+        assert!(err.to_string().contains("open"), "{err}");
     }
 
     #[test]

@@ -25,12 +25,19 @@ pub(crate) async fn serve(
     let tenants = Tenants::from_config(&config)?;
     // Refuse before anything is opened or written.
     server::check_exposure(&args.listen, &tenants)?;
+    // `server::run` raises it too (idempotent); here to say the figures.
+    let files = server::raise_open_files_limit();
+    let cap = server::connection_cap(&config.server, files.now);
     let host = super::open(data, config)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     eprintln!("logbook: serving {} on http://{addr}", data.display());
+    eprintln!(
+        "logbook: open files limit {} (was {}); at most {cap} connections at once",
+        files.now, files.before
+    );
     let settings = ServerSettings {
         max_body_bytes: args.max_body_bytes,
     };

@@ -2,13 +2,16 @@
 //! that follow it live.
 //!
 //! Invariants: each SSE event's `id` is its seq, and a stream resumed with
-//! `Last-Event-ID: N` starts at N+1: no gap, no duplicate. The stream reads
-//! the journal (durable events only) and waits on the log's head between
-//! reads; it never needs, or wakes, the session's guest. Every follower of a
-//! log in this host shares one read and one encoding of each new event
-//! (session::feed). While a model call
-//! streams, its deltas come as `event: delta` without an `id`: they are not
-//! in the log, so they neither advance nor break a resume.
+//! `Last-Event-ID: N` starts at N+1: no gap, no duplicate; an N the log does
+//! not have is a 400, never a wrap to 0. A quiet stream sends a keep-alive
+//! comment every `[server] sse_keep_alive_ms`, below the idle timeout, so
+//! the connection is never closed as idle while its client reads. The
+//! stream reads the journal (durable events only) and waits on the log's
+//! head between reads; it never needs, or wakes, the session's guest. Every
+//! follower of a log in this host shares one read and one encoding of each
+//! new event (session::feed). While a model call streams, its deltas come as
+//! `event: delta` without an `id`: they are not in the log, so they neither
+//! advance nor break a resume.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -16,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -61,16 +64,10 @@ pub(crate) async fn events(
         let body = format!("{{\"events\":[{}],\"next\":{next}}}", lines.join(","));
         return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
     }
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.trim()
-                .parse::<u64>()
-                .map(|seq| seq + 1)
-                .map_err(|_| ApiError::bad_request(format!("Last-Event-ID {v:?} is not a seq")))
-        })
-        .transpose()?;
+    let resume = match headers.get("last-event-id") {
+        Some(value) => Some(resume_after(value, info.next_seq)?),
+        None => None,
+    };
     let from = resume.or(query.from).unwrap_or(0);
     let follow = Follow {
         host: state.host.clone(),
@@ -85,9 +82,30 @@ pub(crate) async fn events(
         let event = follow.next_event().await?;
         Some((Ok::<_, Infallible>(event), follow))
     });
+    let keep_alive = Duration::from_millis(state.host.config().server.sse_keep_alive_ms);
     Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .keep_alive(KeepAlive::new().interval(keep_alive))
         .into_response())
+}
+
+/// The seq a stream resumed with `Last-Event-ID: value` starts at: the one
+/// after it. Only a seq the log has is taken: a larger one (up to
+/// `u64::MAX`, whose successor does not exist) was never sent by this log,
+/// and following from it would skip events or wait forever.
+fn resume_after(value: &HeaderValue, next_seq: u64) -> Result<u64, ApiError> {
+    let shown = String::from_utf8_lossy(value.as_bytes()).into_owned();
+    let seq = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| ApiError::bad_request(format!("Last-Event-ID {shown:?} is not a seq")))?;
+    if seq >= next_seq {
+        return Err(ApiError::bad_request(format!(
+            "Last-Event-ID {seq} is not a seq of this log: its last event is {}",
+            next_seq.saturating_sub(1)
+        )));
+    }
+    Ok(seq + 1)
 }
 
 /// A live reader of one log.

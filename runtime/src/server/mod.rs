@@ -4,17 +4,22 @@
 //!
 //! `run(listener, host, settings, shutdown)` takes its listener and shutdown
 //! signal, so tests start it on `127.0.0.1:0`. Invariants: every error is
-//! `{"error": {"code", "message"}}`; another tenant's session or guest is a
-//! 404, never a 403; nothing is acknowledged before it is durable; every
-//! request, routed or not, passes the request guard (`origin.rs`) first, so
-//! no web page on another origin reaches a handler.
+//! `{"error": {"code", "message"}}`, those hyper answers before any route
+//! included (`wire.rs`); another tenant's session or guest is a 404, never a
+//! 403; nothing is acknowledged before it is durable; every request, routed
+//! or not, passes the request guard (`origin.rs`) first, so no web page on
+//! another origin reaches a handler; connections are capped and timed out
+//! (`connection.rs`), so idle or half-sent ones cannot take every open file.
 
 mod auth;
+mod connection;
 mod error;
 mod events;
 mod extract;
+mod limits;
 mod origin;
 mod sessions;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,7 +36,9 @@ use serde::Deserialize;
 pub use auth::Tenants;
 pub use error::ApiError;
 use extract::Query;
+pub use limits::{OpenFiles, connection_cap, raise_open_files_limit};
 
+use crate::config::MetricsAccess;
 use crate::metrics::Readings;
 use crate::session::Host;
 
@@ -201,7 +208,8 @@ fn app(
 
 /// Serve the API on `listener` until `shutdown` completes; then stop taking
 /// connections, end live event streams, let requests in flight finish, and
-/// stop every session.
+/// stop every session. The process's open-files limit is raised first, and
+/// the connection cap sized below it unless `[server] max_connections` says.
 pub async fn run(
     listener: tokio::net::TcpListener,
     host: Arc<Host>,
@@ -211,6 +219,14 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     check_exposure(&addr, &tenants).map_err(std::io::Error::other)?;
+    let files = raise_open_files_limit();
+    let limits = limits::Limits::new(&host.config().server, files.now);
+    tracing::info!(
+        "open files limit {} (was {}); at most {} connections",
+        files.now,
+        files.before,
+        limits.max_connections
+    );
     // Resuming reads every log with effects in flight: connections are
     // taken meanwhile (a request for a log not yet resumed activates it).
     let resuming = host.clone();
@@ -221,12 +237,7 @@ pub async fn run(
     });
     let (close, closing) = tokio::sync::watch::channel(false);
     let app = app(host.clone(), tenants, settings, closing);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = close.send(true);
-        })
-        .await?;
+    connection::serve(listener, app, limits, shutdown, close).await;
     host.close().await;
     Ok(())
 }
@@ -269,7 +280,12 @@ async fn list_guests(
     Ok(axum::Json(serde_json::json!({ "guests": guests })).into_response())
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// The host's metrics; with `[server] metrics = "token"` (the default) only
+/// for a caller with a tenant's token, when tokens are configured.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if state.host.config().server.metrics == MetricsAccess::Token {
+        state.tenants.tenant(&headers)?;
+    }
     let host = &state.host;
     let stats = host.journal().stats();
     let sessions = host.journal().count_logs().unwrap_or(0);
@@ -280,12 +296,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
         append_requests: stats.requests,
         fsync_batches: stats.commits,
     });
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         text,
     )
-        .into_response()
+        .into_response())
 }

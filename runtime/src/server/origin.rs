@@ -282,6 +282,7 @@ mod tests {
         let config = ServerConfig {
             allowed_origins: vec!["http://localhost:5173".into()],
             allowed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            ..ServerConfig::default()
         };
         RequestGuard::new(&config, true)
     }

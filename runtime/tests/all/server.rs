@@ -25,6 +25,7 @@ use tempfile::TempDir;
 
 use crate::fixtures::*;
 
+mod connections;
 mod limits;
 
 pub(crate) const WRITE_A: &str = r#"/tool fs.write {"path":"a.txt","content":"x"}"#;
