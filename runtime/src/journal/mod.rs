@@ -75,7 +75,7 @@ pub use self::decode::decode_body;
 pub use self::error::JournalError;
 pub use self::event::*;
 pub use self::info::{LogInfo, LogStatus, OpenEffect};
-pub use self::jsonl::{from_jsonl, to_jsonl};
+pub use self::jsonl::{Utf8Lines, event_from_json, from_jsonl, to_jsonl};
 pub use self::store::RedbJournal;
 
 /// A log's id: a UUIDv7, so ids sort in creation order. Stored as a `u128`.

@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod fixtures;
 mod guest;
+mod integrity;
 mod journal;
 mod logops;
 mod loopback;
