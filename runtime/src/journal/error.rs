@@ -68,6 +68,18 @@ pub enum JournalError {
         /// How it differs from its canonical form.
         why: String,
     },
+    /// A checked read ([`Journal::read_checked`](super::Journal::read_checked))
+    /// met an event that does not hold against its predecessor: the log was
+    /// altered or damaged after it was written.
+    #[error("log {log}: the hash chain breaks at seq {seq}: {why}")]
+    ChainBroken {
+        /// The log read.
+        log: LogId,
+        /// The first event that does not hold.
+        seq: u64,
+        /// Why it does not hold.
+        why: String,
+    },
     /// The redb file failed.
     #[error("storage: {0}")]
     Storage(#[source] Arc<redb::Error>),
