@@ -100,7 +100,7 @@ struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Run only these benchmarks (wake, wake-concurrent, step, throughput,
-    /// memory, turn, http-turn, http, fork, wake-snapshot, export).
+    /// memory, turn, http-turn, http, fork, wake-snapshot, export, read).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Smaller sizes, for a quick look.
