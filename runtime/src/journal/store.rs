@@ -470,37 +470,31 @@ impl Journal for RedbJournal {
 
     fn verify(&self, log: LogId) -> Result<Verified, JournalError> {
         let r = self.begin_read()?;
-        let id = log.as_u128();
-        if r.meta(id)?.is_none() {
+        if r.meta(log.as_u128())?.is_none() {
             return Err(JournalError::UnknownLog(log));
         }
         let mut check = ChainCheck::new();
-        for (id, start, end) in r.segments(id)? {
-            for entry in r.events.range((id, start)..=(id, end))? {
-                let (k, v) = entry?;
-                let seq = k.value().1;
-                let Ok((at, hash, body)) = tables::split_event(v.value()) else {
-                    check.check(
-                        seq,
-                        0,
-                        &[],
-                        Err("event value is truncated".into()),
-                        &[0; 32],
-                    );
-                    continue;
-                };
-                // The hash covers the stored bytes; they must also be the canonical
-                // form of what they decode to, or an export would hash differently.
-                let kind = match decode_body(body) {
-                    Ok(b) if b.to_canonical() != body => {
-                        Err("body is not in canonical form".into())
-                    }
-                    Ok(b) => Ok(Kind::of(&b)),
-                    Err(e) => Err(format!("body does not decode: {e}")),
-                };
-                check.check(seq, at, body, kind, &hash);
-            }
-        }
+        r.scan(log, 0, |seq, value| {
+            let Ok((at, hash, body)) = tables::split_event(value) else {
+                check.check(
+                    seq,
+                    0,
+                    &[],
+                    Err("event value is truncated".into()),
+                    &[0; 32],
+                );
+                return Ok(ControlFlow::Continue(()));
+            };
+            // The hash covers the stored bytes; they must also be the canonical
+            // form of what they decode to, or an export would hash differently.
+            let kind = match decode_body(body) {
+                Ok(b) if b.to_canonical() != body => Err("body is not in canonical form".into()),
+                Ok(b) => Ok(Kind::of(&b)),
+                Err(e) => Err(format!("body does not decode: {e}")),
+            };
+            check.check(seq, at, body, kind, &hash);
+            Ok(ControlFlow::Continue(()))
+        })?;
         Ok(check.finish())
     }
 
