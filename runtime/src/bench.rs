@@ -76,6 +76,10 @@ pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResu
         let events = if quick { 10_000 } else { 100_000 };
         print(logops::export(&config, &cache, events).await?);
     }
+    if wanted("read") {
+        let (events, rounds) = if quick { (10_000, 2) } else { (100_000, 5) };
+        print(logops::read(&config, &cache, events, rounds).await?);
+    }
     if wanted("step") {
         print(step(&config, &cache, if quick { 50 } else { 1_000 }).await?);
     }

@@ -1,20 +1,24 @@
-//! Benchmarks of log operations (issue 5): `fork`, `export`, `wake-snapshot`.
+//! Benchmarks of log operations (issue 5): `fork`, `export`, `read`,
+//! `wake-snapshot`.
 //!
 //! Big logs are built with direct journal commits of real events on a host
 //! without fsync (setup, not what is measured); the measured host is durable.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use super::{BenchResult, from, new_session, options, percentile, tempdir, text};
 use crate::config::Config;
-use crate::journal::{Commit, ContentBlock, EventBody, LogId, Sender};
+use crate::journal::{ChainPos, Commit, ContentBlock, EventBody, LogId, Sender};
 use crate::session::{ForkOptions, Host, SessionError};
 
 /// Events per direct commit while building a log.
 const BUILD_BATCH: u64 = 4096;
+
+/// Events per page when a benchmark reads a whole log (as export does).
+const READ_PAGE: usize = 4096;
 
 /// A counter log of `events` events (a created, then inputs), in `dir`.
 async fn big_log(config: &Config, cache: &Path, dir: &Path, events: u64) -> BenchResult<LogId> {
@@ -104,6 +108,57 @@ pub(super) async fn export(
         "bench": "export",
         "events": written,
         "events_per_s": (written as f64 / secs.max(1e-9)).round() as u64,
+    }))
+}
+
+/// Read a log of `events` events whole, a page at a time, with `read` and
+/// with `read_checked`, alternately: events per second of each, the best of
+/// `rounds` (the machine may be busy with other work), and what checking costs.
+pub(super) async fn read(
+    config: &Config,
+    cache: &Path,
+    events: u64,
+    rounds: usize,
+) -> BenchResult<serde_json::Value> {
+    let dir = tempdir()?;
+    let id = big_log(config, cache, dir.path(), events).await?;
+    let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
+    let journal = host.journal();
+    let time = |read_all: &dyn Fn() -> BenchResult<u64>| -> BenchResult<Duration> {
+        let start = Instant::now();
+        let read = read_all()?;
+        if read != events {
+            return Err(SessionError::Invalid(format!(
+                "read {read} events of {events}"
+            )));
+        }
+        Ok(start.elapsed())
+    };
+    let plain = || -> BenchResult<u64> {
+        let mut from = 0;
+        while let Some(last) = journal.read(id, from, READ_PAGE)?.last() {
+            from = last.event.seq + 1;
+        }
+        Ok(from)
+    };
+    let checked = || -> BenchResult<u64> {
+        let mut pos = ChainPos::START;
+        while !journal.read_checked(id, &mut pos, READ_PAGE)?.is_empty() {}
+        Ok(pos.next_seq)
+    };
+    let (mut best_plain, mut best_checked) = (Duration::MAX, Duration::MAX);
+    for _ in 0..rounds.max(1) {
+        best_plain = best_plain.min(time(&plain)?);
+        best_checked = best_checked.min(time(&checked)?);
+    }
+    let per_s = |d: Duration| (events as f64 / d.as_secs_f64().max(1e-9)).round() as u64;
+    let extra = best_checked.as_secs_f64() / best_plain.as_secs_f64().max(1e-9) - 1.0;
+    Ok(json!({
+        "bench": "read",
+        "events": events,
+        "events_per_s": per_s(best_plain),
+        "checked_events_per_s": per_s(best_checked),
+        "checked_extra_pct": (extra * 100.0).round() as i64,
     }))
 }
 

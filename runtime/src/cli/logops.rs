@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::CLI_TENANT;
-use crate::journal::LogInfo;
+use crate::journal::{LogInfo, Utf8Lines};
 use crate::session::{ForkOptions, Host};
 
 #[derive(clap::Args, Debug)]
@@ -130,14 +130,19 @@ pub(crate) fn export(host: &Arc<Host>, args: ExportArgs) -> Result<ExitCode, Str
 
 pub(crate) fn import(host: &Arc<Host>, args: ImportArgs) -> Result<ExitCode, String> {
     let name = args.name.as_deref();
+    // Lines are checked for UTF-8 one by one, so a bad byte names its line.
     let id = if args.file.as_os_str() == "-" {
-        host.import(CLI_TENANT, &mut std::io::stdin().lock(), name)
+        host.import(
+            CLI_TENANT,
+            &mut Utf8Lines::new(std::io::stdin().lock()),
+            name,
+        )
     } else {
         let file = std::fs::File::open(&args.file)
             .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
         host.import(
             CLI_TENANT,
-            &mut std::io::BufReader::with_capacity(1 << 20, file),
+            &mut Utf8Lines::new(std::io::BufReader::with_capacity(1 << 20, file)),
             name,
         )
     }

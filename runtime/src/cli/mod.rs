@@ -13,7 +13,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::journal::LogInfo;
+use crate::journal::{ChainPos, JournalError, LogId, LogInfo, StoredEvent};
 use crate::session::{Host, HostOptions};
 
 /// The tenant the command line acts as when it works on a data directory.
@@ -100,7 +100,7 @@ struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Run only these benchmarks (wake, wake-concurrent, step, throughput,
-    /// memory, turn, http-turn, http, fork, wake-snapshot, export).
+    /// memory, turn, http-turn, http, fork, wake-snapshot, export, read).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Smaller sizes, for a quick look.
@@ -208,9 +208,34 @@ async fn remote(url: &str, command: Command) -> Result<ExitCode, String> {
     }
 }
 
-/// Open the data directory, creating it if needed.
 /// Logs read from the journal per page by the commands that walk them all.
 const LIST_PAGE: usize = 1000;
+
+/// Events read from the journal per page by the commands that print them.
+const EVENT_PAGE: usize = 1024;
+
+/// Up to `limit` of `log`'s events from `pos`, each checked against its
+/// predecessor as it is read (and `pos` moved past them): the events before
+/// one that does not hold, then an error that names it. `session` is what
+/// the user called the session, for the message.
+pub(crate) fn read_checked(
+    host: &Host,
+    session: &str,
+    log: LogId,
+    pos: &mut ChainPos,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, String> {
+    host.journal()
+        .read_checked(log, pos, limit)
+        .map_err(|e| match e {
+            JournalError::ChainBroken { seq, why, .. } => format!(
+                "the log of {session} ({log}) breaks its hash chain at seq {seq}: {why}; \
+                 it was altered or damaged after it was written and is not read from there on \
+                 (`logbook verify {session}` checks all of it)"
+            ),
+            e => e.to_string(),
+        })
+}
 
 /// Calls `each` on every log of the CLI's tenant, in creation order, reading
 /// them a page at a time.
@@ -234,6 +259,7 @@ pub(crate) fn for_each_log(
     }
 }
 
+/// Open the data directory, creating it if needed.
 pub(crate) fn open(data: &Path, config: Config) -> Result<Arc<Host>, String> {
     let echo_delay = match std::env::var("LOGBOOK_ECHO_DELAY_MS") {
         Ok(ms) => Some(std::time::Duration::from_millis(ms.parse().map_err(

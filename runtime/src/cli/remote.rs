@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use crate::journal::from_jsonl;
+use crate::journal::{JournalError, StoredEvent, event_from_json, from_jsonl};
 
 /// A client of one server.
 pub(crate) struct Remote {
@@ -157,14 +157,12 @@ pub(crate) async fn log(
     follow: bool,
 ) -> Result<ExitCode, String> {
     let mut out = std::io::stdout().lock();
-    let mut print = |line: &str| -> bool {
-        let shown = if json_lines {
-            line.to_string()
-        } else {
-            match from_jsonl(line) {
-                Ok(event) => super::show::timeline_line(&event),
-                Err(_) => line.to_string(),
-            }
+    // A stream's `data:` is a line of the log format; a page's events come
+    // parsed, their keys in JSON's order.
+    let mut print = |line: &str, event: Result<StoredEvent, JournalError>| -> bool {
+        let shown = match event {
+            Ok(event) if !json_lines => super::show::timeline_line(&event),
+            _ => line.to_string(),
         };
         writeln!(out, "{shown}").is_ok()
     };
@@ -183,7 +181,7 @@ pub(crate) async fn log(
                 return Ok(ExitCode::SUCCESS);
             }
             for event in &events {
-                if !print(&event.to_string()) {
+                if !print(&event.to_string(), event_from_json(event)) {
                     return Ok(ExitCode::SUCCESS);
                 }
             }
@@ -213,7 +211,7 @@ pub(crate) async fn log(
         while let Some(end) = pending.find('\n') {
             let line: String = pending.drain(..=end).collect();
             if let Some(data) = line.trim_end().strip_prefix("data:")
-                && !print(data.trim_start())
+                && !print(data.trim_start(), from_jsonl(data.trim_start()))
             {
                 return Ok(ExitCode::SUCCESS);
             }

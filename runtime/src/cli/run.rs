@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::CLI_TENANT;
 use crate::config::Config;
-use crate::journal::{ContentBlock, EventBody, LogInfo, Sender, plain_text};
+use crate::journal::{
+    ChainPos, ContentBlock, EventBody, LogId, LogInfo, Sender, StoredEvent, plain_text,
+};
 use crate::session::{Activity, Host, Session};
 
 #[derive(clap::Args, Debug)]
@@ -84,7 +86,7 @@ pub(crate) async fn run(data: &Path, config: Config, args: RunArgs) -> Result<Ex
         Err(e) => return Err(e.to_string()),
     };
     let mut info = info;
-    let mut printer = Printer::new(&host, &info);
+    let mut printer = Printer::new(&host, &args.session, &info)?;
     let mut session = host.session(info.id).map_err(|e| e.to_string())?;
     let horizon = Duration::from_millis(host.config().run.timer_horizon_ms);
     let mut activity = settle(&session, horizon, &mut printer).await?;
@@ -94,7 +96,7 @@ pub(crate) async fn run(data: &Path, config: Config, args: RunArgs) -> Result<Ex
             && now.id != info.id
         {
             info = now;
-            printer = Printer::new(&host, &info);
+            printer = Printer::new(&host, &args.session, &info)?;
             session = host.session(info.id).map_err(|e| e.to_string())?;
             settle(&session, horizon, &mut printer).await?;
         }
@@ -117,7 +119,7 @@ pub(crate) async fn decide(
     let info = host
         .resolve(CLI_TENANT, &args.session)
         .map_err(|e| e.to_string())?;
-    let mut printer = Printer::new(host, &info);
+    let mut printer = Printer::new(host, &args.session, &info)?;
     let session = host.session(info.id).map_err(|e| e.to_string())?;
     let horizon = Duration::from_millis(host.config().run.timer_horizon_ms);
     settle(&session, horizon, &mut printer).await?;
@@ -140,7 +142,7 @@ pub(crate) async fn send(
     let info = host
         .resolve(CLI_TENANT, session)
         .map_err(|e| e.to_string())?;
-    let mut printer = Printer::new(host, &info);
+    let mut printer = Printer::new(host, session, &info)?;
     let live = host.session(info.id).map_err(|e| e.to_string())?;
     let seq = live
         .input(
@@ -213,33 +215,56 @@ fn describe(open: &crate::journal::OpenEffect) -> String {
     }
 }
 
-/// Prints each `output` (and a `finished`) once, in log order.
+/// Prints each `output` (and a `finished`) once, in log order. Every event
+/// it reads is checked against its predecessor as it is read.
 struct Printer {
     host: Arc<Host>,
-    log: crate::journal::LogId,
-    next: u64,
+    /// The session as the user named it, for messages.
+    session: String,
+    log: LogId,
+    pos: ChainPos,
 }
 
 impl Printer {
-    fn new(host: &Arc<Host>, info: &LogInfo) -> Printer {
-        Printer {
+    /// A printer of what is appended after the log's head, made before the
+    /// session wakes. It checks the head itself against its predecessor
+    /// first, so a session is not woken on a newest event that was altered;
+    /// the older events are for replay to check as it reads them.
+    fn new(host: &Arc<Host>, session: &str, info: &LogInfo) -> Result<Printer, String> {
+        let head = info.next_seq.checked_sub(1);
+        let pos = match head.and_then(|h| h.checked_sub(1)) {
+            Some(before) => host
+                .journal()
+                .read(info.id, before, 1)
+                .map_err(|e| e.to_string())?
+                .first()
+                .map_or(ChainPos::START, ChainPos::after),
+            None => ChainPos::START,
+        };
+        let mut printer = Printer {
             host: host.clone(),
+            session: session.to_owned(),
             log: info.id,
-            next: info.next_seq,
+            pos,
+        };
+        if head.is_some() {
+            // Only up to the head: what follows it is to be printed.
+            let limit = info.next_seq.saturating_sub(pos.next_seq) as usize;
+            printer.read(limit)?;
         }
+        Ok(printer)
+    }
+
+    fn read(&mut self, limit: usize) -> Result<Vec<StoredEvent>, String> {
+        super::read_checked(&self.host, &self.session, self.log, &mut self.pos, limit)
     }
 
     fn print_new(&mut self) -> Result<(), String> {
         loop {
-            let page = self
-                .host
-                .journal()
-                .read(self.log, self.next, 1024)
-                .map_err(|e| e.to_string())?;
-            let Some(last) = page.last() else {
+            let page = self.read(super::EVENT_PAGE)?;
+            if page.is_empty() {
                 return Ok(());
-            };
-            self.next = last.event.seq + 1;
+            }
             for stored in &page {
                 match &stored.event.body {
                     EventBody::Output { content, .. } => println!("{}", plain_text(content)),

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::CLI_TENANT;
-use crate::journal::{EventBody, Outcome, RequestedEffect, StoredEvent, plain_text, to_jsonl};
+use crate::journal::{
+    ChainPos, EventBody, Outcome, RequestedEffect, StoredEvent, plain_text, to_jsonl,
+};
 use crate::session::Host;
 
 #[derive(clap::Args, Debug)]
@@ -43,14 +45,14 @@ pub(crate) fn log(host: &Arc<Host>, args: LogArgs) -> Result<ExitCode, String> {
         if args.all && !args.json && writeln!(out, "== log {log}").is_err() {
             return Ok(ExitCode::SUCCESS);
         }
-        let mut from = 0;
+        // Every event shown is checked against its predecessor: a log that
+        // was altered is shown up to the damage, then refused.
+        let mut pos = ChainPos::START;
         loop {
-            let page = host
-                .journal()
-                .read(log, from, 1024)
-                .map_err(|e| e.to_string())?;
-            let Some(last) = page.last() else { break };
-            from = last.event.seq + 1;
+            let page = super::read_checked(host, &args.session, log, &mut pos, super::EVENT_PAGE)?;
+            if page.is_empty() {
+                break;
+            }
             for event in &page {
                 let line = if args.json {
                     to_jsonl(event)

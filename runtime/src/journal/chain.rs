@@ -47,6 +47,35 @@ impl Verified {
     }
 }
 
+/// Where a checked read stands in a log's chain: the seq it reads next and
+/// the hash of the event before it. One `ChainPos`, threaded through the
+/// pages of [`Journal::read_checked`](super::Journal::read_checked), checks
+/// each event against its predecessor as it is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainPos {
+    /// The seq of the next event.
+    pub next_seq: u64,
+    /// The hash of the event before it ([`GENESIS_HASH`] before seq 0).
+    pub prev_hash: [u8; 32],
+}
+
+impl ChainPos {
+    /// The start of every log: seq 0, after the genesis hash.
+    pub const START: ChainPos = ChainPos {
+        next_seq: 0,
+        prev_hash: GENESIS_HASH,
+    };
+
+    /// Right after `event`, taking its stored hash on trust: a read from here
+    /// checks the events after it, not `event` itself.
+    pub fn after(event: &StoredEvent) -> ChainPos {
+        ChainPos {
+            next_seq: event.event.seq.saturating_add(1),
+            prev_hash: event.hash,
+        }
+    }
+}
+
 /// What the chain's rules need of a body besides its bytes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Kind {
@@ -85,9 +114,14 @@ pub(crate) struct ChainCheck {
 
 impl ChainCheck {
     pub(crate) fn new() -> Self {
+        ChainCheck::resume(ChainPos::START)
+    }
+
+    /// Checks from `pos` on, as if every event before it had held.
+    pub(crate) fn resume(pos: ChainPos) -> Self {
         ChainCheck {
-            prev: GENESIS_HASH,
-            next_seq: 0,
+            prev: pos.prev_hash,
+            next_seq: pos.next_seq,
             events: 0,
             first_bad: None,
         }
@@ -190,6 +224,40 @@ pub fn chain_events(
             }
         })
         .collect()
+}
+
+/// [`Journal::read_checked`](super::Journal::read_checked) over events that
+/// were read plainly and are held decoded (a backend that keeps no stored
+/// bytes re-encodes each body to check it): the events before the first that
+/// does not hold, or the break when the first one does not.
+pub(crate) fn check_page(
+    log: super::LogId,
+    pos: &mut ChainPos,
+    page: Vec<StoredEvent>,
+) -> Result<Vec<StoredEvent>, super::JournalError> {
+    let mut check = ChainCheck::resume(*pos);
+    let mut out = Vec::with_capacity(page.len());
+    for stored in page {
+        let event = &stored.event;
+        check.check(
+            event.seq,
+            event.at,
+            &event.body.to_canonical(),
+            Ok(Kind::of(&event.body)),
+            &stored.hash,
+        );
+        if check.first_bad().is_some() {
+            break;
+        }
+        *pos = ChainPos::after(&stored);
+        out.push(stored);
+    }
+    match check.finish().first_bad {
+        Some((seq, why)) if out.is_empty() => {
+            Err(super::JournalError::ChainBroken { log, seq, why })
+        }
+        _ => Ok(out),
+    }
 }
 
 #[cfg(test)]

@@ -57,6 +57,29 @@ pub enum JournalError {
     /// A line of an exported log that is not a valid event.
     #[error("invalid JSONL event: {0}")]
     Jsonl(String),
+    /// A line of an exported log that decodes to an event but is not byte for
+    /// byte that event's line: it carries a field the event has not (data the
+    /// hash chain, which covers the canonical body, would not protect), or its
+    /// fields are out of order or spaced otherwise.
+    #[error("seq {seq}: not in canonical form: {why}")]
+    NotCanonical {
+        /// The seq the line gives.
+        seq: u64,
+        /// How it differs from its canonical form.
+        why: String,
+    },
+    /// A checked read ([`Journal::read_checked`](super::Journal::read_checked))
+    /// met an event that does not hold against its predecessor: the log was
+    /// altered or damaged after it was written.
+    #[error("log {log}: the hash chain breaks at seq {seq}: {why}")]
+    ChainBroken {
+        /// The log read.
+        log: LogId,
+        /// The first event that does not hold.
+        seq: u64,
+        /// Why it does not hold.
+        why: String,
+    },
     /// The redb file failed.
     #[error("storage: {0}")]
     Storage(#[source] Arc<redb::Error>),

@@ -110,6 +110,15 @@ impl Journal for FaultyJournal {
         self.inner.read(log, from_seq, limit)
     }
 
+    fn read_checked(
+        &self,
+        log: LogId,
+        pos: &mut super::ChainPos,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        self.inner.read_checked(log, pos, limit)
+    }
+
     fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError> {
         self.inner.info(log)
     }

@@ -464,6 +464,16 @@ impl Journal for MemoryJournal {
             .collect())
     }
 
+    fn read_checked(
+        &self,
+        log: LogId,
+        pos: &mut super::ChainPos,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        let page = self.read(log, pos.next_seq, limit)?;
+        super::chain::check_page(log, pos, page)
+    }
+
     fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError> {
         let state = self.state();
         Ok(state.logs.get(&log).map(|l| state.info(log, l)))

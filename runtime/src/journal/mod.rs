@@ -73,14 +73,16 @@ mod tenants;
 mod writer;
 
 pub(crate) use self::chain::{ChainCheck, Kind};
-pub use self::chain::{GENESIS_HASH, Verified, chain_events, digest_of, event_hash, verify_events};
+pub use self::chain::{
+    ChainPos, GENESIS_HASH, Verified, chain_events, digest_of, event_hash, verify_events,
+};
 pub use self::commit::{Append, Commit, CommitTicket, Committed, NameUpdate, NewLog};
 pub use self::decode::decode_body;
 pub use self::error::JournalError;
 pub use self::event::*;
 pub use self::faulty::{Fault, FaultyJournal};
 pub use self::info::{LogInfo, LogStatus, OpenEffect};
-pub use self::jsonl::{from_jsonl, to_jsonl};
+pub use self::jsonl::{Utf8Lines, event_from_json, from_jsonl, to_jsonl};
 pub use self::memory::MemoryJournal;
 pub use self::store::RedbJournal;
 
@@ -157,6 +159,25 @@ pub trait Journal: Send + Sync + 'static {
         &self,
         log: LogId,
         from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError>;
+
+    /// Like [`read`](Journal::read) from `pos.next_seq`, but each event is
+    /// checked against its predecessor as it is read: its seq must be
+    /// `pos.next_seq`, its hash must be what the chain gives from
+    /// `pos.prev_hash`, its seq, `at` and body (the stored bytes, so no
+    /// re-encoding), and a `created` must stand where the rules put it.
+    /// `pos` moves past every event returned, so one `ChainPos` threaded
+    /// through the pages checks a whole log ([`ChainPos::START`]) or the part
+    /// after a known event ([`ChainPos::after`]).
+    ///
+    /// Returns the events before the first that does not hold; a call that
+    /// starts at that event fails with [`JournalError::ChainBroken`]. Costs
+    /// one SHA-256 of each event's bytes more than `read`.
+    fn read_checked(
+        &self,
+        log: LogId,
+        pos: &mut ChainPos,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, JournalError>;
 

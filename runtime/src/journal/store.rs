@@ -10,7 +10,7 @@
 //! (or [`RedbJournal::close`]) stops the writer after its current batch and
 //! releases the file.
 
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 use std::path::Path;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -21,7 +21,7 @@ use redb::{
     ReadableTableMetadata,
 };
 
-use super::chain::{ChainCheck, Kind, Verified, digest_of};
+use super::chain::{ChainCheck, ChainPos, Kind, Verified, digest_of};
 use super::commit::{Commit, CommitTicket};
 use super::decode::decode_body;
 use super::event::{Event, GuestRef, LogPos, StoredEvent};
@@ -184,6 +184,28 @@ impl Reader {
         Ok(out)
     }
 
+    /// Calls `each` with the seq and stored value of each of the log's events
+    /// from `from_seq`, in order, through its ancestry, until it breaks.
+    fn scan(
+        &self,
+        log: LogId,
+        from_seq: u64,
+        mut each: impl FnMut(u64, &[u8]) -> Result<ControlFlow<()>, JournalError>,
+    ) -> Result<(), JournalError> {
+        for (id, start, end) in self.segments(log.as_u128())? {
+            if end < from_seq {
+                continue;
+            }
+            for entry in self.events.range((id, from_seq.max(start))..=(id, end))? {
+                let (k, v) = entry?;
+                if each(k.value().1, v.value())?.is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn info(&self, id: u128, meta: LogMeta) -> Result<LogInfo, JournalError> {
         let (next_seq, last_hash) = match self.events.range((id, 0)..=(id, u64::MAX))?.next_back() {
             Some(entry) => {
@@ -242,33 +264,82 @@ impl Journal for RedbJournal {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, JournalError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let r = self.begin_read()?;
         let mut out = Vec::new();
-        for (id, start, end) in r.segments(log.as_u128())? {
-            if end < from_seq {
-                continue;
-            }
-            let first = from_seq.max(start);
-            for entry in r.events.range((id, first)..=(id, end))? {
-                if out.len() == limit {
-                    return Ok(out);
-                }
-                let (k, v) = entry?;
-                let (at, hash, body) = tables::split_event(v.value())?;
-                out.push(StoredEvent {
-                    event: Event {
-                        seq: k.value().1,
-                        at,
-                        body: decode_body(body)?,
-                    },
-                    hash,
-                });
-            }
+        if limit == 0 {
+            return Ok(out);
         }
+        self.begin_read()?.scan(log, from_seq, |seq, value| {
+            let (at, hash, body) = tables::split_event(value)?;
+            out.push(StoredEvent {
+                event: Event {
+                    seq,
+                    at,
+                    body: decode_body(body)?,
+                },
+                hash,
+            });
+            Ok(if out.len() == limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })?;
         Ok(out)
+    }
+
+    fn read_checked(
+        &self,
+        log: LogId,
+        pos: &mut ChainPos,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let mut check = ChainCheck::resume(*pos);
+        self.begin_read()?.scan(log, pos.next_seq, |seq, value| {
+            let Ok((at, hash, body)) = tables::split_event(value) else {
+                check.check(
+                    seq,
+                    0,
+                    &[],
+                    Err("event value is truncated".into()),
+                    &[0; 32],
+                );
+                return Ok(ControlFlow::Break(()));
+            };
+            let decoded = decode_body(body);
+            let kind = match &decoded {
+                Ok(b) => Ok(Kind::of(b)),
+                Err(e) => Err(format!("body does not decode: {e}")),
+            };
+            // The stored bytes are what was hashed: no re-encoding needed.
+            check.check(seq, at, body, kind, &hash);
+            let Ok(body) = decoded else {
+                return Ok(ControlFlow::Break(()));
+            };
+            if check.first_bad().is_some() {
+                return Ok(ControlFlow::Break(()));
+            }
+            out.push(StoredEvent {
+                event: Event { seq, at, body },
+                hash,
+            });
+            *pos = ChainPos {
+                next_seq: seq.saturating_add(1),
+                prev_hash: hash,
+            };
+            Ok(if out.len() == limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })?;
+        match check.finish().first_bad {
+            Some((seq, why)) if out.is_empty() => Err(JournalError::ChainBroken { log, seq, why }),
+            _ => Ok(out),
+        }
     }
 
     fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError> {
@@ -401,37 +472,31 @@ impl Journal for RedbJournal {
 
     fn verify(&self, log: LogId) -> Result<Verified, JournalError> {
         let r = self.begin_read()?;
-        let id = log.as_u128();
-        if r.meta(id)?.is_none() {
+        if r.meta(log.as_u128())?.is_none() {
             return Err(JournalError::UnknownLog(log));
         }
         let mut check = ChainCheck::new();
-        for (id, start, end) in r.segments(id)? {
-            for entry in r.events.range((id, start)..=(id, end))? {
-                let (k, v) = entry?;
-                let seq = k.value().1;
-                let Ok((at, hash, body)) = tables::split_event(v.value()) else {
-                    check.check(
-                        seq,
-                        0,
-                        &[],
-                        Err("event value is truncated".into()),
-                        &[0; 32],
-                    );
-                    continue;
-                };
-                // The hash covers the stored bytes; they must also be the canonical
-                // form of what they decode to, or an export would hash differently.
-                let kind = match decode_body(body) {
-                    Ok(b) if b.to_canonical() != body => {
-                        Err("body is not in canonical form".into())
-                    }
-                    Ok(b) => Ok(Kind::of(&b)),
-                    Err(e) => Err(format!("body does not decode: {e}")),
-                };
-                check.check(seq, at, body, kind, &hash);
-            }
-        }
+        r.scan(log, 0, |seq, value| {
+            let Ok((at, hash, body)) = tables::split_event(value) else {
+                check.check(
+                    seq,
+                    0,
+                    &[],
+                    Err("event value is truncated".into()),
+                    &[0; 32],
+                );
+                return Ok(ControlFlow::Continue(()));
+            };
+            // The hash covers the stored bytes; they must also be the canonical
+            // form of what they decode to, or an export would hash differently.
+            let kind = match decode_body(body) {
+                Ok(b) if b.to_canonical() != body => Err("body is not in canonical form".into()),
+                Ok(b) => Ok(Kind::of(&b)),
+                Err(e) => Err(format!("body does not decode: {e}")),
+            };
+            check.check(seq, at, body, kind, &hash);
+            Ok(ControlFlow::Continue(()))
+        })?;
         Ok(check.finish())
     }
 

@@ -7,6 +7,7 @@ mod crash;
 mod faults;
 mod fixtures;
 mod guest;
+mod integrity;
 mod journal;
 mod journal_contract;
 mod logops;

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use logbook::config::{Config, TenantConfig, TenantLimits};
-use logbook::journal::{LogId, StoredEvent, digest_of, from_jsonl, verify_events};
+use logbook::journal::{LogId, StoredEvent, digest_of, event_from_json, from_jsonl, verify_events};
 use logbook::server::{ServerSettings, Tenants};
 use logbook::session::{Host, HostOptions};
 use reqwest::{Method, StatusCode};
@@ -182,7 +182,7 @@ impl Api {
                 return all;
             }
             for e in events {
-                all.push(from_jsonl(&e.to_string()).expect("an event line"));
+                all.push(event_from_json(e).expect("an event"));
             }
             assert_eq!(page["next"], all.len(), "next is the seq after the page");
         }
