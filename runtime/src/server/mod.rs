@@ -85,6 +85,19 @@ impl AppState {
 /// How much of a body over the limit is read and dropped before the 413.
 const DRAIN_BYTES: usize = 1 << 20;
 
+/// Read and drop up to [`DRAIN_BYTES`] of a body that will not be used.
+pub(crate) async fn drain(body: Body) {
+    use futures_util::StreamExt;
+    let mut chunks = body.into_data_stream();
+    let mut seen = 0usize;
+    while let Some(Ok(chunk)) = chunks.next().await {
+        seen = seen.saturating_add(chunk.len());
+        if seen > DRAIN_BYTES {
+            break;
+        }
+    }
+}
+
 /// Who is calling.
 pub(crate) struct Caller {
     pub(crate) tenant: String,

@@ -234,7 +234,7 @@ pub(crate) async fn guard(
         .or_else(|| request.uri().authority().map(|a| a.as_str().to_string()));
     let source = match guard.source(request.headers(), host.as_deref()) {
         Ok(source) => source,
-        Err(refused) => return refused.into_response(),
+        Err(refused) => return refuse(refused, request).await,
     };
     let preflight = request.method() == Method::OPTIONS
         && request
@@ -244,7 +244,7 @@ pub(crate) async fn guard(
         (Source::Listed(_), true) => preflight_answer(),
         _ => match check_content_type(&request) {
             Ok(()) => next.run(request).await,
-            Err(refused) => refused.into_response(),
+            Err(refused) => refuse(refused, request).await,
         },
     };
     if let Source::Listed(origin) = source {
@@ -253,6 +253,14 @@ pub(crate) async fn guard(
         headers.append(header::VARY, HeaderValue::from_static("origin"));
     }
     response
+}
+
+/// Answer a refusal after reading (up to a bound) and dropping the body the
+/// client is still sending: answering first would leave its bytes on a
+/// kept-alive connection, and the client's next request on it would fail.
+async fn refuse(refused: ApiError, request: Request) -> Response {
+    super::drain(request.into_body()).await;
+    refused.into_response()
 }
 
 fn preflight_answer() -> Response {
