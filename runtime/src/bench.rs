@@ -198,6 +198,18 @@ async fn counter_log(config: &Config, cache: &Path, dir: &Path, events: u64) -> 
     Ok(id)
 }
 
+/// `config` with snapshots off: a full replay is what the wake benches
+/// measure (wake-snapshot has them).
+fn without_snapshots(config: &Config) -> Config {
+    Config {
+        limits: crate::config::Limits {
+            snapshot_every: 0,
+            ..config.limits.clone()
+        },
+        ..config.clone()
+    }
+}
+
 /// A dormant counter session with `events` events wakes and answers one input.
 async fn wake(
     config: &Config,
@@ -205,14 +217,7 @@ async fn wake(
     events: u64,
     rounds: usize,
 ) -> BenchResult<serde_json::Value> {
-    // A full replay is what is measured: no snapshots (wake-snapshot has them).
-    let config = &Config {
-        limits: crate::config::Limits {
-            snapshot_every: 0,
-            ..config.limits.clone()
-        },
-        ..config.clone()
-    };
+    let config = &without_snapshots(config);
     let dir = tempdir()?;
     let id = counter_log(config, cache, dir.path(), events).await?;
     let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
@@ -247,13 +252,7 @@ async fn wake_concurrent(
     events: u64,
     rounds: usize,
 ) -> BenchResult<serde_json::Value> {
-    let config = &Config {
-        limits: crate::config::Limits {
-            snapshot_every: 0,
-            ..config.limits.clone()
-        },
-        ..config.clone()
-    };
+    let config = &without_snapshots(config);
     let dir = tempdir()?;
     let first = counter_log(config, cache, dir.path(), events).await?;
     // The other logs are imported copies: their own rows, the same history.
