@@ -773,7 +773,7 @@ pub(crate) fn compaction(old: LogId, expected_seq: u64, tenant: &str) -> (LogId,
     (id, commit)
 }
 
-fn count(journal: &dyn Journal, tenant: &str) -> (u64, u64) {
+pub(crate) fn count(journal: &dyn Journal, tenant: &str) -> (u64, u64) {
     let c = journal.count(tenant).expect("count");
     (c.logs, c.sessions)
 }

@@ -9,37 +9,7 @@ use redb::{Database, ReadableTableMetadata};
 
 use super::*;
 
-/// A compaction as the host writes it: `old` gains `continued` at
-/// `expected_seq`, and the new log's `created` points back at it.
-fn compaction(old: LogId, expected_seq: u64, tenant: &str) -> (LogId, Commit) {
-    let mut nl = new_log(tenant, None);
-    nl.created.compacted_from = Some(LogPos {
-        log: old.to_string(),
-        seq: expected_seq,
-    });
-    nl.created.summary = Some("so far".into());
-    let id = nl.id;
-    let commit = Commit {
-        new_logs: vec![nl],
-        appends: vec![Append {
-            log: old,
-            expected_seq,
-            events: vec![(
-                T0,
-                EventBody::Continued {
-                    log: id.to_string(),
-                },
-            )],
-        }],
-        names: vec![],
-    };
-    (id, commit)
-}
-
-fn count(journal: &RedbJournal, tenant: &str) -> (u64, u64) {
-    let c = journal.count(tenant).expect("count");
-    (c.logs, c.sessions)
-}
+use crate::journal_contract::{compaction, count};
 
 /// Every log of a tenant, walking the pages `page` at a time.
 fn walk(journal: &RedbJournal, tenant: &str, page: usize) -> Vec<LogId> {
@@ -92,15 +62,15 @@ async fn counts_follow_every_new_log_and_survive_a_reopen() {
     let (path, journal) = open_journal(&dir);
     let expected = populate(&journal).await;
     for (tenant, want) in &expected {
-        assert_eq!(count(&journal, tenant), *want, "{tenant}");
+        assert_eq!(count(&*journal, tenant), *want, "{tenant}");
     }
-    assert_eq!(count(&journal, "nobody"), (0, 0));
+    assert_eq!(count(&*journal, "nobody"), (0, 0));
     let before: Vec<Vec<LogId>> = ["a", "b"].iter().map(|t| walk(&journal, t, 2)).collect();
     drop(journal);
 
     let journal = RedbJournal::open(&path, JournalConfig::default()).expect("reopen");
     for (tenant, want) in &expected {
-        assert_eq!(count(&journal, tenant), *want, "{tenant} after a reopen");
+        assert_eq!(count(&*journal, tenant), *want, "{tenant} after a reopen");
     }
     let after: Vec<Vec<LogId>> = ["a", "b"].iter().map(|t| walk(&journal, t, 2)).collect();
     assert_eq!(after, before);
@@ -125,7 +95,7 @@ async fn a_file_written_before_the_counts_gets_them_at_open() {
 
     let journal = RedbJournal::open(&path, JournalConfig::default()).expect("reopen");
     for (tenant, want) in &expected {
-        assert_eq!(count(&journal, tenant), *want, "{tenant}");
+        assert_eq!(count(&*journal, tenant), *want, "{tenant}");
     }
     let again: Vec<Vec<LogId>> = ["a", "b"].iter().map(|t| walk(&journal, t, 3)).collect();
     assert_eq!(again, lists);
@@ -134,9 +104,9 @@ async fn a_file_written_before_the_counts_gets_them_at_open() {
     let added = create(&journal, "b", None).await;
     drop(journal);
     let journal = RedbJournal::open(&path, JournalConfig::default()).expect("reopen");
-    assert_eq!(count(&journal, "a"), expected["a"]);
+    assert_eq!(count(&*journal, "a"), expected["a"]);
     assert_eq!(
-        count(&journal, "b"),
+        count(&*journal, "b"),
         (expected["b"].0 + 1, expected["b"].1 + 1)
     );
     assert_eq!(walk(&journal, "b", 3).last(), Some(&added));
@@ -164,6 +134,6 @@ async fn a_file_written_before_the_counts_gets_them_at_open() {
         txn.commit().expect("commit");
     }
     let journal = RedbJournal::open(&path, JournalConfig::default()).expect("reopen");
-    assert_eq!(count(&journal, "a"), expected["a"], "rebuilt, not trusted");
+    assert_eq!(count(&*journal, "a"), expected["a"], "rebuilt, not trusted");
     assert_eq!(walk(&journal, "b", 3).last(), Some(&added));
 }
