@@ -28,8 +28,10 @@
 //!   Anything else (the journal, a guest that cannot be loaded) is an error.
 //! - Pages are read ahead: a reader thread reads, decodes, notes and converts
 //!   the next page while the guest folds this one (on a wake the two take
-//!   about as long, and a caller waits). A range shorter than a page is read
-//!   in the caller's thread: starting a thread would take longer.
+//!   about as long, and a caller waits). A tail shorter than a page after a
+//!   snapshot is read in the caller's thread: starting a thread would take
+//!   longer. A whole short log still goes through the reader, which frees
+//!   each page off the fold's path.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -378,7 +380,7 @@ impl<'a> Replayer<'a> {
             done: false,
             ledger: start,
         };
-        if self.end().saturating_sub(pager.next) < self.batch() as u64 {
+        if pager.next > 0 && self.end().saturating_sub(pager.next) < self.batch() as u64 {
             while let Some(page) = pager.next()? {
                 if consume(&page)?.is_break() {
                     break;
