@@ -454,30 +454,14 @@ async fn turn(
             host.session(id)
         }
     };
-    let mut lines = Vec::new();
     let one = make().await?;
-    let mut done = 0;
-    for &history in &shape.histories {
-        while done < history {
-            one.input(from(), text(prompt)).await?;
-            one.wait_idle(Duration::ZERO).await?;
-            done += 1;
-        }
-        let mut samples = Vec::with_capacity(shape.measured);
-        for _ in 0..shape.measured {
-            let start = Instant::now();
-            one.input(from(), text(prompt)).await?;
-            one.wait_idle(Duration::ZERO).await?;
-            samples.push(start.elapsed());
-            done += 1;
-        }
-        lines.push(json!({
-            "bench": "turn",
-            "history_turns": history,
-            "p50_us": percentile(&mut samples, 0.5),
-            "p99_us": percentile(&mut samples, 0.99),
-        }));
-    }
+    let turn_of_one = async || {
+        one.input(from(), text(prompt)).await?;
+        one.wait_idle(Duration::ZERO).await?;
+        Ok(())
+    };
+    let mut lines =
+        latency_at_histories("turn", &shape.histories, shape.measured, turn_of_one).await?;
     let mut sessions = Vec::with_capacity(shape.sessions);
     for _ in 0..shape.sessions {
         sessions.push(make().await?);
@@ -582,6 +566,39 @@ async fn http(
     }))
 }
 
+/// One session's turn latency as its history grows: for each of
+/// `histories`, `turn` until the session has that many turns behind it,
+/// then `measured` timed turns; one line of figures per history.
+async fn latency_at_histories(
+    bench: &str,
+    histories: &[usize],
+    measured: usize,
+    mut turn: impl AsyncFnMut() -> BenchResult<()>,
+) -> BenchResult<Vec<serde_json::Value>> {
+    let mut lines = Vec::new();
+    let mut done = 0;
+    for &history in histories {
+        while done < history {
+            turn().await?;
+            done += 1;
+        }
+        let mut samples = Vec::with_capacity(measured);
+        for _ in 0..measured {
+            let start = Instant::now();
+            turn().await?;
+            samples.push(start.elapsed());
+            done += 1;
+        }
+        lines.push(json!({
+            "bench": bench,
+            "history_turns": history,
+            "p50_us": percentile(&mut samples, 0.5),
+            "p99_us": percentile(&mut samples, 0.99),
+        }));
+    }
+    Ok(lines)
+}
+
 /// The API of `bed`'s host on 127.0.0.1:0, in this process: its `/v1` URL.
 async fn serve(bed: &Bed) -> BenchResult<(String, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let fail = |e: &dyn std::fmt::Display| SessionError::Config(e.to_string());
@@ -647,27 +664,7 @@ async fn http_turn(
         }
         Ok::<(), SessionError>(())
     };
-    let mut lines = Vec::new();
-    let mut done = 0;
-    for &history in histories {
-        while done < history {
-            turn().await?;
-            done += 1;
-        }
-        let mut samples = Vec::with_capacity(measured);
-        for _ in 0..measured {
-            let start = Instant::now();
-            turn().await?;
-            samples.push(start.elapsed());
-            done += 1;
-        }
-        lines.push(json!({
-            "bench": "http-turn",
-            "history_turns": history,
-            "p50_us": percentile(&mut samples, 0.5),
-            "p99_us": percentile(&mut samples, 0.99),
-        }));
-    }
+    let lines = latency_at_histories("http-turn", histories, measured, turn).await?;
     server.abort();
     Ok(lines)
 }
