@@ -164,7 +164,7 @@ fn bed(config: &Config, cache: &Path, no_fsync: bool) -> BenchResult<Bed> {
 
 async fn new_session(host: &Arc<Host>, example: &str) -> BenchResult<LogId> {
     let bytes = crate::examples::get(example).expect("examples are built in");
-    let guest = host.add_guest("bench", example, bytes)?;
+    let guest = host.add_guest("bench", example, bytes).await?;
     host.create_session("bench", None, guest, json!({})).await
 }
 
@@ -190,8 +190,8 @@ fn percentile(samples: &mut [Duration], p: f64) -> u64 {
 async fn counter_log(config: &Config, cache: &Path, dir: &Path, events: u64) -> BenchResult<LogId> {
     let host = Host::open(dir, config.clone(), options(cache, true))?;
     let id = new_session(&host, "counter").await?;
-    let session = host.session(id)?;
-    while host.journal().info(id)?.map_or(0, |i| i.next_seq) < events {
+    let session = host.session(id).await?;
+    while host.journal().info(id).await?.map_or(0, |i| i.next_seq) < events {
         session.input(from(), text("inc")).await?;
     }
     host.close().await;
@@ -227,7 +227,7 @@ async fn wake(
         // Let the old actor go before timing the new one.
         tokio::task::yield_now().await;
         let start = Instant::now();
-        let session = host.session(id)?;
+        let session = host.session(id).await?;
         session.input(from(), text("get")).await?;
         // The first round also compiles or loads the component: not a wake.
         if round > 0 {
@@ -261,14 +261,14 @@ async fn wake_concurrent(
         let host = Host::open(dir.path(), config.clone(), options(cache, true))?;
         let mut log = Vec::new();
         loop {
-            let page = host.journal().read(first, log.len() as u64, 4096)?;
+            let page = host.journal().read(first, log.len() as u64, 4096).await?;
             if page.is_empty() {
                 break;
             }
             log.extend(page);
         }
         for _ in 1..sessions {
-            ids.push(host.journal().import("bench", None, &log, None)?);
+            ids.push(host.journal().import("bench", None, &log, None).await?);
         }
         host.close().await;
     }
@@ -323,7 +323,7 @@ async fn wake_concurrent(
 async fn step(config: &Config, cache: &Path, rounds: usize) -> BenchResult<serde_json::Value> {
     let bed = bed(config, cache, false)?;
     let id = new_session(&bed.host, "counter").await?;
-    let session = bed.host.session(id)?;
+    let session = bed.host.session(id).await?;
     session.input(from(), text("inc")).await?;
     let mut samples = Vec::with_capacity(rounds);
     for _ in 0..rounds {
@@ -349,7 +349,7 @@ async fn throughput(
     let mut handles = Vec::new();
     for _ in 0..sessions {
         let id = new_session(&bed.host, "counter").await?;
-        handles.push(bed.host.session(id)?);
+        handles.push(bed.host.session(id).await?);
     }
     let before = bed.host.journal().stats();
     let start = Instant::now();
@@ -400,11 +400,15 @@ async fn memory(config: &Config, cache: &Path, sessions: usize) -> BenchResult<s
     }
     // Warm: the component is loaded once, shared by every instance.
     let warm = new_session(&bed.host, "counter").await?;
-    bed.host.session(warm)?.input(from(), text("inc")).await?;
+    bed.host
+        .session(warm)
+        .await?
+        .input(from(), text("inc"))
+        .await?;
     let before = rss_kib();
     let mut live = Vec::new();
     for id in ids {
-        let session = bed.host.session(id)?;
+        let session = bed.host.session(id).await?;
         session.input(from(), text("inc")).await?;
         live.push(session);
     }
@@ -444,14 +448,14 @@ async fn turn(
         let host = host.clone();
         async move {
             let bytes = crate::examples::get("assistant").expect("examples are built in");
-            let guest = host.add_guest("bench", "assistant", bytes)?;
+            let guest = host.add_guest("bench", "assistant", bytes).await?;
             let config = json!({ "context_budget": u64::MAX / 2 });
             let id = host.create_session("bench", None, guest, config).await?;
             let workspace = host.workspace_dir(id);
             std::fs::create_dir_all(&workspace)
                 .and_then(|()| std::fs::write(workspace.join("x"), "hello"))
                 .map_err(|e| SessionError::Config(e.to_string()))?;
-            host.session(id)
+            host.session(id).await
         }
     };
     let one = make().await?;
@@ -506,7 +510,8 @@ async fn http(
     let client = reqwest::Client::new();
     let counter = crate::examples::get("counter").expect("examples are built in");
     bed.host
-        .add_guest(crate::journal::DEFAULT_TENANT, "counter", counter)?;
+        .add_guest(crate::journal::DEFAULT_TENANT, "counter", counter)
+        .await?;
     let mut sessions = Vec::new();
     for i in 0..clients {
         let created: serde_json::Value = client
@@ -627,7 +632,8 @@ async fn http_turn(
     let client = reqwest::Client::new();
     let assistant = crate::examples::get("assistant").expect("examples are built in");
     bed.host
-        .add_guest(crate::journal::DEFAULT_TENANT, "assistant", assistant)?;
+        .add_guest(crate::journal::DEFAULT_TENANT, "assistant", assistant)
+        .await?;
     let created: serde_json::Value = client
         .post(format!("{base}/sessions"))
         .json(&json!({"guest": "assistant", "config": {"context_budget": u64::MAX / 2}}))

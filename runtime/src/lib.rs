@@ -35,9 +35,9 @@
 //!
 //! let host = Host::open(".logbook".as_ref(), logbook::Config::default(), HostOptions::default())?;
 //! let counter = logbook::examples::get("counter").expect("built in");
-//! let guest = host.add_guest("default", "counter", counter)?;
+//! let guest = host.add_guest("default", "counter", counter).await?;
 //! let id = host.create_session("default", Some("tally"), guest, serde_json::json!({})).await?;
-//! let session = host.session(id)?;
+//! let session = host.session(id).await?;
 //! session.input(Sender::Principal("me".into()), vec![ContentBlock::text("inc")]).await?;
 //! # Ok(()) }
 //! ```

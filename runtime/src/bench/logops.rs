@@ -61,7 +61,7 @@ pub(super) async fn fork(
     let (mut samples, mut commits) = tokio::spawn(async move {
         let mut samples = Vec::with_capacity(rounds);
         let mut commits = Vec::with_capacity(rounds);
-        let head = host.journal().info(id)?.map_or(0, |i| i.next_seq);
+        let head = host.journal().info(id).await?.map_or(0, |i| i.next_seq);
         for next in head..head + rounds as u64 {
             let start = Instant::now();
             host.fork("bench", &id.to_string(), ForkOptions::default())
@@ -102,7 +102,7 @@ pub(super) async fn export(
     let id = big_log(config, cache, dir.path(), events).await?;
     let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
     let start = Instant::now();
-    let written = host.export(id, &mut std::io::sink())?;
+    let written = host.export(id, &mut std::io::sink()).await?;
     let secs = start.elapsed().as_secs_f64();
     Ok(json!({
         "bench": "export",
@@ -124,9 +124,7 @@ pub(super) async fn read(
     let id = big_log(config, cache, dir.path(), events).await?;
     let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
     let journal = host.journal();
-    let time = |read_all: &dyn Fn() -> BenchResult<u64>| -> BenchResult<Duration> {
-        let start = Instant::now();
-        let read = read_all()?;
+    let time = |start: Instant, read: u64| -> BenchResult<Duration> {
         if read != events {
             return Err(SessionError::Invalid(format!(
                 "read {read} events of {events}"
@@ -134,22 +132,28 @@ pub(super) async fn read(
         }
         Ok(start.elapsed())
     };
-    let plain = || -> BenchResult<u64> {
+    let plain = async || -> BenchResult<u64> {
         let mut from = 0;
-        while let Some(last) = journal.read(id, from, READ_PAGE)?.last() {
+        while let Some(last) = journal.read(id, from, READ_PAGE).await?.last() {
             from = last.event.seq + 1;
         }
         Ok(from)
     };
-    let checked = || -> BenchResult<u64> {
+    let checked = async || -> BenchResult<u64> {
         let mut pos = ChainPos::START;
-        while !journal.read_checked(id, &mut pos, READ_PAGE)?.is_empty() {}
+        while !journal
+            .read_checked(id, &mut pos, READ_PAGE)
+            .await?
+            .is_empty()
+        {}
         Ok(pos.next_seq)
     };
     let (mut best_plain, mut best_checked) = (Duration::MAX, Duration::MAX);
     for _ in 0..rounds.max(1) {
-        best_plain = best_plain.min(time(&plain)?);
-        best_checked = best_checked.min(time(&checked)?);
+        let start = Instant::now();
+        best_plain = best_plain.min(time(start, plain().await?)?);
+        let start = Instant::now();
+        best_checked = best_checked.min(time(start, checked().await?)?);
     }
     let per_s = |d: Duration| (events as f64 / d.as_secs_f64().max(1e-9)).round() as u64;
     let extra = best_checked.as_secs_f64() / best_plain.as_secs_f64().max(1e-9) - 1.0;
@@ -184,7 +188,7 @@ pub(super) async fn wake_snapshot(
         let start = Instant::now();
         // Activation: restore the snapshot, fold the (empty) tail. The actor
         // replays in its own task; it answers `wait_idle` once it is live.
-        let session = host.session(id)?;
+        let session = host.session(id).await?;
         session.wait_idle(std::time::Duration::ZERO).await?;
         let live = start.elapsed();
         session.input(from(), text("get")).await?;

@@ -79,7 +79,7 @@ pub(crate) struct VerifyArgs {
 
 pub(crate) async fn fork(host: &Arc<Host>, args: ForkArgs) -> Result<ExitCode, String> {
     let guest = match &args.guest {
-        Some(g) => Some(super::run::guest_ref(host, g)?),
+        Some(g) => Some(super::run::guest_ref(host, g).await?),
         None => None,
     };
     let config = match &args.config {
@@ -105,38 +105,40 @@ pub(crate) async fn fork(host: &Arc<Host>, args: ForkArgs) -> Result<ExitCode, S
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn export(host: &Arc<Host>, args: ExportArgs) -> Result<ExitCode, String> {
+pub(crate) async fn export(host: &Arc<Host>, args: ExportArgs) -> Result<ExitCode, String> {
     let info = host
         .resolve(CLI_TENANT, &args.session)
+        .await
         .map_err(|e| e.to_string())?;
-    let write = |out: &mut dyn Write| -> Result<(), String> {
-        host.export(info.id, out).map_err(|e| e.to_string())?;
-        out.flush()
-            .map_err(|e| format!("cannot write the export: {e}"))
-    };
-    match &args.output {
+    let mut out: Box<dyn Write + Send> = match &args.output {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-            write(&mut std::io::BufWriter::with_capacity(1 << 20, file))?;
+            Box::new(std::io::BufWriter::with_capacity(1 << 20, file))
         }
-        None => write(&mut std::io::BufWriter::with_capacity(
+        None => Box::new(std::io::BufWriter::with_capacity(
             1 << 20,
-            std::io::stdout().lock(),
-        ))?,
-    }
+            std::io::stdout(),
+        )),
+    };
+    host.export(info.id, &mut out)
+        .await
+        .map_err(|e| e.to_string())?;
+    out.flush()
+        .map_err(|e| format!("cannot write the export: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn import(host: &Arc<Host>, args: ImportArgs) -> Result<ExitCode, String> {
+pub(crate) async fn import(host: &Arc<Host>, args: ImportArgs) -> Result<ExitCode, String> {
     let name = args.name.as_deref();
     // Lines are checked for UTF-8 one by one, so a bad byte names its line.
     let id = if args.file.as_os_str() == "-" {
         host.import(
             CLI_TENANT,
-            &mut Utf8Lines::new(std::io::stdin().lock()),
+            &mut Utf8Lines::new(std::io::BufReader::new(std::io::stdin())),
             name,
         )
+        .await
     } else {
         let file = std::fs::File::open(&args.file)
             .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
@@ -145,6 +147,7 @@ pub(crate) fn import(host: &Arc<Host>, args: ImportArgs) -> Result<ExitCode, Str
             &mut Utf8Lines::new(std::io::BufReader::with_capacity(1 << 20, file)),
             name,
         )
+        .await
     }
     .map_err(|e| format!("{}: {e}", args.file.display()))?;
     match name {
@@ -156,19 +159,24 @@ pub(crate) fn import(host: &Arc<Host>, args: ImportArgs) -> Result<ExitCode, Str
 
 /// Prints one line per log: `ok` or the first bad seq and why. Exit 1 when
 /// any log does not hold.
-pub(crate) fn verify(host: &Arc<Host>, args: VerifyArgs) -> Result<ExitCode, String> {
+pub(crate) async fn verify(host: &Arc<Host>, args: VerifyArgs) -> Result<ExitCode, String> {
     let mut all_ok = true;
     match &args.session {
         Some(session) if !args.all => {
             let info = host
                 .resolve(CLI_TENANT, session)
+                .await
                 .map_err(|e| e.to_string())?;
-            all_ok = verify_one(host, &info, args.snapshots)?;
+            all_ok = verify_one(host, &info, args.snapshots).await?;
         }
-        _ => super::for_each_log(host, |info| {
-            all_ok &= verify_one(host, &info, args.snapshots)?;
-            Ok(())
-        })?,
+        _ => {
+            let mut pages = super::LogPages::new(host);
+            while let Some(page) = pages.next().await? {
+                for info in page {
+                    all_ok &= verify_one(host, &info, args.snapshots).await?;
+                }
+            }
+        }
     }
     Ok(if all_ok {
         ExitCode::SUCCESS
@@ -178,13 +186,17 @@ pub(crate) fn verify(host: &Arc<Host>, args: VerifyArgs) -> Result<ExitCode, Str
 }
 
 /// Prints the lines of one log; whether all of it holds.
-fn verify_one(host: &Host, info: &LogInfo, snapshots: bool) -> Result<bool, String> {
+async fn verify_one(host: &Host, info: &LogInfo, snapshots: bool) -> Result<bool, String> {
     let mut ok = true;
     let label = match &info.name {
         Some(name) => format!("{name} {}", info.id),
         None => info.id.to_string(),
     };
-    let verified = host.journal().verify(info.id).map_err(|e| e.to_string())?;
+    let verified = host
+        .journal()
+        .verify(info.id)
+        .await
+        .map_err(|e| e.to_string())?;
     match verified.first_bad {
         None => println!("{label}: ok, {} events", verified.events),
         Some((seq, why)) => {
@@ -193,7 +205,11 @@ fn verify_one(host: &Host, info: &LogInfo, snapshots: bool) -> Result<bool, Stri
         }
     }
     if snapshots {
-        for check in host.verify_snapshots(info.id).map_err(|e| e.to_string())? {
+        for check in host
+            .verify_snapshots(info.id)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             match check.problem {
                 None => println!("{label}: snapshot at seq {}: ok", check.seq),
                 Some(why) => {
@@ -207,7 +223,7 @@ fn verify_one(host: &Host, info: &LogInfo, snapshots: bool) -> Result<bool, Stri
 }
 
 pub(crate) async fn upgrade(host: &Arc<Host>, args: UpgradeArgs) -> Result<ExitCode, String> {
-    let guest = super::run::guest_ref(host, &args.guest)?;
+    let guest = super::run::guest_ref(host, &args.guest).await?;
     let seq = host
         .upgrade(CLI_TENANT, &args.session, guest.clone())
         .await
@@ -221,7 +237,7 @@ pub(crate) async fn upgrade(host: &Arc<Host>, args: UpgradeArgs) -> Result<ExitC
 
 /// Exit 0 when the guest agrees with the whole log, 1 at the first difference.
 pub(crate) async fn replay(host: &Arc<Host>, args: ReplayArgs) -> Result<ExitCode, String> {
-    let guest = super::run::guest_ref(host, &args.guest)?;
+    let guest = super::run::guest_ref(host, &args.guest).await?;
     let report = host
         .replay_check(CLI_TENANT, &args.session, guest.clone())
         .await

@@ -154,8 +154,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             run::send(&host, &args.session, &args.text, args.wait).await
         }
         Command::Run(args) => run::run(&data, config, args).await,
-        Command::Log(args) => show::log(&open_existing(&data, config)?, args),
-        Command::Sessions => show::sessions(&open_existing(&data, config)?),
+        Command::Log(args) => show::log(&open_existing(&data, config)?, args).await,
+        Command::Sessions => show::sessions(&open_existing(&data, config)?).await,
         Command::Approve(args) => {
             run::decide(&open_existing(&data, config)?, args, true, None).await
         }
@@ -169,14 +169,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             let host = open(&data, config)?;
             let guest = host
                 .add_guest(CLI_TENANT, &name, &bytes)
+                .await
                 .map_err(|e| format!("{}: {e}", file.display()))?;
             println!("{} {}", guest.name, guest.digest);
             Ok(ExitCode::SUCCESS)
         }
         Command::Fork(args) => logops::fork(&open_existing(&data, config)?, args).await,
-        Command::Export(args) => logops::export(&open_existing(&data, config)?, args),
-        Command::Import(args) => logops::import(&open(&data, config)?, args),
-        Command::Verify(args) => logops::verify(&open_existing(&data, config)?, args),
+        Command::Export(args) => logops::export(&open_existing(&data, config)?, args).await,
+        Command::Import(args) => logops::import(&open(&data, config)?, args).await,
+        Command::Verify(args) => logops::verify(&open_existing(&data, config)?, args).await,
         Command::Upgrade(args) => logops::upgrade(&open_existing(&data, config)?, args).await,
         Command::Replay(args) => logops::replay(&open_existing(&data, config)?, args).await,
         Command::Bench(args) => {
@@ -218,7 +219,7 @@ const EVENT_PAGE: usize = 1024;
 /// predecessor as it is read (and `pos` moved past them): the events before
 /// one that does not hold, then an error that names it. `session` is what
 /// the user called the session, for the message.
-pub(crate) fn read_checked(
+pub(crate) async fn read_checked(
     host: &Host,
     session: &str,
     log: LogId,
@@ -227,6 +228,7 @@ pub(crate) fn read_checked(
 ) -> Result<Vec<StoredEvent>, String> {
     host.journal()
         .read_checked(log, pos, limit)
+        .await
         .map_err(|e| match e {
             JournalError::ChainBroken { seq, why, .. } => format!(
                 "the log of {session} ({log}) breaks its hash chain at seq {seq}: {why}; \
@@ -237,25 +239,36 @@ pub(crate) fn read_checked(
         })
 }
 
-/// Calls `each` on every log of the CLI's tenant, in creation order, reading
-/// them a page at a time.
-pub(crate) fn for_each_log(
-    host: &Host,
-    mut each: impl FnMut(LogInfo) -> Result<(), String>,
-) -> Result<(), String> {
-    let mut after = None;
-    loop {
-        let page = host
+/// Every log of the CLI's tenant, in creation order, a page at a time.
+pub(crate) struct LogPages<'h> {
+    host: &'h Host,
+    after: Option<LogId>,
+    done: bool,
+}
+
+impl<'h> LogPages<'h> {
+    pub(crate) fn new(host: &'h Host) -> Self {
+        LogPages {
+            host,
+            after: None,
+            done: false,
+        }
+    }
+
+    /// The next page; `None` after the last.
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<LogInfo>>, String> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self
+            .host
             .journal()
-            .list_page(CLI_TENANT, after, LIST_PAGE)
+            .list_page(CLI_TENANT, self.after, LIST_PAGE)
+            .await
             .map_err(|e| e.to_string())?;
-        for info in page.logs {
-            each(info)?;
-        }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => return Ok(()),
-        }
+        self.after = page.next;
+        self.done = page.next.is_none();
+        Ok(Some(page.logs))
     }
 }
 

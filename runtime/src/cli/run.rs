@@ -55,10 +55,10 @@ pub(crate) async fn run(data: &Path, config: Config, args: RunArgs) -> Result<Ex
         Some(_) => super::open(data, config)?,
         None => super::open_existing(data, config)?,
     };
-    let info = match host.resolve(CLI_TENANT, &args.session) {
+    let info = match host.resolve(CLI_TENANT, &args.session).await {
         Ok(info) => {
             if let Some(guest) = &args.guest {
-                let wanted = guest_ref(&host, guest)?;
+                let wanted = guest_ref(&host, guest).await?;
                 if wanted.digest != info.guest.digest {
                     return Err(format!(
                         "session {} runs guest {} ({}), not {guest} ({})",
@@ -75,29 +75,30 @@ pub(crate) async fn run(data: &Path, config: Config, args: RunArgs) -> Result<Ex
                     args.session, args.session
                 ));
             };
-            let guest = guest_ref(&host, guest)?;
+            let guest = guest_ref(&host, guest).await?;
             let id = host
                 .create_session(CLI_TENANT, Some(&args.session), guest, session_config)
                 .await
                 .map_err(|e| e.to_string())?;
             host.resolve(CLI_TENANT, &id.to_string())
+                .await
                 .map_err(|e| e.to_string())?
         }
         Err(e) => return Err(e.to_string()),
     };
     let mut info = info;
-    let mut printer = Printer::new(&host, &args.session, &info)?;
-    let mut session = host.session(info.id).map_err(|e| e.to_string())?;
+    let mut printer = Printer::new(&host, &args.session, &info).await?;
+    let mut session = host.session(info.id).await.map_err(|e| e.to_string())?;
     let horizon = Duration::from_millis(host.config().run.timer_horizon_ms);
     let mut activity = settle(&session, horizon, &mut printer).await?;
     for text in &args.inputs {
         // A compaction moves the name to a new log: the next input goes there.
-        if let Ok(now) = host.resolve(CLI_TENANT, &args.session)
+        if let Ok(now) = host.resolve(CLI_TENANT, &args.session).await
             && now.id != info.id
         {
             info = now;
-            printer = Printer::new(&host, &args.session, &info)?;
-            session = host.session(info.id).map_err(|e| e.to_string())?;
+            printer = Printer::new(&host, &args.session, &info).await?;
+            session = host.session(info.id).await.map_err(|e| e.to_string())?;
             settle(&session, horizon, &mut printer).await?;
         }
         let content = vec![ContentBlock::text(text.clone())];
@@ -107,7 +108,7 @@ pub(crate) async fn run(data: &Path, config: Config, args: RunArgs) -> Result<Ex
             .map_err(|e| e.to_string())?;
         activity = settle(&session, horizon, &mut printer).await?;
     }
-    report(&host, &info, activity)
+    report(&host, &info, activity).await
 }
 
 pub(crate) async fn decide(
@@ -118,9 +119,10 @@ pub(crate) async fn decide(
 ) -> Result<ExitCode, String> {
     let info = host
         .resolve(CLI_TENANT, &args.session)
+        .await
         .map_err(|e| e.to_string())?;
-    let mut printer = Printer::new(host, &args.session, &info)?;
-    let session = host.session(info.id).map_err(|e| e.to_string())?;
+    let mut printer = Printer::new(host, &args.session, &info).await?;
+    let session = host.session(info.id).await.map_err(|e| e.to_string())?;
     let horizon = Duration::from_millis(host.config().run.timer_horizon_ms);
     settle(&session, horizon, &mut printer).await?;
     session
@@ -128,7 +130,7 @@ pub(crate) async fn decide(
         .await
         .map_err(|e| e.to_string())?;
     let activity = settle(&session, horizon, &mut printer).await?;
-    report(host, &info, activity)
+    report(host, &info, activity).await
 }
 
 /// `logbook send` on a data directory: one input, then (with `wait`) run
@@ -141,9 +143,10 @@ pub(crate) async fn send(
 ) -> Result<ExitCode, String> {
     let info = host
         .resolve(CLI_TENANT, session)
+        .await
         .map_err(|e| e.to_string())?;
-    let mut printer = Printer::new(host, session, &info)?;
-    let live = host.session(info.id).map_err(|e| e.to_string())?;
+    let mut printer = Printer::new(host, session, &info).await?;
+    let live = host.session(info.id).await.map_err(|e| e.to_string())?;
     let seq = live
         .input(
             Sender::Principal("cli".into()),
@@ -157,7 +160,7 @@ pub(crate) async fn send(
     }
     let horizon = Duration::from_millis(host.config().run.timer_horizon_ms);
     let activity = settle(&live, horizon, &mut printer).await?;
-    report(host, &info, activity)
+    report(host, &info, activity).await
 }
 
 /// Wait until idle, then print the outputs logged meanwhile.
@@ -170,15 +173,16 @@ async fn settle(
         .wait_idle(horizon)
         .await
         .map_err(|e| e.to_string())?;
-    printer.print_new()?;
+    printer.print_new().await?;
     Ok(activity)
 }
 
 /// Say on stderr why the session stopped, and choose the exit code.
-fn report(host: &Host, info: &LogInfo, activity: Activity) -> Result<ExitCode, String> {
+async fn report(host: &Host, info: &LogInfo, activity: Activity) -> Result<ExitCode, String> {
     let fresh = host
         .journal()
         .info(info.id)
+        .await
         .map_err(|e| e.to_string())?
         .unwrap_or_else(|| info.clone());
     let name = fresh.name.clone().unwrap_or_else(|| fresh.id.to_string());
@@ -230,12 +234,13 @@ impl Printer {
     /// session wakes. It checks the head itself against its predecessor
     /// first, so a session is not woken on a newest event that was altered;
     /// the older events are for replay to check as it reads them.
-    fn new(host: &Arc<Host>, session: &str, info: &LogInfo) -> Result<Printer, String> {
+    async fn new(host: &Arc<Host>, session: &str, info: &LogInfo) -> Result<Printer, String> {
         let head = info.next_seq.checked_sub(1);
         let pos = match head.and_then(|h| h.checked_sub(1)) {
             Some(before) => host
                 .journal()
                 .read(info.id, before, 1)
+                .await
                 .map_err(|e| e.to_string())?
                 .first()
                 .map_or(ChainPos::START, ChainPos::after),
@@ -250,18 +255,18 @@ impl Printer {
         if head.is_some() {
             // Only up to the head: what follows it is to be printed.
             let limit = info.next_seq.saturating_sub(pos.next_seq) as usize;
-            printer.read(limit)?;
+            printer.read(limit).await?;
         }
         Ok(printer)
     }
 
-    fn read(&mut self, limit: usize) -> Result<Vec<StoredEvent>, String> {
-        super::read_checked(&self.host, &self.session, self.log, &mut self.pos, limit)
+    async fn read(&mut self, limit: usize) -> Result<Vec<StoredEvent>, String> {
+        super::read_checked(&self.host, &self.session, self.log, &mut self.pos, limit).await
     }
 
-    fn print_new(&mut self) -> Result<(), String> {
+    async fn print_new(&mut self) -> Result<(), String> {
         loop {
-            let page = self.read(super::EVENT_PAGE)?;
+            let page = self.read(super::EVENT_PAGE).await?;
             if page.is_empty() {
                 return Ok(());
             }
@@ -278,7 +283,10 @@ impl Printer {
 }
 
 /// A guest by `.wasm` path, stored name, or built-in example; stored if new.
-pub(crate) fn guest_ref(host: &Host, guest: &str) -> Result<crate::journal::GuestRef, String> {
+pub(crate) async fn guest_ref(
+    host: &Host,
+    guest: &str,
+) -> Result<crate::journal::GuestRef, String> {
     let path = PathBuf::from(guest);
     if guest.ends_with(".wasm") || path.is_file() {
         let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {guest}: {e}"))?;
@@ -288,14 +296,16 @@ pub(crate) fn guest_ref(host: &Host, guest: &str) -> Result<crate::journal::Gues
             .unwrap_or_else(|| guest.to_string());
         return host
             .add_guest(CLI_TENANT, &name, &bytes)
+            .await
             .map_err(|e| format!("{guest}: {e}"));
     }
     if let Some(bytes) = crate::examples::get(guest) {
         return host
             .add_guest(CLI_TENANT, guest, bytes)
+            .await
             .map_err(|e| format!("{guest}: {e}"));
     }
-    host.guest(CLI_TENANT, guest).map_err(|_| {
+    host.guest(CLI_TENANT, guest).await.map_err(|_| {
         format!(
             "no guest {guest:?}: give a .wasm file, a stored guest or an example ({})",
             crate::examples::NAMES.join(", ")

@@ -25,7 +25,7 @@ pub(crate) struct LogArgs {
     pub(crate) all: bool,
 }
 
-pub(crate) fn log(host: &Arc<Host>, args: LogArgs) -> Result<ExitCode, String> {
+pub(crate) async fn log(host: &Arc<Host>, args: LogArgs) -> Result<ExitCode, String> {
     if args.follow {
         return Err(
             "--follow needs a server (--url or LOGBOOK_URL): a data directory is locked by the process that writes to it"
@@ -34,10 +34,13 @@ pub(crate) fn log(host: &Arc<Host>, args: LogArgs) -> Result<ExitCode, String> {
     }
     let info = host
         .resolve(CLI_TENANT, &args.session)
+        .await
         .map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     let chain = if args.all {
-        host.compaction_chain(info.id).map_err(|e| e.to_string())?
+        host.compaction_chain(info.id)
+            .await
+            .map_err(|e| e.to_string())?
     } else {
         vec![info.id]
     };
@@ -49,7 +52,8 @@ pub(crate) fn log(host: &Arc<Host>, args: LogArgs) -> Result<ExitCode, String> {
         // was altered is shown up to the damage, then refused.
         let mut pos = ChainPos::START;
         loop {
-            let page = super::read_checked(host, &args.session, log, &mut pos, super::EVENT_PAGE)?;
+            let page =
+                super::read_checked(host, &args.session, log, &mut pos, super::EVENT_PAGE).await?;
             if page.is_empty() {
                 break;
             }
@@ -205,20 +209,22 @@ fn describe_blocks(blocks: &[crate::journal::ContentBlock]) -> String {
         .join(" | ")
 }
 
-pub(crate) fn sessions(host: &Arc<Host>) -> Result<ExitCode, String> {
+pub(crate) async fn sessions(host: &Arc<Host>) -> Result<ExitCode, String> {
     println!(
         "{:<24} {:<36} {:<16} {:>7}",
         "NAME", "ID", "STATUS", "EVENTS"
     );
-    super::for_each_log(host, |info| {
-        println!(
-            "{:<24} {:<36} {:<16} {:>7}",
-            info.name.as_deref().unwrap_or("-"),
-            info.id,
-            info.status.to_string(),
-            info.next_seq
-        );
-        Ok(())
-    })?;
+    let mut pages = super::LogPages::new(host);
+    while let Some(page) = pages.next().await? {
+        for info in page {
+            println!(
+                "{:<24} {:<36} {:<16} {:>7}",
+                info.name.as_deref().unwrap_or("-"),
+                info.id,
+                info.status.to_string(),
+                info.next_seq
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -36,6 +36,7 @@ impl Commit {
                 log,
                 expected_seq,
                 events,
+                lease: None,
             }],
             ..Commit::default()
         }
@@ -47,6 +48,15 @@ impl Commit {
             new_logs: vec![new_log],
             ..Commit::default()
         }
+    }
+
+    /// The same commit with every append fenced by `epoch`: refused with
+    /// [`JournalError::Fenced`] unless that is still the log's lease.
+    pub fn fenced(mut self, epoch: u64) -> Self {
+        for append in &mut self.appends {
+            append.lease = Some(epoch);
+        }
+        self
     }
 
     /// How many events this commit writes.
@@ -83,7 +93,9 @@ pub struct NewLog {
 /// Events to append to one log.
 ///
 /// Refused with [`JournalError::Conflict`] if `expected_seq` is not the log's
-/// next seq, and with [`JournalError::UnknownLog`] if there is no such log.
+/// next seq, with [`JournalError::Fenced`] if it carries a lease epoch that is
+/// not the log's current one, and with [`JournalError::UnknownLog`] if there
+/// is no such log.
 #[derive(Clone, Debug)]
 pub struct Append {
     /// The log.
@@ -92,6 +104,11 @@ pub struct Append {
     pub expected_seq: u64,
     /// `(at, body)` of each event, in order; `at` is unix ms.
     pub events: Vec<(u64, EventBody)>,
+    /// The epoch of the writer's lease on the log
+    /// ([`Journal::acquire_lease`](super::Journal::acquire_lease)), checked
+    /// in the transaction; `None` for writers that hold no lease (creates,
+    /// imports, operators' tools), which only the seq check orders.
+    pub lease: Option<u64>,
 }
 
 /// Binds a name to a log, or moves it there from the log it pointed at.

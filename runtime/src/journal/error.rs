@@ -80,6 +80,22 @@ pub enum JournalError {
         /// Why it does not hold.
         why: String,
     },
+    /// Another live worker holds the log's writer lease
+    /// ([`Journal::acquire_lease`](super::Journal::acquire_lease)).
+    #[error("log {log}: another worker holds its lease")]
+    Leased {
+        /// The log.
+        log: LogId,
+    },
+    /// An append carried a lease epoch that is no longer the log's: the lease
+    /// was taken over, and this writer must stop. Nothing was written.
+    #[error("log {log}: the lease at epoch {epoch} was taken over")]
+    Fenced {
+        /// The log.
+        log: LogId,
+        /// The stale epoch the append carried.
+        epoch: u64,
+    },
     /// The redb file failed.
     #[error("storage: {0}")]
     Storage(#[source] Arc<redb::Error>),

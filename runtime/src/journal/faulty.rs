@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use super::commit::{Commit, CommitTicket};
 use super::event::{GuestRef, LogPos, StoredEvent};
 use super::info::LogInfo;
-use super::{Journal, JournalError, LogId, LogPage, TenantCount, Verified, WriterStats};
+use super::{
+    Journal, JournalError, Lease, LogId, LogPage, TenantCount, Timer, Verified, WriterStats,
+};
 
 /// What happens to one commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +71,7 @@ fn injected(what: &str) -> JournalError {
     )))))
 }
 
+#[async_trait::async_trait]
 impl Journal for FaultyJournal {
     fn commit(&self, commit: Commit) -> CommitTicket {
         let fault = {
@@ -101,111 +104,140 @@ impl Journal for FaultyJournal {
         }
     }
 
-    fn read(
+    async fn read(
         &self,
         log: LogId,
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, JournalError> {
-        self.inner.read(log, from_seq, limit)
+        self.inner.read(log, from_seq, limit).await
     }
 
-    fn read_checked(
+    async fn read_checked(
         &self,
         log: LogId,
         pos: &mut super::ChainPos,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, JournalError> {
-        self.inner.read_checked(log, pos, limit)
+        self.inner.read_checked(log, pos, limit).await
     }
 
-    fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError> {
-        self.inner.info(log)
+    async fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError> {
+        self.inner.info(log).await
     }
 
-    fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError> {
-        self.inner.resolve(tenant, name)
+    async fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError> {
+        self.inner.resolve(tenant, name).await
     }
 
-    fn list_page(
+    async fn list_page(
         &self,
         tenant: &str,
         after: Option<LogId>,
         limit: usize,
     ) -> Result<LogPage, JournalError> {
-        self.inner.list_page(tenant, after, limit)
+        self.inner.list_page(tenant, after, limit).await
     }
 
-    fn count(&self, tenant: &str) -> Result<TenantCount, JournalError> {
-        self.inner.count(tenant)
+    async fn count(&self, tenant: &str) -> Result<TenantCount, JournalError> {
+        self.inner.count(tenant).await
     }
 
-    fn logs_with_open_effects(&self) -> Result<Vec<LogId>, JournalError> {
-        self.inner.logs_with_open_effects()
+    async fn open_logs(
+        &self,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<Vec<LogId>, JournalError> {
+        self.inner.open_logs(after, limit).await
     }
 
-    fn put_guest(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<GuestRef, JournalError> {
-        self.inner.put_guest(tenant, name, bytes)
+    async fn put_guest(
+        &self,
+        tenant: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<GuestRef, JournalError> {
+        self.inner.put_guest(tenant, name, bytes).await
     }
 
-    fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
-        self.inner.guest_bytes(digest)
+    async fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        self.inner.guest_bytes(digest).await
     }
 
-    fn guest_by_name(&self, tenant: &str, name: &str) -> Result<Option<GuestRef>, JournalError> {
-        self.inner.guest_by_name(tenant, name)
+    async fn guest_by_name(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<GuestRef>, JournalError> {
+        self.inner.guest_by_name(tenant, name).await
     }
 
-    fn guests(&self, tenant: &str) -> Result<Vec<GuestRef>, JournalError> {
-        self.inner.guests(tenant)
+    async fn guests(&self, tenant: &str) -> Result<Vec<GuestRef>, JournalError> {
+        self.inner.guests(tenant).await
     }
 
-    fn count_logs(&self) -> Result<usize, JournalError> {
-        self.inner.count_logs()
+    async fn count_logs(&self) -> Result<usize, JournalError> {
+        self.inner.count_logs().await
     }
 
-    fn verify(&self, log: LogId) -> Result<Verified, JournalError> {
-        self.inner.verify(log)
+    async fn verify(&self, log: LogId) -> Result<Verified, JournalError> {
+        self.inner.verify(log).await
     }
 
-    fn put_snapshot(
+    async fn put_snapshot(
         &self,
         log: LogId,
         seq: u64,
         digest: &str,
         record: &[u8],
     ) -> Result<(), JournalError> {
-        self.inner.put_snapshot(log, seq, digest, record)
+        self.inner.put_snapshot(log, seq, digest, record).await
     }
 
-    fn latest_snapshot(
+    async fn latest_snapshot(
         &self,
         log: LogId,
         digest: &str,
         before: u64,
     ) -> Result<Option<(u64, Vec<u8>)>, JournalError> {
-        self.inner.latest_snapshot(log, digest, before)
+        self.inner.latest_snapshot(log, digest, before).await
     }
 
-    fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError> {
-        self.inner.snapshots(log)
+    async fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError> {
+        self.inner.snapshots(log).await
     }
 
-    fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError> {
-        self.inner.parent(log)
+    async fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError> {
+        self.inner.parent(log).await
     }
 
-    fn import(
+    async fn import(
         &self,
         tenant: &str,
         name: Option<&str>,
         events: &[StoredEvent],
         session_limit: Option<u64>,
     ) -> Result<LogId, JournalError> {
-        self.inner.import(tenant, name, events, session_limit)
+        self.inner.import(tenant, name, events, session_limit).await
     }
 
     fn stats(&self) -> WriterStats {
         self.inner.stats()
+    }
+
+    async fn acquire_lease(&self, log: LogId) -> Result<Lease, JournalError> {
+        self.inner.acquire_lease(log).await
+    }
+
+    async fn release_lease(&self, lease: Lease) -> Result<(), JournalError> {
+        self.inner.release_lease(lease).await
+    }
+
+    async fn timers(&self, due_by: u64, limit: usize) -> Result<Vec<Timer>, JournalError> {
+        self.inner.timers(due_by, limit).await
+    }
+
+    async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError> {
+        self.inner.wait_events(log, from_seq).await
     }
 }

@@ -28,12 +28,17 @@ use super::commit::{Commit, CommitTicket, Committed, NewLog};
 use super::event::{Event, EventBody, GuestRef, LogPos, RequestedEffect, StoredEvent};
 use super::info::{LogInfo, LogStatus, OpenEffect};
 use super::tenants::{compacted_from, continues_into};
-use super::{Journal, JournalError, LogId, LogPage, TenantCount, WriterStats};
+use super::{
+    Heads, Journal, JournalError, Lease, LocalLeases, LogId, LogPage, TenantCount, Timer,
+    WriterStats,
+};
 
 /// A journal in memory: every call is answered at once, nothing survives it.
 #[derive(Debug, Default)]
 pub struct MemoryJournal {
     state: Mutex<State>,
+    leases: LocalLeases,
+    heads: Heads,
 }
 
 impl MemoryJournal {
@@ -332,7 +337,7 @@ impl State {
     }
 
     /// Validates a whole commit and applies it, or changes nothing.
-    fn apply(&mut self, commit: &Commit) -> Result<Committed, JournalError> {
+    fn apply(&mut self, commit: &Commit, leases: &LocalLeases) -> Result<Committed, JournalError> {
         let mut planned: Vec<Planned> = Vec::with_capacity(commit.new_logs.len());
         for nl in &commit.new_logs {
             let p = self.plan_new_log(commit, nl, &planned)?;
@@ -359,6 +364,7 @@ impl State {
                     actual: head.0,
                 });
             }
+            leases.check(ap.log, ap.lease)?;
             let (mut seq, mut prev) = head;
             for (at, body) in &ap.events {
                 if matches!(body, EventBody::Created(_)) {
@@ -429,12 +435,13 @@ impl State {
     }
 }
 
+#[async_trait::async_trait]
 impl Journal for MemoryJournal {
     fn commit(&self, commit: Commit) -> CommitTicket {
         let (reply, ticket) = CommitTicket::new();
         let answer = {
             let mut state = self.state();
-            let answer = state.apply(&commit);
+            let answer = state.apply(&commit, &self.leases);
             state.stats.commits += 1;
             state.stats.requests += 1;
             if let Ok(c) = &answer {
@@ -442,12 +449,15 @@ impl Journal for MemoryJournal {
             }
             answer
         };
+        if let Ok(committed) = &answer {
+            self.heads.committed(&committed.events);
+        }
         // The ticket is alive in this frame, so the answer arrives.
         let _ = reply.send(answer);
         ticket
     }
 
-    fn read(
+    async fn read(
         &self,
         log: LogId,
         from_seq: u64,
@@ -464,27 +474,27 @@ impl Journal for MemoryJournal {
             .collect())
     }
 
-    fn read_checked(
+    async fn read_checked(
         &self,
         log: LogId,
         pos: &mut super::ChainPos,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, JournalError> {
-        let page = self.read(log, pos.next_seq, limit)?;
+        let page = self.read(log, pos.next_seq, limit).await?;
         super::chain::check_page(log, pos, page)
     }
 
-    fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError> {
+    async fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError> {
         let state = self.state();
         Ok(state.logs.get(&log).map(|l| state.info(log, l)))
     }
 
-    fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError> {
+    async fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError> {
         let key = (tenant.to_owned(), name.to_owned());
         Ok(self.state().names.get(&key).copied())
     }
 
-    fn list_page(
+    async fn list_page(
         &self,
         tenant: &str,
         after: Option<LogId>,
@@ -506,7 +516,7 @@ impl Journal for MemoryJournal {
         Ok(page)
     }
 
-    fn count(&self, tenant: &str) -> Result<TenantCount, JournalError> {
+    async fn count(&self, tenant: &str) -> Result<TenantCount, JournalError> {
         let state = self.state();
         Ok(TenantCount {
             logs: state.logs.values().filter(|l| l.tenant == tenant).count() as u64,
@@ -514,17 +524,31 @@ impl Journal for MemoryJournal {
         })
     }
 
-    fn logs_with_open_effects(&self) -> Result<Vec<LogId>, JournalError> {
+    async fn open_logs(
+        &self,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<Vec<LogId>, JournalError> {
         let state = self.state();
+        let from = match after {
+            Some(a) => std::ops::Bound::Excluded(a),
+            None => std::ops::Bound::Unbounded,
+        };
         Ok(state
             .logs
-            .iter()
+            .range((from, std::ops::Bound::Unbounded))
             .filter(|(_, l)| !l.open.is_empty())
             .map(|(id, _)| *id)
+            .take(limit.max(1))
             .collect())
     }
 
-    fn put_guest(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<GuestRef, JournalError> {
+    async fn put_guest(
+        &self,
+        tenant: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<GuestRef, JournalError> {
         let digest = digest_of(bytes);
         let mut state = self.state();
         state
@@ -540,11 +564,15 @@ impl Journal for MemoryJournal {
         })
     }
 
-    fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
+    async fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
         Ok(self.state().guests.get(digest).cloned())
     }
 
-    fn guest_by_name(&self, tenant: &str, name: &str) -> Result<Option<GuestRef>, JournalError> {
+    async fn guest_by_name(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<GuestRef>, JournalError> {
         let key = (tenant.to_owned(), name.to_owned());
         Ok(self.state().guest_names.get(&key).map(|digest| GuestRef {
             name: name.to_owned(),
@@ -552,7 +580,7 @@ impl Journal for MemoryJournal {
         }))
     }
 
-    fn guests(&self, tenant: &str) -> Result<Vec<GuestRef>, JournalError> {
+    async fn guests(&self, tenant: &str) -> Result<Vec<GuestRef>, JournalError> {
         Ok(self
             .state()
             .guest_names
@@ -565,11 +593,11 @@ impl Journal for MemoryJournal {
             .collect())
     }
 
-    fn count_logs(&self) -> Result<usize, JournalError> {
+    async fn count_logs(&self) -> Result<usize, JournalError> {
         Ok(self.state().logs.len())
     }
 
-    fn verify(&self, log: LogId) -> Result<Verified, JournalError> {
+    async fn verify(&self, log: LogId) -> Result<Verified, JournalError> {
         let state = self.state();
         match state.events_through(log, u64::MAX) {
             Some(events) => Ok(verify_events(events)),
@@ -577,7 +605,7 @@ impl Journal for MemoryJournal {
         }
     }
 
-    fn put_snapshot(
+    async fn put_snapshot(
         &self,
         log: LogId,
         seq: u64,
@@ -594,7 +622,7 @@ impl Journal for MemoryJournal {
         Ok(())
     }
 
-    fn latest_snapshot(
+    async fn latest_snapshot(
         &self,
         log: LogId,
         digest: &str,
@@ -609,7 +637,7 @@ impl Journal for MemoryJournal {
             .map(|((_, s, _), record)| (*s, record.clone())))
     }
 
-    fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError> {
+    async fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError> {
         let state = self.state();
         Ok(state
             .snapshots
@@ -619,14 +647,14 @@ impl Journal for MemoryJournal {
             .collect())
     }
 
-    fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError> {
+    async fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError> {
         match self.state().logs.get(&log) {
             Some(l) => Ok(l.parent.clone()),
             None => Err(JournalError::UnknownLog(log)),
         }
     }
 
-    fn import(
+    async fn import(
         &self,
         tenant: &str,
         name: Option<&str>,
@@ -693,6 +721,44 @@ impl Journal for MemoryJournal {
         }
         state.logs.insert(id, log);
         Ok(id)
+    }
+
+    async fn acquire_lease(&self, log: LogId) -> Result<Lease, JournalError> {
+        if !self.state().logs.contains_key(&log) {
+            return Err(JournalError::UnknownLog(log));
+        }
+        Ok(self.leases.acquire(log))
+    }
+
+    async fn release_lease(&self, lease: Lease) -> Result<(), JournalError> {
+        self.leases.release(lease);
+        Ok(())
+    }
+
+    async fn timers(&self, due_by: u64, limit: usize) -> Result<Vec<Timer>, JournalError> {
+        let state = self.state();
+        let mut timers: Vec<Timer> = state
+            .logs
+            .iter()
+            .flat_map(|(id, l)| {
+                l.open.iter().filter_map(|(key, (effect, _))| match effect {
+                    RequestedEffect::Sleep { until } if *until <= due_by => Some(Timer {
+                        log: *id,
+                        key: key.clone(),
+                        until: *until,
+                    }),
+                    _ => None,
+                })
+            })
+            .collect();
+        timers.sort_by(|a, b| (a.until, a.log, &a.key).cmp(&(b.until, b.log, &b.key)));
+        timers.truncate(limit.max(1));
+        Ok(timers)
+    }
+
+    async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError> {
+        let stored = async { Ok(self.state().logs.get(&log).map_or(0, MemLog::next_seq)) };
+        self.heads.wait(log, from_seq, stored).await
     }
 
     fn stats(&self) -> WriterStats {

@@ -30,7 +30,7 @@
 //! let journal = RedbJournal::open("data/journal.redb".as_ref(), JournalConfig::default())?;
 //! # let wasm: Vec<u8> = Vec::new();
 //! let created = Created {
-//!     guest: journal.put_guest(DEFAULT_TENANT, "support", &wasm)?,
+//!     guest: journal.put_guest(DEFAULT_TENANT, "support", &wasm).await?,
 //!     config: serde_json::json!({}),
 //!     seed: 7,
 //!     parent: None,
@@ -52,7 +52,7 @@
 //! journal
 //!     .commit(Commit::append(id, 1, vec![(1_700_000_000_001, EventBody::GuestFailed { message: "trap".into() })]))
 //!     .await?;
-//! assert_eq!(journal.read(id, 0, 100)?.len(), 2);
+//! assert_eq!(journal.read(id, 0, 100).await?.len(), 2);
 //! # Ok(()) }
 //! ```
 
@@ -65,6 +65,7 @@ mod faulty;
 mod import;
 mod info;
 mod jsonl;
+mod lease;
 mod memory;
 mod store;
 #[doc(hidden)]
@@ -83,8 +84,42 @@ pub use self::event::*;
 pub use self::faulty::{Fault, FaultyJournal};
 pub use self::info::{LogInfo, LogStatus, OpenEffect};
 pub use self::jsonl::{Utf8Lines, event_from_json, from_jsonl, to_jsonl};
+pub(crate) use self::lease::{Heads, LocalLeases};
+pub use self::lease::{Lease, Timer};
 pub use self::memory::MemoryJournal;
 pub use self::store::RedbJournal;
+
+/// Runs a journal future to its end from synchronous code: the replayer,
+/// which folds pages into a guest on the blocking pool. A backend that
+/// answers from memory or a local file (redb) is ready at the first poll, so
+/// this costs one poll; one that must wait (a database across the network)
+/// is driven by the runtime the caller runs under.
+///
+/// # Panics
+/// When a backend must wait and the caller is a task on a current-thread
+/// runtime's own thread (run it on the blocking pool there).
+pub(crate) fn blocking<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let mut future = std::pin::pin!(future);
+    if let Poll::Ready(out) = future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        return out;
+    }
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(future))
+        }
+        Ok(handle) => handle.block_on(future),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for one journal call")
+            .block_on(future),
+    }
+}
 
 /// A log's id: a UUIDv7, so ids sort in creation order. Stored as a `u128`.
 pub type LogId = uuid::Uuid;
@@ -147,7 +182,16 @@ pub struct WriterStats {
 
 /// The storage of logs: what the host needs, whatever the backend (DESIGN §7).
 ///
-/// Reads see the state as of the last durable commit and may run on any thread.
+/// Async, so that a backend may be a database across the network; nothing
+/// above it assumes the log lives in this process. Reads see the state as of
+/// the last durable commit. Histories are read in pages, never whole.
+///
+/// Writers are fenced by leases: an actor takes its log's lease before it
+/// advances it, and every append it makes carries the lease's epoch
+/// ([`Append::lease`]), which the journal checks in the transaction. A
+/// journal that one process owns (redb, memory) keeps leases in memory; a
+/// shared one (PostgreSQL) keeps them with the log, with an expiry.
+#[async_trait::async_trait]
 pub trait Journal: Send + Sync + 'static {
     /// Submits a commit to the writer; the ticket resolves once it is durable
     /// or refused.
@@ -155,7 +199,7 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Up to `limit` events of `log` from `from_seq`, in ascending seq. Empty when
     /// the log does not exist or has no events from there.
-    fn read(
+    async fn read(
         &self,
         log: LogId,
         from_seq: u64,
@@ -174,7 +218,7 @@ pub trait Journal: Send + Sync + 'static {
     /// Returns the events before the first that does not hold; a call that
     /// starts at that event fails with [`JournalError::ChainBroken`]. Costs
     /// one SHA-256 of each event's bytes more than `read`.
-    fn read_checked(
+    async fn read_checked(
         &self,
         log: LogId,
         pos: &mut ChainPos,
@@ -182,15 +226,15 @@ pub trait Journal: Send + Sync + 'static {
     ) -> Result<Vec<StoredEvent>, JournalError>;
 
     /// The log's metadata, head and open effects; `None` when it does not exist.
-    fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError>;
+    async fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError>;
 
     /// The log a name points at.
-    fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError>;
+    async fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError>;
 
     /// Up to `limit` (at least 1) of the tenant's logs with ids after `after`
     /// (from the first when `None`), in id (creation) order. Costs the page,
     /// whatever the number of logs of this or any other tenant.
-    fn list_page(
+    async fn list_page(
         &self,
         tenant: &str,
         after: Option<LogId>,
@@ -198,34 +242,48 @@ pub trait Journal: Send + Sync + 'static {
     ) -> Result<LogPage, JournalError>;
 
     /// How many logs and sessions the tenant holds. O(1).
-    fn count(&self, tenant: &str) -> Result<TenantCount, JournalError>;
+    async fn count(&self, tenant: &str) -> Result<TenantCount, JournalError>;
 
-    /// Every log with an open effect: what to resume after a restart.
-    fn logs_with_open_effects(&self) -> Result<Vec<LogId>, JournalError>;
+    /// Up to `limit` (at least 1) logs with an open effect, of every tenant,
+    /// with ids after `after`, in id order: what to resume after a restart.
+    async fn open_logs(
+        &self,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<Vec<LogId>, JournalError>;
 
     /// Stores a guest component (once per digest) and binds `(tenant, name)` to it.
     /// Its digest is `sha256:` and the hex SHA-256 of `bytes`. Durable on return.
-    fn put_guest(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<GuestRef, JournalError>;
+    async fn put_guest(
+        &self,
+        tenant: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<GuestRef, JournalError>;
 
     /// A guest component's bytes by digest.
-    fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError>;
+    async fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError>;
 
     /// The guest a name is bound to in a tenant.
-    fn guest_by_name(&self, tenant: &str, name: &str) -> Result<Option<GuestRef>, JournalError>;
+    async fn guest_by_name(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<GuestRef>, JournalError>;
 
     /// Every guest name of a tenant, with its digest, by name.
-    fn guests(&self, tenant: &str) -> Result<Vec<GuestRef>, JournalError>;
+    async fn guests(&self, tenant: &str) -> Result<Vec<GuestRef>, JournalError>;
 
     /// How many logs the journal holds, of every tenant.
-    fn count_logs(&self) -> Result<usize, JournalError>;
+    async fn count_logs(&self) -> Result<usize, JournalError>;
 
     /// Recomputes the log's hash chain from seq 0, through its ancestry.
-    fn verify(&self, log: LogId) -> Result<Verified, JournalError>;
+    async fn verify(&self, log: LogId) -> Result<Verified, JournalError>;
 
     /// Stores a snapshot record of `log` at `seq` made by guest `digest`
     /// (a cache: written without fsync). Older records of the same log and
     /// guest are removed: only the newest is ever restored.
-    fn put_snapshot(
+    async fn put_snapshot(
         &self,
         log: LogId,
         seq: u64,
@@ -235,7 +293,7 @@ pub trait Journal: Send + Sync + 'static {
 
     /// The newest snapshot record of `log` by guest `digest` at a seq below
     /// `before`: `(seq, record)`.
-    fn latest_snapshot(
+    async fn latest_snapshot(
         &self,
         log: LogId,
         digest: &str,
@@ -243,11 +301,11 @@ pub trait Journal: Send + Sync + 'static {
     ) -> Result<Option<(u64, Vec<u8>)>, JournalError>;
 
     /// Every snapshot of `log`: `(seq, guest digest, record)`, by seq.
-    fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError>;
+    async fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError>;
 
     /// For a fork, the parent log and the last seq it shares with it (the
     /// fork's own events start after it); `None` for a log of its own.
-    fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError>;
+    async fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError>;
 
     /// Stores a whole log from elsewhere (an export) under a new id, in one
     /// durable transaction, after checking its chain: refused with
@@ -256,7 +314,7 @@ pub trait Journal: Send + Sync + 'static {
     /// stands alone. It is a new session of `tenant`: refused with
     /// [`JournalError::LimitReached`] when the tenant holds `session_limit`
     /// sessions already.
-    fn import(
+    async fn import(
         &self,
         tenant: &str,
         name: Option<&str>,
@@ -266,4 +324,27 @@ pub trait Journal: Send + Sync + 'static {
 
     /// The writer's counters.
     fn stats(&self) -> WriterStats;
+
+    /// Takes the writer lease of `log` for this journal's worker. Succeeds
+    /// when no live worker holds it, when this worker does, or when the
+    /// holder's lease has expired; every success returns an epoch higher than
+    /// any before for the log, so an older holder (even an older actor in this
+    /// process) is fenced. Refused with [`JournalError::Leased`] while another
+    /// live worker holds it.
+    async fn acquire_lease(&self, log: LogId) -> Result<Lease, JournalError>;
+
+    /// Gives the lease up if it is still held at its epoch; otherwise does
+    /// nothing.
+    async fn release_lease(&self, lease: Lease) -> Result<(), JournalError>;
+
+    /// Up to `limit` open `sleep` effects due at or before `due_by` (unix ms),
+    /// earliest first, of logs that no other live worker holds: the timers
+    /// this worker may fire (by taking the log's lease). `timers(u64::MAX, 1)`
+    /// is the next one.
+    async fn timers(&self, due_by: u64, limit: usize) -> Result<Vec<Timer>, JournalError>;
+
+    /// Resolves once `log` holds an event at `from_seq` or later (at once if
+    /// it already does) with the log's next seq, whoever committed it.
+    /// Cancel-safe: dropping the future leaves nothing behind.
+    async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError>;
 }

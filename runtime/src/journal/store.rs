@@ -31,7 +31,8 @@ use super::tables::{
 };
 use super::writer::{self, Counters, Request, Writer};
 use super::{
-    Journal, JournalConfig, JournalError, LogId, LogPage, TenantCount, WriterStats, tenants,
+    Heads, Journal, JournalConfig, JournalError, Lease, LocalLeases, LogId, LogPage, TenantCount,
+    Timer, WriterStats, tenants,
 };
 
 /// More forks of forks than this and a log's ancestry is taken as corrupt
@@ -45,6 +46,9 @@ pub struct RedbJournal {
     requests: RwLock<Option<Sender<Request>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
+    /// redb locks its file to one process, so its leases live here.
+    leases: Arc<LocalLeases>,
+    waiters: Arc<Heads>,
 }
 
 impl RedbJournal {
@@ -77,7 +81,15 @@ impl RedbJournal {
         let db = Arc::new(db);
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel();
-        let writer = Writer::new(db.clone(), config, counters.clone());
+        let leases = Arc::new(LocalLeases::default());
+        let waiters = Arc::new(Heads::default());
+        let writer = Writer::new(
+            db.clone(),
+            config,
+            counters.clone(),
+            leases.clone(),
+            waiters.clone(),
+        );
         let handle = std::thread::Builder::new()
             .name("logbook-journal-writer".into())
             .spawn(move || writer.run(rx))
@@ -87,6 +99,8 @@ impl RedbJournal {
             requests: RwLock::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             counters,
+            leases,
+            waiters,
         }))
     }
 
@@ -243,6 +257,7 @@ impl Reader {
     }
 }
 
+#[async_trait::async_trait]
 impl Journal for RedbJournal {
     fn commit(&self, commit: Commit) -> CommitTicket {
         let (reply, ticket) = CommitTicket::new();
@@ -258,7 +273,7 @@ impl Journal for RedbJournal {
         ticket
     }
 
-    fn read(
+    async fn read(
         &self,
         log: LogId,
         from_seq: u64,
@@ -287,7 +302,7 @@ impl Journal for RedbJournal {
         Ok(out)
     }
 
-    fn read_checked(
+    async fn read_checked(
         &self,
         log: LogId,
         pos: &mut ChainPos,
@@ -342,7 +357,7 @@ impl Journal for RedbJournal {
         }
     }
 
-    fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError> {
+    async fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError> {
         let r = self.begin_read()?;
         let id = log.as_u128();
         match r.meta(id)? {
@@ -351,7 +366,7 @@ impl Journal for RedbJournal {
         }
     }
 
-    fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError> {
+    async fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError> {
         let txn = self.db.begin_read()?;
         let names = txn.open_table(NAMES)?;
         Ok(names
@@ -359,7 +374,7 @@ impl Journal for RedbJournal {
             .map(|v| LogId::from_u128(v.value())))
     }
 
-    fn list_page(
+    async fn list_page(
         &self,
         tenant: &str,
         after: Option<LogId>,
@@ -392,27 +407,48 @@ impl Journal for RedbJournal {
         Ok(page)
     }
 
-    fn count(&self, tenant: &str) -> Result<TenantCount, JournalError> {
+    async fn count(&self, tenant: &str) -> Result<TenantCount, JournalError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(TENANT_COUNTS)?;
         let (logs, sessions) = tenants::counts(&table, tenant)?;
         Ok(TenantCount { logs, sessions })
     }
 
-    fn logs_with_open_effects(&self) -> Result<Vec<LogId>, JournalError> {
+    async fn open_logs(
+        &self,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<Vec<LogId>, JournalError> {
         let r = self.begin_read()?;
+        let limit = limit.max(1);
         let mut out: Vec<LogId> = Vec::new();
-        for entry in r.open.iter()? {
+        // The table is keyed (log, key): after `after`, the next log starts
+        // at its first key, which sorts after ("" is the least key, and a
+        // key of `after` itself is skipped by the check below).
+        let range = match after {
+            Some(a) => r.open.range((a.as_u128(), "")..)?,
+            None => r.open.range::<(u128, &str)>(..)?,
+        };
+        for entry in range {
             let (k, _) = entry?;
             let log = LogId::from_u128(k.value().0);
-            if out.last() != Some(&log) {
-                out.push(log);
+            if Some(log) == after || out.last() == Some(&log) {
+                continue;
             }
+            if out.len() == limit {
+                break;
+            }
+            out.push(log);
         }
         Ok(out)
     }
 
-    fn put_guest(&self, tenant: &str, name: &str, bytes: &[u8]) -> Result<GuestRef, JournalError> {
+    async fn put_guest(
+        &self,
+        tenant: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<GuestRef, JournalError> {
         let digest = digest_of(bytes);
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
@@ -431,13 +467,17 @@ impl Journal for RedbJournal {
         })
     }
 
-    fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
+    async fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
         let txn = self.db.begin_read()?;
         let guests = txn.open_table(GUESTS)?;
         Ok(guests.get(digest)?.map(|v| v.value().to_vec()))
     }
 
-    fn guest_by_name(&self, tenant: &str, name: &str) -> Result<Option<GuestRef>, JournalError> {
+    async fn guest_by_name(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<GuestRef>, JournalError> {
         let txn = self.db.begin_read()?;
         let names = txn.open_table(GUEST_NAMES)?;
         Ok(names.get((tenant, name))?.map(|v| GuestRef {
@@ -446,7 +486,7 @@ impl Journal for RedbJournal {
         }))
     }
 
-    fn guests(&self, tenant: &str) -> Result<Vec<GuestRef>, JournalError> {
+    async fn guests(&self, tenant: &str) -> Result<Vec<GuestRef>, JournalError> {
         let txn = self.db.begin_read()?;
         let names = txn.open_table(GUEST_NAMES)?;
         let mut out = Vec::new();
@@ -465,12 +505,12 @@ impl Journal for RedbJournal {
         Ok(out)
     }
 
-    fn count_logs(&self) -> Result<usize, JournalError> {
+    async fn count_logs(&self) -> Result<usize, JournalError> {
         let r = self.begin_read()?;
         Ok(r.logs.len()? as usize)
     }
 
-    fn verify(&self, log: LogId) -> Result<Verified, JournalError> {
+    async fn verify(&self, log: LogId) -> Result<Verified, JournalError> {
         let r = self.begin_read()?;
         if r.meta(log.as_u128())?.is_none() {
             return Err(JournalError::UnknownLog(log));
@@ -500,7 +540,7 @@ impl Journal for RedbJournal {
         Ok(check.finish())
     }
 
-    fn put_snapshot(
+    async fn put_snapshot(
         &self,
         log: LogId,
         seq: u64,
@@ -532,7 +572,7 @@ impl Journal for RedbJournal {
         Ok(())
     }
 
-    fn latest_snapshot(
+    async fn latest_snapshot(
         &self,
         log: LogId,
         digest: &str,
@@ -554,7 +594,7 @@ impl Journal for RedbJournal {
         Ok(None)
     }
 
-    fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError> {
+    async fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(SNAPSHOTS)?;
         let id = log.as_u128();
@@ -567,7 +607,7 @@ impl Journal for RedbJournal {
         Ok(out)
     }
 
-    fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError> {
+    async fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError> {
         let r = self.begin_read()?;
         match r.meta(log.as_u128())? {
             Some(meta) => Ok(meta.parent),
@@ -575,7 +615,7 @@ impl Journal for RedbJournal {
         }
     }
 
-    fn import(
+    async fn import(
         &self,
         tenant: &str,
         name: Option<&str>,
@@ -587,5 +627,53 @@ impl Journal for RedbJournal {
 
     fn stats(&self) -> WriterStats {
         self.counters.snapshot()
+    }
+
+    async fn acquire_lease(&self, log: LogId) -> Result<Lease, JournalError> {
+        if self.begin_read()?.meta(log.as_u128())?.is_none() {
+            return Err(JournalError::UnknownLog(log));
+        }
+        Ok(self.leases.acquire(log))
+    }
+
+    async fn release_lease(&self, lease: Lease) -> Result<(), JournalError> {
+        self.leases.release(lease);
+        Ok(())
+    }
+
+    /// Costs a scan of every open effect: redb keeps no index by deadline,
+    /// and one process asks only when it starts.
+    async fn timers(&self, due_by: u64, limit: usize) -> Result<Vec<Timer>, JournalError> {
+        let r = self.begin_read()?;
+        let mut timers = Vec::new();
+        for entry in r.open.iter()? {
+            let (k, v) = entry?;
+            let (log, key) = k.value();
+            if let crate::journal::RequestedEffect::Sleep { until } =
+                writer::decode_open(v.value())?.effect
+                && until <= due_by
+            {
+                timers.push(Timer {
+                    log: LogId::from_u128(log),
+                    key: key.to_owned(),
+                    until,
+                });
+            }
+        }
+        timers.sort_by(|a, b| (a.until, a.log, &a.key).cmp(&(b.until, b.log, &b.key)));
+        timers.truncate(limit.max(1));
+        Ok(timers)
+    }
+
+    async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError> {
+        let stored = async {
+            let r = self.begin_read()?;
+            let id = log.as_u128();
+            Ok(match r.meta(id)? {
+                Some(meta) => r.info(id, meta)?.next_seq,
+                None => 0,
+            })
+        };
+        self.waiters.wait(log, from_seq, stored).await
     }
 }

@@ -34,7 +34,7 @@ mod fork;
 mod tenants;
 use self::tenants::TenantLog;
 use super::tables::{self, EVENTS, LOGS, NAMES, OPEN, TENANT_COUNTS, TENANT_LOGS};
-use super::{JournalConfig, JournalError, LogId, WriterStats};
+use super::{Heads, JournalConfig, JournalError, LocalLeases, LogId, WriterStats};
 
 /// More logs than this in the head cache and it is emptied before the next
 /// batch: each entry is small, but the number of logs is unbounded.
@@ -79,6 +79,10 @@ pub(crate) struct Writer {
     config: JournalConfig,
     counters: Arc<Counters>,
     heads: HashMap<u128, Head>,
+    /// The writer leases appends are checked against.
+    leases: Arc<LocalLeases>,
+    /// Who waits for logs to grow: told after each durable commit.
+    waiters: Arc<Heads>,
 }
 
 /// The tables a batch writes, open in its transaction.
@@ -145,12 +149,20 @@ struct Plan {
 }
 
 impl Writer {
-    pub(crate) fn new(db: Arc<Database>, config: JournalConfig, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(
+        db: Arc<Database>,
+        config: JournalConfig,
+        counters: Arc<Counters>,
+        leases: Arc<LocalLeases>,
+        waiters: Arc<Heads>,
+    ) -> Self {
         Writer {
             db,
             config,
             counters,
             heads: HashMap::new(),
+            leases,
+            waiters,
         }
     }
 
@@ -195,6 +207,9 @@ impl Writer {
                     .events
                     .fetch_add(events as u64, Ordering::Relaxed);
                 for (reply, result) in replies.into_iter().zip(results) {
+                    if let Ok(committed) = &result {
+                        self.waiters.committed(&committed.events);
+                    }
                     // A caller that dropped its ticket does not want the answer.
                     let _ = reply.send(result);
                 }
@@ -381,6 +396,9 @@ impl Writer {
                     actual: head.next_seq,
                 }));
             }
+            if let Err(fenced) = self.leases.check(ap.log, ap.lease) {
+                return Ok(Err(fenced));
+            }
             let mut head = head;
             for (at, body) in &ap.events {
                 if matches!(body, EventBody::Created(_)) {
@@ -495,7 +513,13 @@ mod tests {
         let db = Arc::new(Database::create(dir.path().join("j.redb")).expect("create"));
         let counters = Arc::new(Counters::default());
         (
-            Writer::new(db, JournalConfig::default(), counters.clone()),
+            Writer::new(
+                db,
+                JournalConfig::default(),
+                counters.clone(),
+                Arc::default(),
+                Arc::default(),
+            ),
             counters,
         )
     }

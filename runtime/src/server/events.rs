@@ -49,7 +49,7 @@ pub(crate) async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
-    let info = state.host.resolve(&caller.tenant, &id)?;
+    let info = state.host.resolve(&caller.tenant, &id).await?;
     let wants_stream = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -57,7 +57,7 @@ pub(crate) async fn events(
     if !wants_stream {
         let from = query.from.unwrap_or(0);
         let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-        let page = state.host.journal().read(info.id, from, limit)?;
+        let page = state.host.journal().read(info.id, from, limit).await?;
         let next = page.last().map_or(from, |e| e.event.seq + 1);
         // The lines are the log format itself: no second serialization.
         let lines: Vec<String> = page.iter().map(to_jsonl).collect();
@@ -73,7 +73,7 @@ pub(crate) async fn events(
         host: state.host.clone(),
         next: from,
         buffer: VecDeque::new(),
-        follower: state.host.follow(info.id)?,
+        follower: state.host.follow(info.id).await?,
         log: info.id,
         closing: state.closing.clone(),
         deltas: None,

@@ -243,10 +243,12 @@ pub async fn run(
     // Resuming reads every log with effects in flight: connections are
     // taken meanwhile (a request for a log not yet resumed activates it).
     let resuming = host.clone();
-    tokio::task::spawn_blocking(move || match resuming.resume_all() {
-        Ok(n) if n > 0 => tracing::info!("resumed {n} sessions with effects in flight"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!("cannot resume sessions: {e}"),
+    tokio::spawn(async move {
+        match resuming.resume_all().await {
+            Ok(n) if n > 0 => tracing::info!("resumed {n} sessions with effects in flight"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot resume sessions: {e}"),
+        }
     });
     let (close, closing) = tokio::sync::watch::channel(false);
     let app = app(host.clone(), tenants, settings, closing);
@@ -273,14 +275,7 @@ async fn add_guest(
         ));
     };
     let bytes = caller.body(body).await?;
-    let host = state.host.clone();
-    let tenant = caller.tenant.clone();
-    // Compiling a component takes a while: not on the async workers.
-    let guest = tokio::task::spawn_blocking(move || host.add_guest(&tenant, &name, &bytes))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    let guest = state.host.add_guest(&caller.tenant, &name, &bytes).await?;
     Ok((StatusCode::CREATED, axum::Json(guest)).into_response())
 }
 
@@ -289,7 +284,7 @@ async fn list_guests(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
-    let guests = state.host.journal().guests(&caller.tenant)?;
+    let guests = state.host.journal().guests(&caller.tenant).await?;
     Ok(axum::Json(serde_json::json!({ "guests": guests })).into_response())
 }
 
@@ -301,7 +296,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
     }
     let host = &state.host;
     let stats = host.journal().stats();
-    let sessions = host.journal().count_logs().unwrap_or(0);
+    let sessions = host.journal().count_logs().await.unwrap_or(0);
     let text = host.metrics().render(Readings {
         resident: host.resident_sessions(None),
         sessions,

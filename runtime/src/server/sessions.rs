@@ -67,12 +67,12 @@ async fn create_for(
 ) -> Result<LogInfo, ApiError> {
     // The tenant's session limit is checked by the journal, in the
     // transaction that writes the session (429 `limit`).
-    let guest = host.guest(&caller.tenant, guest)?;
+    let guest = host.guest(&caller.tenant, guest).await?;
     let config = config.unwrap_or_else(|| json!({}));
     let id = host
         .create_session(&caller.tenant, name, guest, config)
         .await?;
-    Ok(host.resolve(&caller.tenant, &id.to_string())?)
+    Ok(host.resolve(&caller.tenant, &id.to_string()).await?)
 }
 
 pub(crate) async fn create(
@@ -101,14 +101,14 @@ pub(crate) async fn put_by_name(
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
     let body: PutBody = caller.json(body).await?;
-    if let Ok(info) = state.host.resolve(&caller.tenant, &name) {
+    if let Ok(info) = state.host.resolve(&caller.tenant, &name).await {
         return Ok(Json(view(&info)).into_response());
     }
     match create_for(&state.host, &caller, &body.guest, Some(&name), body.config).await {
         Ok(info) => Ok((StatusCode::CREATED, Json(view(&info))).into_response()),
         // Created meanwhile by another request: it is there either way.
-        Err(_) if state.host.resolve(&caller.tenant, &name).is_ok() => {
-            let info = state.host.resolve(&caller.tenant, &name)?;
+        Err(_) if state.host.resolve(&caller.tenant, &name).await.is_ok() => {
+            let info = state.host.resolve(&caller.tenant, &name).await?;
             Ok(Json(view(&info)).into_response())
         }
         Err(e) => Err(e),
@@ -137,8 +137,10 @@ pub(crate) async fn list(
         .unwrap_or(LIST_PAGE_DEFAULT)
         .clamp(1, LIST_PAGE_MAX);
     let journal = state.host.journal();
-    let page = journal.list_page(&caller.tenant, query.after, limit)?;
-    let total = journal.count(&caller.tenant)?.logs;
+    let page = journal
+        .list_page(&caller.tenant, query.after, limit)
+        .await?;
+    let total = journal.count(&caller.tenant).await?.logs;
     let sessions: Vec<Value> = page.logs.iter().map(view).collect();
     Ok(Json(json!({"sessions": sessions, "next": page.next, "total": total})).into_response())
 }
@@ -149,7 +151,7 @@ pub(crate) async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
-    let info = state.host.resolve(&caller.tenant, &id)?;
+    let info = state.host.resolve(&caller.tenant, &id).await?;
     Ok(Json(view(&info)).into_response())
 }
 
@@ -175,7 +177,7 @@ pub(crate) async fn input(
     body: Body,
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
-    let log = state.host.locate(&caller.tenant, &id)?;
+    let log = state.host.locate(&caller.tenant, &id).await?;
     let body: InputBody = caller.json(body).await?;
     let content = match (body.text, body.content) {
         (Some(text), None) => vec![ContentBlock::text(text)],
@@ -205,7 +207,7 @@ pub(crate) async fn input(
     let mut outputs = Vec::new();
     let mut from = seq;
     loop {
-        let page = host.journal().read(log, from, 1024)?;
+        let page = host.journal().read(log, from, 1024).await?;
         let Some(last) = page.last() else { break };
         from = last.event.seq + 1;
         for stored in &page {
@@ -243,7 +245,7 @@ pub(crate) async fn decide(
     body: Body,
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
-    let log = state.host.locate(&caller.tenant, &id)?;
+    let log = state.host.locate(&caller.tenant, &id).await?;
     let body: DecideBody = caller.json(body).await?;
     let by = caller.tenant.clone();
     let seq = state
@@ -277,7 +279,7 @@ pub(crate) async fn fork(
     let caller = state.caller(&headers)?;
     let body: ForkBody = caller.json_or_default(body).await?;
     let guest = match &body.guest {
-        Some(guest) => Some(state.host.guest(&caller.tenant, guest)?),
+        Some(guest) => Some(state.host.guest(&caller.tenant, guest).await?),
         None => None,
     };
     let options = crate::session::ForkOptions {
@@ -287,6 +289,6 @@ pub(crate) async fn fork(
         config: body.config,
     };
     let id = state.host.fork(&caller.tenant, &id, options).await?;
-    let info = state.host.resolve(&caller.tenant, &id.to_string())?;
+    let info = state.host.resolve(&caller.tenant, &id.to_string()).await?;
     Ok((StatusCode::CREATED, Json(view(&info))).into_response())
 }

@@ -29,7 +29,7 @@ use super::residency::ActorState;
 use super::{Activity, Command, Session, SessionError, Shared, now_ms};
 use crate::effects::ModelRequest;
 use crate::guest::{GuestError, GuestInstance};
-use crate::journal::{EventBody, LogId, LogInfo, Outcome, RequestedEffect, ToolCall};
+use crate::journal::{EventBody, Lease, LogId, LogInfo, Outcome, RequestedEffect, ToolCall};
 
 /// Rounds of fold-and-reconcile one advance may take before the guest is
 /// judged to be looping (each round it wanted something new and immediate).
@@ -81,6 +81,10 @@ struct Actor {
     /// Streamed model output for live observers; never logged.
     deltas: broadcast::Sender<crate::effects::ModelDelta>,
     waiters: Vec<(Duration, oneshot::Sender<Activity>)>,
+    /// The log's writer lease, taken before the replay: every append of
+    /// this actor carries its epoch, so once another writer takes the lease
+    /// this actor's appends are refused and it stops.
+    lease: Option<Lease>,
 }
 
 /// Activate a log: start its actor, which replays the log into a fresh
@@ -110,9 +114,14 @@ pub(super) fn spawn(
         tx: tx.clone(),
         deltas: deltas.clone(),
         waiters: Vec::new(),
+        lease: None,
     };
     let task = tokio::spawn(async move {
         let started = std::time::Instant::now();
+        match host.journal.acquire_lease(log).await {
+            Ok(lease) => actor.lease = Some(lease),
+            Err(e) => return actor.refuse(rx, e.into()),
+        }
         let replayed = tokio::task::spawn_blocking(move || {
             let result = actor.replay(&info);
             (actor, result)
@@ -126,10 +135,16 @@ pub(super) fn spawn(
                 return;
             }
         };
+        let lease = actor.lease;
         host.metrics.activated(started.elapsed().as_secs_f64());
         match result {
             Ok(replay_error) => actor.run(rx, replay_error).await,
             Err(e) => actor.refuse(rx, e),
+        }
+        if let Some(lease) = lease
+            && let Err(e) = host.journal.release_lease(lease).await
+        {
+            tracing::warn!(%log, "cannot release the lease: {e}");
         }
     });
     let session = Session {

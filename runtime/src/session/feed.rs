@@ -143,7 +143,7 @@ impl Follower {
             (Some(start), _) if from < start => {
                 // History older than the tail: this observer's own read.
                 drop(tail);
-                let page = journal.read(self.log, from, limit)?;
+                let page = journal.read(self.log, from, limit).await?;
                 metrics.fed(page.len());
                 return Ok(page.iter().map(|s| Arc::new(FedEvent::of(s))).collect());
             }
@@ -152,7 +152,7 @@ impl Follower {
             // No tail yet, or one that this observer has passed: start anew.
             _ => tail.clear(),
         }
-        let page = journal.read(self.log, from, limit)?;
+        let page = journal.read(self.log, from, limit).await?;
         metrics.fed(page.len());
         let fed: Vec<Arc<FedEvent>> = page.iter().map(|s| Arc::new(FedEvent::of(s))).collect();
         tail.extend(fed.iter().cloned());

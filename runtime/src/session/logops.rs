@@ -43,7 +43,7 @@ impl Host {
         if let Some(name) = &options.name {
             validate_name(name)?;
         }
-        let parent = self.resolve(tenant, id_or_name)?;
+        let parent = self.resolve(tenant, id_or_name).await?;
         let last = parent.next_seq.checked_sub(1).ok_or_else(|| {
             SessionError::Invalid(format!("session {id_or_name:?} has no events"))
         })?;
@@ -53,7 +53,7 @@ impl Host {
                 "session {id_or_name:?} has no seq {at} (its last is {last})"
             )));
         }
-        let base = created_in_view(self.journal().as_ref(), parent.id, at)?;
+        let base = created_in_view(self.journal().as_ref(), parent.id, at).await?;
         let mut config = base.config;
         if let Some(overrides) = options.config {
             let (Some(into), serde_json::Value::Object(from)) = (config.as_object_mut(), overrides)
@@ -98,10 +98,13 @@ impl Host {
     /// The chain of logs that compaction made of a session, oldest first,
     /// ending with `log`: each log's `created` names the one it was compacted
     /// from. One read per log in the chain.
-    pub fn compaction_chain(&self, log: LogId) -> Result<Vec<LogId>, SessionError> {
+    pub async fn compaction_chain(&self, log: LogId) -> Result<Vec<LogId>, SessionError> {
         let mut chain = vec![log];
         let mut at = log;
-        while let Some(from) = created_in_view(self.journal().as_ref(), at, 0)?.compacted_from {
+        while let Some(from) = created_in_view(self.journal().as_ref(), at, 0)
+            .await?
+            .compacted_from
+        {
             at = LogId::parse_str(&from.log)
                 .map_err(|_| SessionError::Invalid(format!("bad log id {:?}", from.log)))?;
             if chain.contains(&at) {
@@ -117,12 +120,16 @@ impl Host {
 
     /// Write a log's whole view (ancestry included) as JSONL, one event a
     /// line, each ending in `\n`. Answers the number of events written.
-    pub fn export(&self, log: LogId, out: &mut dyn Write) -> Result<u64, SessionError> {
+    pub async fn export(
+        &self,
+        log: LogId,
+        out: &mut (dyn Write + Send),
+    ) -> Result<u64, SessionError> {
         let journal = self.journal();
         let mut from = 0;
         let mut line = String::new();
         loop {
-            let page = journal.read(log, from, EXPORT_PAGE)?;
+            let page = journal.read(log, from, EXPORT_PAGE).await?;
             let Some(last) = page.last() else { break };
             from = last.event.seq + 1;
             for event in &page {
@@ -141,10 +148,10 @@ impl Host {
     /// file is refused, naming its first bad line. The guest it runs on must
     /// be stored here already (`logbook guest add`). An import is a new
     /// session: it counts against the tenant's limit.
-    pub fn import(
+    pub async fn import(
         &self,
         tenant: &str,
-        input: &mut dyn BufRead,
+        input: &mut (dyn BufRead + Send),
         name: Option<&str>,
     ) -> Result<LogId, SessionError> {
         if let Some(name) = name {
@@ -192,7 +199,7 @@ impl Host {
             _ => None,
         });
         if let Some(guest) = current
-            && self.journal().guest_bytes(&guest.digest)?.is_none()
+            && self.journal().guest_bytes(&guest.digest).await?.is_none()
         {
             return Err(SessionError::Invalid(format!(
                 "the log runs on guest {} ({}), which is not stored here: add it first with `logbook guest add {} FILE`",
@@ -202,6 +209,7 @@ impl Host {
         match self
             .journal()
             .import(tenant, name, &events, self.session_limit(tenant))
+            .await
         {
             Ok(id) => Ok(id),
             Err(crate::journal::JournalError::NameTaken { name, .. }) => {
@@ -215,14 +223,14 @@ impl Host {
 /// The `created` in force at `seq` of a log's view: the first own event of
 /// the ancestor that stores `seq`. Reads one event, and one metadata row per
 /// ancestor at most.
-pub(crate) fn created_in_view(
+pub(crate) async fn created_in_view(
     journal: &dyn Journal,
     log: LogId,
     seq: u64,
 ) -> Result<Created, SessionError> {
     let mut holder = log;
     let base = loop {
-        match journal.parent(holder)? {
+        match journal.parent(holder).await? {
             Some(p) if seq <= p.seq => {
                 holder = LogId::parse_str(&p.log)
                     .map_err(|_| SessionError::Invalid(format!("bad parent id {:?}", p.log)))?;
@@ -231,7 +239,7 @@ pub(crate) fn created_in_view(
             None => break 0,
         }
     };
-    match journal.read(holder, base, 1)?.into_iter().next() {
+    match journal.read(holder, base, 1).await?.into_iter().next() {
         Some(StoredEvent {
             event:
                 crate::journal::Event {

@@ -238,26 +238,29 @@ impl Shared {
     /// Returns without waiting for the replay (the actor replays on the
     /// blocking pool; commands queue meanwhile), and holds no host-wide lock
     /// across it: wakes of different logs run in parallel.
-    pub(crate) fn activate(self: &Arc<Self>, log: LogId) -> Result<Session, SessionError> {
-        self.activate_if(log, |_| Ok(()))
+    pub(crate) async fn activate(self: &Arc<Self>, log: LogId) -> Result<Session, SessionError> {
+        self.activate_if(log, false).await
     }
 
-    /// [`Shared::activate`], unless `check` refuses the log as the journal
-    /// describes it: a log that is not resident is judged by its stored
-    /// status before anything is replayed.
-    pub(crate) fn activate_if(
+    /// [`Shared::activate`]; with `refuse_ended`, a log that is not resident
+    /// and that the journal says has finished or parked is refused from its
+    /// stored status, before anything is replayed.
+    pub(crate) async fn activate_if(
         self: &Arc<Self>,
         log: LogId,
-        check: impl FnOnce(&LogInfo) -> Result<(), SessionError>,
+        refuse_ended: bool,
     ) -> Result<Session, SessionError> {
         if let Some(session) = self.residents.touch(log) {
             return Ok(session);
         }
         let info = self
             .journal
-            .info(log)?
+            .info(log)
+            .await?
             .ok_or_else(|| SessionError::UnknownSession(log.to_string()))?;
-        check(&info)?;
+        if refuse_ended {
+            self.refuse_ended(&info).await?;
+        }
         let limits = &self.config.limits;
         let tenant_limit = self
             .config
@@ -287,14 +290,15 @@ impl Shared {
 
     /// Refuse input to a log that the journal says has finished or parked,
     /// with the reason its last event gives: one short read, no replay.
-    fn refuse_ended(&self, info: &LogInfo) -> Result<(), SessionError> {
+    async fn refuse_ended(&self, info: &LogInfo) -> Result<(), SessionError> {
         use crate::journal::{EventBody, LogStatus};
         if !matches!(info.status, LogStatus::Finished | LogStatus::Failed) {
             return Ok(());
         }
         let last = self
             .journal
-            .read(info.id, info.next_seq.saturating_sub(1), 1)?
+            .read(info.id, info.next_seq.saturating_sub(1), 1)
+            .await?
             .pop()
             .map(|stored| stored.event.body);
         Err(match (info.status, last) {
@@ -406,9 +410,13 @@ impl Host {
         let weak = Arc::downgrade(&shared);
         let waker = residency::TimerWaker::start(move |log| match weak.upgrade() {
             Some(shared) => {
-                if let Err(e) = shared.activate(log) {
-                    tracing::warn!(%log, "cannot wake session for its timer: {e}");
-                }
+                // Only enqueue: the activation reads the journal, which may
+                // be a database away, on a task of its own.
+                tokio::spawn(async move {
+                    if let Err(e) = shared.activate(log).await {
+                        tracing::warn!(%log, "cannot wake session for its timer: {e}");
+                    }
+                });
                 true
             }
             None => false,
@@ -433,7 +441,7 @@ impl Host {
     }
 
     /// Validate a component and store it under `name` for `tenant`.
-    pub fn add_guest(
+    pub async fn add_guest(
         &self,
         tenant: &str,
         name: &str,
@@ -445,21 +453,32 @@ impl Host {
             )));
         }
         let digest = crate::journal::digest_of(bytes);
-        self.shared.engine.load(&digest, bytes)?;
-        Ok(self.shared.journal.put_guest(tenant, name, bytes)?)
+        // Compiling a component takes a while: not on an async worker.
+        actor::off_runtime(|| self.shared.engine.load(&digest, bytes))?;
+        Ok(self.shared.journal.put_guest(tenant, name, bytes).await?)
     }
 
     /// A guest by name or digest. A digest resolves only to a guest that the
     /// tenant stored itself: another tenant's component is not there for it.
-    pub fn guest(&self, tenant: &str, name_or_digest: &str) -> Result<GuestRef, SessionError> {
-        if let Some(guest) = self.shared.journal.guest_by_name(tenant, name_or_digest)? {
+    pub async fn guest(
+        &self,
+        tenant: &str,
+        name_or_digest: &str,
+    ) -> Result<GuestRef, SessionError> {
+        if let Some(guest) = self
+            .shared
+            .journal
+            .guest_by_name(tenant, name_or_digest)
+            .await?
+        {
             return Ok(guest);
         }
         if name_or_digest.starts_with("sha256:")
             && let Some(guest) = self
                 .shared
                 .journal
-                .guests(tenant)?
+                .guests(tenant)
+                .await?
                 .into_iter()
                 .find(|g| g.digest == name_or_digest)
         {
@@ -530,30 +549,31 @@ impl Host {
     /// The log of a session id or name, checked to belong to `tenant`:
     /// cheaper than [`Host::resolve`] when only the id is needed (a name is
     /// per tenant already; a resident log's tenant is known in memory).
-    pub fn locate(&self, tenant: &str, id_or_name: &str) -> Result<LogId, SessionError> {
+    pub async fn locate(&self, tenant: &str, id_or_name: &str) -> Result<LogId, SessionError> {
         let unknown = || SessionError::UnknownSession(id_or_name.to_string());
         match uuid::Uuid::parse_str(id_or_name) {
             Ok(id) => match self.shared.residents.tenant_of(id) {
                 Some(owner) if owner == tenant => Ok(id),
                 Some(_) => Err(unknown()),
-                None => self.resolve(tenant, id_or_name).map(|info| info.id),
+                None => self.resolve(tenant, id_or_name).await.map(|info| info.id),
             },
             Err(_) => self
                 .shared
                 .journal
-                .resolve(tenant, id_or_name)?
+                .resolve(tenant, id_or_name)
+                .await?
                 .ok_or_else(unknown),
         }
     }
 
     /// Resolve a session id or name to its log.
-    pub fn resolve(&self, tenant: &str, id_or_name: &str) -> Result<LogInfo, SessionError> {
+    pub async fn resolve(&self, tenant: &str, id_or_name: &str) -> Result<LogInfo, SessionError> {
         let id = match uuid::Uuid::parse_str(id_or_name) {
             Ok(id) => Some(id),
-            Err(_) => self.shared.journal.resolve(tenant, id_or_name)?,
+            Err(_) => self.shared.journal.resolve(tenant, id_or_name).await?,
         };
         let info = match id {
-            Some(id) => self.shared.journal.info(id)?,
+            Some(id) => self.shared.journal.info(id).await?,
             None => None,
         };
         match info {
@@ -563,8 +583,8 @@ impl Host {
     }
 
     /// The live session of a log, activating it if needed.
-    pub fn session(&self, log: LogId) -> Result<Session, SessionError> {
-        self.shared.activate(log)
+    pub async fn session(&self, log: LogId) -> Result<Session, SessionError> {
+        self.shared.activate(log).await
     }
 
     /// Append an input to a log, activating its session if needed; answers
@@ -609,23 +629,21 @@ impl Host {
 
     /// Run `op` on the log's actor, and once more on a fresh one if that
     /// actor stopped meanwhile (it was evicted between lookup and call, and
-    /// did nothing). With `input`, a dormant finished or parked log is
+    /// did nothing) or lost its lease (its append was refused: it wrote
+    /// nothing). With `input`, a dormant finished or parked log is
     /// refused without activating it.
     async fn on_session<T, F, Fut>(&self, log: LogId, input: bool, op: F) -> Result<T, SessionError>
     where
         F: Fn(Session) -> Fut,
         Fut: std::future::Future<Output = Result<T, SessionError>>,
     {
-        let session = || {
-            if input {
-                self.shared
-                    .activate_if(log, |info| self.shared.refuse_ended(info))
-            } else {
-                self.shared.activate(log)
+        let session = || self.shared.activate_if(log, input);
+        match op(session().await?).await {
+            // A fenced actor wrote nothing and stopped: the fresh one takes
+            // the lease anew.
+            Err(SessionError::Stopped | SessionError::Journal(JournalError::Fenced { .. })) => {
+                op(session().await?).await
             }
-        };
-        match op(session()?).await {
-            Err(SessionError::Stopped) => op(session()?).await,
             other => other,
         }
     }
@@ -661,11 +679,12 @@ impl Host {
     /// Follow a log as its events become durable: its head, and reads of
     /// its events shared with every other observer of the log in this host.
     /// Needs no guest: a dormant session can be followed.
-    pub fn follow(&self, log: LogId) -> Result<Follower, SessionError> {
+    pub async fn follow(&self, log: LogId) -> Result<Follower, SessionError> {
         let info = self
             .shared
             .journal
-            .info(log)?
+            .info(log)
+            .await?
             .ok_or_else(|| SessionError::UnknownSession(log.to_string()))?;
         Ok(self.shared.feeds.follow(log, info.next_seq))
     }
@@ -703,32 +722,49 @@ impl Host {
     /// in flight: activate those with a model or tool call open (it is
     /// re-run or recorded as interrupted), and schedule a wake-up for those
     /// that only sleep. Logs waiting for a human stay dormant.
-    pub fn resume_all(&self) -> Result<usize, SessionError> {
+    pub async fn resume_all(&self) -> Result<usize, SessionError> {
         let mut resumed = 0;
-        for log in self.shared.journal.logs_with_open_effects()? {
-            let Some(info) = self.shared.journal.info(log)? else {
-                continue;
+        let mut after = None;
+        loop {
+            let page = self.shared.journal.open_logs(after, RESUME_PAGE).await?;
+            let Some(last) = page.last() else {
+                break;
             };
-            let mut wake_at = None;
-            let mut now = false;
-            for open in &info.open {
-                match &open.effect {
-                    crate::journal::RequestedEffect::Sleep { until } => {
-                        wake_at = Some(wake_at.map_or(*until, |w: u64| w.min(*until)));
-                    }
-                    _ if open.awaiting_approval => {}
-                    crate::journal::RequestedEffect::Ask(_) => {}
-                    _ => now = true,
+            after = Some(*last);
+            for log in page {
+                if self.resume(log).await? {
+                    resumed += 1;
                 }
-            }
-            if now {
-                self.shared.activate(log)?;
-                resumed += 1;
-            } else if let Some(until) = wake_at {
-                self.shared.wake_at(until, log);
             }
         }
         Ok(resumed)
+    }
+
+    /// Resume one log with open effects; whether it was activated.
+    async fn resume(&self, log: LogId) -> Result<bool, SessionError> {
+        let Some(info) = self.shared.journal.info(log).await? else {
+            return Ok(false);
+        };
+        let mut wake_at = None;
+        let mut now = false;
+        for open in &info.open {
+            match &open.effect {
+                crate::journal::RequestedEffect::Sleep { until } => {
+                    wake_at = Some(wake_at.map_or(*until, |w: u64| w.min(*until)));
+                }
+                _ if open.awaiting_approval => {}
+                crate::journal::RequestedEffect::Ask(_) => {}
+                _ => now = true,
+            }
+        }
+        if now {
+            self.shared.activate(log).await?;
+            return Ok(true);
+        }
+        if let Some(until) = wake_at {
+            self.shared.wake_at(until, log);
+        }
+        Ok(false)
     }
 
     /// The directory the `fs.*` tools of a session work in.
@@ -736,6 +772,9 @@ impl Host {
         self.shared.workspace_dir(log)
     }
 }
+
+/// How many logs with open effects [`Host::resume_all`] reads at a time.
+const RESUME_PAGE: usize = 1024;
 
 fn validate_name(name: &str) -> Result<(), SessionError> {
     let ok = !name.is_empty()

@@ -40,7 +40,7 @@ use super::keys::Keys;
 use super::{SessionError, Shared, snapshot};
 use crate::config::Limits;
 use crate::guest::{GuestBatch, GuestError, GuestInstance};
-use crate::journal::{Created, Event, EventBody, Journal, LogId, LogInfo, LogStatus};
+use crate::journal::{Created, Event, EventBody, Journal, LogId, LogInfo, LogStatus, blocking};
 
 /// What a replay learns of the log besides the guest's state.
 #[derive(Debug, Default)]
@@ -263,10 +263,7 @@ impl<'a> Replayer<'a> {
         let loaded = match engine.loaded(self.digest) {
             Some(loaded) => loaded,
             None => {
-                let bytes = self
-                    .shared
-                    .journal
-                    .guest_bytes(self.digest)?
+                let bytes = blocking(self.shared.journal.guest_bytes(self.digest))?
                     .ok_or_else(|| SessionError::UnknownGuest(self.digest.to_string()))?;
                 engine.load(self.digest, &bytes)?
             }
@@ -294,11 +291,11 @@ impl<'a> Replayer<'a> {
     fn restore(&self) -> Option<(GuestInstance, Ledger, u64)> {
         let log = self.log();
         let started = std::time::Instant::now();
-        let (seq, record) = match self
-            .shared
-            .journal
-            .latest_snapshot(log, self.digest, self.end())
-        {
+        let (seq, record) = match blocking(self.shared.journal.latest_snapshot(
+            log,
+            self.digest,
+            self.end(),
+        )) {
             Ok(Some(found)) => found,
             Ok(None) => return None,
             Err(e) => {
@@ -349,7 +346,10 @@ impl<'a> Replayer<'a> {
     /// The log's `created` at seq 0, and its time.
     fn created(&self) -> Result<(Created, u64), SessionError> {
         let log = self.log();
-        match self.shared.journal.read(log, 0, 1)?.into_iter().next() {
+        match blocking(self.shared.journal.read(log, 0, 1))?
+            .into_iter()
+            .next()
+        {
             Some(first) => match first.event.body {
                 EventBody::Created(created) => Ok((created, first.event.at)),
                 _ => Err(SessionError::Invalid(format!(
@@ -389,10 +389,13 @@ impl<'a> Replayer<'a> {
             return Ok(pager.ledger);
         }
         let (pages, incoming) = std::sync::mpsc::sync_channel::<Page>(2);
+        // The reader thread reads through the caller's runtime, if any.
+        let runtime = tokio::runtime::Handle::try_current().ok();
         // Folded pages go back to the reader to be freed, off the fold's path.
         let (spent, folded) = std::sync::mpsc::channel::<Page>();
         std::thread::scope(|scope| {
             let reader = scope.spawn(move || -> Result<Ledger, SessionError> {
+                let _entered = runtime.as_ref().map(|r| r.enter());
                 loop {
                     while folded.try_recv().is_ok() {}
                     let Some(page) = pager.next()? else { break };
@@ -445,7 +448,7 @@ impl Pager<'_> {
         if self.done || limit == 0 {
             return Ok(None);
         }
-        let page = self.journal.read(self.log, self.next, limit)?;
+        let page = blocking(self.journal.read(self.log, self.next, limit))?;
         // A short page is the end of the log.
         self.done = page.len() < limit;
         let Some(last) = page.last() else {

@@ -23,10 +23,11 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::actor::off_runtime;
 use super::keys::Keys;
 use super::replay::Replayer;
 use super::{Host, SessionError, Shared};
-use crate::journal::{LogId, LogInfo};
+use crate::journal::{LogId, LogInfo, blocking};
 
 /// Encode a record from the host's keys and the guest's snapshot bytes.
 pub(crate) fn encode(keys: &Keys, guest: &[u8]) -> Result<Vec<u8>, SessionError> {
@@ -83,7 +84,7 @@ impl Host {
     pub async fn snapshot_now(&self, log: LogId) -> Result<Option<u64>, SessionError> {
         let shared: Arc<Shared> = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let info = info(&shared, log)?;
+            let info = blocking(info(&shared, log))?;
             let replayed = Replayer::new(&shared, &info).use_snapshots(true).run()?;
             if let Some(fault) = replayed.fault {
                 return Err(fault.into());
@@ -97,9 +98,11 @@ impl Host {
                 return Ok(None);
             };
             let record = encode(&replayed.ledger.keys, &bytes)?;
-            shared
-                .journal
-                .put_snapshot(log, seq, &info.guest.digest, &record)?;
+            blocking(
+                shared
+                    .journal
+                    .put_snapshot(log, seq, &info.guest.digest, &record),
+            )?;
             Ok(Some(seq))
         })
         .await
@@ -108,17 +111,19 @@ impl Host {
 
     /// Check every snapshot of a log against a full replay to its seq: the
     /// guest's bytes and the host's keys must be equal.
-    pub fn verify_snapshots(&self, log: LogId) -> Result<Vec<SnapshotCheck>, SessionError> {
-        let info = info(&self.shared, log)?;
+    pub async fn verify_snapshots(&self, log: LogId) -> Result<Vec<SnapshotCheck>, SessionError> {
+        let info = info(&self.shared, log).await?;
         let mut out = Vec::new();
-        for (seq, digest, record) in self.shared.journal.snapshots(log)? {
+        for (seq, digest, record) in self.shared.journal.snapshots(log).await? {
             let problem = match decode(&record) {
                 Err(why) => Some(why),
                 Ok((keys, bytes)) => {
-                    let full = Replayer::new(&self.shared, &info)
-                        .guest(&digest)
-                        .upto(seq + 1)
-                        .run()?;
+                    let full = off_runtime(|| {
+                        Replayer::new(&self.shared, &info)
+                            .guest(&digest)
+                            .upto(seq + 1)
+                            .run()
+                    })?;
                     match (full.fault, full.guest) {
                         _ if full.ledger.next_seq != seq + 1 => {
                             Some(format!("the log has no seq {seq}"))
@@ -150,9 +155,10 @@ impl Host {
     }
 }
 
-fn info(shared: &Shared, log: LogId) -> Result<LogInfo, SessionError> {
+async fn info(shared: &Shared, log: LogId) -> Result<LogInfo, SessionError> {
     shared
         .journal
-        .info(log)?
+        .info(log)
+        .await?
         .ok_or_else(|| SessionError::UnknownSession(log.to_string()))
 }

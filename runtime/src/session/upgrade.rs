@@ -252,7 +252,7 @@ impl Host {
         id_or_name: &str,
         guest: GuestRef,
     ) -> Result<ReplayReport, SessionError> {
-        let info = self.resolve(tenant, id_or_name)?;
+        let info = self.resolve(tenant, id_or_name).await?;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || replay_check(&shared, &info, &guest.digest))
             .await
@@ -272,12 +272,13 @@ impl Host {
         let bytes = self
             .shared
             .journal
-            .guest_bytes(&guest.digest)?
+            .guest_bytes(&guest.digest)
+            .await?
             .ok_or_else(|| SessionError::UnknownGuest(guest.name.clone()))?;
         self.shared.engine.load(&guest.digest, &bytes)?;
         let mut tries = 0;
         loop {
-            let info = self.resolve(tenant, id_or_name)?;
+            let info = self.resolve(tenant, id_or_name).await?;
             if info.guest.digest == guest.digest {
                 return Err(SessionError::Invalid(format!(
                     "session {id_or_name:?} runs on {} already",

@@ -113,8 +113,11 @@ fn the_resumed_model_call(events: &[Value], text: &str, killed_at: u64) -> Strin
 /// the session's chain.
 async fn verify_with_a_host(data: &Path, session: &str) -> std::path::PathBuf {
     let host = open_host(data);
-    let info = host.resolve(TENANT, session).expect("the session exists");
-    assert_chain_holds(&host, info.id);
+    let info = host
+        .resolve(TENANT, session)
+        .await
+        .expect("the session exists");
+    assert_chain_holds(&host, info.id).await;
     host.workspace_dir(info.id)
 }
 

@@ -35,21 +35,24 @@ async fn a_failed_commit_writes_nothing_and_the_session_goes_on() {
     let log = start(&host, "counter", "c").await.id();
     inc(&host, log).await.expect("first");
     inc(&host, log).await.expect("second");
-    let head = host.journal().info(log).unwrap().unwrap().next_seq;
+    let head = host.journal().info(log).await.unwrap().unwrap().next_seq;
 
     faulty.inject(1, Fault::Fail);
     match inc(&host, log).await {
         Err(SessionError::Journal(JournalError::Storage(_))) => {}
         other => panic!("expected the storage error, got {other:?}"),
     }
-    assert_eq!(host.journal().info(log).unwrap().unwrap().next_seq, head);
+    assert_eq!(
+        host.journal().info(log).await.unwrap().unwrap().next_seq,
+        head
+    );
 
     inc(&host, log).await.expect("after the failure");
     assert_eq!(
-        outputs(&events(&host, log)),
+        outputs(&events(&host, log).await),
         ["count = 1", "count = 2", "count = 3"]
     );
-    assert_chain_holds(&host, log);
+    assert_chain_holds(&host, log).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +61,7 @@ async fn a_torn_commit_is_in_the_log_once_and_is_not_retried() {
     let (host, faulty) = faulty_host(dir.path());
     let log = start(&host, "counter", "c").await.id();
     inc(&host, log).await.expect("first");
-    let head = host.journal().info(log).unwrap().unwrap().next_seq;
+    let head = host.journal().info(log).await.unwrap().unwrap().next_seq;
 
     // Written and durable, but the caller hears of a failure: the caller
     // must not be answered as if nothing happened (it would send again).
@@ -70,7 +73,7 @@ async fn a_torn_commit_is_in_the_log_once_and_is_not_retried() {
     }
     assert_eq!(faulty.commits_seen(), seen + 1, "the input was not retried");
     assert_eq!(
-        host.journal().info(log).unwrap().unwrap().next_seq,
+        host.journal().info(log).await.unwrap().unwrap().next_seq,
         head + 2,
         "the torn commit (input and output) is durable"
     );
@@ -78,8 +81,8 @@ async fn a_torn_commit_is_in_the_log_once_and_is_not_retried() {
     // The next actor replays the torn commit as part of the log.
     inc(&host, log).await.expect("after the tear");
     assert_eq!(
-        outputs(&events(&host, log)),
+        outputs(&events(&host, log).await),
         ["count = 1", "count = 2", "count = 3"]
     );
-    assert_chain_holds(&host, log);
+    assert_chain_holds(&host, log).await;
 }

@@ -159,12 +159,13 @@ pub fn open_host(data: &Path) -> Arc<Host> {
 pub async fn start(host: &Arc<Host>, stem: &str, name: &str) -> Session {
     let guest = host
         .add_guest(TENANT, stem, &guest_bytes(stem))
+        .await
         .expect("add guest");
     let id = host
         .create_session(TENANT, Some(name), guest, serde_json::json!({}))
         .await
         .expect("create session");
-    host.session(id).expect("activate session")
+    host.session(id).await.expect("activate session")
 }
 
 /// Append a text input from the test's principal; its seq.
@@ -197,12 +198,13 @@ pub async fn guard<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// Every event of a log.
-pub fn events(host: &Host, log: LogId) -> Vec<StoredEvent> {
+pub async fn events(host: &Host, log: LogId) -> Vec<StoredEvent> {
     let mut all = Vec::new();
     loop {
         let page = host
             .journal()
             .read(log, all.len() as u64, 1024)
+            .await
             .expect("read log");
         if page.is_empty() {
             return all;
@@ -232,13 +234,14 @@ pub fn kinds_of_key(events: &[StoredEvent], key: &str) -> Vec<&'static str> {
 }
 
 /// Assert that a log's hash chain holds over all of its events.
-pub fn assert_chain_holds(host: &Host, log: LogId) {
+pub async fn assert_chain_holds(host: &Host, log: LogId) {
     let info = host
         .journal()
         .info(log)
+        .await
         .expect("info")
         .expect("the log exists");
-    let verified = host.journal().verify(log).expect("verify");
+    let verified = host.journal().verify(log).await.expect("verify");
     assert_eq!(verified.first_bad, None, "log {log} does not verify");
     assert_eq!(verified.events, info.next_seq, "verify saw every event");
 }

@@ -19,6 +19,7 @@ async fn a_guest_that_imports_the_filesystem_is_refused_and_not_stored() {
     let bytes = guest_bytes("fixture_fs");
     let err = host
         .add_guest(TENANT, "snoop", &bytes)
+        .await
         .expect_err("a filesystem import is refused");
     assert!(
         matches!(&err, SessionError::Guest(GuestError::ForbiddenImport { import }) if import.starts_with("wasi:filesystem/")),
@@ -28,18 +29,19 @@ async fn a_guest_that_imports_the_filesystem_is_refused_and_not_stored() {
     assert!(text.contains("wasi:filesystem"), "{text}");
     assert!(
         matches!(
-            host.guest(TENANT, "snoop"),
+            host.guest(TENANT, "snoop").await,
             Err(SessionError::UnknownGuest(_))
         ),
         "the name is not bound"
     );
     assert!(
-        host.guest(TENANT, &digest_of(&bytes)).is_err(),
+        host.guest(TENANT, &digest_of(&bytes)).await.is_err(),
         "the bytes are not stored"
     );
     assert!(
         host.journal()
             .guest_bytes(&digest_of(&bytes))
+            .await
             .unwrap()
             .is_none()
     );
@@ -51,6 +53,7 @@ async fn bytes_that_are_not_wasm_are_refused() {
     let host = open_host(dir.path());
     let err = host
         .add_guest(TENANT, "junk", b"not wasm")
+        .await
         .expect_err("junk is refused");
     assert!(
         matches!(&err, SessionError::Guest(GuestError::Invalid(_))),
@@ -61,10 +64,11 @@ async fn bytes_that_are_not_wasm_are_refused() {
             .starts_with("not a valid WebAssembly component"),
         "{err}"
     );
-    assert!(host.guest(TENANT, "junk").is_err());
+    assert!(host.guest(TENANT, "junk").await.is_err());
     assert!(
         host.journal()
             .guest_bytes(&digest_of(b"not wasm"))
+            .await
             .unwrap()
             .is_none()
     );
@@ -95,9 +99,9 @@ fn failure_after(log: &[StoredEvent], input: &str) -> String {
 async fn assert_parked(host: &Arc<Host>, session: &Session, input: &str) -> String {
     assert_eq!(settle(session).await, Activity::Failed);
     let id = session.id();
-    let message = failure_after(&events(host, id), input);
+    let message = failure_after(&events(host, id).await, input);
     assert_eq!(
-        host.journal().info(id).unwrap().unwrap().status,
+        host.journal().info(id).await.unwrap().unwrap().status,
         LogStatus::Failed
     );
     let refused = guard(session.input(
@@ -109,13 +113,13 @@ async fn assert_parked(host: &Arc<Host>, session: &Session, input: &str) -> Stri
         matches!(&refused, Err(SessionError::Parked(m)) if *m == message),
         "{refused:?}"
     );
-    let len = events(host, id).len();
+    let len = events(host, id).await.len();
     // Still parked after waking: replay does not run the guest into the fault again.
     host.hibernate(id);
-    let woken = host.session(id).expect("wake a parked session");
+    let woken = host.session(id).await.expect("wake a parked session");
     assert_eq!(settle(&woken).await, Activity::Failed);
-    assert_eq!(events(host, id).len(), len, "waking logs nothing");
-    assert_chain_holds(host, id);
+    assert_eq!(events(host, id).await.len(), len, "waking logs nothing");
+    assert_chain_holds(host, id).await;
     message
 }
 
@@ -157,10 +161,10 @@ async fn a_looping_guest_runs_out_of_fuel_while_other_sessions_keep_working() {
     assert!(message.contains("fuel"), "{message}");
 
     say(&counter, "inc").await;
-    let outs = outputs(&events(&host, counter.id()));
+    let outs = outputs(&events(&host, counter.id()).await);
     assert_eq!(outs.len() as u64, total + 1);
     assert_eq!(outs.last().unwrap(), &format!("count = {}", total + 1));
-    assert_chain_holds(&host, counter.id());
+    assert_chain_holds(&host, counter.id()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,10 +183,10 @@ async fn a_guest_that_hogs_memory_parks_only_its_own_session() {
     assert!(message.contains("memory"), "{message}");
     say(&counter, "inc").await;
     assert_eq!(
-        outputs(&events(&host, counter.id())),
+        outputs(&events(&host, counter.id()).await),
         ["count = 1", "count = 2"]
     );
-    assert_eq!(outputs(&events(&host, hog.id())), ["ok: hi"]);
+    assert_eq!(outputs(&events(&host, hog.id()).await), ["ok: hi"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +200,7 @@ async fn a_panicking_guest_parks_its_session_with_the_panic_message() {
     let message = assert_parked(&host, &panicky, "panic").await;
     assert!(message.contains("asked to panic"), "{message}");
     say(&counter, "inc").await;
-    assert_eq!(outputs(&events(&host, counter.id())), ["count = 1"]);
+    assert_eq!(outputs(&events(&host, counter.id()).await), ["count = 1"]);
 }
 
 /// Regression: replay reads the log a page (`limits.replay_batch`) at a
@@ -218,17 +222,17 @@ async fn a_parked_session_whose_failure_starts_a_replay_page_wakes_parked() {
     }
     assert_eq!(say(&looper, "loop").await, page - 1);
     assert_eq!(settle(&looper).await, Activity::Failed);
-    let before = events(&host, id);
+    let before = events(&host, id).await;
     assert_eq!(before.len() as u64, page + 1);
 
     host.hibernate(id);
-    let woken = host.session(id).expect("wake");
+    let woken = host.session(id).await.expect("wake");
     let activity = guard(woken.wait_idle(Duration::from_secs(3600))).await;
     assert!(
         matches!(activity, Ok(Activity::Failed)),
         "the woken parked session answers {activity:?}"
     );
-    let after = events(&host, id);
+    let after = events(&host, id).await;
     assert_eq!(
         after.len(),
         before.len(),

@@ -64,13 +64,14 @@ fn output_seq(events: &[StoredEvent], text: &str) -> u64 {
 }
 
 /// Every event of `log`, read `page` at a time with one [`ChainPos`].
-fn read_all_checked(host: &Host, log: LogId, page: usize) -> (Vec<StoredEvent>, ChainPos) {
+async fn read_all_checked(host: &Host, log: LogId, page: usize) -> (Vec<StoredEvent>, ChainPos) {
     let mut pos = ChainPos::START;
     let mut all = Vec::new();
     loop {
         let got = host
             .journal()
             .read_checked(log, &mut pos, page)
+            .await
             .expect("the chain holds");
         assert!(got.len() <= page);
         if got.is_empty() {
@@ -86,7 +87,7 @@ async fn import_refuses_a_line_not_in_canonical_form_naming_line_seq_and_why() {
     let host = open_host(data.path());
     let log = counted(&host, "c", 4).await;
     let mut file = Vec::new();
-    host.export(log, &mut file).expect("export");
+    host.export(log, &mut file).await.expect("export");
     let text = String::from_utf8(file).expect("utf-8");
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.len() > 7, "{text}");
@@ -95,8 +96,9 @@ async fn import_refuses_a_line_not_in_canonical_form_naming_line_seq_and_why() {
         changed[6] = line;
         changed.join("\n") + "\n"
     };
-    let refuse = |file: String| -> String {
+    let refuse = async |file: String| -> String {
         host.import(TENANT, &mut file.as_bytes(), None)
+            .await
             .expect_err("refused")
             .to_string()
     };
@@ -104,7 +106,7 @@ async fn import_refuses_a_line_not_in_canonical_form_naming_line_seq_and_why() {
     // An extra field decodes, and the chain (over the canonical body) holds:
     // only the bytes tell. It would have vanished on import.
     let extra = lines[6].replacen(r#","kind""#, r#","extra":"kept?","kind""#, 1);
-    let why = refuse(with_line_7(extra));
+    let why = refuse(with_line_7(extra)).await;
     assert!(
         why.contains(r#"line 7: seq 6: not in canonical form: unknown field "extra""#),
         "{why}"
@@ -119,31 +121,32 @@ async fn import_refuses_a_line_not_in_canonical_form_naming_line_seq_and_why() {
         1,
     );
     assert_ne!(reordered, lines[6]);
-    let why = refuse(with_line_7(reordered));
+    let why = refuse(with_line_7(reordered)).await;
     assert!(
         why.contains("line 7: seq 6: not in canonical form: fields out of order"),
         "{why}"
     );
 
     // Spaced out, or with Windows line ends.
-    let why = refuse(with_line_7(lines[6].replacen(':', ": ", 1)));
+    let why = refuse(with_line_7(lines[6].replacen(':', ": ", 1))).await;
     assert!(
         why.contains("line 7: seq 6: not in canonical form: spacing"),
         "{why}"
     );
-    let why = refuse(text.replace('\n', "\r\n"));
+    let why = refuse(text.replace('\n', "\r\n")).await;
     assert!(
         why.contains("line 1: seq 0: not in canonical form"),
         "{why}"
     );
 
     assert_eq!(
-        host.journal().count(TENANT).expect("count").logs,
+        host.journal().count(TENANT).await.expect("count").logs,
         1,
         "nothing imported"
     );
     // The file as exported still imports.
     host.import(TENANT, &mut text.as_bytes(), Some("copy"))
+        .await
         .expect("the export imports");
 }
 
@@ -153,7 +156,7 @@ async fn import_from_the_command_line_names_the_line_that_is_not_utf8() {
     let host = open_host(data.path());
     let log = counted(&host, "c", 2).await;
     let mut file = Vec::new();
-    host.export(log, &mut file).expect("export");
+    host.export(log, &mut file).await.expect("export");
     host.close().await;
     drop(host);
 
@@ -199,15 +202,20 @@ async fn checked_reads_thread_pages_through_a_fork_and_stop_at_the_damage() {
     let fork = guard(host.fork(TENANT, "c", ForkOptions::default()))
         .await
         .expect("fork");
-    let branch = host.session(fork).expect("the fork");
+    let branch = host.session(fork).await.expect("the fork");
     say(&branch, "inc").await;
     settle(&branch).await;
 
     // Page by page, across the fork's own `created`: what `read` gives.
-    let whole = events(&host, fork);
-    let info = host.journal().info(fork).expect("info").expect("fork");
+    let whole = events(&host, fork).await;
+    let info = host
+        .journal()
+        .info(fork)
+        .await
+        .expect("info")
+        .expect("fork");
     for page in [1, 2, 1000] {
-        let (read, pos) = read_all_checked(&host, fork, page);
+        let (read, pos) = read_all_checked(&host, fork, page).await;
         assert_eq!(read, whole, "pages of {page}");
         assert_eq!(
             pos,
@@ -217,7 +225,7 @@ async fn checked_reads_thread_pages_through_a_fork_and_stop_at_the_damage() {
             }
         );
     }
-    let target = output_seq(&events(&host, parent), "count = 2");
+    let target = output_seq(&events(&host, parent).await, "count = 2");
     let next = whole.len() as u64;
     host.close().await;
     drop((branch, host));
@@ -230,10 +238,11 @@ async fn checked_reads_thread_pages_through_a_fork_and_stop_at_the_damage() {
         let before = host
             .journal()
             .read_checked(log, &mut pos, 1000)
+            .await
             .expect("the events before the damage");
         assert_eq!(before.len() as u64, target, "{log}");
         assert_eq!(pos.next_seq, target);
-        match host.journal().read_checked(log, &mut pos, 1000) {
+        match host.journal().read_checked(log, &mut pos, 1000).await {
             Err(JournalError::ChainBroken { log: l, seq, why }) => {
                 assert_eq!((l, seq), (log, target));
                 assert!(why.starts_with("hash mismatch"), "{why}");
@@ -244,11 +253,12 @@ async fn checked_reads_thread_pages_through_a_fork_and_stop_at_the_damage() {
     }
 
     // Past the damage, taking the damaged event's stored hash on trust.
-    let all = host.journal().read(fork, 0, 1000).expect("unchecked");
+    let all = host.journal().read(fork, 0, 1000).await.expect("unchecked");
     let mut pos = ChainPos::after(&all[target as usize]);
     let rest = host
         .journal()
         .read_checked(fork, &mut pos, 1000)
+        .await
         .expect("the rest holds");
     assert_eq!(rest.len() as u64, next - target - 1);
 
@@ -258,7 +268,7 @@ async fn checked_reads_thread_pages_through_a_fork_and_stop_at_the_damage() {
         prev_hash: [7; 32],
     };
     assert!(matches!(
-        host.journal().read_checked(parent, &mut wrong, 10),
+        host.journal().read_checked(parent, &mut wrong, 10).await,
         Err(JournalError::ChainBroken { seq: 1, .. })
     ));
 }
@@ -268,7 +278,7 @@ async fn log_shows_a_damaged_log_up_to_the_damage_then_fails_naming_its_seq() {
     let data = data_dir();
     let host = open_host(data.path());
     let log = counted(&host, "c", 3).await;
-    let target = output_seq(&events(&host, log), "count = 2");
+    let target = output_seq(&events(&host, log).await, "count = 2");
     host.close().await;
     drop(host);
     let whole = run_ok(logbook(data.path()).args(["log", "c"]));
@@ -308,6 +318,7 @@ async fn run_does_not_wake_a_session_whose_newest_event_was_altered() {
     let head = host
         .journal()
         .info(log)
+        .await
         .expect("info")
         .expect("log")
         .next_seq
@@ -331,6 +342,7 @@ async fn run_does_not_wake_a_session_whose_newest_event_was_altered() {
     assert_eq!(
         host.journal()
             .info(log)
+            .await
             .expect("info")
             .expect("log")
             .next_seq,

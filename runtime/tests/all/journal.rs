@@ -111,9 +111,9 @@ async fn concurrent_appends_are_group_committed() {
         "no group commit: {commits} transactions for {requests} requests"
     );
     for id in ids {
-        let events = journal.read(id, 0, 1000).unwrap();
+        let events = journal.read(id, 0, 1000).await.unwrap();
         assert_eq!(events.len() as u64, APPENDS + 1);
-        assert!(journal.verify(id).unwrap().is_ok());
+        assert!(journal.verify(id).await.unwrap().is_ok());
     }
 }
 
@@ -138,6 +138,7 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
     let commit = Commit {
         appends: vec![
             Append {
+                lease: None,
                 log: running,
                 expected_seq: 1,
                 events: vec![
@@ -158,6 +159,7 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
                 ],
             },
             Append {
+                lease: None,
                 log: asking,
                 expected_seq: 1,
                 events: vec![(
@@ -170,6 +172,7 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
                 )],
             },
             Append {
+                lease: None,
                 log: sleeping,
                 expected_seq: 1,
                 events: vec![(
@@ -181,6 +184,7 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
                 )],
             },
             Append {
+                lease: None,
                 log: done,
                 expected_seq: 1,
                 events: vec![(
@@ -192,6 +196,7 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
                 )],
             },
             Append {
+                lease: None,
                 log: broken,
                 expected_seq: 1,
                 events: vec![(
@@ -206,23 +211,23 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
     };
     journal.commit(commit).await.unwrap();
 
-    let status = |j: &RedbJournal, id| j.info(id).unwrap().unwrap().status;
-    assert_eq!(status(&journal, running), LogStatus::Running);
-    assert_eq!(status(&journal, asking), LogStatus::WaitingApproval);
-    assert_eq!(status(&journal, sleeping), LogStatus::Sleeping);
-    assert_eq!(status(&journal, done), LogStatus::Finished);
-    assert_eq!(status(&journal, broken), LogStatus::Failed);
-    let before: Vec<LogInfo> = [running, asking, sleeping, done, broken]
-        .iter()
-        .map(|id| journal.info(*id).unwrap().unwrap())
-        .collect();
+    let status = async |j: &RedbJournal, id| j.info(id).await.unwrap().unwrap().status;
+    assert_eq!(status(&journal, running).await, LogStatus::Running);
+    assert_eq!(status(&journal, asking).await, LogStatus::WaitingApproval);
+    assert_eq!(status(&journal, sleeping).await, LogStatus::Sleeping);
+    assert_eq!(status(&journal, done).await, LogStatus::Finished);
+    assert_eq!(status(&journal, broken).await, LogStatus::Failed);
+    let mut before: Vec<LogInfo> = Vec::new();
+    for id in [running, asking, sleeping, done, broken] {
+        before.push(journal.info(id).await.unwrap().unwrap());
+    }
 
     drop(journal);
     let journal = RedbJournal::open(&path, JournalConfig::default()).expect("reopen");
-    let after: Vec<LogInfo> = [running, asking, sleeping, done, broken]
-        .iter()
-        .map(|id| journal.info(*id).unwrap().unwrap())
-        .collect();
+    let mut after: Vec<LogInfo> = Vec::new();
+    for id in [running, asking, sleeping, done, broken] {
+        after.push(journal.info(id).await.unwrap().unwrap());
+    }
     assert_eq!(before, after);
     let open = &after[0].open;
     assert_eq!(open.len(), 2);
@@ -239,7 +244,7 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
     );
     let mut resumable = vec![running, asking, sleeping];
     resumable.sort();
-    assert_eq!(journal.logs_with_open_effects().unwrap(), resumable);
+    assert_eq!(journal.open_logs(None, 1000).await.unwrap(), resumable);
 
     // The head survived: the next seq is accepted, a stale one refused.
     assert!(matches!(
@@ -293,14 +298,14 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
         .await
         .unwrap();
 
-    assert_eq!(status(&journal, running), LogStatus::Idle);
-    assert_eq!(status(&journal, asking), LogStatus::Idle);
-    let fixed = journal.info(broken).unwrap().unwrap();
+    assert_eq!(status(&journal, running).await, LogStatus::Idle);
+    assert_eq!(status(&journal, asking).await, LogStatus::Idle);
+    let fixed = journal.info(broken).await.unwrap().unwrap();
     assert_eq!(fixed.status, LogStatus::Idle);
     assert_eq!(fixed.guest, guest("counter-2"));
-    assert_eq!(journal.logs_with_open_effects().unwrap(), [sleeping]);
+    assert_eq!(journal.open_logs(None, 1000).await.unwrap(), [sleeping]);
     for id in [running, asking, sleeping, done, broken] {
-        assert!(journal.verify(id).unwrap().is_ok());
+        assert!(journal.verify(id).await.unwrap().is_ok());
     }
 }
 
@@ -316,17 +321,20 @@ async fn a_closed_journal_refuses_commits_but_reads() {
             .await,
         Err(JournalError::Closed)
     ));
-    assert_eq!(journal.read(id, 0, 10).unwrap().len(), 1);
+    assert_eq!(journal.read(id, 0, 10).await.unwrap().len(), 1);
 }
 
 #[test]
 fn tickets_can_be_waited_on_without_a_runtime() {
+    // redb answers reads at the first poll: no runtime is needed for them either.
+    let now_or_never =
+        |f| futures_util::FutureExt::now_or_never(f).expect("redb reads are ready at once");
     let dir = TempDir::new().unwrap();
     let (_, journal) = open_journal(&dir);
     let nl = new_log(DEFAULT_TENANT, None);
     let id = nl.id;
     journal.commit(Commit::new_log(nl)).wait().unwrap();
-    assert_eq!(journal.info(id).unwrap().unwrap().next_seq, 1);
+    assert_eq!(now_or_never(journal.info(id)).unwrap().unwrap().next_seq, 1);
 }
 
 /// Flips one byte of a stored body with plain redb, as an attacker or a bad
@@ -366,7 +374,7 @@ async fn verify_names_the_tampered_seq() {
         .collect();
     journal.commit(Commit::append(id, 1, events)).await.unwrap();
     assert_eq!(
-        journal.verify(id).unwrap(),
+        journal.verify(id).await.unwrap(),
         Verified {
             events: 4,
             first_bad: None
@@ -376,13 +384,13 @@ async fn verify_names_the_tampered_seq() {
 
     tamper(&path, id, 2);
     let journal = RedbJournal::open(&path, JournalConfig::default()).unwrap();
-    let v = journal.verify(id).unwrap();
+    let v = journal.verify(id).await.unwrap();
     assert_eq!(v.events, 4);
     let (seq, why) = v.first_bad.expect("tampering is found");
     assert_eq!(seq, 2);
     assert!(why.contains("hash mismatch"), "{why}");
     assert!(matches!(
-        journal.verify(LogId::now_v7()),
+        journal.verify(LogId::now_v7()).await,
         Err(JournalError::UnknownLog(_))
     ));
 }
@@ -394,7 +402,7 @@ async fn jsonl_round_trips_and_reimports_under_a_new_id() {
     let id = create(&journal, DEFAULT_TENANT, None).await;
     let bodies = golden_events().into_iter().skip(1).collect();
     journal.commit(Commit::append(id, 1, bodies)).await.unwrap();
-    let events = journal.read(id, 0, 1000).unwrap();
+    let events = journal.read(id, 0, 1000).await.unwrap();
     let lines: Vec<String> = events.iter().map(to_jsonl).collect();
     let parsed: Vec<StoredEvent> = lines.iter().map(|l| from_jsonl(l).unwrap()).collect();
     assert_eq!(parsed, events);
@@ -421,6 +429,7 @@ async fn jsonl_round_trips_and_reimports_under_a_new_id() {
         .commit(Commit {
             new_logs: vec![copy],
             appends: vec![Append {
+                lease: None,
                 log: copy_id,
                 expected_seq: 1,
                 events: rest,
@@ -429,7 +438,7 @@ async fn jsonl_round_trips_and_reimports_under_a_new_id() {
         })
         .await
         .unwrap();
-    assert_eq!(journal.read(copy_id, 0, 1000).unwrap(), parsed);
+    assert_eq!(journal.read(copy_id, 0, 1000).await.unwrap(), parsed);
 }
 
 /// One event of every kind (and every effect, outcome, sender and content
@@ -686,6 +695,7 @@ async fn golden_events_match_the_file() {
             session_limit: None,
         }],
         appends: vec![Append {
+            lease: None,
             log: id,
             expected_seq: 1,
             events: bodies.collect(),
@@ -693,10 +703,10 @@ async fn golden_events_match_the_file() {
         names: vec![],
     };
     journal.commit(commit).await.unwrap();
-    assert_eq!(journal.read(id, 0, 1000).unwrap(), events);
-    assert!(journal.verify(id).unwrap().is_ok());
+    assert_eq!(journal.read(id, 0, 1000).await.unwrap(), events);
+    assert!(journal.verify(id).await.unwrap().is_ok());
     assert_eq!(
-        journal.info(id).unwrap().unwrap().status,
+        journal.info(id).await.unwrap().unwrap().status,
         LogStatus::Finished
     );
 }
@@ -748,7 +758,7 @@ async fn decode_speed() {
     let mut best = std::time::Duration::MAX;
     for _ in 0..20 {
         let start = std::time::Instant::now();
-        let events = journal.read(id, 0, N as usize).unwrap();
+        let events = journal.read(id, 0, N as usize).await.unwrap();
         best = best.min(start.elapsed());
         assert_eq!(events.len() as u64, N);
     }

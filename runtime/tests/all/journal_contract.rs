@@ -73,6 +73,10 @@ macro_rules! every_check {
             pages_walk_each_tenants_logs_once_and_never_mix_them,
             import_checks_the_chain_and_stands_alone,
             checked_reads_page_through_a_sound_log_as_plain_ones,
+            a_new_lease_fences_the_appends_of_the_old_one,
+            timers_are_the_open_sleeps_by_deadline,
+            a_waiter_wakes_when_the_log_grows,
+            open_logs_page_in_id_order,
         );
     };
 }
@@ -83,6 +87,184 @@ mod redb_backend {
 
 mod memory_backend {
     every_check!(super::memory);
+}
+
+async fn a_new_lease_fences_the_appends_of_the_old_one(journal: Arc<dyn Journal>) {
+    let id = create(&*journal, DEFAULT_TENANT, None).await;
+    assert!(matches!(
+        journal.acquire_lease(LogId::now_v7()).await,
+        Err(JournalError::UnknownLog(_))
+    ));
+    let first = journal.acquire_lease(id).await.expect("lease");
+    assert_eq!(first.log, id);
+    journal
+        .commit(Commit::append(id, 1, vec![(T0 + 1, input("a"))]).fenced(first.epoch))
+        .await
+        .expect("the holder appends");
+    let second = journal.acquire_lease(id).await.expect("taken over");
+    assert!(second.epoch > first.epoch, "{first:?} then {second:?}");
+    let stale = journal
+        .commit(Commit::append(id, 2, vec![(T0 + 2, input("b"))]).fenced(first.epoch))
+        .await;
+    assert!(
+        matches!(stale, Err(JournalError::Fenced { epoch, .. }) if epoch == first.epoch),
+        "{stale:?}"
+    );
+    assert_eq!(journal.info(id).await.unwrap().unwrap().next_seq, 2);
+    journal
+        .commit(Commit::append(id, 2, vec![(T0 + 2, input("b"))]).fenced(second.epoch))
+        .await
+        .expect("the new holder appends");
+    // Releasing a lease that was taken over changes nothing.
+    journal.release_lease(first).await.expect("release");
+    journal
+        .commit(Commit::append(id, 3, vec![(T0 + 3, input("c"))]).fenced(second.epoch))
+        .await
+        .expect("still the holder");
+    journal.release_lease(second).await.expect("release");
+    // Writers without a lease (creates, imports, operators) are ordered by
+    // the seq alone.
+    journal
+        .commit(Commit::append(id, 4, vec![(T0 + 4, input("d"))]))
+        .await
+        .expect("an unfenced append");
+}
+
+async fn timers_are_the_open_sleeps_by_deadline(journal: Arc<dyn Journal>) {
+    let sleep = |key: &str, until: u64| EventBody::Requested {
+        key: key.into(),
+        effect: RequestedEffect::Sleep { until },
+    };
+    let a = create(&*journal, DEFAULT_TENANT, None).await;
+    let b = create(&*journal, "other", None).await;
+    assert!(journal.timers(u64::MAX, 10).await.unwrap().is_empty());
+    journal
+        .commit(Commit::append(
+            a,
+            1,
+            vec![
+                (T0, sleep("late", T0 + 300)),
+                (T0, sleep("early", T0 + 100)),
+            ],
+        ))
+        .await
+        .unwrap();
+    journal
+        .commit(Commit::append(
+            b,
+            1,
+            vec![(T0, sleep("mid", T0 + 200)), (T0, tool_request("t"))],
+        ))
+        .await
+        .unwrap();
+    let due = |t: &Timer| (t.log, t.key.clone(), t.until);
+    let all: Vec<_> = journal.timers(u64::MAX, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(due).collect::<Vec<_>>(),
+        vec![
+            (a, "early".to_string(), T0 + 100),
+            (b, "mid".to_string(), T0 + 200),
+            (a, "late".to_string(), T0 + 300),
+        ]
+    );
+    let next = journal.timers(u64::MAX, 1).await.unwrap();
+    assert_eq!(next.iter().map(due).collect::<Vec<_>>(), vec![due(&all[0])]);
+    let by_mid = journal.timers(T0 + 200, 10).await.unwrap();
+    assert_eq!(by_mid.len(), 2);
+    // A completed sleep is no timer any more.
+    journal
+        .commit(Commit::append(
+            a,
+            3,
+            vec![(
+                T0 + 100,
+                EventBody::Completed {
+                    key: "early".into(),
+                    outcome: Outcome::TimerFired,
+                },
+            )],
+        ))
+        .await
+        .unwrap();
+    let left: Vec<_> = journal.timers(u64::MAX, 10).await.unwrap();
+    assert_eq!(
+        left.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(),
+        ["mid", "late"]
+    );
+}
+
+async fn a_waiter_wakes_when_the_log_grows(journal: Arc<dyn Journal>) {
+    let id = create(&*journal, DEFAULT_TENANT, None).await;
+    // A log that already holds the seq answers at once.
+    assert_eq!(journal.wait_events(id, 0).await.unwrap(), 1);
+    let waiter = {
+        let journal = journal.clone();
+        tokio::spawn(async move { journal.wait_events(id, 1).await })
+    };
+    // Other logs growing do not wake it.
+    let other = create(&*journal, DEFAULT_TENANT, None).await;
+    journal
+        .commit(Commit::append(other, 1, vec![(T0, input("x"))]))
+        .await
+        .unwrap();
+    tokio::task::yield_now().await;
+    if waiter.is_finished() {
+        panic!("woke early: {:?}", waiter.await);
+    }
+    journal
+        .commit(Commit::append(
+            id,
+            1,
+            vec![(T0, input("a")), (T0, input("b"))],
+        ))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(30), waiter)
+        .await
+        .expect("the waiter wakes")
+        .expect("joins")
+        .expect("waits");
+    assert_eq!(next, 3);
+    // A dropped waiter leaves nothing that blocks the next one.
+    let dropped = journal.wait_events(id, 3);
+    drop(dropped);
+    journal
+        .commit(Commit::append(id, 3, vec![(T0, input("c"))]))
+        .await
+        .unwrap();
+    assert_eq!(journal.wait_events(id, 3).await.unwrap(), 4);
+}
+
+async fn open_logs_page_in_id_order(journal: Arc<dyn Journal>) {
+    let mut open = Vec::new();
+    for i in 0..5 {
+        let id = create(&*journal, DEFAULT_TENANT, None).await;
+        if i != 2 {
+            journal
+                .commit(Commit::append(id, 1, vec![(T0, tool_request("t"))]))
+                .await
+                .unwrap();
+            open.push(id);
+        }
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = journal.open_logs(after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(*last);
+        seen.extend(page);
+    }
+    assert_eq!(seen, open);
+}
+
+/// A requested tool call under `key`: an open effect that is not a timer.
+fn tool_request(key: &str) -> EventBody {
+    EventBody::Requested {
+        key: key.into(),
+        effect: RequestedEffect::Tool(tool_call(key)),
+    }
 }
 
 pub(crate) async fn create(journal: &dyn Journal, tenant: &str, name: Option<&str>) -> LogId {
@@ -105,13 +287,16 @@ async fn checked_reads_page_through_a_sound_log_as_plain_ones(journal: Arc<dyn J
     let mut pos = logbook::journal::ChainPos::START;
     let mut checked = Vec::new();
     loop {
-        let page = journal.read_checked(id, &mut pos, 4).expect("a sound log");
+        let page = journal
+            .read_checked(id, &mut pos, 4)
+            .await
+            .expect("a sound log");
         if page.is_empty() {
             break;
         }
         checked.extend(page);
     }
-    assert_eq!(checked, journal.read(id, 0, 100).unwrap());
+    assert_eq!(checked, journal.read(id, 0, 100).await.unwrap());
     assert_eq!(pos.next_seq, 10);
 }
 
@@ -134,7 +319,7 @@ async fn create_append_and_read_back(journal: Arc<dyn Journal>) {
     let seqs: Vec<u64> = committed.events.iter().map(|(_, e)| e.event.seq).collect();
     assert_eq!(seqs, [1, 2]);
 
-    let events = journal.read(id, 0, 100).unwrap();
+    let events = journal.read(id, 0, 100).await.unwrap();
     assert_eq!(events.len(), 3);
     assert_eq!(events[0].event.body, EventBody::Created(created()));
     assert_eq!(events[2].event.body, input("two"));
@@ -142,13 +327,19 @@ async fn create_append_and_read_back(journal: Arc<dyn Journal>) {
     let written: Vec<StoredEvent> = committed.events.into_iter().map(|(_, e)| e).collect();
     assert_eq!(events[1..], written[..]);
     assert!(verify_events(&events).is_ok());
-    assert_eq!(journal.read(id, 2, 100).unwrap().len(), 1);
-    assert_eq!(journal.read(id, 0, 2).unwrap().len(), 2);
-    assert!(journal.read(id, 0, 0).unwrap().is_empty());
-    assert!(journal.read(id, 3, 100).unwrap().is_empty());
-    assert!(journal.read(LogId::now_v7(), 0, 100).unwrap().is_empty());
+    assert_eq!(journal.read(id, 2, 100).await.unwrap().len(), 1);
+    assert_eq!(journal.read(id, 0, 2).await.unwrap().len(), 2);
+    assert!(journal.read(id, 0, 0).await.unwrap().is_empty());
+    assert!(journal.read(id, 3, 100).await.unwrap().is_empty());
+    assert!(
+        journal
+            .read(LogId::now_v7(), 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
-    let info = journal.info(id).unwrap().expect("exists");
+    let info = journal.info(id).await.unwrap().expect("exists");
     assert_eq!(info.next_seq, 3);
     assert_eq!(info.last_hash, events[2].hash);
     assert_eq!(info.tenant, DEFAULT_TENANT);
@@ -156,23 +347,26 @@ async fn create_append_and_read_back(journal: Arc<dyn Journal>) {
     assert_eq!(info.guest, guest("counter"));
     assert_eq!(info.created_at, T0);
     assert_eq!(info.status, LogStatus::Idle);
-    assert_eq!(journal.resolve(DEFAULT_TENANT, "bot").unwrap(), Some(id));
-    assert!(journal.info(LogId::now_v7()).unwrap().is_none());
-    assert_eq!(journal.count_logs().unwrap(), 1);
-    assert_eq!(journal.parent(id).unwrap(), None);
+    assert_eq!(
+        journal.resolve(DEFAULT_TENANT, "bot").await.unwrap(),
+        Some(id)
+    );
+    assert!(journal.info(LogId::now_v7()).await.unwrap().is_none());
+    assert_eq!(journal.count_logs().await.unwrap(), 1);
+    assert_eq!(journal.parent(id).await.unwrap(), None);
     assert!(matches!(
-        journal.parent(LogId::now_v7()),
+        journal.parent(LogId::now_v7()).await,
         Err(JournalError::UnknownLog(_))
     ));
     assert_eq!(
-        journal.verify(id).unwrap(),
+        journal.verify(id).await.unwrap(),
         Verified {
             events: 3,
             first_bad: None
         }
     );
     assert!(matches!(
-        journal.verify(LogId::now_v7()),
+        journal.verify(LogId::now_v7()).await,
         Err(JournalError::UnknownLog(_))
     ));
 }
@@ -189,11 +383,13 @@ async fn a_wrong_expected_seq_is_refused_and_writes_nothing(journal: Arc<dyn Jou
         new_logs: vec![extra],
         appends: vec![
             Append {
+                lease: None,
                 log: other,
                 expected_seq: 1,
                 events: vec![(T0, input("fine"))],
             },
             Append {
+                lease: None,
                 log: id,
                 expected_seq: 5,
                 events: vec![(T0, input("late"))],
@@ -209,18 +405,21 @@ async fn a_wrong_expected_seq_is_refused_and_writes_nothing(journal: Arc<dyn Jou
         }) => assert_eq!((log, expected, actual), (id, 5, 1)),
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(journal.read(id, 0, 10).unwrap().len(), 1);
-    assert_eq!(journal.read(other, 0, 10).unwrap().len(), 1);
-    assert!(journal.info(extra_id).unwrap().is_none());
-    assert_eq!(journal.resolve(DEFAULT_TENANT, "never").unwrap(), None);
-    assert_eq!(journal.count(DEFAULT_TENANT).unwrap().logs, 2);
+    assert_eq!(journal.read(id, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(journal.read(other, 0, 10).await.unwrap().len(), 1);
+    assert!(journal.info(extra_id).await.unwrap().is_none());
+    assert_eq!(
+        journal.resolve(DEFAULT_TENANT, "never").await.unwrap(),
+        None
+    );
+    assert_eq!(journal.count(DEFAULT_TENANT).await.unwrap().logs, 2);
 
     // The head did not move: the right seq still works.
     journal
         .commit(Commit::append(id, 1, vec![(T0, input("ok"))]))
         .await
         .unwrap();
-    assert_eq!(journal.info(id).unwrap().unwrap().next_seq, 2);
+    assert_eq!(journal.info(id).await.unwrap().unwrap().next_seq, 2);
 }
 
 async fn refusals_name_their_reason(journal: Arc<dyn Journal>) {
@@ -250,11 +449,11 @@ async fn refusals_name_their_reason(journal: Arc<dyn Journal>) {
         journal.commit(twins).await,
         Err(JournalError::NameTaken { name, .. }) if name == "twin"
     ));
-    assert_eq!(journal.resolve("t", "twin").unwrap(), None);
+    assert_eq!(journal.resolve("t", "twin").await.unwrap(), None);
     // Names are per tenant.
     create(&*journal, "u", Some("taken")).await;
 
-    let id = journal.resolve("t", "taken").unwrap().unwrap();
+    let id = journal.resolve("t", "taken").await.unwrap().unwrap();
     assert!(matches!(
         journal
             .commit(Commit::append(
@@ -278,7 +477,7 @@ async fn refusals_name_their_reason(journal: Arc<dyn Journal>) {
         journal.commit(cross).await,
         Err(JournalError::UnknownLog(_))
     ));
-    assert_eq!(journal.resolve("u", "stolen").unwrap(), None);
+    assert_eq!(journal.resolve("u", "stolen").await.unwrap(), None);
 }
 
 async fn a_refused_commit_leaves_its_neighbours_alone(journal: Arc<dyn Journal>) {
@@ -296,12 +495,13 @@ async fn a_refused_commit_leaves_its_neighbours_alone(journal: Arc<dyn Journal>)
     assert_eq!(next.await.unwrap().events[0].1.event.seq, 2);
     let bodies: Vec<EventBody> = journal
         .read(id, 1, 10)
+        .await
         .unwrap()
         .into_iter()
         .map(|e| e.event.body)
         .collect();
     assert_eq!(bodies, [input("a"), input("c")]);
-    assert!(journal.verify(id).unwrap().is_ok());
+    assert!(journal.verify(id).await.unwrap().is_ok());
 }
 
 async fn a_commit_can_create_append_and_name_at_once(journal: Arc<dyn Journal>) {
@@ -312,6 +512,7 @@ async fn a_commit_can_create_append_and_name_at_once(journal: Arc<dyn Journal>) 
         new_logs: vec![target],
         appends: vec![
             Append {
+                lease: None,
                 log: sender,
                 expected_seq: 1,
                 events: vec![(
@@ -323,6 +524,7 @@ async fn a_commit_can_create_append_and_name_at_once(journal: Arc<dyn Journal>) 
                 )],
             },
             Append {
+                lease: None,
                 log: target_id,
                 expected_seq: 1,
                 events: vec![(
@@ -337,6 +539,7 @@ async fn a_commit_can_create_append_and_name_at_once(journal: Arc<dyn Journal>) 
                 )],
             },
             Append {
+                lease: None,
                 log: target_id,
                 expected_seq: 2,
                 events: vec![(T0, input("again"))],
@@ -358,25 +561,26 @@ async fn a_commit_can_create_append_and_name_at_once(journal: Arc<dyn Journal>) 
         written,
         [(target_id, 0), (sender, 1), (target_id, 1), (target_id, 2)]
     );
-    assert_eq!(journal.read(target_id, 0, 10).unwrap().len(), 3);
+    assert_eq!(journal.read(target_id, 0, 10).await.unwrap().len(), 3);
     assert_eq!(
-        journal.resolve(DEFAULT_TENANT, "inbox").unwrap(),
+        journal.resolve(DEFAULT_TENANT, "inbox").await.unwrap(),
         Some(target_id)
     );
-    assert!(journal.verify(target_id).unwrap().is_ok());
+    assert!(journal.verify(target_id).await.unwrap().is_ok());
 }
 
 async fn names_bind_and_move(journal: Arc<dyn Journal>) {
     let old = create(&*journal, DEFAULT_TENANT, Some("support")).await;
     let new = create(&*journal, DEFAULT_TENANT, None).await;
     assert_eq!(
-        journal.resolve(DEFAULT_TENANT, "support").unwrap(),
+        journal.resolve(DEFAULT_TENANT, "support").await.unwrap(),
         Some(old)
     );
 
     // Compaction: `continued` on the old log and the name moves, atomically.
     let commit = Commit {
         appends: vec![Append {
+            lease: None,
             log: old,
             expected_seq: 1,
             events: vec![(
@@ -395,17 +599,17 @@ async fn names_bind_and_move(journal: Arc<dyn Journal>) {
     };
     journal.commit(commit).await.unwrap();
     assert_eq!(
-        journal.resolve(DEFAULT_TENANT, "support").unwrap(),
+        journal.resolve(DEFAULT_TENANT, "support").await.unwrap(),
         Some(new)
     );
     assert_eq!(
-        journal.info(new).unwrap().unwrap().name.as_deref(),
+        journal.info(new).await.unwrap().unwrap().name.as_deref(),
         Some("support")
     );
-    let old_info = journal.info(old).unwrap().unwrap();
+    let old_info = journal.info(old).await.unwrap().unwrap();
     assert_eq!(old_info.name, None);
     assert_eq!(old_info.status, LogStatus::Finished, "`continued` ends it");
-    assert_eq!(journal.resolve("elsewhere", "support").unwrap(), None);
+    assert_eq!(journal.resolve("elsewhere", "support").await.unwrap(), None);
 
     // The name is taken by the new log now.
     assert!(matches!(
@@ -427,6 +631,7 @@ async fn status_and_open_effects_follow_the_events(journal: Arc<dyn Journal>) {
         effect: RequestedEffect::Sleep { until: T0 + 60_000 },
     };
     let append = |log, events| Append {
+        lease: None,
         log,
         expected_seq: 1,
         events,
@@ -482,19 +687,19 @@ async fn status_and_open_effects_follow_the_events(journal: Arc<dyn Journal>) {
     };
     journal.commit(commit).await.unwrap();
 
-    let status = |id| journal.info(id).unwrap().unwrap().status;
-    assert_eq!(status(running), LogStatus::Running);
-    assert_eq!(status(asking), LogStatus::WaitingApproval);
-    assert_eq!(status(sleeping), LogStatus::Sleeping);
-    assert_eq!(status(done), LogStatus::Finished);
-    assert_eq!(status(broken), LogStatus::Failed);
-    let open = journal.info(running).unwrap().unwrap().open;
+    let status = async |id| journal.info(id).await.unwrap().unwrap().status;
+    assert_eq!(status(running).await, LogStatus::Running);
+    assert_eq!(status(asking).await, LogStatus::WaitingApproval);
+    assert_eq!(status(sleeping).await, LogStatus::Sleeping);
+    assert_eq!(status(done).await, LogStatus::Finished);
+    assert_eq!(status(broken).await, LogStatus::Failed);
+    let open = journal.info(running).await.unwrap().unwrap().open;
     let keys: Vec<&str> = open.iter().map(|o| o.key.as_str()).collect();
     assert_eq!(keys, ["call-1", "nap"], "ordered by key");
     assert_eq!(open[0].effect, RequestedEffect::Tool(tool_call("call-1")));
     assert!(!open[0].awaiting_approval);
     assert_eq!(
-        journal.info(asking).unwrap().unwrap().open,
+        journal.info(asking).await.unwrap().unwrap().open,
         [OpenEffect {
             key: "ask-1".into(),
             effect: RequestedEffect::Ask(Question { text: "Go?".into() }),
@@ -503,7 +708,7 @@ async fn status_and_open_effects_follow_the_events(journal: Arc<dyn Journal>) {
     );
     let mut resumable = vec![running, asking, sleeping];
     resumable.sort();
-    assert_eq!(journal.logs_with_open_effects().unwrap(), resumable);
+    assert_eq!(journal.open_logs(None, 1000).await.unwrap(), resumable);
 
     // The tool call held for approval, then allowed: open again, running.
     let held = EventBody::ApprovalRequested {
@@ -515,7 +720,7 @@ async fn status_and_open_effects_follow_the_events(journal: Arc<dyn Journal>) {
         .commit(Commit::append(running, 3, vec![(T0, held)]))
         .await
         .unwrap();
-    assert_eq!(status(running), LogStatus::WaitingApproval);
+    assert_eq!(status(running).await, LogStatus::WaitingApproval);
     let allowed = EventBody::ApprovalDecided {
         key: "call-1".into(),
         allow: true,
@@ -526,7 +731,7 @@ async fn status_and_open_effects_follow_the_events(journal: Arc<dyn Journal>) {
         .commit(Commit::append(running, 4, vec![(T0, allowed)]))
         .await
         .unwrap();
-    assert_eq!(status(running), LogStatus::Running);
+    assert_eq!(status(running).await, LogStatus::Running);
 
     // A retryable failure leaves the effect open; completion and a final
     // failure end it.
@@ -554,12 +759,12 @@ async fn status_and_open_effects_follow_the_events(journal: Arc<dyn Journal>) {
         .commit(Commit::append(running, 5, events))
         .await
         .unwrap();
-    assert_eq!(status(running), LogStatus::Sleeping);
+    assert_eq!(status(running).await, LogStatus::Sleeping);
     journal
         .commit(Commit::append(running, 7, vec![(T0, failed(false))]))
         .await
         .unwrap();
-    assert_eq!(status(running), LogStatus::Idle);
+    assert_eq!(status(running).await, LogStatus::Idle);
 
     let decided = EventBody::ApprovalDecided {
         key: "ask-1".into(),
@@ -571,7 +776,11 @@ async fn status_and_open_effects_follow_the_events(journal: Arc<dyn Journal>) {
         .commit(Commit::append(asking, 2, vec![(T0, decided)]))
         .await
         .unwrap();
-    assert_eq!(status(asking), LogStatus::Idle, "an answered ask ends");
+    assert_eq!(
+        status(asking).await,
+        LogStatus::Idle,
+        "an answered ask ends"
+    );
     let changed = EventBody::GuestChanged {
         from: guest("counter"),
         to: guest("counter-2"),
@@ -580,45 +789,48 @@ async fn status_and_open_effects_follow_the_events(journal: Arc<dyn Journal>) {
         .commit(Commit::append(broken, 2, vec![(T0, changed)]))
         .await
         .unwrap();
-    let fixed = journal.info(broken).unwrap().unwrap();
+    let fixed = journal.info(broken).await.unwrap().unwrap();
     assert_eq!(fixed.status, LogStatus::Idle);
     assert_eq!(fixed.guest, guest("counter-2"));
-    assert_eq!(journal.logs_with_open_effects().unwrap(), [sleeping]);
+    assert_eq!(journal.open_logs(None, 1000).await.unwrap(), [sleeping]);
     for id in [running, asking, sleeping, done, broken] {
-        assert!(journal.verify(id).unwrap().is_ok());
+        assert!(journal.verify(id).await.unwrap().is_ok());
     }
 }
 
 async fn guests_are_stored_once_by_digest(journal: Arc<dyn Journal>) {
     let bytes = b"\0asm fake component";
-    let a = journal.put_guest("t", "counter", bytes).unwrap();
+    let a = journal.put_guest("t", "counter", bytes).await.unwrap();
     assert_eq!(a.name, "counter");
     assert_eq!(a.digest, digest_of(bytes));
-    let b = journal.put_guest("u", "other-name", bytes).unwrap();
+    let b = journal.put_guest("u", "other-name", bytes).await.unwrap();
     assert_eq!(a.digest, b.digest);
     assert_eq!(
-        journal.guest_bytes(&a.digest).unwrap().as_deref(),
+        journal.guest_bytes(&a.digest).await.unwrap().as_deref(),
         Some(&bytes[..])
     );
     assert_eq!(
-        journal.guest_by_name("t", "counter").unwrap(),
+        journal.guest_by_name("t", "counter").await.unwrap(),
         Some(a.clone())
     );
-    assert_eq!(journal.guest_by_name("u", "counter").unwrap(), None);
-    assert_eq!(journal.guest_bytes("sha256:00").unwrap(), None);
+    assert_eq!(journal.guest_by_name("u", "counter").await.unwrap(), None);
+    assert_eq!(journal.guest_bytes("sha256:00").await.unwrap(), None);
 
     // Rebinding a name moves it to the new bytes; the old bytes stay.
-    let v2 = journal.put_guest("t", "counter", b"\0asm v2").unwrap();
+    let v2 = journal
+        .put_guest("t", "counter", b"\0asm v2")
+        .await
+        .unwrap();
     assert_ne!(v2.digest, a.digest);
     assert_eq!(
-        journal.guest_by_name("t", "counter").unwrap(),
+        journal.guest_by_name("t", "counter").await.unwrap(),
         Some(v2.clone())
     );
-    assert!(journal.guest_bytes(&a.digest).unwrap().is_some());
-    let alpha = journal.put_guest("t", "alpha", b"\0asm a").unwrap();
-    assert_eq!(journal.guests("t").unwrap(), [alpha, v2], "by name");
-    assert_eq!(journal.guests("u").unwrap(), [b]);
-    assert!(journal.guests("nobody").unwrap().is_empty());
+    assert!(journal.guest_bytes(&a.digest).await.unwrap().is_some());
+    let alpha = journal.put_guest("t", "alpha", b"\0asm a").await.unwrap();
+    assert_eq!(journal.guests("t").await.unwrap(), [alpha, v2], "by name");
+    assert_eq!(journal.guests("u").await.unwrap(), [b]);
+    assert!(journal.guests("nobody").await.unwrap().is_empty());
 }
 
 /// A fork of `parent` at `seq`, in `tenant`.
@@ -647,33 +859,33 @@ async fn forks_read_through_their_ancestry(journal: Arc<dyn Journal>) {
         .commit(Commit::append(early_id, 3, vec![(T0, input("mine"))]))
         .await
         .unwrap();
-    let seen = journal.read(early_id, 0, 100).unwrap();
-    let root_events = journal.read(root, 0, 100).unwrap();
+    let seen = journal.read(early_id, 0, 100).await.unwrap();
+    let root_events = journal.read(root, 0, 100).await.unwrap();
     assert_eq!(seen.len(), 4);
     assert_eq!(seen[..2], root_events[..2], "the shared prefix");
     assert!(matches!(seen[2].event.body, EventBody::Created(_)));
     assert_eq!(seen[3].event.body, input("mine"));
     assert!(verify_events(&seen).is_ok());
-    assert_eq!(journal.verify(early_id).unwrap().events, 4);
-    assert_eq!(journal.read(early_id, 1, 2).unwrap(), seen[1..3]);
+    assert_eq!(journal.verify(early_id).await.unwrap().events, 4);
+    assert_eq!(journal.read(early_id, 1, 2).await.unwrap(), seen[1..3]);
     assert_eq!(
-        journal.parent(early_id).unwrap(),
+        journal.parent(early_id).await.unwrap(),
         Some(LogPos {
             log: root.to_string(),
             seq: 1
         })
     );
-    let info = journal.info(early_id).unwrap().unwrap();
+    let info = journal.info(early_id).await.unwrap().unwrap();
     assert_eq!((info.next_seq, info.last_hash), (4, seen[3].hash));
 
     // A fork of a fork, inside the grandparent's prefix.
     let deep = fork_of("t", early_id, 0);
     let deep_id = deep.id;
     journal.commit(Commit::new_log(deep)).await.unwrap();
-    let deep_events = journal.read(deep_id, 0, 100).unwrap();
+    let deep_events = journal.read(deep_id, 0, 100).await.unwrap();
     assert_eq!(deep_events[0], root_events[0]);
     assert_eq!(deep_events.len(), 2);
-    assert!(journal.verify(deep_id).unwrap().is_ok());
+    assert!(journal.verify(deep_id).await.unwrap().is_ok());
 
     // A fork at the head takes over the open effects; an earlier one does not.
     let req = EventBody::Requested {
@@ -689,12 +901,20 @@ async fn forks_read_through_their_ancestry(journal: Arc<dyn Journal>) {
     let (head_id, before_id) = (at_head.id, before.id);
     journal.commit(Commit::new_log(at_head)).await.unwrap();
     journal.commit(Commit::new_log(before)).await.unwrap();
-    assert_eq!(journal.info(head_id).unwrap().unwrap().open.len(), 1);
+    assert_eq!(journal.info(head_id).await.unwrap().unwrap().open.len(), 1);
     assert_eq!(
-        journal.info(head_id).unwrap().unwrap().status,
+        journal.info(head_id).await.unwrap().unwrap().status,
         LogStatus::Running
     );
-    assert!(journal.info(before_id).unwrap().unwrap().open.is_empty());
+    assert!(
+        journal
+            .info(before_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .open
+            .is_empty()
+    );
 
     // Refusals: past the head, another tenant's log, not a log id.
     assert!(matches!(
@@ -714,36 +934,43 @@ async fn forks_read_through_their_ancestry(journal: Arc<dyn Journal>) {
         journal.commit(Commit::new_log(bad)).await,
         Err(JournalError::Invalid(_))
     ));
-    assert_eq!(journal.count("t").unwrap().logs, 5);
+    assert_eq!(journal.count("t").await.unwrap().logs, 5);
 }
 
 async fn snapshots_keep_the_newest_per_guest(journal: Arc<dyn Journal>) {
     let log = create(&*journal, "t", None).await;
     let (a, b) = ("sha256:aa", "sha256:bb");
-    journal.put_snapshot(log, 3, a, b"a3").unwrap();
-    journal.put_snapshot(log, 5, b, b"b5").unwrap();
+    journal.put_snapshot(log, 3, a, b"a3").await.unwrap();
+    journal.put_snapshot(log, 5, b, b"b5").await.unwrap();
     assert_eq!(
-        journal.latest_snapshot(log, a, 10).unwrap(),
+        journal.latest_snapshot(log, a, 10).await.unwrap(),
         Some((3, b"a3".to_vec()))
     );
-    assert_eq!(journal.latest_snapshot(log, a, 3).unwrap(), None, "below");
-    assert_eq!(journal.latest_snapshot(log, a, 0).unwrap(), None);
-    assert_eq!(journal.latest_snapshot(log, "sha256:cc", 10).unwrap(), None);
-    // A newer record of a guest replaces its older ones, not another guest's.
-    journal.put_snapshot(log, 7, a, b"a7").unwrap();
     assert_eq!(
-        journal.snapshots(log).unwrap(),
+        journal.latest_snapshot(log, a, 3).await.unwrap(),
+        None,
+        "below"
+    );
+    assert_eq!(journal.latest_snapshot(log, a, 0).await.unwrap(), None);
+    assert_eq!(
+        journal.latest_snapshot(log, "sha256:cc", 10).await.unwrap(),
+        None
+    );
+    // A newer record of a guest replaces its older ones, not another guest's.
+    journal.put_snapshot(log, 7, a, b"a7").await.unwrap();
+    assert_eq!(
+        journal.snapshots(log).await.unwrap(),
         [
             (5, b.to_owned(), b"b5".to_vec()),
             (7, a.to_owned(), b"a7".to_vec())
         ]
     );
-    assert_eq!(journal.latest_snapshot(log, a, 7).unwrap(), None);
+    assert_eq!(journal.latest_snapshot(log, a, 7).await.unwrap(), None);
     assert_eq!(
-        journal.latest_snapshot(log, a, 8).unwrap(),
+        journal.latest_snapshot(log, a, 8).await.unwrap(),
         Some((7, b"a7".to_vec()))
     );
-    assert!(journal.snapshots(LogId::now_v7()).unwrap().is_empty());
+    assert!(journal.snapshots(LogId::now_v7()).await.unwrap().is_empty());
 }
 
 /// A compaction as the host writes it: `old` gains `continued` at
@@ -759,6 +986,7 @@ pub(crate) fn compaction(old: LogId, expected_seq: u64, tenant: &str) -> (LogId,
     let commit = Commit {
         new_logs: vec![nl],
         appends: vec![Append {
+            lease: None,
             log: old,
             expected_seq,
             events: vec![(
@@ -773,17 +1001,17 @@ pub(crate) fn compaction(old: LogId, expected_seq: u64, tenant: &str) -> (LogId,
     (id, commit)
 }
 
-pub(crate) fn count(journal: &dyn Journal, tenant: &str) -> (u64, u64) {
-    let c = journal.count(tenant).expect("count");
+pub(crate) async fn count(journal: &dyn Journal, tenant: &str) -> (u64, u64) {
+    let c = journal.count(tenant).await.expect("count");
     (c.logs, c.sessions)
 }
 
 /// Every log of a tenant, walking the pages `page` at a time.
-pub(crate) fn walk(journal: &dyn Journal, tenant: &str, page: usize) -> Vec<LogId> {
+pub(crate) async fn walk(journal: &dyn Journal, tenant: &str, page: usize) -> Vec<LogId> {
     let mut out = Vec::new();
     let mut after = None;
     loop {
-        let got = journal.list_page(tenant, after, page).expect("page");
+        let got = journal.list_page(tenant, after, page).await.expect("page");
         assert!(got.logs.len() <= page.max(1), "{} > {page}", got.logs.len());
         assert!(
             got.logs.iter().all(|i| i.tenant == tenant),
@@ -828,7 +1056,7 @@ async fn the_limit_holds_for_forks_and_imports_not_compactions(journal: Arc<dyn 
         .commit(commit)
         .await
         .expect("a compaction is never refused");
-    assert_eq!(count(&*journal, "t"), (3, 2));
+    assert_eq!(count(&*journal, "t").await, (3, 2));
 
     // Two new sessions of one commit count together: neither is written.
     let pair = Commit {
@@ -848,24 +1076,26 @@ async fn the_limit_holds_for_forks_and_imports_not_compactions(journal: Arc<dyn 
         journal.commit(pair).await,
         Err(JournalError::LimitReached { limit: 3, .. })
     ));
-    assert_eq!(count(&*journal, "t"), (3, 2));
+    assert_eq!(count(&*journal, "t").await, (3, 2));
 
     journal
         .put_guest("t", "counter", b"counter")
+        .await
         .expect("guest");
-    let events = journal.read(next, 0, 100).expect("read");
-    let refused = journal.import("t", None, &events, Some(2));
+    let events = journal.read(next, 0, 100).await.expect("read");
+    let refused = journal.import("t", None, &events, Some(2)).await;
     assert!(
         matches!(refused, Err(JournalError::LimitReached { limit: 2, .. })),
         "{refused:?}"
     );
     journal
         .import("t", None, &events, Some(3))
+        .await
         .expect("under 3");
-    assert_eq!(count(&*journal, "t"), (4, 3));
-    assert_eq!(count(&*journal, "u"), (1, 1));
-    assert_eq!(count(&*journal, "nobody"), (0, 0));
-    assert_eq!(journal.count_logs().unwrap(), 5);
+    assert_eq!(count(&*journal, "t").await, (4, 3));
+    assert_eq!(count(&*journal, "u").await, (1, 1));
+    assert_eq!(count(&*journal, "nobody").await, (0, 0));
+    assert_eq!(journal.count_logs().await.unwrap(), 5);
 }
 
 async fn pages_walk_each_tenants_logs_once_and_never_mix_them(journal: Arc<dyn Journal>) {
@@ -882,28 +1112,36 @@ async fn pages_walk_each_tenants_logs_once_and_never_mix_them(journal: Arc<dyn J
         }
     }
     for tenant in tenants {
-        assert_eq!(count(&*journal, tenant), (N as u64, N as u64));
+        assert_eq!(count(&*journal, tenant).await, (N as u64, N as u64));
         for page in [1, 2, 7, N - 1, N, N + 1, 1000] {
             assert_eq!(
-                walk(&*journal, tenant, page),
+                walk(&*journal, tenant, page).await,
                 expected[tenant],
                 "{tenant} by {page}"
             );
         }
     }
     // A full last page says so: no `next` to an empty page.
-    let whole = journal.list_page("a", None, N).expect("page");
+    let whole = journal.list_page("a", None, N).await.expect("page");
     assert_eq!((whole.logs.len(), whole.next), (N, None));
     // `after` another tenant's id still shows only this tenant's logs: those
     // created after it.
     let b5 = expected["b"][5];
-    let page = journal.list_page("a", Some(b5), 1000).expect("page");
+    let page = journal.list_page("a", Some(b5), 1000).await.expect("page");
     let ids: Vec<LogId> = page.logs.iter().map(|i| i.id).collect();
     assert_eq!(ids, expected["a"][6..]);
     // A limit of 0 is taken as 1.
-    assert_eq!(journal.list_page("c", None, 0).expect("page").logs.len(), 1);
     assert_eq!(
-        journal.list_page("nobody", None, 10).unwrap(),
+        journal
+            .list_page("c", None, 0)
+            .await
+            .expect("page")
+            .logs
+            .len(),
+        1
+    );
+    assert_eq!(
+        journal.list_page("nobody", None, 10).await.unwrap(),
         LogPage::default()
     );
 }
@@ -929,47 +1167,54 @@ async fn import_checks_the_chain_and_stands_alone(journal: Arc<dyn Journal>) {
         .commit(Commit::append(fork_id, 4, vec![(T0, ask)]))
         .await
         .unwrap();
-    let events = journal.read(fork_id, 0, 100).unwrap();
+    let events = journal.read(fork_id, 0, 100).await.unwrap();
 
     // The guest must be stored first.
     assert!(matches!(
-        journal.import("u", Some("copy"), &events, None),
+        journal.import("u", Some("copy"), &events, None).await,
         Err(JournalError::Invalid(_))
     ));
-    journal.put_guest("u", "counter", b"counter").unwrap();
+    journal.put_guest("u", "counter", b"counter").await.unwrap();
     assert!(matches!(
-        journal.import("u", None, &[], None),
+        journal.import("u", None, &[], None).await,
         Err(JournalError::Invalid(_))
     ));
     // A changed event is named by its seq; nothing is written.
     let mut tampered = events.clone();
     tampered[2].event.body = input("SECOND");
-    match journal.import("u", None, &tampered, None) {
+    match journal.import("u", None, &tampered, None).await {
         Err(JournalError::Invalid(why)) => assert!(why.starts_with("seq 2:"), "{why}"),
         other => panic!("expected the chain to be refused, got {other:?}"),
     }
     let mut gap = events.clone();
     gap.remove(1);
     assert!(matches!(
-        journal.import("u", None, &gap, None),
+        journal.import("u", None, &gap, None).await,
         Err(JournalError::Invalid(_))
     ));
-    assert_eq!(count(&*journal, "u"), (0, 0));
+    assert_eq!(count(&*journal, "u").await, (0, 0));
 
-    let copy = journal.import("u", Some("copy"), &events, None).unwrap();
+    let copy = journal
+        .import("u", Some("copy"), &events, None)
+        .await
+        .unwrap();
     assert_ne!(copy, fork_id);
-    assert_eq!(journal.read(copy, 0, 100).unwrap(), events, "byte for byte");
-    assert_eq!(journal.parent(copy).unwrap(), None, "it stands alone");
-    assert_eq!(journal.resolve("u", "copy").unwrap(), Some(copy));
-    let info = journal.info(copy).unwrap().unwrap();
+    assert_eq!(
+        journal.read(copy, 0, 100).await.unwrap(),
+        events,
+        "byte for byte"
+    );
+    assert_eq!(journal.parent(copy).await.unwrap(), None, "it stands alone");
+    assert_eq!(journal.resolve("u", "copy").await.unwrap(), Some(copy));
+    let info = journal.info(copy).await.unwrap().unwrap();
     assert_eq!(info.tenant, "u");
     assert_eq!(info.name.as_deref(), Some("copy"));
     assert_eq!(info.next_seq, events.len() as u64);
     assert_eq!(info.status, LogStatus::WaitingApproval);
-    assert!(journal.verify(copy).unwrap().is_ok());
+    assert!(journal.verify(copy).await.unwrap().is_ok());
     assert!(matches!(
-        journal.import("u", Some("copy"), &events, None),
+        journal.import("u", Some("copy"), &events, None).await,
         Err(JournalError::NameTaken { .. })
     ));
-    assert_eq!(count(&*journal, "u"), (1, 1));
+    assert_eq!(count(&*journal, "u").await, (1, 1));
 }

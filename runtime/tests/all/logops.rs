@@ -37,7 +37,7 @@ async fn a_fork_shares_the_prefix_without_copying_and_goes_its_own_way() {
     let data = data_dir();
     let host = open_host(data.path());
     let parent = counted(&host, "c", 3).await;
-    let before = events(&host, parent);
+    let before = events(&host, parent).await;
     // Fork right after the second `count = 2` output.
     let at = before
         .iter()
@@ -60,7 +60,7 @@ async fn a_fork_shares_the_prefix_without_copying_and_goes_its_own_way() {
     .await
     .expect("fork");
 
-    let seen = events(&host, fork);
+    let seen = events(&host, fork).await;
     assert_eq!(
         &seen[..=at as usize],
         &before[..=at as usize],
@@ -76,28 +76,33 @@ async fn a_fork_shares_the_prefix_without_copying_and_goes_its_own_way() {
             seq: at
         })
     );
-    assert_chain_holds(&host, fork);
+    assert_chain_holds(&host, fork).await;
 
     // Both branches count on from where they stand.
-    let branch = host.session(fork).expect("activate the fork");
+    let branch = host.session(fork).await.expect("activate the fork");
     say(&branch, "inc").await;
     settle(&branch).await;
-    let trunk = host.session(parent).expect("the parent");
+    let trunk = host.session(parent).await.expect("the parent");
     say(&trunk, "inc").await;
     settle(&trunk).await;
     assert_eq!(
-        outputs(&events(&host, fork)).last().map(String::as_str),
+        outputs(&events(&host, fork).await)
+            .last()
+            .map(String::as_str),
         Some("count = 3")
     );
     assert_eq!(
-        outputs(&events(&host, parent)).last().map(String::as_str),
+        outputs(&events(&host, parent).await)
+            .last()
+            .map(String::as_str),
         Some("count = 4")
     );
-    assert_chain_holds(&host, fork);
-    assert_chain_holds(&host, parent);
+    assert_chain_holds(&host, fork).await;
+    assert_chain_holds(&host, parent).await;
     let fork_len = host
         .journal()
         .info(fork)
+        .await
         .expect("info")
         .expect("fork")
         .next_seq;
@@ -141,12 +146,16 @@ async fn export_import_export_gives_the_same_bytes_and_the_import_runs() {
     let fork = guard(host.fork(TENANT, "c", ForkOptions::default()))
         .await
         .expect("fork");
-    let branch = host.session(fork).expect("fork");
+    let branch = host.session(fork).await.expect("fork");
     say(&branch, "inc").await;
     settle(&branch).await;
     let mut file = Vec::new();
-    let n = host.export(fork, &mut file).expect("export");
-    assert_eq!(n as usize, events(&host, fork).len(), "ancestry included");
+    let n = host.export(fork, &mut file).await.expect("export");
+    assert_eq!(
+        n as usize,
+        events(&host, fork).await.len(),
+        "ancestry included"
+    );
     let text = String::from_utf8(file.clone()).expect("utf-8");
     assert_eq!(text.lines().count() as u64, n);
 
@@ -155,26 +164,31 @@ async fn export_import_export_gives_the_same_bytes_and_the_import_runs() {
     let there = open_host(other.path());
     let err = there
         .import(TENANT, &mut file.as_slice(), Some("copy"))
+        .await
         .expect_err("the guest is unknown there");
     assert!(err.to_string().contains("not stored here"), "{err}");
     there
         .add_guest(TENANT, "counter", &guest_bytes("counter"))
+        .await
         .expect("add guest");
     let copy = there
         .import(TENANT, &mut file.as_slice(), Some("copy"))
+        .await
         .expect("import");
     assert_ne!(copy, fork);
-    assert_chain_holds(&there, copy);
+    assert_chain_holds(&there, copy).await;
     let mut again = Vec::new();
-    there.export(copy, &mut again).expect("export again");
+    there.export(copy, &mut again).await.expect("export again");
     assert_eq!(again, file, "export, import, export gives the same bytes");
 
     // The imported session carries on from the recorded state.
-    let session = there.session(copy).expect("activate the import");
+    let session = there.session(copy).await.expect("activate the import");
     say(&session, "inc").await;
     settle(&session).await;
     assert_eq!(
-        outputs(&events(&there, copy)).last().map(String::as_str),
+        outputs(&events(&there, copy).await)
+            .last()
+            .map(String::as_str),
         Some("count = 4")
     );
 }
@@ -185,11 +199,12 @@ async fn import_names_the_first_bad_line_of_an_altered_reordered_or_cut_file() {
     let host = open_host(data.path());
     let log = counted(&host, "c", 3).await;
     let mut file = Vec::new();
-    host.export(log, &mut file).expect("export");
+    host.export(log, &mut file).await.expect("export");
     let text = String::from_utf8(file).expect("utf-8");
     let lines: Vec<&str> = text.lines().collect();
-    let refuse = |bad: String| -> String {
+    let refuse = async |bad: String| -> String {
         host.import(TENANT, &mut bad.as_bytes(), None)
+            .await
             .expect_err("refused")
             .to_string()
     };
@@ -200,7 +215,7 @@ async fn import_names_the_first_bad_line_of_an_altered_reordered_or_cut_file() {
         .position(|l| l.contains("count = 2"))
         .expect("line")
         + 1;
-    let why = refuse(altered);
+    let why = refuse(altered).await;
     assert!(
         why.contains(&format!("line {line}:")) && why.contains("hash mismatch"),
         "{why}"
@@ -208,17 +223,17 @@ async fn import_names_the_first_bad_line_of_an_altered_reordered_or_cut_file() {
 
     let mut swapped = lines.clone();
     swapped.swap(2, 3);
-    let why = refuse(swapped.join("\n") + "\n");
+    let why = refuse(swapped.join("\n") + "\n").await;
     assert!(why.contains("line 3:") && why.contains("seq gap"), "{why}");
 
     let cut = &text[..text.len() - 10];
-    let why = refuse(cut.to_owned());
+    let why = refuse(cut.to_owned()).await;
     assert!(
         why.contains(&format!("line {}:", lines.len())) && why.contains("cut short"),
         "{why}"
     );
     assert_eq!(
-        host.journal().count(TENANT).expect("count").logs,
+        host.journal().count(TENANT).await.expect("count").logs,
         1,
         "nothing imported"
     );
@@ -231,6 +246,7 @@ async fn verify_cli_names_the_altered_seq_and_fails() {
     let log = counted(&host, "c", 2).await;
     counted(&host, "d", 1).await;
     let target = events(&host, log)
+        .await
         .iter()
         .find(|e| matches!(&e.event.body, EventBody::Output { .. }))
         .expect("an output")
@@ -307,10 +323,10 @@ fn snapshotting(every: u64) -> logbook::config::Config {
 
 /// The last output of a session after one more input.
 async fn answer_to(host: &Arc<Host>, log: LogId, text: &str) -> String {
-    let session = host.session(log).expect("activate");
+    let session = host.session(log).await.expect("activate");
     say(&session, text).await;
     settle(&session).await;
-    outputs(&events(host, log)).pop().expect("an output")
+    outputs(&events(host, log).await).pop().expect("an output")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,7 +334,7 @@ async fn an_idle_session_is_snapshotted_and_wakes_from_its_snapshot() {
     let data = data_dir();
     let host = open_host_with(data.path(), snapshotting(5));
     let log = counted(&host, "c", 10).await;
-    let snapshots = host.journal().snapshots(log).expect("snapshots");
+    let snapshots = host.journal().snapshots(log).await.expect("snapshots");
     assert!(
         !snapshots.is_empty(),
         "an idle session past 5 events is snapshotted"
@@ -327,6 +343,7 @@ async fn an_idle_session_is_snapshotted_and_wakes_from_its_snapshot() {
     assert!(seq >= 15, "the newest is near the head: {seq}");
     assert!(
         host.verify_snapshots(log)
+            .await
             .expect("verify")
             .iter()
             .all(|c| c.problem.is_none())
@@ -348,6 +365,7 @@ async fn an_idle_session_is_snapshotted_and_wakes_from_its_snapshot() {
     let (_, _, d_record) = host
         .journal()
         .snapshots(other)
+        .await
         .expect("snapshots")
         .into_iter()
         .find(|(s, _, _)| *s == d_seq)
@@ -356,16 +374,19 @@ async fn an_idle_session_is_snapshotted_and_wakes_from_its_snapshot() {
     let head = host
         .journal()
         .info(log)
+        .await
         .expect("info")
         .expect("log")
         .next_seq
         - 1;
     host.journal()
         .put_snapshot(log, head, &digest, &d_record)
+        .await
         .expect("put");
     assert_eq!(answer_to(&host, log, "get").await, "count = 3");
     let bad: Vec<_> = host
         .verify_snapshots(log)
+        .await
         .expect("verify")
         .into_iter()
         .filter(|c| c.problem.is_some())
@@ -389,6 +410,7 @@ async fn a_corrupt_or_foreign_snapshot_falls_back_to_a_full_replay() {
     let (_, digest, mut record) = host
         .journal()
         .snapshots(log)
+        .await
         .expect("list")
         .pop()
         .expect("one");
@@ -397,8 +419,9 @@ async fn a_corrupt_or_foreign_snapshot_falls_back_to_a_full_replay() {
     record[last] ^= 1;
     host.journal()
         .put_snapshot(log, seq, &digest, &record)
+        .await
         .expect("put");
-    let checks = host.verify_snapshots(log).expect("verify");
+    let checks = host.verify_snapshots(log).await.expect("verify");
     assert!(
         checks
             .iter()
@@ -407,7 +430,7 @@ async fn a_corrupt_or_foreign_snapshot_falls_back_to_a_full_replay() {
     );
     assert_eq!(answer_to(&host, log, "inc").await, "count = 5");
     // Idle again after the full replay: a good snapshot replaced the bad one.
-    let checks = host.verify_snapshots(log).expect("verify");
+    let checks = host.verify_snapshots(log).await.expect("verify");
     assert_eq!(checks.len(), 1, "only the newest is kept: {checks:?}");
     assert!(
         checks[0].seq > seq && checks[0].problem.is_none(),
@@ -419,11 +442,12 @@ async fn a_corrupt_or_foreign_snapshot_falls_back_to_a_full_replay() {
     let head = host
         .journal()
         .info(log)
+        .await
         .expect("info")
         .expect("log")
         .next_seq
         - 1;
-    let good = host.journal().snapshots(log).expect("list");
+    let good = host.journal().snapshots(log).await.expect("list");
     let (_, _, good_record) = good
         .iter()
         .find(|(s, _, _)| *s != seq)
@@ -431,6 +455,7 @@ async fn a_corrupt_or_foreign_snapshot_falls_back_to_a_full_replay() {
         .unwrap_or_else(|| panic!("a good snapshot besides the corrupted one: {good:?}"));
     host.journal()
         .put_snapshot(log, head + 100, "sha256:another-guest", &good_record)
+        .await
         .expect("put");
     assert_eq!(answer_to(&host, log, "inc").await, "count = 6");
 }
@@ -457,21 +482,21 @@ async fn compact_moves_the_name_to_a_new_log_that_starts_from_the_summary() {
     let data = data_dir();
     let host = open_host(data.path());
     let old = counted(&host, "c", 3).await;
-    let session = host.session(old).expect("live");
+    let session = host.session(old).await.expect("live");
     say(&session, "compact").await;
     settle(&session).await;
 
-    let old_events = events(&host, old);
+    let old_events = events(&host, old).await;
     let last = old_events.last().expect("events");
     let EventBody::Continued { log } = &last.event.body else {
         panic!("the old log ends with `continued`: {:?}", last.event.body);
     };
-    let new = host.resolve(TENANT, "c").expect("the name").id;
+    let new = host.resolve(TENANT, "c").await.expect("the name").id;
     assert_eq!(log, &new.to_string(), "the name moved to the new log");
-    let old_info = host.journal().info(old).expect("info").expect("old");
+    let old_info = host.journal().info(old).await.expect("info").expect("old");
     assert_eq!(old_info.status.as_str(), "finished");
     assert_eq!(old_info.name, None);
-    let fresh = events(&host, new);
+    let fresh = events(&host, new).await;
     assert_eq!(fresh.len(), 1, "the new log shares no events: {fresh:?}");
     let EventBody::Created(created) = &fresh[0].event.body else {
         panic!("seq 0 is `created`");
@@ -484,8 +509,8 @@ async fn compact_moves_the_name_to_a_new_log_that_starts_from_the_summary() {
             seq: last.event.seq
         })
     );
-    assert_chain_holds(&host, old);
-    assert_chain_holds(&host, new);
+    assert_chain_holds(&host, old).await;
+    assert_chain_holds(&host, new).await;
 
     // The old log takes no more input; the name carries on from the summary.
     let err = session
@@ -497,7 +522,10 @@ async fn compact_moves_the_name_to_a_new_log_that_starts_from_the_summary() {
         .expect_err("the old log has ended");
     assert!(err.to_string().contains("continued"), "{err}");
     assert_eq!(answer_to(&host, new, "inc").await, "count = 4");
-    assert_eq!(host.compaction_chain(new).expect("chain"), vec![old, new]);
+    assert_eq!(
+        host.compaction_chain(new).await.expect("chain"),
+        vec![old, new]
+    );
 
     host.close().await;
     drop((session, host));
@@ -513,21 +541,22 @@ async fn a_replay_check_agrees_with_a_compatible_guest_and_names_the_first_diffe
     let data = data_dir();
     let host = open_host(data.path());
     let log = counted(&host, "c", 2).await;
-    let v1 = host.guest(TENANT, "counter").expect("v1");
+    let v1 = host.guest(TENANT, "counter").await.expect("v1");
     let v2 = host
         .add_guest(TENANT, "counter-v2", &guest_bytes("counter_v2"))
+        .await
         .expect("v2");
     for guest in [&v1, &v2] {
         let report = guard(host.replay_check(TENANT, "c", guest.clone()))
             .await
             .expect("replay");
         assert_eq!(report.difference, None, "{} agrees", guest.name);
-        assert_eq!(report.events, events(&host, log).len() as u64);
+        assert_eq!(report.events, events(&host, log).await.len() as u64);
     }
 
     // Version 1 did not know `dec`; version 2 would have answered otherwise.
     assert_eq!(answer_to(&host, log, "dec").await, "unknown command: dec");
-    let seq = events(&host, log).last().expect("events").event.seq;
+    let seq = events(&host, log).await.last().expect("events").event.seq;
     let report = guard(host.replay_check(TENANT, "c", v2.clone()))
         .await
         .expect("replay");
@@ -560,22 +589,28 @@ async fn upgrade_moves_a_session_to_the_new_guest_which_refolds_the_log() {
     let log = counted(&host, "c", 3).await;
     let v2 = host
         .add_guest(TENANT, "counter-v2", &guest_bytes("counter_v2"))
+        .await
         .expect("v2");
     let seq = guard(host.upgrade(TENANT, "c", v2.clone()))
         .await
         .expect("upgrade");
-    let all = events(&host, log);
+    let all = events(&host, log).await;
     let EventBody::GuestChanged { to, .. } = &all[seq as usize].event.body else {
         panic!("guest-changed at {seq}: {all:?}");
     };
     assert_eq!(to, &v2);
     assert_eq!(
-        host.journal().info(log).expect("info").expect("log").guest,
+        host.journal()
+            .info(log)
+            .await
+            .expect("info")
+            .expect("log")
+            .guest,
         v2
     );
     // The count came through the re-fold; `dec` is new in version 2.
     assert_eq!(answer_to(&host, log, "dec").await, "count = 2");
-    assert_chain_holds(&host, log);
+    assert_chain_holds(&host, log).await;
     assert!(
         guard(host.upgrade(TENANT, "c", v2)).await.is_err(),
         "on v2 already"
@@ -599,6 +634,7 @@ async fn upgrade_unparks_a_session_whose_guest_failed() {
     assert_eq!(
         host.journal()
             .info(log)
+            .await
             .expect("info")
             .expect("log")
             .status
@@ -607,6 +643,7 @@ async fn upgrade_unparks_a_session_whose_guest_failed() {
     );
     let counter = host
         .add_guest(TENANT, "counter", &guest_bytes("counter"))
+        .await
         .expect("counter");
     guard(host.upgrade(TENANT, "p", counter))
         .await
@@ -614,6 +651,7 @@ async fn upgrade_unparks_a_session_whose_guest_failed() {
     assert_ne!(
         host.journal()
             .info(log)
+            .await
             .expect("info")
             .expect("log")
             .status
@@ -633,6 +671,7 @@ async fn the_chat_agent_compacts_itself_past_its_context_budget() {
     let host = open_host(data.path());
     let guest = host
         .add_guest(TENANT, "assistant", &guest_bytes("assistant"))
+        .await
         .expect("add guest");
     let old = host
         .create_session(
@@ -643,7 +682,7 @@ async fn the_chat_agent_compacts_itself_past_its_context_budget() {
         )
         .await
         .expect("create");
-    let session = host.session(old).expect("live");
+    let session = host.session(old).await.expect("live");
     say(
         &session,
         "a message long enough to go over a budget of twenty",
@@ -651,7 +690,7 @@ async fn the_chat_agent_compacts_itself_past_its_context_budget() {
     .await;
     settle(&session).await;
 
-    let old_events = events(&host, old);
+    let old_events = events(&host, old).await;
     assert_eq!(
         outputs(&old_events),
         ["echo: a message long enough to go over a budget of twenty"],
@@ -660,19 +699,19 @@ async fn the_chat_agent_compacts_itself_past_its_context_budget() {
     let Some(EventBody::Continued { log }) = old_events.last().map(|e| &e.event.body) else {
         panic!("the old log ends with `continued`: {old_events:?}");
     };
-    let new = host.resolve(TENANT, "a").expect("the name").id;
+    let new = host.resolve(TENANT, "a").await.expect("the name").id;
     assert_eq!(log, &new.to_string());
-    let fresh = events(&host, new);
+    let fresh = events(&host, new).await;
     let EventBody::Created(created) = &fresh[0].event.body else {
         panic!("seq 0 is `created`");
     };
     let summary = created.summary.clone().expect("a summary");
     assert!(summary.contains("budget of twenty"), "{summary}");
 
-    let next = host.session(new).expect("the new log wakes");
+    let next = host.session(new).await.expect("the new log wakes");
     say(&next, "and now?").await;
     settle(&next).await;
-    assert_eq!(outputs(&events(&host, new)), ["echo: and now?"]);
-    assert_chain_holds(&host, old);
-    assert_chain_holds(&host, new);
+    assert_eq!(outputs(&events(&host, new).await), ["echo: and now?"]);
+    assert_chain_holds(&host, old).await;
+    assert_chain_holds(&host, new).await;
 }

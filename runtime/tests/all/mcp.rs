@@ -63,7 +63,7 @@ async fn the_assistant_calls_a_tool_of_an_mcp_server_over_stdio() {
     let dir = data_dir();
     let host = open_host_with(dir.path(), config_with_echo_server(Some(Policy::Allow)));
     let session = start(&host, "assistant", "mcp").await;
-    let log = events(&host, session.id());
+    let log = events(&host, session.id()).await;
     let EventBody::Created(created) = &log[0].event.body else {
         panic!("seq 0 is created")
     };
@@ -80,7 +80,7 @@ async fn the_assistant_calls_a_tool_of_an_mcp_server_over_stdio() {
     assert_eq!(settle(&session).await, Activity::Idle);
     say(&session, "/tool echo.echo {\"text\": \"over stdio\"}").await;
     assert_eq!(settle(&session).await, Activity::Idle);
-    let log = events(&host, session.id());
+    let log = events(&host, session.id()).await;
     assert_eq!(
         outputs(&log),
         vec![
@@ -110,7 +110,7 @@ async fn mcp_tools_ask_a_human_by_default() {
     assert_eq!(settle(&session).await, Activity::WaitingApproval);
     let key = "call-1";
     assert_eq!(
-        kinds_of_key(&events(&host, session.id()), key),
+        kinds_of_key(&events(&host, session.id()).await, key),
         vec!["requested", "approval-requested"]
     );
     guard(session.decide(key, true, "tester", None))
@@ -118,7 +118,7 @@ async fn mcp_tools_ask_a_human_by_default() {
         .expect("decide");
     assert_eq!(settle(&session).await, Activity::Idle);
     assert_eq!(
-        outputs(&events(&host, session.id())),
+        outputs(&events(&host, session.id()).await),
         vec!["tool echo.echo returned: hi"]
     );
 }
@@ -171,7 +171,7 @@ async fn an_mcp_server_over_streamable_http_serves_its_tools() {
     say(&session, "/tool remote.add {\"a\": 20, \"b\": 22}").await;
     assert_eq!(settle(&session).await, Activity::Idle);
     assert_eq!(
-        outputs(&events(&host, session.id())),
+        outputs(&events(&host, session.id()).await),
         vec!["tool remote.add returned: 42"]
     );
     drop(server);

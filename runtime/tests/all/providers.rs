@@ -101,8 +101,8 @@ fn model_responses(
 }
 
 /// No key anywhere in the log's JSON.
-fn assert_no_keys(host: &Host, log: LogId) {
-    for event in events(host, log) {
+async fn assert_no_keys(host: &Host, log: LogId) {
+    for event in events(host, log).await {
         let text = serde_json::to_string(&event.event.body).unwrap();
         assert!(
             !text.contains(OPENAI_KEY) && !text.contains(ANTHROPIC_KEY),
@@ -126,7 +126,7 @@ async fn a_tool_using_turn_on_the_openai_wire_streams_and_logs_once() {
     let mut deltas = session.subscribe_deltas();
     say(&session, "what does note.txt say?").await;
     assert_eq!(settle(&session).await, Activity::Idle);
-    let log = events(&host, session.id());
+    let log = events(&host, session.id()).await;
     assert_eq!(outputs(&log), vec!["The note says: remember the milk."]);
 
     let requests = server.requests();
@@ -186,8 +186,8 @@ async fn a_tool_using_turn_on_the_openai_wire_streams_and_logs_once() {
         texts, "The note says: remember the milk.",
         "live deltas add up to the answer"
     );
-    assert_no_keys(&host, session.id());
-    assert_chain_holds(&host, session.id());
+    assert_no_keys(&host, session.id()).await;
+    assert_chain_holds(&host, session.id()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +214,7 @@ async fn a_tool_using_turn_on_the_anthropic_wire_keeps_signed_thinking() {
     let session = assistant(&host, "an").await;
     say(&session, "what does note.txt say?").await;
     assert_eq!(settle(&session).await, Activity::Idle);
-    let log = events(&host, session.id());
+    let log = events(&host, session.id()).await;
     assert_eq!(outputs(&log), vec!["It says remember the milk."]);
 
     let requests = server.requests();
@@ -257,7 +257,7 @@ async fn a_tool_using_turn_on_the_anthropic_wire_keeps_signed_thinking() {
     assert_eq!(responses[0].usage.input_tokens, 472);
     assert_eq!(responses[1].usage.output_tokens, 15);
     assert_eq!(responses[1].stop_reason, StopReason::EndTurn);
-    assert_no_keys(&host, session.id());
+    assert_no_keys(&host, session.id()).await;
 }
 
 /// Open a host, retrying while an earlier one of this process still holds the journal.
@@ -290,7 +290,7 @@ async fn a_session_started_on_openai_continues_on_anthropic() {
         let session = assistant(&host, "moving").await;
         say(&session, "What is the capital of France?").await;
         settle(&session).await;
-        let log = events(&host, session.id());
+        let log = events(&host, session.id()).await;
         assert_eq!(outputs(&log), vec!["Paris is the capital of France."]);
         assert!(
             openai.requests()[0].body.get("stream").is_none(),
@@ -305,10 +305,10 @@ async fn a_session_started_on_openai_continues_on_anthropic() {
         config_with(model("anthropic", &anthropic, true)),
     )
     .await;
-    let session = host.session(id).unwrap();
+    let session = host.session(id).await.unwrap();
     say(&session, "And its population?").await;
     settle(&session).await;
-    let log = events(&host, id);
+    let log = events(&host, id).await;
     assert_eq!(
         outputs(&log),
         vec!["Paris is the capital of France.", "About 2.1 million."]
@@ -334,7 +334,7 @@ async fn a_session_started_on_openai_continues_on_anthropic() {
         matches!(&first.content[0], ContentBlock::Reasoning { opaque: Some(o), provider, .. }
         if o.contains("OPAQUE-OPENAI-ONLY") && provider == "openai")
     );
-    assert_chain_holds(&host, id);
+    assert_chain_holds(&host, id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,7 +352,7 @@ async fn a_rate_limit_is_retried_after_its_retry_after_and_each_failure_is_logge
     let session = assistant(&host, "limited").await;
     say(&session, "hi").await;
     settle(&session).await;
-    let log = events(&host, session.id());
+    let log = events(&host, session.id()).await;
     assert_eq!(outputs(&log), vec!["hello after waiting"]);
     let failed = failures(&log);
     assert_eq!(failed.len(), 1, "{failed:?}");
@@ -389,7 +389,7 @@ async fn server_errors_are_retried_then_recorded_as_a_final_failure_without_the_
     let session = assistant(&host, "down").await;
     say(&session, "hi").await;
     settle(&session).await;
-    let log = events(&host, session.id());
+    let log = events(&host, session.id()).await;
     let failed = failures(&log);
     let shape: Vec<(bool, u32)> = failed.iter().map(|f| (f.0, f.1)).collect();
     assert_eq!(shape, vec![(true, 1), (true, 2), (false, 3)]);
@@ -403,7 +403,7 @@ async fn server_errors_are_retried_then_recorded_as_a_final_failure_without_the_
     let said = outputs(&log);
     assert_eq!(said.len(), 1);
     assert!(said[0].starts_with("the model failed:"), "{said:?}");
-    assert_no_keys(&host, session.id());
+    assert_no_keys(&host, session.id()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,7 +420,7 @@ async fn a_truncated_stream_is_a_recorded_failure() {
     let session = assistant(&host, "cut").await;
     say(&session, "hi").await;
     settle(&session).await;
-    let log = events(&host, session.id());
+    let log = events(&host, session.id()).await;
     let failed = failures(&log);
     let shape: Vec<(bool, u32, ErrorKind)> = failed.iter().map(|f| (f.0, f.1, f.2)).collect();
     assert_eq!(
@@ -449,7 +449,7 @@ async fn malformed_json_is_a_recorded_failure_not_a_panic() {
     let session = assistant(&host, "garbled").await;
     say(&session, "hi").await;
     assert_eq!(settle(&session).await, Activity::Idle);
-    let log = events(&host, session.id());
+    let log = events(&host, session.id()).await;
     let failed = failures(&log);
     assert_eq!(
         failed.len(),
@@ -481,7 +481,7 @@ async fn a_tool_denied_by_a_tenant_glob_reaches_the_model_as_an_error() {
     let session = assistant(&host, "denied").await;
     say(&session, "read note.txt").await;
     settle(&session).await;
-    let log = events(&host, session.id());
+    let log = events(&host, session.id()).await;
     assert_eq!(outputs(&log), vec!["I may not read files."]);
     let EventBody::Created(created) = &log[0].event.body else {
         panic!("seq 0 is created")
@@ -519,6 +519,7 @@ async fn a_tenants_alias_and_the_sessions_chat_config_shape_the_request() {
     let host = open_host_with(dir.path(), config);
     let guest = host
         .add_guest(TENANT, "assistant", &guest_bytes("assistant"))
+        .await
         .unwrap();
     let settings =
         json!({"model": "fast", "system": "Be terse.", "tools": ["fs.r*"], "max_tokens": 77});
@@ -526,10 +527,10 @@ async fn a_tenants_alias_and_the_sessions_chat_config_shape_the_request() {
         .create_session(TENANT, Some("configured"), guest, settings)
         .await
         .unwrap();
-    let session = host.session(id).unwrap();
+    let session = host.session(id).await.unwrap();
     say(&session, "hi").await;
     settle(&session).await;
-    assert_eq!(outputs(&events(&host, id)), vec!["Terse."]);
+    assert_eq!(outputs(&events(&host, id).await), vec!["Terse."]);
     let body = &server.requests()[0].body;
     assert_eq!(
         body["messages"][0],
@@ -560,7 +561,7 @@ async fn a_provider_that_does_not_answer_times_out_into_a_recorded_failure() {
     let session = assistant(&host, "silent").await;
     say(&session, "hi").await;
     assert_eq!(settle(&session).await, Activity::Idle);
-    let failed = failures(&events(&host, session.id()));
+    let failed = failures(&events(&host, session.id()).await);
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(
         (failed[0].0, failed[0].1, failed[0].2),
@@ -652,7 +653,7 @@ async fn deltas_reach_live_sse_observers_without_ids_and_the_answer_is_logged_on
     assert!(output.2.contains("Hello, streamed world."), "{}", output.2);
     // Logged once: one model response, and no delta in the log.
     settle(&session).await;
-    let log = events(&host, session.id());
+    let log = events(&host, session.id()).await;
     assert_eq!(model_responses(&log).len(), 1);
     assert_eq!(outputs(&log), vec!["Hello, streamed world."]);
     serving.abort();

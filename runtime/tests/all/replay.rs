@@ -22,8 +22,8 @@ fn guest_failed(events: &[StoredEvent]) -> Option<String> {
 }
 
 /// The seqs of a log's snapshots.
-fn snapshot_seqs(host: &Host, log: LogId) -> Vec<u64> {
-    let snapshots = host.journal().snapshots(log).expect("snapshots");
+async fn snapshot_seqs(host: &Host, log: LogId) -> Vec<u64> {
+    let snapshots = host.journal().snapshots(log).await.expect("snapshots");
     snapshots.into_iter().map(|(seq, _, _)| seq).collect()
 }
 
@@ -55,7 +55,7 @@ async fn failure_after(
         .create_session(tenant, None, guest.clone(), serde_json::json!({}))
         .await
         .expect("create session");
-    let session = host.session(id).expect("activate");
+    let session = host.session(id).await.expect("activate");
     say(&session, "hi").await;
     assert_eq!(settle(&session).await, Activity::Idle);
     host.hibernate(id);
@@ -65,13 +65,13 @@ async fn failure_after(
             .expect("snapshot")
             .expect("the guest keeps snapshots");
         assert_eq!(seq, 2, "after created, input, output");
-        let checks = host.verify_snapshots(id).expect("verify");
+        let checks = host.verify_snapshots(id).await.expect("verify");
         assert!(checks.iter().all(|c| c.problem.is_none()), "{checks:?}");
     }
-    let session = host.session(id).expect("wake");
+    let session = host.session(id).await.expect("wake");
     say(&session, trigger).await;
     assert_eq!(settle(&session).await, Activity::Failed);
-    guest_failed(&events(host, id)).expect("a guest-failed event")
+    guest_failed(&events(host, id).await).expect("a guest-failed event")
 }
 
 /// A guest call that fits the host's limits but not its tenant's fails the
@@ -110,6 +110,7 @@ async fn a_session_restored_from_a_snapshot_keeps_its_tenants_limits() {
     ] {
         let guest = host
             .add_guest(tenant, stem, &guest_bytes(stem))
+            .await
             .expect("add guest");
         let replayed = failure_after(&host, tenant, &guest, trigger, false).await;
         assert!(replayed.contains(expected), "{tenant}: {replayed}");
@@ -136,7 +137,7 @@ async fn a_guest_that_fails_to_snapshot_keeps_answering_across_a_restart() {
     say(&session, "hi").await;
     assert_eq!(settle(&session).await, Activity::Idle);
     assert_eq!(
-        snapshot_seqs(&host, log),
+        snapshot_seqs(&host, log).await,
         [2],
         "a small state is snapshotted"
     );
@@ -153,11 +154,11 @@ async fn a_guest_that_fails_to_snapshot_keeps_answering_across_a_restart() {
         format!("ok: grow ({} bytes)", 2 * mib),
         format!("ok: hi ({} bytes)", 2 * mib),
     ];
-    let all = events(&host, log);
+    let all = events(&host, log).await;
     assert_eq!(guest_failed(&all), None);
     assert_eq!(outputs(&all), expected);
     assert_eq!(
-        snapshot_seqs(&host, log),
+        snapshot_seqs(&host, log).await,
         [2],
         "no snapshot of the large state was stored"
     );
@@ -165,11 +166,11 @@ async fn a_guest_that_fails_to_snapshot_keeps_answering_across_a_restart() {
     host.close().await;
     drop((session, host));
     let host = reopen(data.path(), config).await;
-    let session = host.session(log).expect("wake after the restart");
+    let session = host.session(log).await.expect("wake after the restart");
     say(&session, "hi").await;
     say(&session, "grow").await;
     assert_eq!(settle(&session).await, Activity::Idle);
-    let all = events(&host, log);
+    let all = events(&host, log).await;
     assert_eq!(guest_failed(&all), None);
     let outs = outputs(&all);
     assert_eq!(outs[..expected.len()], expected);
@@ -180,7 +181,7 @@ async fn a_guest_that_fails_to_snapshot_keeps_answering_across_a_restart() {
             format!("ok: grow ({} bytes)", 3 * mib),
         ]
     );
-    assert_chain_holds(&host, log);
+    assert_chain_holds(&host, log).await;
 }
 
 /// A snapshot record whose guest state makes `restore` run out of fuel is
@@ -201,6 +202,7 @@ async fn a_snapshot_the_guest_fails_to_restore_costs_only_a_full_replay() {
     let (_, digest, record) = host
         .journal()
         .snapshots(log)
+        .await
         .expect("snapshots")
         .pop()
         .expect("one");
@@ -215,12 +217,13 @@ async fn a_snapshot_the_guest_fails_to_restore_costs_only_a_full_replay() {
     bad.extend_from_slice(&heavy);
     host.journal()
         .put_snapshot(log, seq, &digest, &bad)
+        .await
         .expect("put");
 
-    let session = host.session(log).expect("wake");
+    let session = host.session(log).await.expect("wake");
     say(&session, "hi").await;
     assert_eq!(settle(&session).await, Activity::Idle);
-    let all = events(&host, log);
+    let all = events(&host, log).await;
     assert_eq!(guest_failed(&all), None);
     assert_eq!(outputs(&all), ["ok: hi (0 bytes)", "ok: hi (0 bytes)"]);
 

@@ -367,7 +367,7 @@ async fn run_case(
         .await
         .expect("create a session");
     // Resident, so that the stream below gets its deltas.
-    let _session = host.session(id).expect("activate");
+    let _session = host.session(id).await.expect("activate");
     let http = reqwest::Client::new();
     let mut sse = SseReader::open(&http, base, case.name).await;
     let (first, _) = sse.next().await;
@@ -415,7 +415,7 @@ async fn run_case(
     };
     assert!(status.is_success(), "{what}: {status} {page}");
     let mut export = Vec::new();
-    host.export(id, &mut export).expect("export");
+    host.export(id, &mut export).await.expect("export");
     let export = String::from_utf8(export).expect("UTF-8 JSONL");
 
     assert_clean(&what, "the export", &export);
@@ -437,7 +437,7 @@ async fn run_case(
         export.contains("[redacted]"),
         "{what}: the echo is in the log, redacted: {export}"
     );
-    let log = events(host, id);
+    let log = events(host, id).await;
     assert_eq!(ends(&log), case.ends, "{what}: {export}");
     if case.stream && case.ends == Ends::Completed {
         let text = deltas.get("text").map(String::as_str).unwrap_or_default();
@@ -490,6 +490,7 @@ async fn no_key_shows_on(wire: Wire) {
     let host = open_host_with(dir.path(), config);
     let guest = host
         .add_guest(TENANT, "assistant", &guest_bytes("assistant"))
+        .await
         .expect("add the assistant");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

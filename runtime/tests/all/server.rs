@@ -736,6 +736,7 @@ async fn touch_each_of(n: usize) {
     let host = Host::open(dir.path(), config, options).expect("open host");
     let guest = host
         .add_guest(TENANT, "counter", &guest_bytes("counter"))
+        .await
         .expect("add guest");
     let started = Instant::now();
     let mut ids: Vec<LogId> = Vec::with_capacity(n);
@@ -756,7 +757,7 @@ async fn touch_each_of(n: usize) {
 
     let mut peak = 0;
     for (i, id) in ids.iter().enumerate() {
-        let session = host.session(*id).expect("activate");
+        let session = host.session(*id).await.expect("activate");
         assert_eq!(say(&session, "inc").await, 1);
         drop(session);
         // Activation asks the least recently used idle session to go before
@@ -775,7 +776,11 @@ async fn touch_each_of(n: usize) {
     assert!(host.resident_sessions(None) <= BOUND);
     assert!(peak >= BOUND, "the bound was reached: peak {peak}");
     for id in &ids {
-        assert_eq!(outputs(&events(&host, *id)), ["count = 1"], "session {id}");
+        assert_eq!(
+            outputs(&events(&host, *id).await),
+            ["count = 1"],
+            "session {id}"
+        );
     }
     eprintln!(
         "{n} sessions: created in {created:?}, touched in {touched:?}, peak {peak} resident, checked after {:?}",

@@ -25,24 +25,24 @@ async fn waking_a_hibernated_session_replays_the_state_it_had_live() {
     }
     say(&session, "get").await;
     assert_eq!(settle(&session).await, Activity::Idle);
-    let live = outputs(&events(&host, id));
+    let live = outputs(&events(&host, id).await);
     assert_eq!(live.last().map(String::as_str), Some("count = 7"));
 
-    let before = host.journal().info(id).unwrap().unwrap().next_seq;
+    let before = host.journal().info(id).await.unwrap().unwrap().next_seq;
     host.hibernate(id);
     drop(session);
-    let woken = host.session(id).expect("wake");
+    let woken = host.session(id).await.expect("wake");
     assert_eq!(settle(&woken).await, Activity::Idle);
     assert_eq!(
-        host.journal().info(id).unwrap().unwrap().next_seq,
+        host.journal().info(id).await.unwrap().unwrap().next_seq,
         before,
         "waking a session appends nothing"
     );
     say(&woken, "get").await;
-    let replayed = outputs(&events(&host, id));
+    let replayed = outputs(&events(&host, id).await);
     assert_eq!(replayed.len(), live.len() + 1);
     assert_eq!(replayed.last().map(String::as_str), Some("count = 7"));
-    assert_chain_holds(&host, id);
+    assert_chain_holds(&host, id).await;
 }
 
 /// Open a host on `data`, retrying for up to `within` while an earlier host
@@ -77,13 +77,13 @@ async fn a_new_host_on_the_same_data_replays_the_same_state() {
     let host = reopen(dir.path(), GUARD)
         .await
         .expect("a host whose sessions all hibernated releases the journal");
-    let info = host.resolve(TENANT, "c").expect("the name survives");
+    let info = host.resolve(TENANT, "c").await.expect("the name survives");
     assert_eq!(info.id, id);
-    let session = host.session(id).expect("wake in the new host");
+    let session = host.session(id).await.expect("wake in the new host");
     say(&session, "get").await;
-    let outs = outputs(&events(&host, id));
+    let outs = outputs(&events(&host, id).await);
     assert_eq!(outs.last().map(String::as_str), Some("count = 7"));
-    assert_chain_holds(&host, id);
+    assert_chain_holds(&host, id).await;
 }
 
 /// Dropping every `Session` and the last `Arc<Host>` releases the journal:
@@ -102,11 +102,11 @@ async fn dropping_the_host_releases_the_data_directory() {
     let host = reopen(dir.path(), Duration::from_secs(2))
         .await
         .unwrap_or_else(|e| panic!("the dropped host still holds the journal: {e}"));
-    let id = host.resolve(TENANT, "c").unwrap().id;
-    let session = host.session(id).unwrap();
+    let id = host.resolve(TENANT, "c").await.unwrap().id;
+    let session = host.session(id).await.unwrap();
     say(&session, "get").await;
     assert_eq!(
-        outputs(&events(&host, id)).last().map(String::as_str),
+        outputs(&events(&host, id).await).last().map(String::as_str),
         Some("count = 1")
     );
 }
@@ -123,7 +123,7 @@ async fn a_timer_fires_and_the_guest_hears_it() {
         settle_within(&session, Duration::from_secs(5)).await,
         Activity::Idle
     );
-    let log = events(&host, session.id());
+    let log = events(&host, session.id()).await;
     let (key, until) = log
         .iter()
         .find_map(|e| match &e.event.body {
@@ -163,10 +163,15 @@ async fn a_timer_fires_and_the_guest_hears_it() {
         .expect("an output after the timer");
     assert_eq!(outputs(&log[reminder..]), ["reminder: count = 2"]);
     assert_eq!(
-        host.journal().info(session.id()).unwrap().unwrap().status,
+        host.journal()
+            .info(session.id())
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         LogStatus::Idle
     );
-    assert_chain_holds(&host, session.id());
+    assert_chain_holds(&host, session.id()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,17 +183,17 @@ async fn a_timer_pending_at_hibernation_fires_once_after_waking() {
     say(&session, "inc").await;
     say(&session, "remind 300").await;
     assert_eq!(
-        host.journal().info(id).unwrap().unwrap().status,
+        host.journal().info(id).await.unwrap().unwrap().status,
         LogStatus::Sleeping
     );
     host.hibernate(id);
     drop(session);
-    let woken = host.session(id).expect("wake");
+    let woken = host.session(id).await.expect("wake");
     assert_eq!(
         settle_within(&woken, Duration::from_secs(5)).await,
         Activity::Idle
     );
-    let log = events(&host, id);
+    let log = events(&host, id).await;
     let key = log
         .iter()
         .find_map(|e| match &e.event.body {
@@ -201,14 +206,14 @@ async fn a_timer_pending_at_hibernation_fires_once_after_waking() {
         .expect("the sleep was requested");
     assert_eq!(kinds_of_key(&log, &key), ["requested", "completed"]);
     assert_eq!(outputs(&log), ["count = 1", "reminder: count = 1"]);
-    assert_chain_holds(&host, id);
+    assert_chain_holds(&host, id).await;
 }
 
 const WRITE_A: &str = r#"/tool fs.write {"path":"a.txt","content":"x"}"#;
 
 /// The key of the one approval a session waits for.
-fn pending_key(host: &Host, id: logbook::journal::LogId) -> String {
-    let info = host.journal().info(id).unwrap().unwrap();
+async fn pending_key(host: &Host, id: logbook::journal::LogId) -> String {
+    let info = host.journal().info(id).await.unwrap().unwrap();
     assert_eq!(info.status, LogStatus::WaitingApproval);
     let pending: Vec<_> = info.open.iter().filter(|o| o.awaiting_approval).collect();
     assert_eq!(pending.len(), 1, "{:?}", info.open);
@@ -227,7 +232,7 @@ async fn an_approved_tool_call_runs_once_and_the_model_reads_its_result() {
     let id = session.id();
     say(&session, WRITE_A).await;
     assert_eq!(settle(&session).await, Activity::WaitingApproval);
-    let key = pending_key(&host, id);
+    let key = pending_key(&host, id).await;
     let file = host.workspace_dir(id).join("a.txt");
     assert!(!file.exists(), "nothing runs before the decision");
 
@@ -236,7 +241,7 @@ async fn an_approved_tool_call_runs_once_and_the_model_reads_its_result() {
         .expect("decide");
     assert_eq!(settle(&session).await, Activity::Idle);
     assert_eq!(std::fs::read_to_string(&file).expect("written"), "x");
-    let log = events(&host, id);
+    let log = events(&host, id).await;
     assert_eq!(
         kinds_of_key(&log, &key),
         [
@@ -254,7 +259,7 @@ async fn an_approved_tool_call_runs_once_and_the_model_reads_its_result() {
         outputs(&log).last().map(String::as_str),
         Some("tool fs.write returned: wrote 1 bytes to a.txt")
     );
-    let info = host.journal().info(id).unwrap().unwrap();
+    let info = host.journal().info(id).await.unwrap().unwrap();
     assert_eq!(info.status, LogStatus::Idle);
     assert!(info.open.is_empty(), "{:?}", info.open);
 
@@ -264,11 +269,11 @@ async fn an_approved_tool_call_runs_once_and_the_model_reads_its_result() {
         "{again:?}"
     );
     assert_eq!(
-        events(&host, id).len(),
+        events(&host, id).await.len(),
         log.len(),
         "a refused decision logs nothing"
     );
-    assert_chain_holds(&host, id);
+    assert_chain_holds(&host, id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,13 +284,13 @@ async fn a_denied_tool_call_gives_the_model_an_error_result() {
     let id = session.id();
     say(&session, WRITE_A).await;
     assert_eq!(settle(&session).await, Activity::WaitingApproval);
-    let key = pending_key(&host, id);
+    let key = pending_key(&host, id).await;
     guard(session.decide(&key, false, "bob", Some("not today".into())))
         .await
         .expect("deny");
     assert_eq!(settle(&session).await, Activity::Idle);
     assert!(!host.workspace_dir(id).join("a.txt").exists());
-    let log = events(&host, id);
+    let log = events(&host, id).await;
     assert_eq!(
         kinds_of_key(&log, &key),
         [
@@ -315,7 +320,7 @@ async fn a_denied_tool_call_gives_the_model_an_error_result() {
         matches!(&again, Err(SessionError::AlreadyDecided(_))),
         "{again:?}"
     );
-    assert_chain_holds(&host, id);
+    assert_chain_holds(&host, id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,16 +331,20 @@ async fn deciding_a_key_that_waits_for_nothing_is_refused() {
     let id = session.id();
     say(&session, WRITE_A).await;
     assert_eq!(settle(&session).await, Activity::WaitingApproval);
-    let key = pending_key(&host, id);
-    let before = events(&host, id).len();
+    let key = pending_key(&host, id).await;
+    let before = events(&host, id).await.len();
 
     let unknown = guard(session.decide("call-99", true, "alice", None)).await;
     assert!(
         matches!(&unknown, Err(SessionError::NoPendingApproval(k)) if k == "call-99"),
         "{unknown:?}"
     );
-    assert_eq!(events(&host, id).len(), before, "nothing was logged");
-    assert_eq!(pending_key(&host, id), key, "the real approval still waits");
+    assert_eq!(events(&host, id).await.len(), before, "nothing was logged");
+    assert_eq!(
+        pending_key(&host, id).await,
+        key,
+        "the real approval still waits"
+    );
 }
 
 /// Deciding the key of an effect that never asked for a decision (here a
@@ -350,6 +359,7 @@ async fn deciding_a_key_that_never_needed_approval_is_no_pending_approval() {
     say(&session, "hello").await;
     assert_eq!(settle(&session).await, Activity::Idle);
     let model_key = events(&host, id)
+        .await
         .iter()
         .find_map(|e| match &e.event.body {
             EventBody::Requested {
@@ -396,7 +406,7 @@ async fn tool_paths_outside_the_workspace_are_refused() {
     for attempt in &attempts {
         say(&session, attempt).await;
         assert_eq!(settle(&session).await, Activity::Idle, "{attempt}");
-        let outs = outputs(&events(&host, id));
+        let outs = outputs(&events(&host, id).await);
         let last = outs.last().expect("an answer");
         assert!(
             last.contains("outside the workspace"),
@@ -427,7 +437,7 @@ async fn tool_paths_outside_the_workspace_are_refused() {
         std::fs::read_to_string(workspace.join("sub/ok.txt")).unwrap(),
         "fine"
     );
-    assert_chain_holds(&host, id);
+    assert_chain_holds(&host, id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,18 +453,22 @@ async fn the_chain_of_every_session_verifies() {
     say(&assistant, WRITE_A).await;
     settle(&counter).await;
     assert_eq!(settle(&assistant).await, Activity::WaitingApproval);
-    let key = pending_key(&host, assistant.id());
+    let key = pending_key(&host, assistant.id()).await;
     guard(assistant.decide(&key, true, "alice", None))
         .await
         .unwrap();
     settle(&assistant).await;
 
-    let page = host.journal().list_page(TENANT, None, 10).expect("list");
+    let page = host
+        .journal()
+        .list_page(TENANT, None, 10)
+        .await
+        .expect("list");
     assert_eq!(page.next, None);
     let logs = page.logs;
     assert_eq!(logs.len(), 2);
     for info in logs {
-        let verified = host.journal().verify(info.id).expect("verify");
+        let verified = host.journal().verify(info.id).await.expect("verify");
         assert!(
             verified.is_ok(),
             "{:?}: {:?}",
@@ -463,7 +477,7 @@ async fn the_chain_of_every_session_verifies() {
         );
         assert_eq!(verified.events, info.next_seq);
         // And the chain recomputed from what `read` returns matches the stored hashes.
-        let log = events(&host, info.id);
+        let log = events(&host, info.id).await;
         let again = logbook::journal::verify_events(&log);
         assert!(again.is_ok(), "{:?}", again.first_bad);
         assert_eq!(log.last().map(|e| e.hash), Some(info.last_hash));

@@ -15,7 +15,7 @@ async fn http_fetch_reaches_allowed_hosts_only_and_cuts_long_bodies() {
     config.http_fetch.max_bytes = 10;
     let host = open_host_with(dir.path(), config);
     let session = start(&host, "assistant", "fetch").await;
-    let EventBody::Created(created) = &events(&host, session.id())[0].event.body else {
+    let EventBody::Created(created) = &events(&host, session.id()).await[0].event.body else {
         panic!("seq 0 is created")
     };
     assert!(created.tools.iter().any(|t| t.name == "http.fetch"));
@@ -35,7 +35,7 @@ async fn http_fetch_reaches_allowed_hosts_only_and_cuts_long_bodies() {
     .await;
     assert_eq!(settle(&session).await, Activity::Idle);
 
-    let log = events(&host, session.id());
+    let log = events(&host, session.id()).await;
     let results: Vec<(String, bool)> = log
         .iter()
         .filter_map(|e| match &e.event.body {

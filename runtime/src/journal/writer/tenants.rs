@@ -184,6 +184,7 @@ mod tests {
                         log: next_id.to_string(),
                     },
                 )],
+                lease: None,
             }],
             ..Commit::default()
         };

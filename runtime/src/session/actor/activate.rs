@@ -36,7 +36,8 @@ impl Actor {
         let info = self
             .host
             .journal
-            .info(self.log)?
+            .info(self.log)
+            .await?
             .ok_or_else(|| SessionError::UnknownSession(self.log.to_string()))?;
         let fault = off_runtime(|| self.replay(&info))?;
         if let Some(e) = fault {

@@ -16,8 +16,9 @@ use crate::session::logops::created_in_view;
 impl Actor {
     /// Take the compaction reconcile staged, if any, out of `performs`: the
     /// new log and the name move that go in the same commit as `staged`.
-    pub(super) fn compaction(
-        &self,
+    pub(super) async fn compaction(
+        // `&mut`: the actor is `Send` but not `Sync` (its guest's streams).
+        &mut self,
         base: u64,
         staged: &[Event],
         performs: &mut Vec<Perform>,
@@ -39,10 +40,11 @@ impl Actor {
         };
         let journal = self.host.journal.as_ref();
         let info = journal
-            .info(self.log)?
+            .info(self.log)
+            .await?
             .ok_or_else(|| SessionError::UnknownSession(self.log.to_string()))?;
         let last = base.saturating_sub(1);
-        let was = created_in_view(journal, self.log, last)?;
+        let was = created_in_view(journal, self.log, last).await?;
         let created = Created {
             guest: info.guest,
             config: was.config,

@@ -74,11 +74,12 @@ impl Actor {
             self.start(performs);
             return Ok(Vec::new());
         }
-        let (new_logs, names) = self.compaction(base, &staged, &mut performs)?;
+        let (new_logs, names) = self.compaction(base, &staged, &mut performs).await?;
         let append = Append {
             log: self.log,
             expected_seq: base,
             events: staged.into_iter().map(|e| (e.at, e.body)).collect(),
+            lease: self.lease.map(|l| l.epoch),
         };
         let committed = self
             .host

@@ -9,6 +9,7 @@
 //! `guest-failed` is ever written for it.
 
 use super::{Actor, off_runtime};
+use crate::journal::blocking;
 use crate::session::SessionError;
 use crate::session::snapshot;
 
@@ -50,12 +51,14 @@ impl Actor {
         let stored = off_runtime(|| -> Result<bool, SessionError> {
             // The guest running now is the log's current one (a `guest-changed`
             // re-activates the session).
-            let Some(info) = host.journal.info(log)? else {
+            let Some(info) = blocking(host.journal.info(log))? else {
                 return Ok(false);
             };
             let record = snapshot::encode(keys, &bytes)?;
-            host.journal
-                .put_snapshot(log, last, &info.guest.digest, &record)?;
+            blocking(
+                host.journal
+                    .put_snapshot(log, last, &info.guest.digest, &record),
+            )?;
             Ok(true)
         });
         match stored {

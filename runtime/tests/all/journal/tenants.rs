@@ -12,11 +12,11 @@ use super::*;
 use crate::journal_contract::{compaction, count};
 
 /// Every log of a tenant, walking the pages `page` at a time.
-fn walk(journal: &RedbJournal, tenant: &str, page: usize) -> Vec<LogId> {
+async fn walk(journal: &RedbJournal, tenant: &str, page: usize) -> Vec<LogId> {
     let mut out = Vec::new();
     let mut after = None;
     loop {
-        let got = journal.list_page(tenant, after, page).expect("page");
+        let got = journal.list_page(tenant, after, page).await.expect("page");
         assert!(got.logs.len() <= page, "{} > {page}", got.logs.len());
         assert!(
             got.logs.iter().all(|i| i.tenant == tenant),
@@ -50,9 +50,13 @@ async fn populate(journal: &RedbJournal) -> BTreeMap<&'static str, (u64, u64)> {
     // The continuation, exported and imported: a session of its own.
     journal
         .put_guest("b", "counter", b"counter")
+        .await
         .expect("guest");
-    let events = journal.read(next, 0, 100).expect("read");
-    journal.import("b", None, &events, None).expect("import");
+    let events = journal.read(next, 0, 100).await.expect("read");
+    journal
+        .import("b", None, &events, None)
+        .await
+        .expect("import");
     BTreeMap::from([("a", (4, 3)), ("b", (2, 2))])
 }
 
@@ -62,17 +66,21 @@ async fn counts_follow_every_new_log_and_survive_a_reopen() {
     let (path, journal) = open_journal(&dir);
     let expected = populate(&journal).await;
     for (tenant, want) in &expected {
-        assert_eq!(count(&*journal, tenant), *want, "{tenant}");
+        assert_eq!(count(&*journal, tenant).await, *want, "{tenant}");
     }
-    assert_eq!(count(&*journal, "nobody"), (0, 0));
-    let before: Vec<Vec<LogId>> = ["a", "b"].iter().map(|t| walk(&journal, t, 2)).collect();
+    assert_eq!(count(&*journal, "nobody").await, (0, 0));
+    let before: Vec<Vec<LogId>> = vec![walk(&journal, "a", 2).await, walk(&journal, "b", 2).await];
     drop(journal);
 
     let journal = RedbJournal::open(&path, JournalConfig::default()).expect("reopen");
     for (tenant, want) in &expected {
-        assert_eq!(count(&*journal, tenant), *want, "{tenant} after a reopen");
+        assert_eq!(
+            count(&*journal, tenant).await,
+            *want,
+            "{tenant} after a reopen"
+        );
     }
-    let after: Vec<Vec<LogId>> = ["a", "b"].iter().map(|t| walk(&journal, t, 2)).collect();
+    let after: Vec<Vec<LogId>> = vec![walk(&journal, "a", 2).await, walk(&journal, "b", 2).await];
     assert_eq!(after, before);
 }
 
@@ -81,7 +89,7 @@ async fn a_file_written_before_the_counts_gets_them_at_open() {
     let dir = TempDir::new().unwrap();
     let (path, journal) = open_journal(&dir);
     let expected = populate(&journal).await;
-    let lists: Vec<Vec<LogId>> = ["a", "b"].iter().map(|t| walk(&journal, t, 3)).collect();
+    let lists: Vec<Vec<LogId>> = vec![walk(&journal, "a", 3).await, walk(&journal, "b", 3).await];
     drop(journal);
 
     // Make it the file an older build wrote: no index, no counts.
@@ -95,21 +103,21 @@ async fn a_file_written_before_the_counts_gets_them_at_open() {
 
     let journal = RedbJournal::open(&path, JournalConfig::default()).expect("reopen");
     for (tenant, want) in &expected {
-        assert_eq!(count(&*journal, tenant), *want, "{tenant}");
+        assert_eq!(count(&*journal, tenant).await, *want, "{tenant}");
     }
-    let again: Vec<Vec<LogId>> = ["a", "b"].iter().map(|t| walk(&journal, t, 3)).collect();
+    let again: Vec<Vec<LogId>> = vec![walk(&journal, "a", 3).await, walk(&journal, "b", 3).await];
     assert_eq!(again, lists);
     // The writer goes on from the rebuilt counts, and a second open keeps
     // them rather than counting again.
     let added = create(&journal, "b", None).await;
     drop(journal);
     let journal = RedbJournal::open(&path, JournalConfig::default()).expect("reopen");
-    assert_eq!(count(&*journal, "a"), expected["a"]);
+    assert_eq!(count(&*journal, "a").await, expected["a"]);
     assert_eq!(
-        count(&*journal, "b"),
+        count(&*journal, "b").await,
         (expected["b"].0 + 1, expected["b"].1 + 1)
     );
-    assert_eq!(walk(&journal, "b", 3).last(), Some(&added));
+    assert_eq!(walk(&journal, "b", 3).await.last(), Some(&added));
     drop(journal);
 
     // The rebuilt tables are the ones the writer keeps: one row per log.
@@ -134,6 +142,10 @@ async fn a_file_written_before_the_counts_gets_them_at_open() {
         txn.commit().expect("commit");
     }
     let journal = RedbJournal::open(&path, JournalConfig::default()).expect("reopen");
-    assert_eq!(count(&*journal, "a"), expected["a"], "rebuilt, not trusted");
-    assert_eq!(walk(&journal, "b", 3).last(), Some(&added));
+    assert_eq!(
+        count(&*journal, "a").await,
+        expected["a"],
+        "rebuilt, not trusted"
+    );
+    assert_eq!(walk(&journal, "b", 3).await.last(), Some(&added));
 }

@@ -24,30 +24,30 @@ async fn a_counter_session_runs_hibernates_and_wakes_on_a_memory_journal() {
     }
     assert_eq!(settle(&session).await, Activity::Idle);
     assert_eq!(
-        outputs(&events(&host, id)),
+        outputs(&events(&host, id).await),
         ["count = 1", "count = 2", "count = 3"]
     );
-    assert_eq!(journal.resolve(TENANT, "c").unwrap(), Some(id));
+    assert_eq!(journal.resolve(TENANT, "c").await.unwrap(), Some(id));
     assert!(
-        !journal.snapshots(id).unwrap().is_empty(),
+        !journal.snapshots(id).await.unwrap().is_empty(),
         "the idle session stored a snapshot in the memory journal"
     );
 
-    let before = journal.info(id).unwrap().unwrap().next_seq;
+    let before = journal.info(id).await.unwrap().unwrap().next_seq;
     host.hibernate(id);
     drop(session);
-    let woken = host.session(id).expect("wake");
+    let woken = host.session(id).await.expect("wake");
     assert_eq!(settle(&woken).await, Activity::Idle);
     assert_eq!(
-        journal.info(id).unwrap().unwrap().next_seq,
+        journal.info(id).await.unwrap().unwrap().next_seq,
         before,
         "waking a session appends nothing"
     );
     say(&woken, "inc").await;
     say(&woken, "get").await;
     assert_eq!(settle(&woken).await, Activity::Idle);
-    let seen = outputs(&events(&host, id));
+    let seen = outputs(&events(&host, id).await);
     assert_eq!(seen.last().map(String::as_str), Some("count = 4"));
-    assert_chain_holds(&host, id);
+    assert_chain_holds(&host, id).await;
     host.close().await;
 }

@@ -99,13 +99,13 @@ async fn concurrent_creates_never_pass_the_session_limit() {
             "round {round}"
         );
         let journal = server.host.journal();
-        let count = journal.count(&tenant).expect("count");
+        let count = journal.count(&tenant).await.expect("count");
         assert_eq!(
             (count.logs, count.sessions),
             (LIMIT, LIMIT),
             "round {round}"
         );
-        let page = journal.list_page(&tenant, None, 1000).expect("list");
+        let page = journal.list_page(&tenant, None, 1000).await.expect("list");
         let mut listed: Vec<String> = page.logs.iter().map(|i| i.id.to_string()).collect();
         created.sort();
         listed.sort();
@@ -131,7 +131,7 @@ async fn concurrent_creates_never_pass_the_session_limit() {
             .await
             .expect("an answer");
         assert_eq!(named.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(journal.count(&tenant).expect("count").logs, LIMIT);
+        assert_eq!(journal.count(&tenant).await.expect("count").logs, LIMIT);
     }
     server.stop().await;
 }
