@@ -96,6 +96,21 @@ pub enum JournalError {
         /// The stale epoch the append carried.
         epoch: u64,
     },
+    /// The PostgreSQL server failed, or the connection to it did; for a
+    /// commit, whether it was written is unknown to the caller.
+    #[error("postgres: {0}")]
+    Postgres(#[source] Arc<tokio_postgres::Error>),
+    /// The PostgreSQL database holds a schema newer than this build knows:
+    /// a newer build migrated it, and this one must not write to it.
+    #[error(
+        "the database's journal schema is at version {found}, newer than the {known} this build knows: run a newer logbook"
+    )]
+    SchemaTooNew {
+        /// The version the database is at.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
     /// The redb file failed.
     #[error("storage: {0}")]
     Storage(#[source] Arc<redb::Error>),
@@ -103,6 +118,12 @@ pub enum JournalError {
     /// whether the commit was written is unknown to the caller.
     #[error("the journal writer has stopped")]
     Closed,
+}
+
+impl From<tokio_postgres::Error> for JournalError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        JournalError::Postgres(Arc::new(e))
+    }
 }
 
 impl From<redb::Error> for JournalError {

@@ -67,6 +67,7 @@ mod info;
 mod jsonl;
 mod lease;
 mod memory;
+mod postgres;
 mod store;
 #[doc(hidden)]
 pub mod tables;
@@ -87,6 +88,7 @@ pub use self::jsonl::{Utf8Lines, event_from_json, from_jsonl, to_jsonl};
 pub(crate) use self::lease::{Heads, LocalLeases};
 pub use self::lease::{Lease, Timer};
 pub use self::memory::MemoryJournal;
+pub use self::postgres::{PgConfig, PgJournal};
 pub use self::store::RedbJournal;
 
 /// Runs a journal future to its end from synchronous code: the replayer,

@@ -14,6 +14,7 @@ mod logops;
 mod loopback;
 mod mcp;
 mod origin;
+mod postgres;
 mod providers;
 mod replay;
 mod secrets;

@@ -1,0 +1,163 @@
+//! Import into PostgreSQL: a whole log from elsewhere, stored under a new id
+//! in one transaction of its own.
+//!
+//! Invariants: nothing is written unless the whole chain verifies; the
+//! events keep their seqs, times, hashes and canonical bodies byte for byte;
+//! the projections (flags, current guest, open effects) are folded from the
+//! events by the writer's rules. The import bypasses the writer: it writes a
+//! log id nobody knows yet, and its tenant's limit is checked against the
+//! tenant's row, which it locks like a create does.
+
+use std::collections::BTreeMap;
+
+use deadpool_postgres::Object;
+
+use super::plan::OpenEffectRow;
+use super::{bits, order};
+use crate::journal::chain::verify_events;
+use crate::journal::event::{EventBody, StoredEvent};
+use crate::journal::info::{LogMeta, MetaChange, OpenAction, OpenRecord};
+use crate::journal::{JournalError, LogId};
+
+/// Checks `events` and writes them as a new log of `tenant`, named `name`.
+pub(super) async fn import(
+    c: &mut Object,
+    tenant: &str,
+    name: Option<&str>,
+    events: &[StoredEvent],
+    session_limit: Option<u64>,
+) -> Result<LogId, JournalError> {
+    let Some(first) = events.first() else {
+        return Err(JournalError::Invalid(
+            "an import needs at least one event".into(),
+        ));
+    };
+    if let Some((seq, why)) = verify_events(events).first_bad {
+        return Err(JournalError::Invalid(format!("seq {seq}: {why}")));
+    }
+    let EventBody::Created(created) = &first.event.body else {
+        return Err(JournalError::Invalid(
+            "the first event is not `created`".into(),
+        ));
+    };
+    let mut meta = LogMeta {
+        tenant: tenant.to_owned(),
+        name: name.map(str::to_owned),
+        guest: created.guest.clone(),
+        created_at: first.event.at,
+        finished: false,
+        failed: false,
+        // The parent of an imported fork is in another journal: the import
+        // holds the whole history as its own rows.
+        parent: None,
+    };
+    let mut open: BTreeMap<String, OpenRecord> = BTreeMap::new();
+    for e in events {
+        let body = &e.event.body;
+        if let Some(key) = body.key() {
+            match OpenAction::of(body, open.get(key).cloned()) {
+                OpenAction::Keep => {}
+                OpenAction::Put(record) => {
+                    open.insert(key.to_owned(), record);
+                }
+                OpenAction::Remove => {
+                    open.remove(key);
+                }
+            }
+        }
+        if MetaChange::applies(body) {
+            MetaChange::of(body, &mut meta);
+        }
+    }
+    let last = events.last().unwrap_or(first);
+    let id = LogId::now_v7();
+
+    let txn = c.transaction().await?;
+    let stored = txn
+        .query_opt(
+            "SELECT 1 FROM guests WHERE digest = $1",
+            &[&meta.guest.digest],
+        )
+        .await?;
+    if stored.is_none() {
+        return Err(JournalError::Invalid(format!(
+            "the log runs on guest {} ({}), which is not stored here: add it first",
+            meta.guest.name, meta.guest.digest
+        )));
+    }
+    if let Some(name) = name {
+        let taken = txn
+            .execute(
+                "INSERT INTO names (tenant, name, log) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant, name) DO NOTHING",
+                &[&tenant, &name, &id],
+            )
+            .await?;
+        if taken == 0 {
+            return Err(JournalError::NameTaken {
+                tenant: tenant.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+    }
+    let limited = txn
+        .query_one(
+            "WITH u AS (INSERT INTO tenants AS t (tenant, logs, sessions) VALUES ($1, 1, 1) \
+               ON CONFLICT (tenant) DO UPDATE SET logs = t.logs + 1, sessions = t.sessions + 1 \
+               RETURNING sessions) \
+             SELECT $2::int8 IS NOT NULL AND (SELECT sessions FROM u) > $2::int8",
+            &[&tenant, &session_limit.map(order)],
+        )
+        .await?;
+    if limited.try_get::<_, bool>(0)? {
+        return Err(JournalError::LimitReached {
+            tenant: tenant.to_owned(),
+            limit: session_limit.unwrap_or_default(),
+        });
+    }
+    txn.execute(
+        "INSERT INTO logs (id, tenant, name, guest_name, guest_digest, created_at, next_seq, \
+         last_hash, finished, failed, session) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true)",
+        &[
+            &id,
+            &tenant,
+            &name,
+            &meta.guest.name,
+            &meta.guest.digest,
+            &bits(meta.created_at),
+            &bits(last.event.seq.saturating_add(1)),
+            &last.hash.as_slice(),
+            &meta.finished,
+            &meta.failed,
+        ],
+    )
+    .await?;
+    let seqs: Vec<i64> = events.iter().map(|e| bits(e.event.seq)).collect();
+    let ats: Vec<i64> = events.iter().map(|e| bits(e.event.at)).collect();
+    let hashes: Vec<Vec<u8>> = events.iter().map(|e| e.hash.to_vec()).collect();
+    let bodies: Vec<Vec<u8>> = events.iter().map(|e| e.event.body.to_canonical()).collect();
+    txn.execute(
+        "INSERT INTO events (log, seq, at, hash, body) \
+         SELECT $1, * FROM unnest($2::int8[], $3::int8[], $4::bytea[], $5::bytea[])",
+        &[&id, &seqs, &ats, &hashes, &bodies],
+    )
+    .await?;
+    for (key, record) in &open {
+        let row = OpenEffectRow::of(&record.effect)?;
+        txn.execute(
+            "INSERT INTO open (log, key, effect, awaiting_approval, is_ask, sleep_until) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &id,
+                key,
+                &row.json,
+                &record.awaiting_approval,
+                &row.is_ask,
+                &row.sleep_until,
+            ],
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(id)
+}

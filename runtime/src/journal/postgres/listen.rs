@@ -1,0 +1,210 @@
+//! Waiting for logs to grow, across workers: one `LISTEN logbook_heads`
+//! connection per [`PgJournal`](super::PgJournal), whose notifications (sent
+//! by every worker's writer in the transaction of its commit, so delivered
+//! at commit) move the heads callers wait on.
+//!
+//! Invariants:
+//! - A waiter registers before it reads the stored head, so a commit that
+//!   lands between the two is seen either way.
+//! - After the listener (re)connects and listens again, it reads the stored
+//!   heads of every waited log, so a commit notified while it was not
+//!   listening still wakes its waiters.
+//! - An entry of the waiters' map lives only while someone waits on its log.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::back;
+use crate::journal::{JournalError, LogId};
+
+/// The channel the writers notify on; the payload is `<log>:<next seq>`.
+pub(super) const CHANNEL: &str = "logbook_heads";
+
+/// The longest pause between two attempts to reconnect the listener.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Callers waiting for logs to grow.
+#[derive(Debug, Default)]
+pub(super) struct Heads {
+    waiting: Mutex<HashMap<LogId, watch::Sender<u64>>>,
+}
+
+impl Heads {
+    fn waiting(&self) -> MutexGuard<'_, HashMap<LogId, watch::Sender<u64>>> {
+        // Each change is one insert, update or remove: a panic cannot leave it half done.
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `log`'s next seq is now at least `next_seq`, durably.
+    pub(super) fn advanced(&self, log: LogId, next_seq: u64) {
+        if let Some(tx) = self.waiting().get(&log) {
+            tx.send_if_modified(|seen| {
+                let newer = next_seq > *seen;
+                if newer {
+                    *seen = next_seq;
+                }
+                newer
+            });
+        }
+    }
+
+    /// The logs someone waits on.
+    fn waited(&self) -> Vec<LogId> {
+        self.waiting().keys().copied().collect()
+    }
+
+    /// Resolves once `log` holds an event at `from_seq` or later, with its
+    /// next seq. `stored` reads the log's next seq from the database.
+    pub(super) async fn wait(
+        &self,
+        log: LogId,
+        from_seq: u64,
+        stored: impl Future<Output = Result<u64, JournalError>>,
+    ) -> Result<u64, JournalError> {
+        let mut rx = self
+            .waiting()
+            .entry(log)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        let _leave = Leave { heads: self, log };
+        let now = stored.await?;
+        if now > from_seq {
+            return Ok(now);
+        }
+        loop {
+            let next = *rx.borrow_and_update();
+            if next > from_seq {
+                return Ok(next);
+            }
+            if rx.changed().await.is_err() {
+                return Err(JournalError::Closed);
+            }
+        }
+    }
+}
+
+/// Removes a log's entry when its last waiter leaves (returns or is dropped).
+struct Leave<'h> {
+    heads: &'h Heads,
+    log: LogId,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.heads.waiting();
+        // The receiver of the waiter leaving is still alive here.
+        if waiting
+            .get(&self.log)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            waiting.remove(&self.log);
+        }
+    }
+}
+
+/// Parses a notification's payload.
+fn payload(p: &str) -> Option<(LogId, u64)> {
+    let (log, next) = p.split_once(':')?;
+    Some((LogId::parse_str(log).ok()?, next.parse().ok()?))
+}
+
+/// Listens for as long as the journal lives, reconnecting with a growing
+/// pause. `ready` is answered once the first session listens.
+pub(super) async fn run(
+    config: tokio_postgres::Config,
+    heads: Arc<Heads>,
+    mut ready: Option<tokio::sync::oneshot::Sender<Result<(), JournalError>>>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let ended = session(&config, &heads, &mut ready).await;
+        if let Some(ready) = ready.take() {
+            // The journal's connect reports the first failure itself.
+            let _ = ready.send(ended);
+            return;
+        }
+        match ended {
+            Ok(()) => backoff = Duration::from_millis(50),
+            Err(e) => tracing::warn!(error = %e, "postgres journal listener lost; reconnecting"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One connection's life: listen, catch up, then dispatch until it ends.
+async fn session(
+    config: &tokio_postgres::Config,
+    heads: &Heads,
+    ready: &mut Option<tokio::sync::oneshot::Sender<Result<(), JournalError>>>,
+) -> Result<(), JournalError> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    let caught_up = async {
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        let waited = heads.waited();
+        if !waited.is_empty() {
+            let rows = client
+                .query(
+                    "SELECT id, next_seq FROM logs WHERE id = ANY($1)",
+                    &[&waited],
+                )
+                .await?;
+            for row in rows {
+                heads.advanced(row.try_get(0)?, back(row.try_get(1)?));
+            }
+        }
+        Ok::<(), JournalError>(())
+    }
+    .await;
+    if let Err(e) = caught_up {
+        driver.abort();
+        return Err(e);
+    }
+    if let Some(ready) = ready.take() {
+        let _ = ready.send(Ok(()));
+    }
+    while let Some(n) = rx.recv().await {
+        match payload(n.payload()) {
+            Some((log, next)) => heads.advanced(log, next),
+            None => tracing::warn!(payload = n.payload(), "unreadable heads notification"),
+        }
+    }
+    drop(client);
+    match driver.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(JournalError::Closed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_parse() {
+        let log = LogId::now_v7();
+        assert_eq!(payload(&format!("{log}:12")), Some((log, 12)));
+        assert_eq!(payload("nope"), None);
+        assert_eq!(payload(&format!("{log}:x")), None);
+    }
+}

@@ -1,0 +1,757 @@
+//! The PostgreSQL group-commit writer: one task with its own connection
+//! takes every pending commit (up to `max_batch_events`) into one
+//! transaction, and answers each only after `COMMIT` has returned.
+//!
+//! A batch costs three round trips when nothing is refused: one read of the
+//! rows its planning needs ([`Fetched`]); one pipeline of `BEGIN`, each
+//! commit's statements between `SAVEPOINT` and `RELEASE`, and the `NOTIFY`
+//! of the new heads; and `COMMIT`.
+//!
+//! Invariants:
+//! - A commit refused by planning sends nothing. A commit refused by the
+//!   database (its head moved, its lease was taken over, its name or id was
+//!   taken, its tenant's limit reached) is rolled back to its savepoint,
+//!   alone; the commits after it in the pipeline, which the aborted
+//!   transaction refused unread, are planned again and sent again.
+//! - Every ticket of a batch is answered after the batch's `COMMIT` returned
+//!   (or with the error that failed it: then whether it was written is unknown).
+//! - The heads of the logs a batch wrote are notified on `logbook_heads` in
+//!   the same transaction, so PostgreSQL delivers them at commit, to every worker.
+//! - Statements of a pipeline are prepared once per connection and sent in
+//!   order: each future is first polled in order, and tokio-postgres sends a
+//!   request when its future is first polled.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::plan::{Fetched, FetchedLog, Head, Op, Plan, View};
+use super::{bits, hash32, reads};
+use crate::journal::tenants::compacted_from;
+use crate::journal::{
+    Append, Commit, Committed, EventBody, JournalError, LogId, WriterStats, decode_body,
+};
+
+/// What a caller of `commit` gets back.
+pub(super) type Answer = Result<Committed, JournalError>;
+
+/// How often a commit that lost a deadlock or serialization race to another
+/// worker's transaction is tried again before its error is the answer.
+const RACE_RETRIES: u32 = 3;
+
+/// A commit waiting for the writer, with where to send its answer.
+pub(super) struct Request {
+    pub(super) commit: Commit,
+    pub(super) reply: oneshot::Sender<Answer>,
+}
+
+/// The writer's counters, shared with the journal handle.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    commits: AtomicU64,
+    events: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The epoch an append is fenced by.
+// TODO(trait): `append.lease` once `Append` carries it.
+fn lease_of(_append: &Append) -> Option<u64> {
+    None
+}
+
+/// The writer's connection and its prepared statements.
+struct Conn {
+    client: Client,
+    st: Statements,
+}
+
+pub(super) struct Writer {
+    config: tokio_postgres::Config,
+    conn: Option<Conn>,
+    max_batch_events: usize,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    pub(super) fn new(
+        config: tokio_postgres::Config,
+        max_batch_events: usize,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Writer {
+            config,
+            conn: None,
+            max_batch_events,
+            counters,
+        }
+    }
+
+    /// Serves requests until every sender is gone.
+    pub(super) async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
+        while let Some(first) = requests.recv().await {
+            let mut events = first.commit.event_count();
+            let mut batch = vec![first];
+            while events < self.max_batch_events {
+                match requests.try_recv() {
+                    Ok(r) => {
+                        events += r.commit.event_count();
+                        batch.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch).await;
+        }
+    }
+
+    async fn run_batch(&mut self, batch: Vec<Request>) {
+        let requests = batch.len() as u64;
+        let (replies, commits): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|r| (r.reply, r.commit)).unzip();
+        let outcome = self.write_batch(&commits).await;
+        self.counters
+            .requests
+            .fetch_add(requests, Ordering::Relaxed);
+        match outcome {
+            Ok(answers) => {
+                let events: usize = answers
+                    .iter()
+                    .filter_map(|a| a.as_ref().ok())
+                    .map(|c| c.events.len())
+                    .sum();
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .events
+                    .fetch_add(events as u64, Ordering::Relaxed);
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    // A caller that dropped its ticket does not want the answer.
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "postgres journal transaction failed");
+                if let Some(conn) = self.conn.take() {
+                    if conn.client.is_closed() {
+                        // Reconnect for the next batch.
+                    } else if conn.client.batch_execute("ROLLBACK").await.is_ok() {
+                        self.conn = Some(conn);
+                    }
+                }
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    async fn conn(&mut self) -> Result<&Conn, JournalError> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let (client, connection) = self.config.connect(NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "postgres journal writer connection ended");
+                }
+            });
+            let st = Statements::prepare(&client).await?;
+            self.conn = Some(Conn { client, st });
+        }
+        self.conn.as_ref().ok_or(JournalError::Closed)
+    }
+
+    /// Writes a batch in one transaction. The outer error fails the whole
+    /// batch; the inner results are each commit's own answer.
+    async fn write_batch(&mut self, commits: &[Commit]) -> Result<Vec<Answer>, JournalError> {
+        let conn = self.conn().await?;
+        let fetched = fetch(conn, commits).await?;
+        let mut refused: Vec<Option<JournalError>> = vec![None; commits.len()];
+        let mut races = vec![0u32; commits.len()];
+        // Commits before `sent` are settled in the open transaction.
+        let mut sent = 0;
+        let mut begun = false;
+        loop {
+            let mut view = View::new(&fetched);
+            let mut plans: Vec<Option<Plan>> = Vec::with_capacity(commits.len());
+            for (i, commit) in commits.iter().enumerate() {
+                if refused[i].is_some() {
+                    plans.push(None);
+                    continue;
+                }
+                match view.plan(commit, lease_of) {
+                    Ok(plan) => plans.push(Some(plan)),
+                    Err(e) => {
+                        refused[i] = Some(e);
+                        plans.push(None);
+                    }
+                }
+            }
+            let mut heads: HashMap<LogId, u64> = HashMap::new();
+            for plan in plans.iter().flatten() {
+                for (log, next) in &plan.heads {
+                    let h = heads.entry(*log).or_default();
+                    *h = (*h).max(*next);
+                }
+            }
+            let notify: Vec<String> = heads.iter().map(|(l, n)| format!("{l}:{n}")).collect();
+
+            let mut steps: Vec<Step> = Vec::new();
+            if !begun {
+                steps.push(Step::Begin);
+            }
+            for (i, plan) in plans.iter().enumerate().skip(sent) {
+                if let Some(plan) = plan {
+                    steps.push(Step::Savepoint);
+                    steps.extend((0..plan.ops.len()).map(|j| Step::Op(i, j)));
+                    steps.push(Step::Release);
+                }
+            }
+            steps.push(Step::Notify);
+            let results =
+                pipeline(steps.iter().map(|s| s.run(conn, &plans, &notify)).collect()).await;
+            begun = true;
+
+            let Some((at, err)) = results
+                .into_iter()
+                .enumerate()
+                .find_map(|(at, r)| r.err().map(|e| (at, e)))
+            else {
+                conn.client.batch_execute("COMMIT").await?;
+                return Ok(plans
+                    .into_iter()
+                    .zip(refused)
+                    .map(|(plan, refused)| match (plan, refused) {
+                        (_, Some(e)) => Err(e),
+                        (Some(plan), None) => Ok(plan.committed),
+                        (None, None) => Err(JournalError::Closed),
+                    })
+                    .collect());
+            };
+            let Step::Op(k, j) = steps[at] else {
+                return Err(err.into());
+            };
+            let op = plans[k]
+                .as_ref()
+                .and_then(|p| p.ops.get(j))
+                .ok_or(JournalError::Closed)?;
+            conn.client
+                .batch_execute("ROLLBACK TO SAVEPOINT c; RELEASE SAVEPOINT c")
+                .await?;
+            match refusal(op, err) {
+                Refusal::Refused(e) => {
+                    refused[k] = Some(e);
+                    sent = k + 1;
+                }
+                Refusal::Race(_) if races[k] < RACE_RETRIES => {
+                    races[k] += 1;
+                    sent = k;
+                }
+                Refusal::Race(err) | Refusal::Failed(err) => return Err(err.into()),
+            }
+        }
+    }
+}
+
+/// One message of a batch's pipeline.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Begin,
+    Savepoint,
+    Op(usize, usize),
+    Release,
+    Notify,
+}
+
+type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>>;
+
+impl Step {
+    fn run<'a>(
+        self,
+        conn: &'a Conn,
+        plans: &'a [Option<Plan>],
+        notify: &'a [String],
+    ) -> StepFuture<'a> {
+        let c = &conn.client;
+        match self {
+            Step::Begin => Box::pin(c.batch_execute("BEGIN")),
+            // One name serves every commit: a savepoint is released (or
+            // rolled back) before the next is taken.
+            Step::Savepoint => Box::pin(c.batch_execute("SAVEPOINT c")),
+            Step::Release => Box::pin(c.batch_execute("RELEASE SAVEPOINT c")),
+            Step::Notify => {
+                Box::pin(async move { c.execute(&conn.st.notify, &[&notify]).await.map(drop) })
+            }
+            Step::Op(i, j) => match plans
+                .get(i)
+                .and_then(Option::as_ref)
+                .and_then(|p| p.ops.get(j))
+            {
+                Some(op) => conn.st.run(c, op),
+                None => Box::pin(async { Ok(()) }),
+            },
+        }
+    }
+}
+
+/// Polls every future, each first in order (so their requests go out in
+/// order), until all are done; their results in order.
+async fn pipeline<T>(futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
+    let mut futures: Vec<_> = futures.into_iter().map(Some).collect();
+    let mut results: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, r) in futures.iter_mut().zip(results.iter_mut()) {
+            if let Some(fut) = f {
+                match fut.as_mut().poll(cx) {
+                    Poll::Ready(v) => {
+                        *r = Some(v);
+                        *f = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
+}
+
+/// How a failed statement answers its commit.
+enum Refusal {
+    /// The commit is refused with this error; the batch goes on.
+    Refused(JournalError),
+    /// Another worker's transaction won a race (deadlock, serialization):
+    /// the commit may be tried again.
+    Race(tokio_postgres::Error),
+    /// The connection or the transaction failed: the batch fails.
+    Failed(tokio_postgres::Error),
+}
+
+fn refusal(op: &Op, err: tokio_postgres::Error) -> Refusal {
+    let Some(db) = err.as_db_error() else {
+        return Refusal::Failed(err);
+    };
+    let code = db.code();
+    if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE {
+        return Refusal::Race(err);
+    }
+    let unique = *code == SqlState::UNIQUE_VIOLATION;
+    let refused = match (op, code.code()) {
+        (Op::NewLog(row), _) if unique => JournalError::LogExists(row.id),
+        (Op::NewLog(row), "LB005") => match row.parent {
+            Some((parent, _)) => JournalError::UnknownLog(parent),
+            None => JournalError::UnknownLog(row.id),
+        },
+        (Op::NameNew { tenant, name, .. }, _) if unique => JournalError::NameTaken {
+            tenant: tenant.clone(),
+            name: name.clone(),
+        },
+        (Op::TenantAdd { tenant, limit, .. }, "LB006") => JournalError::LimitReached {
+            tenant: tenant.clone(),
+            limit: limit.unwrap_or_default(),
+        },
+        (Op::Advance { log, .. }, "LB001") => JournalError::UnknownLog(*log),
+        (Op::Advance { log, lease, .. }, "LB002") => JournalError::Fenced {
+            log: *log,
+            epoch: lease.unwrap_or_default(),
+        },
+        (Op::Advance { log, expected, .. }, "LB003") => match db.message().parse::<i64>() {
+            Ok(actual) => JournalError::Conflict {
+                log: *log,
+                expected: *expected,
+                actual: super::back(actual),
+            },
+            Err(_) => return Refusal::Failed(err),
+        },
+        (Op::Advance { log, .. }, "LB004") => JournalError::Corrupt(format!(
+            "log {log}: the stored head's hash is not the one its seq had when read"
+        )),
+        (Op::NameMove { log, .. }, "LB001") => JournalError::UnknownLog(*log),
+        // Any other error of the server refuses this commit alone.
+        _ => JournalError::Postgres(Arc::new(err)),
+    };
+    Refusal::Refused(refused)
+}
+
+/// Reads the rows planning the batch needs, in one pipeline (and one more
+/// per fork point or compaction, which are rare).
+async fn fetch(conn: &Conn, commits: &[Commit]) -> Result<Fetched, JournalError> {
+    let mut ids = BTreeSet::new();
+    let mut forks = BTreeSet::new();
+    let mut continued = BTreeSet::new();
+    for commit in commits {
+        ids.extend(commit.appends.iter().map(|a| a.log));
+        ids.extend(commit.names.iter().map(|n| n.log));
+        for nl in &commit.new_logs {
+            if let Some(p) = &nl.created.parent
+                && let Ok(pid) = LogId::parse_str(&p.log)
+            {
+                ids.insert(pid);
+                forks.insert((pid, p.seq));
+            }
+            if let Some((from, seq)) = compacted_from(&nl.created) {
+                ids.insert(LogId::from_u128(from));
+                continued.insert((LogId::from_u128(from), seq));
+            }
+        }
+    }
+    let mut fetched = Fetched::default();
+    if ids.is_empty() {
+        return Ok(fetched);
+    }
+    let ids: Vec<LogId> = ids.into_iter().collect();
+    for row in conn.client.query(&conn.st.fetch_logs, &[&ids]).await? {
+        let id: LogId = row.try_get(0)?;
+        fetched.logs.insert(
+            id,
+            FetchedLog {
+                tenant: row.try_get(1)?,
+                head: Head {
+                    next_seq: super::back(row.try_get(2)?),
+                    last_hash: hash32(row.try_get(3)?)?,
+                },
+            },
+        );
+    }
+    for (pid, seq) in forks {
+        if fetched
+            .logs
+            .get(&pid)
+            .is_none_or(|l| seq >= l.head.next_seq)
+        {
+            continue;
+        }
+        let rows = reads::ancestry_rows(&conn.client, &conn.st.ancestry, pid, seq, 1).await?;
+        if let Some(row) = rows.into_iter().next().filter(|r| r.seq == seq) {
+            fetched.fork_points.insert((pid, seq), row.hash);
+        }
+    }
+    for (from, seq) in continued {
+        if !fetched.logs.contains_key(&from) {
+            continue;
+        }
+        let row = conn
+            .client
+            .query_opt(&conn.st.fetch_body, &[&from, &bits(seq)])
+            .await?;
+        let into = match row {
+            Some(row) => {
+                let body: Vec<u8> = row.try_get(0)?;
+                match decode_body(&body)? {
+                    EventBody::Continued { log } => LogId::parse_str(&log).ok(),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        fetched.continued.insert((from, seq), into);
+    }
+    Ok(fetched)
+}
+
+/// The writer's statements, prepared on its connection.
+struct Statements {
+    new_log: Statement,
+    new_fork: Statement,
+    name_new: Statement,
+    tenant_add: Statement,
+    fork_opens: Statement,
+    advance: Statement,
+    flags: Statement,
+    open_put: Statement,
+    open_await_or_open: Statement,
+    open_await: Statement,
+    open_decided: Statement,
+    open_remove: Statement,
+    events: Statement,
+    name_move: Statement,
+    notify: Statement,
+    fetch_logs: Statement,
+    fetch_body: Statement,
+    ancestry: Statement,
+}
+
+impl Statements {
+    async fn prepare(c: &Client) -> Result<Self, JournalError> {
+        Ok(Statements {
+            new_log: c
+                .prepare(
+                    "INSERT INTO logs (id, tenant, name, guest_name, guest_digest, created_at, \
+                     next_seq, last_hash, session) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .await?,
+            // A fork at its parent's head starts in the parent's state (its
+            // flags; failed only on the same guest); an earlier fork with none.
+            new_fork: c
+                .prepare(
+                    "WITH p AS (SELECT next_seq, finished, failed, guest_digest FROM logs \
+                       WHERE id = $10 AND tenant = $2 AND next_seq > $11), \
+                     i AS (INSERT INTO logs (id, tenant, name, guest_name, guest_digest, \
+                       created_at, next_seq, last_hash, session, parent_log, parent_seq, \
+                       finished, failed) \
+                       SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                         p.next_seq = $11 + 1 AND p.finished, \
+                         p.next_seq = $11 + 1 AND p.failed AND p.guest_digest = $5 \
+                       FROM p RETURNING 1) \
+                     SELECT logbook_require(EXISTS (SELECT 1 FROM i), 'LB005', 'unknown parent')",
+                )
+                .await?,
+            name_new: c
+                .prepare("INSERT INTO names (tenant, name, log) VALUES ($1, $2, $3)")
+                .await?,
+            tenant_add: c
+                .prepare(
+                    "WITH u AS (INSERT INTO tenants AS t (tenant, logs, sessions) \
+                       VALUES ($1, 1, $2::int8) ON CONFLICT (tenant) DO UPDATE \
+                       SET logs = t.logs + 1, sessions = t.sessions + EXCLUDED.sessions \
+                       RETURNING sessions) \
+                     SELECT logbook_require($3::int8 IS NULL OR $2::int8 = 0 \
+                       OR (SELECT sessions FROM u) <= $3::int8, 'LB006', 'limit reached')",
+                )
+                .await?,
+            fork_opens: c
+                .prepare(
+                    "INSERT INTO open (log, key, effect, awaiting_approval, is_ask, sleep_until) \
+                     SELECT $1, o.key, o.effect, o.awaiting_approval, o.is_ask, o.sleep_until \
+                     FROM open o JOIN logs p ON p.id = o.log \
+                     WHERE o.log = $2 AND p.next_seq = $3::int8 + 1",
+                )
+                .await?,
+            advance: c
+                .prepare("SELECT logbook_advance($1, $2, $3, $4, $5, $6)")
+                .await?,
+            flags: c
+                .prepare(
+                    "UPDATE logs SET finished = finished OR $2, failed = COALESCE($3, failed), \
+                     guest_name = COALESCE($4, guest_name), \
+                     guest_digest = COALESCE($5, guest_digest) WHERE id = $1",
+                )
+                .await?,
+            open_put: c
+                .prepare(
+                    "INSERT INTO open (log, key, effect, awaiting_approval, is_ask, sleep_until) \
+                     VALUES ($1, $2, $3, false, $4, $5) ON CONFLICT (log, key) DO UPDATE \
+                     SET effect = EXCLUDED.effect, awaiting_approval = false, \
+                     is_ask = EXCLUDED.is_ask, sleep_until = EXCLUDED.sleep_until",
+                )
+                .await?,
+            open_await_or_open: c
+                .prepare(
+                    "INSERT INTO open (log, key, effect, awaiting_approval, is_ask, sleep_until) \
+                     VALUES ($1, $2, $3, true, $4, $5) ON CONFLICT (log, key) DO UPDATE \
+                     SET awaiting_approval = true",
+                )
+                .await?,
+            open_await: c
+                .prepare("UPDATE open SET awaiting_approval = true WHERE log = $1 AND key = $2")
+                .await?,
+            // The deleted and the updated rows are disjoint (is_ask or not).
+            open_decided: c
+                .prepare(
+                    "WITH d AS (DELETE FROM open WHERE log = $1 AND key = $2 AND is_ask) \
+                     UPDATE open SET awaiting_approval = false \
+                     WHERE log = $1 AND key = $2 AND NOT is_ask",
+                )
+                .await?,
+            open_remove: c
+                .prepare("DELETE FROM open WHERE log = $1 AND key = $2")
+                .await?,
+            events: c
+                .prepare(
+                    "INSERT INTO events (log, seq, at, hash, body) SELECT * FROM \
+                     unnest($1::uuid[], $2::int8[], $3::int8[], $4::bytea[], $5::bytea[])",
+                )
+                .await?,
+            // The previous holder and the new one are different rows.
+            name_move: c
+                .prepare(
+                    "WITH l AS (SELECT id FROM logs WHERE id = $3 AND tenant = $1), \
+                     prev AS (SELECT log FROM names WHERE tenant = $1 AND name = $2), \
+                     ins AS (INSERT INTO names (tenant, name, log) SELECT $1, $2, id FROM l \
+                       ON CONFLICT (tenant, name) DO UPDATE SET log = EXCLUDED.log RETURNING 1), \
+                     clr AS (UPDATE logs SET name = NULL WHERE id IN (SELECT log FROM prev) \
+                       AND id <> $3 AND name = $2 AND EXISTS (SELECT 1 FROM l) RETURNING 1), \
+                     setn AS (UPDATE logs SET name = $2 WHERE id IN (SELECT id FROM l) RETURNING 1) \
+                     SELECT logbook_require(EXISTS (SELECT 1 FROM l), 'LB001', 'unknown log')",
+                )
+                .await?,
+            notify: c
+                .prepare("SELECT pg_notify('logbook_heads', x) FROM unnest($1::text[]) x")
+                .await?,
+            fetch_logs: c
+                .prepare("SELECT id, tenant, next_seq, last_hash FROM logs WHERE id = ANY($1)")
+                .await?,
+            fetch_body: c
+                .prepare("SELECT body FROM events WHERE log = $1 AND seq = $2")
+                .await?,
+            ancestry: c.prepare(reads::ANCESTRY_EVENTS).await?,
+        })
+    }
+
+    /// Sends one statement of a commit.
+    fn run<'a>(&'a self, c: &'a Client, op: &'a Op) -> StepFuture<'a> {
+        Box::pin(async move {
+            match op {
+                Op::NewLog(row) => {
+                    let hash = row.head.last_hash.to_vec();
+                    let (at, next) = (bits(row.created_at), bits(row.head.next_seq));
+                    match row.parent {
+                        None => {
+                            c.execute(
+                                &self.new_log,
+                                &[
+                                    &row.id,
+                                    &row.tenant,
+                                    &row.name,
+                                    &row.guest.name,
+                                    &row.guest.digest,
+                                    &at,
+                                    &next,
+                                    &hash,
+                                    &row.session,
+                                ],
+                            )
+                            .await
+                        }
+                        Some((parent, seq)) => {
+                            c.execute(
+                                &self.new_fork,
+                                &[
+                                    &row.id,
+                                    &row.tenant,
+                                    &row.name,
+                                    &row.guest.name,
+                                    &row.guest.digest,
+                                    &at,
+                                    &next,
+                                    &hash,
+                                    &row.session,
+                                    &parent,
+                                    &bits(seq),
+                                ],
+                            )
+                            .await
+                        }
+                    }
+                }
+                Op::NameNew { tenant, name, log } => {
+                    c.execute(&self.name_new, &[tenant, name, log]).await
+                }
+                Op::TenantAdd {
+                    tenant,
+                    session,
+                    limit,
+                } => {
+                    let limit = limit.map(super::order);
+                    c.execute(&self.tenant_add, &[tenant, &i64::from(*session), &limit])
+                        .await
+                }
+                Op::ForkOpens {
+                    log,
+                    parent,
+                    parent_seq,
+                } => {
+                    c.execute(&self.fork_opens, &[log, parent, &bits(*parent_seq)])
+                        .await
+                }
+                Op::Advance {
+                    log,
+                    expected,
+                    prev,
+                    lease,
+                    head,
+                } => {
+                    let lease = lease.map(bits);
+                    c.execute(
+                        &self.advance,
+                        &[
+                            log,
+                            &bits(*expected),
+                            &prev.as_slice(),
+                            &lease,
+                            &bits(head.next_seq),
+                            &head.last_hash.as_slice(),
+                        ],
+                    )
+                    .await
+                }
+                Op::Flags {
+                    log,
+                    finished,
+                    failed,
+                    guest,
+                } => {
+                    let name = guest.as_ref().map(|g| g.name.as_str());
+                    let digest = guest.as_ref().map(|g| g.digest.as_str());
+                    c.execute(&self.flags, &[log, finished, failed, &name, &digest])
+                        .await
+                }
+                Op::OpenPut { log, key, effect } => {
+                    c.execute(
+                        &self.open_put,
+                        &[log, key, &effect.json, &effect.is_ask, &effect.sleep_until],
+                    )
+                    .await
+                }
+                Op::OpenAwait {
+                    log,
+                    key,
+                    effect: Some(effect),
+                } => {
+                    c.execute(
+                        &self.open_await_or_open,
+                        &[log, key, &effect.json, &effect.is_ask, &effect.sleep_until],
+                    )
+                    .await
+                }
+                Op::OpenAwait {
+                    log,
+                    key,
+                    effect: None,
+                } => c.execute(&self.open_await, &[log, key]).await,
+                Op::OpenDecided { log, key } => c.execute(&self.open_decided, &[log, key]).await,
+                Op::OpenRemove { log, key } => c.execute(&self.open_remove, &[log, key]).await,
+                Op::Events(rows) => {
+                    c.execute(
+                        &self.events,
+                        &[
+                            &rows.logs,
+                            &rows.seqs,
+                            &rows.ats,
+                            &rows.hashes,
+                            &rows.bodies,
+                        ],
+                    )
+                    .await
+                }
+                Op::NameMove { tenant, name, log } => {
+                    c.execute(&self.name_move, &[tenant, name, log]).await
+                }
+            }
+            .map(drop)
+        })
+    }
+}

@@ -1,0 +1,653 @@
+//! The PostgreSQL journal against a real PostgreSQL (15 or later).
+//!
+//! `LOGBOOK_TEST_POSTGRES` names a role that may create databases, e.g.
+//! `postgres://logbook:logbook@127.0.0.1:5432/postgres` (`scripts/test.sh`
+//! starts Debian's PostgreSQL and sets it). Each test creates a database of
+//! its own with a random name and drops it at the end. Without the variable
+//! these tests fail, saying how to set it, unless `LOGBOOK_SKIP_POSTGRES=1`.
+//!
+//! What every journal must do is checked by the contract suite
+//! (`journal_contract.rs`); here is what is PostgreSQL's own: several
+//! workers on one database, leases across them, the group-commit writer's
+//! savepoints, migrations, notifications.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use logbook::journal::*;
+use tokio_postgres::NoTls;
+
+use crate::journal::{T0, input, new_log};
+
+/// A database of one test, dropped (with its connections) when this is.
+pub(crate) struct PgDb {
+    admin: String,
+    name: String,
+    /// The URL of the database.
+    pub(crate) url: String,
+}
+
+impl PgDb {
+    /// A new empty database, or `None` when PostgreSQL tests are skipped.
+    pub(crate) async fn create() -> Option<PgDb> {
+        if std::env::var("LOGBOOK_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
+            eprintln!("skipped: LOGBOOK_SKIP_POSTGRES=1 (this test needs PostgreSQL)");
+            return None;
+        }
+        let Ok(admin) = std::env::var("LOGBOOK_TEST_POSTGRES") else {
+            panic!(
+                "LOGBOOK_TEST_POSTGRES is not set: run scripts/test.sh, which starts PostgreSQL \
+                 and sets it, or set it to a role that may create databases \
+                 (e.g. postgres://logbook:logbook@127.0.0.1:5432/postgres), \
+                 or set LOGBOOK_SKIP_POSTGRES=1 to skip the PostgreSQL tests"
+            );
+        };
+        let name = format!("logbook_test_{}", uuid::Uuid::now_v7().simple());
+        let (client, conn) = tokio_postgres::connect(&admin, NoTls)
+            .await
+            .expect("connect to LOGBOOK_TEST_POSTGRES");
+        let driver = tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        drop(client);
+        let _ = driver.await;
+        let (base, _) = admin
+            .rsplit_once('/')
+            .expect("LOGBOOK_TEST_POSTGRES is a URL with a database");
+        let url = format!("{base}/{name}");
+        Some(PgDb { admin, name, url })
+    }
+
+    /// A new worker on this database.
+    pub(crate) async fn journal(&self, config: PgConfig) -> Arc<PgJournal> {
+        PgJournal::connect(&self.url, config)
+            .await
+            .expect("connect the journal")
+    }
+
+    /// A plain connection to this database.
+    pub(crate) async fn sql(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // A thread of its own: this may run inside a runtime, or after a panic.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&admin, NoTls).await?;
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// A fresh database and one worker on it.
+pub(crate) async fn fresh() -> Option<(PgDb, Arc<PgJournal>)> {
+    let db = PgDb::create().await?;
+    let journal = db.journal(PgConfig::default()).await;
+    Some((db, journal))
+}
+
+async fn create(journal: &PgJournal, tenant: &str, name: Option<&str>) -> LogId {
+    let nl = new_log(tenant, name);
+    let id = nl.id;
+    journal
+        .commit(Commit::new_log(nl))
+        .await
+        .expect("create log");
+    id
+}
+
+fn sleep_until(key: &str, until: u64) -> EventBody {
+    EventBody::Requested {
+        key: key.into(),
+        effect: RequestedEffect::Sleep { until },
+    }
+}
+
+#[tokio::test]
+async fn commits_read_back_with_their_hashes_and_projections() {
+    let Some((_db, journal)) = fresh().await else {
+        return;
+    };
+    let id = create(&journal, DEFAULT_TENANT, Some("bot")).await;
+    let committed = journal
+        .commit(Commit::append(
+            id,
+            1,
+            vec![(T0 + 1, input("hi")), (T0 + 2, sleep_until("nap", T0 + 50))],
+        ))
+        .await
+        .expect("append");
+    let events = journal.read(id, 0, 100).await.expect("read");
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events[1..],
+        committed
+            .events
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect::<Vec<_>>()[..]
+    );
+    assert!(verify_events(&events).is_ok());
+    assert!(journal.verify(id).await.expect("verify").is_ok());
+
+    let info = journal.info(id).await.expect("info").expect("exists");
+    assert_eq!(info.next_seq, 3);
+    assert_eq!(info.last_hash, events[2].hash);
+    assert_eq!(info.name.as_deref(), Some("bot"));
+    assert_eq!(info.status, LogStatus::Sleeping);
+    assert_eq!(
+        journal.resolve(DEFAULT_TENANT, "bot").await.unwrap(),
+        Some(id)
+    );
+    assert_eq!(
+        journal.count(DEFAULT_TENANT).await.unwrap(),
+        TenantCount {
+            logs: 1,
+            sessions: 1
+        }
+    );
+    assert_eq!(journal.open_logs(None, 10).await.unwrap(), vec![id]);
+
+    // A stale expected seq is refused with the actual one, and writes nothing.
+    let stale = journal
+        .commit(Commit::append(id, 1, vec![(T0 + 3, input("late"))]))
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(JournalError::Conflict {
+                expected: 1,
+                actual: 3,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(journal.read(id, 0, 100).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn one_batch_commits_many_and_refuses_one_alone() {
+    let Some((_db, journal)) = fresh().await else {
+        return;
+    };
+    let logs: Vec<LogId> = {
+        let mut v = Vec::new();
+        for _ in 0..8 {
+            v.push(create(&journal, DEFAULT_TENANT, None).await);
+        }
+        v
+    };
+    let before = journal.stats();
+    // Sent together, so the writer takes them into few transactions: 8 good
+    // appends, one stale among them, and one name that is taken.
+    let mut tickets = Vec::new();
+    for (i, log) in logs.iter().enumerate() {
+        tickets.push(journal.commit(Commit::append(
+            *log,
+            1,
+            vec![(T0 + 1, input(&format!("n{i}")))],
+        )));
+        if i == 3 {
+            tickets.push(journal.commit(Commit::append(
+                logs[0],
+                1,
+                vec![(T0 + 1, input("stale"))],
+            )));
+            let mut taken = new_log(DEFAULT_TENANT, Some("twice"));
+            tickets.push(journal.commit(Commit::new_log(taken.clone())));
+            taken.id = LogId::now_v7();
+            tickets.push(journal.commit(Commit::new_log(taken)));
+        }
+    }
+    let mut answers = Vec::new();
+    for t in tickets {
+        answers.push(t.await);
+    }
+    let refused: Vec<_> = answers.iter().filter(|a| a.is_err()).collect();
+    assert_eq!(refused.len(), 2, "{answers:?}");
+    assert!(
+        matches!(
+            answers[4],
+            Err(JournalError::Conflict {
+                expected: 1,
+                actual: 2,
+                ..
+            })
+        ),
+        "{:?}",
+        answers[4]
+    );
+    assert!(
+        matches!(answers[6], Err(JournalError::NameTaken { .. })),
+        "{:?}",
+        answers[6]
+    );
+    for log in &logs {
+        let events = journal.read(*log, 0, 10).await.unwrap();
+        assert_eq!(events.len(), 2, "every good append is in");
+        assert!(journal.verify(*log).await.unwrap().is_ok());
+    }
+    let stats = journal.stats();
+    assert_eq!(stats.requests - before.requests, 11);
+    assert_eq!(stats.events - before.events, 9);
+    // Queued before the writer ran (one thread, no await between): one transaction.
+    assert_eq!(stats.commits - before.commits, 1);
+}
+
+#[tokio::test]
+async fn concurrent_committers_share_transactions() {
+    let Some((_db, journal)) = fresh().await else {
+        return;
+    };
+    const LOGS: usize = 32;
+    const APPENDS: u64 = 20;
+    let mut ids = Vec::new();
+    for _ in 0..LOGS {
+        ids.push(create(&journal, DEFAULT_TENANT, None).await);
+    }
+    let before = journal.stats();
+    let mut tasks = Vec::new();
+    for id in ids.clone() {
+        let journal = journal.clone();
+        tasks.push(tokio::spawn(async move {
+            for seq in 1..=APPENDS {
+                journal
+                    .commit(Commit::append(id, seq, vec![(T0 + seq, input("x"))]))
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("committer");
+    }
+    let stats = journal.stats();
+    let requests = stats.requests - before.requests;
+    assert_eq!(requests, LOGS as u64 * APPENDS);
+    assert_eq!(stats.events - before.events, LOGS as u64 * APPENDS);
+    assert!(
+        stats.commits - before.commits < requests,
+        "commits share transactions: {stats:?}"
+    );
+    for id in ids {
+        assert_eq!(
+            journal.info(id).await.unwrap().unwrap().next_seq,
+            APPENDS + 1
+        );
+        assert!(journal.verify(id).await.unwrap().is_ok());
+    }
+}
+
+#[tokio::test]
+async fn a_session_limit_holds_across_workers() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let a = db.journal(PgConfig::default()).await;
+    let b = db.journal(PgConfig::default()).await;
+    let mut tickets = Vec::new();
+    for i in 0..40 {
+        let journal = if i % 2 == 0 { &a } else { &b };
+        let nl = NewLog {
+            session_limit: Some(5),
+            ..new_log("t", None)
+        };
+        tickets.push(journal.commit(Commit::new_log(nl)));
+    }
+    let mut admitted = 0;
+    for t in tickets {
+        match t.await {
+            Ok(_) => admitted += 1,
+            Err(JournalError::LimitReached { limit: 5, .. }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(admitted, 5);
+    assert_eq!(a.count("t").await.unwrap().sessions, 5);
+    assert_eq!(b.list_page("t", None, 100).await.unwrap().logs.len(), 5);
+}
+
+#[tokio::test]
+async fn forks_read_through_their_parents_and_take_their_open_effects() {
+    let Some((_db, journal)) = fresh().await else {
+        return;
+    };
+    let root = create(&journal, DEFAULT_TENANT, None).await;
+    journal
+        .commit(Commit::append(
+            root,
+            1,
+            vec![(T0 + 1, input("a")), (T0 + 2, sleep_until("nap", T0 + 9))],
+        ))
+        .await
+        .unwrap();
+    let fork_at = |seq: u64| {
+        let mut nl = new_log(DEFAULT_TENANT, None);
+        nl.created.parent = Some(LogPos {
+            log: root.to_string(),
+            seq,
+        });
+        nl
+    };
+    // At the head: the fork starts with the parent's open sleep.
+    let head = fork_at(2);
+    let head_id = head.id;
+    journal.commit(Commit::new_log(head)).await.unwrap();
+    // Earlier: no open effects; and a fork of a fork.
+    let early = fork_at(0);
+    let early_id = early.id;
+    journal.commit(Commit::new_log(early)).await.unwrap();
+    journal
+        .commit(Commit::append(early_id, 2, vec![(T0 + 5, input("b"))]))
+        .await
+        .unwrap();
+    let mut deeper = new_log(DEFAULT_TENANT, None);
+    deeper.created.parent = Some(LogPos {
+        log: early_id.to_string(),
+        seq: 2,
+    });
+    let deeper_id = deeper.id;
+    journal.commit(Commit::new_log(deeper)).await.unwrap();
+
+    let head_info = journal.info(head_id).await.unwrap().unwrap();
+    assert_eq!(head_info.open.len(), 1);
+    assert_eq!(head_info.next_seq, 4);
+    assert!(
+        journal
+            .info(early_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .open
+            .is_empty()
+    );
+
+    let events = journal.read(deeper_id, 0, 100).await.unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.event.seq).collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3]);
+    assert!(verify_events(&events).is_ok());
+    assert!(journal.verify(deeper_id).await.unwrap().is_ok());
+    assert_eq!(journal.read(deeper_id, 2, 1).await.unwrap()[0].event.seq, 2);
+    assert_eq!(
+        journal.parent(deeper_id).await.unwrap(),
+        Some(LogPos {
+            log: early_id.to_string(),
+            seq: 2
+        })
+    );
+    // A fork past the parent's head is refused.
+    let bad = journal.commit(Commit::new_log(fork_at(7))).await;
+    assert!(matches!(bad, Err(JournalError::Invalid(_))), "{bad:?}");
+}
+
+#[tokio::test]
+async fn snapshots_guests_and_imports() {
+    let Some((_db, journal)) = fresh().await else {
+        return;
+    };
+    let g = journal.put_guest("t", "counter", b"wasm").await.unwrap();
+    assert_eq!(
+        journal.guest_bytes(&g.digest).await.unwrap().as_deref(),
+        Some(&b"wasm"[..])
+    );
+    assert_eq!(
+        journal.guest_by_name("t", "counter").await.unwrap(),
+        Some(g.clone())
+    );
+    assert_eq!(journal.guests("t").await.unwrap(), vec![g.clone()]);
+
+    let id = create(&journal, "t", None).await;
+    journal.put_snapshot(id, 3, "d1", b"old").await.unwrap();
+    journal.put_snapshot(id, 5, "d1", b"new").await.unwrap();
+    journal.put_snapshot(id, 4, "d2", b"other").await.unwrap();
+    assert_eq!(
+        journal.latest_snapshot(id, "d1", 10).await.unwrap(),
+        Some((5, b"new".to_vec()))
+    );
+    assert_eq!(journal.latest_snapshot(id, "d1", 5).await.unwrap(), None);
+    assert_eq!(journal.snapshots(id).await.unwrap().len(), 2);
+
+    // An import keeps every byte and hash; a broken chain is refused.
+    let mut events = vec![StoredEvent {
+        event: Event {
+            seq: 0,
+            at: T0,
+            body: EventBody::Created(Created {
+                guest: g.clone(),
+                ..crate::journal::created()
+            }),
+        },
+        hash: [0; 32],
+    }];
+    events = chain_events(
+        GENESIS_HASH,
+        0,
+        events
+            .into_iter()
+            .map(|e| (e.event.at, e.event.body))
+            .chain([(T0 + 1, input("x"))]),
+    );
+    let imported = journal
+        .import("t", Some("copy"), &events, None)
+        .await
+        .unwrap();
+    assert_eq!(journal.read(imported, 0, 10).await.unwrap(), events);
+    assert!(journal.verify(imported).await.unwrap().is_ok());
+    assert_eq!(journal.resolve("t", "copy").await.unwrap(), Some(imported));
+    let mut broken = events.clone();
+    broken[1].hash[0] ^= 1;
+    assert!(matches!(
+        journal.import("t", None, &broken, None).await,
+        Err(JournalError::Invalid(_))
+    ));
+    assert!(matches!(
+        journal.import("t", Some("copy"), &events, None).await,
+        Err(JournalError::NameTaken { .. })
+    ));
+    assert!(matches!(
+        journal.import("t", None, &events, Some(2)).await,
+        Err(JournalError::LimitReached { limit: 2, .. })
+    ));
+    assert_eq!(journal.count("t").await.unwrap().sessions, 2);
+}
+
+#[tokio::test]
+async fn leases_pass_between_workers_and_expire_with_their_holder() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let short = PgConfig {
+        lease_ttl_ms: 300,
+        ..PgConfig::default()
+    };
+    let a = db.journal(short.clone()).await;
+    let b = db
+        .journal(PgConfig {
+            worker: uuid::Uuid::now_v7(),
+            ..short
+        })
+        .await;
+    let id = create(&a, DEFAULT_TENANT, None).await;
+
+    let first = a.acquire_lease(id).await.expect("free");
+    assert!(matches!(b.acquire_lease(id).await, Err(JournalError::Leased { log }) if log == id));
+    let again = a.acquire_lease(id).await.expect("held by this worker");
+    assert!(again.epoch > first.epoch);
+    a.release_lease(first).await.unwrap();
+    assert!(
+        b.acquire_lease(id).await.is_err(),
+        "a stale release gives nothing up"
+    );
+    a.release_lease(again).await.unwrap();
+    let taken = b.acquire_lease(id).await.expect("released");
+    assert!(taken.epoch > again.epoch);
+    assert!(matches!(
+        a.acquire_lease(LogId::now_v7()).await,
+        Err(JournalError::UnknownLog(_))
+    ));
+
+    // B dies: its heartbeat stops, and once it is older than the TTL, A takes over.
+    drop(b);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let taken_over = loop {
+        match a.acquire_lease(id).await {
+            Ok(lease) => break lease,
+            Err(JournalError::Leased { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the lease never expired: {e:?}"),
+        }
+    };
+    assert!(taken_over.epoch > taken.epoch);
+}
+
+#[tokio::test]
+async fn timers_come_due_in_order_and_skip_logs_other_workers_hold() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let a = db.journal(PgConfig::default()).await;
+    let b = db.journal(PgConfig::default()).await;
+    let (x, y) = (
+        create(&a, DEFAULT_TENANT, None).await,
+        create(&a, DEFAULT_TENANT, None).await,
+    );
+    a.commit(Commit::append(
+        x,
+        1,
+        vec![
+            (T0, sleep_until("late", T0 + 200)),
+            (T0, sleep_until("soon", T0 + 100)),
+        ],
+    ))
+    .await
+    .unwrap();
+    a.commit(Commit::append(
+        y,
+        1,
+        vec![(T0, sleep_until("mid", T0 + 150))],
+    ))
+    .await
+    .unwrap();
+    let due = a.timers(T0 + 150, 10).await.unwrap();
+    let keys: Vec<&str> = due.iter().map(|t| t.key.as_str()).collect();
+    assert_eq!(keys, ["soon", "mid"]);
+    assert_eq!(due[0].until, T0 + 100);
+    assert_eq!(a.timers(u64::MAX, 1).await.unwrap()[0].key, "soon");
+
+    // Once B holds x, A no longer sees x's timers; B still does.
+    b.acquire_lease(x).await.unwrap();
+    let keys: Vec<String> = a
+        .timers(u64::MAX, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    assert_eq!(keys, ["mid"]);
+    assert_eq!(b.timers(u64::MAX, 10).await.unwrap().len(), 3);
+    // A completed timer is no longer open.
+    a.commit(Commit::append(
+        y,
+        2,
+        vec![(
+            T0 + 150,
+            EventBody::Completed {
+                key: "mid".into(),
+                outcome: Outcome::TimerFired,
+            },
+        )],
+    ))
+    .await
+    .unwrap();
+    assert!(a.timers(u64::MAX, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_waiter_on_one_worker_sees_commits_of_another() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let a = db.journal(PgConfig::default()).await;
+    let b = db.journal(PgConfig::default()).await;
+    let id = create(&a, DEFAULT_TENANT, None).await;
+    // Already there: at once.
+    assert_eq!(b.wait_events(id, 0).await.unwrap(), 1);
+    let waiting = {
+        let b = b.clone();
+        tokio::spawn(async move { b.wait_events(id, 1).await })
+    };
+    // A waiter that gives up costs nothing and does not disturb the other.
+    let gave_up = tokio::time::timeout(Duration::from_millis(20), b.wait_events(id, 1)).await;
+    assert!(gave_up.is_err());
+    a.commit(Commit::append(
+        id,
+        1,
+        vec![(T0 + 1, input("x")), (T0 + 2, input("y"))],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap(), 3);
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_build_is_refused() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    // Connecting twice migrates once.
+    drop(db.journal(PgConfig::default()).await);
+    drop(db.journal(PgConfig::default()).await);
+    let sql = db.sql().await;
+    let versions: Vec<i64> = sql
+        .query(
+            "SELECT version FROM logbook_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![1]);
+    sql.execute(
+        "INSERT INTO logbook_migrations (version, name) VALUES (999, 'future')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let refused = PgJournal::connect(&db.url, PgConfig::default()).await;
+    assert!(
+        matches!(
+            refused,
+            Err(JournalError::SchemaTooNew {
+                found: 999,
+                known: 1
+            })
+        ),
+        "{refused:?}"
+    );
+}
