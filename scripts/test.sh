@@ -22,6 +22,39 @@ if [ "${LOGBOOK_SKIP_BROWSER:-}" != 1 ] && [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 
+# The PostgreSQL journal's tests (runtime/tests/all/postgres.rs) need a
+# PostgreSQL (15 or later) and a role that may create databases, named by
+# LOGBOOK_TEST_POSTGRES. When none is given, this starts Debian's (installing
+# it with apt when missing) and creates the role logbook/logbook for TCP.
+# LOGBOOK_SKIP_POSTGRES=1 skips those tests, and this.
+if [ "${LOGBOOK_SKIP_POSTGRES:-}" != 1 ] && [ -z "${LOGBOOK_TEST_POSTGRES:-}" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "test.sh: LOGBOOK_TEST_POSTGRES is not set and this is not root to start PostgreSQL." >&2
+    echo "  set it to a role that may create databases:" >&2
+    echo "    LOGBOOK_TEST_POSTGRES=postgres://USER:PASSWORD@127.0.0.1:5432/postgres scripts/test.sh" >&2
+    echo "  or skip the PostgreSQL tests: LOGBOOK_SKIP_POSTGRES=1 scripts/test.sh" >&2
+    exit 1
+  fi
+  if ! command -v pg_lsclusters >/dev/null || [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
+    echo "== installing PostgreSQL for the journal tests"
+    started=$SECONDS
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
+    echo "== PostgreSQL installed in $((SECONDS - started)) s"
+  fi
+  # The newest cluster: Debian 12's is 15/main.
+  read -r pg_version pg_cluster pg_port pg_status _ < <(pg_lsclusters -h | sort -n | tail -1)
+  if [ "$pg_status" != online ]; then
+    pg_ctlcluster "$pg_version" "$pg_cluster" start
+  fi
+  runuser -u postgres -- psql -q -p "$pg_port" -v ON_ERROR_STOP=1 -c "DO \$\$BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'logbook') THEN
+      CREATE ROLE logbook LOGIN SUPERUSER PASSWORD 'logbook';
+    END IF; END\$\$"
+  export LOGBOOK_TEST_POSTGRES="postgres://logbook:logbook@127.0.0.1:$pg_port/postgres"
+  echo "== PostgreSQL $pg_version/$pg_cluster on port $pg_port for the journal tests"
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace

@@ -651,3 +651,57 @@ async fn a_database_from_a_newer_build_is_refused() {
         "{refused:?}"
     );
 }
+
+/// Group-commit throughput against the local PostgreSQL: `COMMITTERS` tasks,
+/// each appending `EVENTS_EACH` events one commit at a time to a log of its
+/// own. Prints the figures; asserts only that every event is there.
+/// `cargo test --release -p logbook --test all -- --ignored postgres::group_commit_throughput --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand with --release"]
+async fn group_commit_throughput() {
+    let Some((_db, journal)) = fresh().await else {
+        return;
+    };
+    for committers in [1usize, 16, 64, 256] {
+        const EVENTS_EACH: u64 = 200;
+        let mut ids = Vec::new();
+        for _ in 0..committers {
+            ids.push(create(&journal, DEFAULT_TENANT, None).await);
+        }
+        let before = journal.stats();
+        let started = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for id in ids.clone() {
+            let journal = journal.clone();
+            tasks.push(tokio::spawn(async move {
+                for seq in 1..=EVENTS_EACH {
+                    journal
+                        .commit(Commit::append(id, seq, vec![(T0 + seq, input("x"))]))
+                        .await
+                        .expect("append");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("committer");
+        }
+        let elapsed = started.elapsed();
+        let stats = journal.stats();
+        let events = stats.events - before.events;
+        let txns = stats.commits - before.commits;
+        println!(
+            "{committers:>4} committers: {events} events in {:.2} s = {:.0} events/s, \
+             {txns} transactions ({:.1} commits each)",
+            elapsed.as_secs_f64(),
+            events as f64 / elapsed.as_secs_f64(),
+            (stats.requests - before.requests) as f64 / txns as f64
+        );
+        assert_eq!(events, committers as u64 * EVENTS_EACH);
+        for id in ids {
+            assert_eq!(
+                journal.info(id).await.unwrap().unwrap().next_seq,
+                EVENTS_EACH + 1
+            );
+        }
+    }
+}
