@@ -705,3 +705,77 @@ async fn group_commit_throughput() {
         }
     }
 }
+
+/// Ends this database's connections of one `application_name`, as a
+/// restart of the server or a network failure would; how many it ended.
+async fn terminate(db: &PgDb, application: &str) -> i64 {
+    db.sql()
+        .await
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = $1",
+            &[&application],
+        )
+        .await
+        .expect("terminate")
+        .get(0)
+}
+
+#[tokio::test]
+async fn waiters_are_woken_after_the_listener_reconnects() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let a = db.journal(PgConfig::default()).await;
+    let b = db.journal(PgConfig::default()).await;
+    let id = create(&a, DEFAULT_TENANT, None).await;
+    let waiting = {
+        let b = b.clone();
+        tokio::spawn(async move { b.wait_events(id, 1).await })
+    };
+    // Let the waiter register and read the head before its listener goes.
+    tokio::task::yield_now().await;
+    assert_eq!(terminate(&db, "logbook-listener").await, 2);
+    // A commit while the listeners are gone: its notification reaches no one.
+    a.commit(Commit::append(id, 1, vec![(T0 + 1, input("x"))]))
+        .await
+        .expect("the writer has its own connection");
+    let woken = tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("the reconnected listener catches up");
+    assert_eq!(woken.unwrap().unwrap(), 2);
+}
+
+#[tokio::test]
+async fn the_writer_reconnects_after_losing_its_connection() {
+    let Some((db, journal)) = fresh().await else {
+        return;
+    };
+    let id = create(&journal, DEFAULT_TENANT, None).await;
+    assert_eq!(terminate(&db, "logbook-writer").await, 1);
+    // The first batch after the loss may fail (its outcome unknown to the
+    // caller); one soon after goes through on a new connection.
+    let mut expected = 1;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match journal
+            .commit(Commit::append(id, expected, vec![(T0 + 1, input("x"))]))
+            .await
+        {
+            Ok(_) => break,
+            Err(JournalError::Postgres(_) | JournalError::Closed)
+                if tokio::time::Instant::now() < deadline =>
+            {
+                expected = journal.info(id).await.unwrap().unwrap().next_seq;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the writer did not come back: {e:?}"),
+        }
+    }
+    assert_eq!(
+        terminate(&db, "logbook-writer").await,
+        1,
+        "a new connection"
+    );
+    assert!(journal.verify(id).await.unwrap().is_ok());
+}

@@ -24,6 +24,9 @@ use crate::journal::{JournalError, LogId};
 /// The channel the writers notify on; the payload is `<log>:<next seq>`.
 pub(super) const CHANNEL: &str = "logbook_heads";
 
+/// The `application_name` of the listener's connection.
+pub(super) const APPLICATION: &str = "logbook-listener";
+
 /// The longest pause between two attempts to reconnect the listener.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 

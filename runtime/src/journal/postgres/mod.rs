@@ -127,6 +127,16 @@ fn order(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The connection settings with an `application_name` that says what the
+/// connection is for (in `pg_stat_activity`), unless the URL names one.
+fn role(pg: &tokio_postgres::Config, application: &str) -> tokio_postgres::Config {
+    let mut pg = pg.clone();
+    if pg.get_application_name().is_none() {
+        pg.application_name(application);
+    }
+    pg
+}
+
 /// A stored hash.
 fn hash32(v: Vec<u8>) -> Result<[u8; 32], JournalError> {
     <[u8; 32]>::try_from(v.as_slice())
@@ -163,7 +173,7 @@ impl PgJournal {
             migrated?;
         }
         let manager = Manager::from_config(
-            pg.clone(),
+            role(&pg, "logbook"),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -180,7 +190,11 @@ impl PgJournal {
 
         let heads = Arc::new(Heads::default());
         let (ready_tx, ready) = oneshot::channel();
-        let listener = tokio::spawn(listen::run(pg.clone(), heads.clone(), Some(ready_tx)));
+        let listener = tokio::spawn(listen::run(
+            role(&pg, listen::APPLICATION),
+            heads.clone(),
+            Some(ready_tx),
+        ));
         ready.await.map_err(|_| JournalError::Closed)??;
 
         let period = Duration::from_millis((config.lease_ttl_ms / 3).max(1));
@@ -198,7 +212,14 @@ impl PgJournal {
 
         let counters = Arc::new(Counters::default());
         let (requests, rx) = mpsc::unbounded_channel();
-        tokio::spawn(Writer::new(pg, config.max_batch_events.max(1), counters.clone()).run(rx));
+        tokio::spawn(
+            Writer::new(
+                role(&pg, writer::APPLICATION),
+                config.max_batch_events.max(1),
+                counters.clone(),
+            )
+            .run(rx),
+        );
         Ok(Arc::new(PgJournal {
             pool,
             requests,

@@ -46,6 +46,9 @@ pub(super) type Answer = Result<Committed, JournalError>;
 /// worker's transaction is tried again before its error is the answer.
 const RACE_RETRIES: u32 = 3;
 
+/// The `application_name` of the writer's connection.
+pub(super) const APPLICATION: &str = "logbook-writer";
+
 /// A commit waiting for the writer, with where to send its answer.
 pub(super) struct Request {
     pub(super) commit: Commit,
