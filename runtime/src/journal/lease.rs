@@ -126,6 +126,13 @@ impl Heads {
         }
     }
 
+    /// The logs someone waits on now: what a journal whose heads come from
+    /// elsewhere (PostgreSQL's notifications) reads again after it may have
+    /// missed some.
+    pub(crate) fn waited(&self) -> Vec<LogId> {
+        self.waiting().keys().copied().collect()
+    }
+
     /// Tells the waiters of every log a committed batch grew its new head,
     /// once per log, so none sees a commit half applied.
     pub(crate) fn committed<'e>(

@@ -2,9 +2,10 @@
 //! truth (DESIGN §2, §4, §5).
 //!
 //! [`Journal`] is the storage trait the rest of the host codes against;
-//! [`RedbJournal`] is the embedded backend, and [`MemoryJournal`] the same
-//! contract over maps in memory (the model redb is tested against; nothing
-//! in it is durable). The invariants of the contract:
+//! [`RedbJournal`] is the embedded backend, [`PgJournal`] the one that many
+//! workers share in PostgreSQL (`docs/postgres.md`), and [`MemoryJournal`]
+//! the same contract over maps in memory (the model redb is tested against;
+//! nothing in it is durable). The invariants of the contract:
 //!
 //! - **Append-only.** Events are never updated or deleted. Seqs of a log are
 //!   dense from 0, and seq 0 is always `created`.

@@ -17,29 +17,43 @@ use crate::journal::{T0, created, guest, input, new_log, tool_call};
 mod host;
 mod model;
 
-/// A journal under test, with whatever must outlive it (a temp dir).
+/// A journal under test, with whatever must outlive it (a temp dir, a database).
 pub(crate) struct Backend {
     pub(crate) journal: Arc<dyn Journal>,
     _dir: Option<TempDir>,
+    _db: Option<crate::postgres::PgDb>,
 }
 
 /// A [`RedbJournal`] in a fresh temp file.
-pub(crate) fn redb() -> Backend {
+pub(crate) async fn redb() -> Option<Backend> {
     let dir = TempDir::new().expect("temp dir");
     let journal = RedbJournal::open(&dir.path().join("journal.redb"), JournalConfig::default())
         .expect("open journal");
-    Backend {
+    Some(Backend {
         journal,
         _dir: Some(dir),
-    }
+        _db: None,
+    })
 }
 
 /// An empty [`MemoryJournal`].
-pub(crate) fn memory() -> Backend {
-    Backend {
+pub(crate) async fn memory() -> Option<Backend> {
+    Some(Backend {
         journal: MemoryJournal::new(),
         _dir: None,
-    }
+        _db: None,
+    })
+}
+
+/// A [`PgJournal`] on a fresh database; `None` when PostgreSQL tests are
+/// skipped (see `postgres.rs`).
+pub(crate) async fn postgres() -> Option<Backend> {
+    let (db, journal) = crate::postgres::fresh().await?;
+    Some(Backend {
+        journal,
+        _dir: None,
+        _db: Some(db),
+    })
 }
 
 /// Runs the named checks as `#[tokio::test]`s against the backend `$open` makes.
@@ -48,7 +62,9 @@ macro_rules! contract {
         $(
             #[tokio::test]
             async fn $check() {
-                let backend = $open();
+                let Some(backend) = $open().await else {
+                    return;
+                };
                 super::$check(backend.journal.clone()).await;
             }
         )*
@@ -87,6 +103,10 @@ mod redb_backend {
 
 mod memory_backend {
     every_check!(super::memory);
+}
+
+mod postgres_backend {
+    every_check!(super::postgres);
 }
 
 async fn a_new_lease_fences_the_appends_of_the_old_one(journal: Arc<dyn Journal>) {

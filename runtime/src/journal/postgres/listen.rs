@@ -4,21 +4,20 @@
 //! at commit) move the heads callers wait on.
 //!
 //! Invariants:
-//! - A waiter registers before it reads the stored head, so a commit that
-//!   lands between the two is seen either way.
+//! - A waiter registers ([`Heads::wait`]) before it reads the stored head,
+//!   so a commit that lands between the two is seen either way.
 //! - After the listener (re)connects and listens again, it reads the stored
 //!   heads of every waited log, so a commit notified while it was not
 //!   listening still wakes its waiters.
-//! - An entry of the waiters' map lives only while someone waits on its log.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::back;
+use crate::journal::lease::Heads;
 use crate::journal::{JournalError, LogId};
 
 /// The channel the writers notify on; the payload is `<log>:<next seq>`.
@@ -29,85 +28,6 @@ pub(super) const APPLICATION: &str = "logbook-listener";
 
 /// The longest pause between two attempts to reconnect the listener.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Callers waiting for logs to grow.
-#[derive(Debug, Default)]
-pub(super) struct Heads {
-    waiting: Mutex<HashMap<LogId, watch::Sender<u64>>>,
-}
-
-impl Heads {
-    fn waiting(&self) -> MutexGuard<'_, HashMap<LogId, watch::Sender<u64>>> {
-        // Each change is one insert, update or remove: a panic cannot leave it half done.
-        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// `log`'s next seq is now at least `next_seq`, durably.
-    pub(super) fn advanced(&self, log: LogId, next_seq: u64) {
-        if let Some(tx) = self.waiting().get(&log) {
-            tx.send_if_modified(|seen| {
-                let newer = next_seq > *seen;
-                if newer {
-                    *seen = next_seq;
-                }
-                newer
-            });
-        }
-    }
-
-    /// The logs someone waits on.
-    fn waited(&self) -> Vec<LogId> {
-        self.waiting().keys().copied().collect()
-    }
-
-    /// Resolves once `log` holds an event at `from_seq` or later, with its
-    /// next seq. `stored` reads the log's next seq from the database.
-    pub(super) async fn wait(
-        &self,
-        log: LogId,
-        from_seq: u64,
-        stored: impl Future<Output = Result<u64, JournalError>>,
-    ) -> Result<u64, JournalError> {
-        let mut rx = self
-            .waiting()
-            .entry(log)
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe();
-        let _leave = Leave { heads: self, log };
-        let now = stored.await?;
-        if now > from_seq {
-            return Ok(now);
-        }
-        loop {
-            let next = *rx.borrow_and_update();
-            if next > from_seq {
-                return Ok(next);
-            }
-            if rx.changed().await.is_err() {
-                return Err(JournalError::Closed);
-            }
-        }
-    }
-}
-
-/// Removes a log's entry when its last waiter leaves (returns or is dropped).
-struct Leave<'h> {
-    heads: &'h Heads,
-    log: LogId,
-}
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        let mut waiting = self.heads.waiting();
-        // The receiver of the waiter leaving is still alive here.
-        if waiting
-            .get(&self.log)
-            .is_some_and(|tx| tx.receiver_count() <= 1)
-        {
-            waiting.remove(&self.log);
-        }
-    }
-}
 
 /// Parses a notification's payload.
 fn payload(p: &str) -> Option<(LogId, u64)> {

@@ -33,13 +33,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
-use self::listen::Heads;
 use self::writer::{Counters, Request, Writer};
 use super::chain::{ChainCheck, ChainPos, Verified, digest_of};
 use super::commit::{Commit, CommitTicket};
 use super::event::{GuestRef, LogPos, StoredEvent};
 use super::info::LogInfo;
-use super::{JournalError, LogId, LogPage, TenantCount, WriterStats};
+use super::lease::Heads;
+use super::{Journal, JournalError, Lease, LogId, LogPage, TenantCount, Timer, WriterStats};
 
 /// Settings of a [`PgJournal`].
 #[derive(Clone, Debug)]
@@ -67,28 +67,6 @@ impl Default for PgConfig {
             pool_size: 4,
         }
     }
-}
-
-/// A worker's claim to be the only writer of a log, at an epoch.
-// TODO(trait): the trait's `Lease` once it lands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Lease {
-    /// The log.
-    pub log: LogId,
-    /// Its epoch: higher than that of every earlier lease of the log.
-    pub epoch: u64,
-}
-
-/// A `sleep` effect that is open in a log: a durable timer.
-// TODO(trait): the trait's `Timer` once it lands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Timer {
-    /// The log.
-    pub log: LogId,
-    /// The effect's key.
-    pub key: String,
-    /// When it is due, unix ms.
-    pub until: u64,
 }
 
 /// A journal in a PostgreSQL database, shared with any number of workers.
@@ -656,6 +634,152 @@ impl PgJournal {
             })
         };
         self.heads.wait(log, from_seq, stored).await
+    }
+}
+
+/// The trait's methods are the inherent ones: callers that hold a
+/// `PgJournal` need no trait in scope, and `dyn Journal` gets the same.
+#[async_trait::async_trait]
+impl Journal for PgJournal {
+    fn commit(&self, commit: Commit) -> CommitTicket {
+        PgJournal::commit(self, commit)
+    }
+
+    async fn read(
+        &self,
+        log: LogId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        PgJournal::read(self, log, from_seq, limit).await
+    }
+
+    async fn read_checked(
+        &self,
+        log: LogId,
+        pos: &mut ChainPos,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        PgJournal::read_checked(self, log, pos, limit).await
+    }
+
+    async fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError> {
+        PgJournal::info(self, log).await
+    }
+
+    async fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError> {
+        PgJournal::resolve(self, tenant, name).await
+    }
+
+    async fn list_page(
+        &self,
+        tenant: &str,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<LogPage, JournalError> {
+        PgJournal::list_page(self, tenant, after, limit).await
+    }
+
+    async fn count(&self, tenant: &str) -> Result<TenantCount, JournalError> {
+        PgJournal::count(self, tenant).await
+    }
+
+    async fn open_logs(
+        &self,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<Vec<LogId>, JournalError> {
+        PgJournal::open_logs(self, after, limit).await
+    }
+
+    async fn put_guest(
+        &self,
+        tenant: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<GuestRef, JournalError> {
+        PgJournal::put_guest(self, tenant, name, bytes).await
+    }
+
+    async fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        PgJournal::guest_bytes(self, digest).await
+    }
+
+    async fn guest_by_name(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<GuestRef>, JournalError> {
+        PgJournal::guest_by_name(self, tenant, name).await
+    }
+
+    async fn guests(&self, tenant: &str) -> Result<Vec<GuestRef>, JournalError> {
+        PgJournal::guests(self, tenant).await
+    }
+
+    async fn count_logs(&self) -> Result<usize, JournalError> {
+        PgJournal::count_logs(self).await
+    }
+
+    async fn verify(&self, log: LogId) -> Result<Verified, JournalError> {
+        PgJournal::verify(self, log).await
+    }
+
+    async fn put_snapshot(
+        &self,
+        log: LogId,
+        seq: u64,
+        digest: &str,
+        record: &[u8],
+    ) -> Result<(), JournalError> {
+        PgJournal::put_snapshot(self, log, seq, digest, record).await
+    }
+
+    async fn latest_snapshot(
+        &self,
+        log: LogId,
+        digest: &str,
+        before: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, JournalError> {
+        PgJournal::latest_snapshot(self, log, digest, before).await
+    }
+
+    async fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError> {
+        PgJournal::snapshots(self, log).await
+    }
+
+    async fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError> {
+        PgJournal::parent(self, log).await
+    }
+
+    async fn import(
+        &self,
+        tenant: &str,
+        name: Option<&str>,
+        events: &[StoredEvent],
+        session_limit: Option<u64>,
+    ) -> Result<LogId, JournalError> {
+        PgJournal::import(self, tenant, name, events, session_limit).await
+    }
+
+    fn stats(&self) -> WriterStats {
+        PgJournal::stats(self)
+    }
+
+    async fn acquire_lease(&self, log: LogId) -> Result<Lease, JournalError> {
+        PgJournal::acquire_lease(self, log).await
+    }
+
+    async fn release_lease(&self, lease: Lease) -> Result<(), JournalError> {
+        PgJournal::release_lease(self, lease).await
+    }
+
+    async fn timers(&self, due_by: u64, limit: usize) -> Result<Vec<Timer>, JournalError> {
+        PgJournal::timers(self, due_by, limit).await
+    }
+
+    async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError> {
+        PgJournal::wait_events(self, log, from_seq).await
     }
 }
 

@@ -74,9 +74,8 @@ impl Counters {
 }
 
 /// The epoch an append is fenced by.
-// TODO(trait): `append.lease` once `Append` carries it.
-fn lease_of(_append: &Append) -> Option<u64> {
-    None
+fn lease_of(append: &Append) -> Option<u64> {
+    append.lease
 }
 
 /// The writer's connection and its prepared statements.
