@@ -64,11 +64,12 @@ impl From<SessionError> for ApiError {
             E::Journal(JournalError::NameTaken { .. }) => (StatusCode::CONFLICT, "name_taken"),
             // Another writer appended first: the request may go again.
             E::Journal(JournalError::Conflict { .. }) => (StatusCode::CONFLICT, "conflict"),
-            // The journal cannot write now (a full disk, a closed writer):
-            // whether the request was written is unknown; the log says.
-            E::Journal(JournalError::Storage(_) | JournalError::Closed) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable")
-            }
+            // The journal cannot write now (a full disk, a closed writer, a
+            // lost database): whether the request was written is unknown;
+            // the log says.
+            E::Journal(
+                JournalError::Storage(_) | JournalError::Postgres(_) | JournalError::Closed,
+            ) => (StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
