@@ -525,6 +525,38 @@ async fn leases_pass_between_workers_and_expire_with_their_holder() {
 }
 
 #[tokio::test]
+async fn appends_under_a_lease_another_worker_took_are_refused() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let a = db.journal(PgConfig::default()).await;
+    let b = db.journal(PgConfig::default()).await;
+    let id = create(&a, DEFAULT_TENANT, None).await;
+    let mine = a.acquire_lease(id).await.unwrap();
+    a.commit(Commit::append(id, 1, vec![(T0 + 1, input("a"))]).fenced(mine.epoch))
+        .await
+        .expect("the holder appends");
+    // A gives the log up (as a worker that loses its heartbeat would lose
+    // it); B takes it, and A's next append, with its old epoch, is refused
+    // whatever its expected seq, while B's goes in.
+    a.release_lease(mine).await.unwrap();
+    let theirs = b.acquire_lease(id).await.unwrap();
+    let stale = a
+        .commit(Commit::append(id, 2, vec![(T0 + 2, input("late"))]).fenced(mine.epoch))
+        .await;
+    assert!(
+        matches!(stale, Err(JournalError::Fenced { log, epoch }) if log == id && epoch == mine.epoch),
+        "{stale:?}"
+    );
+    b.commit(Commit::append(id, 2, vec![(T0 + 2, input("b"))]).fenced(theirs.epoch))
+        .await
+        .expect("the new holder appends");
+    let events = a.read(id, 0, 10).await.unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[2].event.body, input("b"));
+}
+
+#[tokio::test]
 async fn timers_come_due_in_order_and_skip_logs_other_workers_hold() {
     let Some(db) = PgDb::create().await else {
         return;

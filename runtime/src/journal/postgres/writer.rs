@@ -14,7 +14,9 @@
 //!   alone; the commits after it in the pipeline, which the aborted
 //!   transaction refused unread, are planned again and sent again.
 //! - Every ticket of a batch is answered after the batch's `COMMIT` returned
-//!   (or with the error that failed it: then whether it was written is unknown).
+//!   (or with the error that failed it: then whether it was written is
+//!   unknown), on a session whose `synchronous_commit` is not `off`, so an
+//!   answered commit is on disk.
 //! - The heads of the logs a batch wrote are notified on `logbook_heads` in
 //!   the same transaction, so PostgreSQL delivers them at commit, to every worker.
 //! - Statements of a pipeline are prepared once per connection and sent in
@@ -174,6 +176,13 @@ impl Writer {
                     tracing::warn!(error = %e, "postgres journal writer connection ended");
                 }
             });
+            // A ticket is answered after COMMIT returns: with
+            // `synchronous_commit = off` that would be before the WAL is on
+            // disk. `local`, `remote_write`, `remote_apply` are durable here.
+            let setting = client.query_one("SHOW synchronous_commit", &[]).await?;
+            if setting.try_get::<_, String>(0)? == "off" {
+                client.batch_execute("SET synchronous_commit = on").await?;
+            }
             let st = Statements::prepare(&client).await?;
             self.conn = Some(Conn { client, st });
         }
