@@ -107,12 +107,14 @@ BEGIN
     END IF;
 END $$;
 
--- Moves a log's head past an append, in the statement that checks it: the
--- lease epoch (when the append carries one), the expected next seq and the
--- hash it chains from. Refusals: LB001 no such log, LB002 fenced, LB003
--- conflict (the message is the actual next seq), LB004 the hash differs.
-CREATE FUNCTION logbook_advance(p_log uuid, p_expected int8, p_prev bytea, p_lease int8,
-                                p_next int8, p_hash bytea) RETURNS void
+-- Moves a log's head past an append and writes the append's events, in the
+-- statement that checks it: the lease epoch (when the append carries one),
+-- the expected next seq and the hash it chains from. Refusals: LB001 no such
+-- log, LB002 fenced, LB003 conflict (the message is the actual next seq),
+-- LB004 the hash differs.
+CREATE FUNCTION logbook_append(p_log uuid, p_expected int8, p_prev bytea, p_lease int8,
+                               p_next int8, p_hash bytea, p_seqs int8[], p_ats int8[],
+                               p_hashes bytea[], p_bodies bytea[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     cur record;
@@ -121,6 +123,8 @@ BEGIN
      WHERE id = p_log AND next_seq = p_expected AND last_hash = p_prev
        AND (p_lease IS NULL OR lease_epoch = p_lease);
     IF FOUND THEN
+        INSERT INTO events (log, seq, at, hash, body)
+        SELECT p_log, * FROM unnest(p_seqs, p_ats, p_hashes, p_bodies);
         RETURN;
     END IF;
     SELECT next_seq, last_hash, lease_epoch INTO cur FROM logs WHERE id = p_log;

@@ -80,12 +80,14 @@ pub(super) enum Op {
         parent: LogId,
         parent_seq: u64,
     },
+    /// Moves the head past an append and writes its events, in one statement.
     Advance {
         log: LogId,
         expected: u64,
         prev: [u8; 32],
         lease: Option<u64>,
         head: Head,
+        events: EventRows,
     },
     Flags {
         log: LogId,
@@ -114,7 +116,6 @@ pub(super) enum Op {
         log: LogId,
         key: String,
     },
-    Events(EventRows),
     NameMove {
         tenant: String,
         name: String,
@@ -122,7 +123,7 @@ pub(super) enum Op {
     },
 }
 
-/// A new row of `logs`.
+/// A new row of `logs`, written with its `created` event.
 #[derive(Debug)]
 pub(super) struct NewRow {
     pub(super) id: LogId,
@@ -131,6 +132,8 @@ pub(super) struct NewRow {
     pub(super) guest: GuestRef,
     pub(super) created_at: u64,
     pub(super) head: Head,
+    /// The canonical body of its `created` (the event before `head`).
+    pub(super) body: Vec<u8>,
     pub(super) session: bool,
     /// A fork's parent and fork point.
     pub(super) parent: Option<(LogId, u64)>,
@@ -158,10 +161,9 @@ impl OpenEffectRow {
     }
 }
 
-/// The events of one commit, as columns for one `UNNEST` insert.
+/// The events of one append, as columns for one `UNNEST` insert.
 #[derive(Debug, Default)]
 pub(super) struct EventRows {
-    pub(super) logs: Vec<LogId>,
     pub(super) seqs: Vec<i64>,
     pub(super) ats: Vec<i64>,
     pub(super) hashes: Vec<Vec<u8>>,
@@ -208,7 +210,6 @@ impl<'a> View<'a> {
         lease_of: impl Fn(&crate::journal::Append) -> Option<u64>,
     ) -> Result<Plan, JournalError> {
         let mut ops = Vec::new();
-        let mut rows = EventRows::default();
         let mut written = Vec::with_capacity(commit.event_count());
         let mut heads: HashMap<LogId, Head> = HashMap::new();
         let mut tenants: HashMap<LogId, String> = HashMap::new();
@@ -241,6 +242,7 @@ impl<'a> View<'a> {
                 guest: nl.created.guest.clone(),
                 created_at: nl.at,
                 head,
+                body: canonical,
                 session,
                 parent,
             }));
@@ -263,7 +265,6 @@ impl<'a> View<'a> {
                     parent_seq,
                 });
             }
-            push_row(&mut rows, nl.id, seq, nl.at, &hash, canonical);
             planned.insert((nl.id, seq), (hash, None));
             heads.insert(nl.id, head);
             tenants.insert(nl.id, nl.tenant.clone());
@@ -291,6 +292,7 @@ impl<'a> View<'a> {
                     actual: head.next_seq,
                 });
             }
+            let mut rows = EventRows::default();
             let mut flags = (false, None, None);
             let mut opens = Vec::new();
             let mut end = head;
@@ -304,7 +306,10 @@ impl<'a> View<'a> {
                 let canonical = body.to_canonical();
                 let seq = end.next_seq;
                 let hash = event_hash(&end.last_hash, seq, *at, &canonical);
-                push_row(&mut rows, ap.log, seq, *at, &hash, canonical);
+                rows.seqs.push(bits(seq));
+                rows.ats.push(bits(*at));
+                rows.hashes.push(hash.to_vec());
+                rows.bodies.push(canonical);
                 let into = match body {
                     EventBody::Continued { log } => LogId::parse_str(log).ok(),
                     _ => None,
@@ -344,6 +349,7 @@ impl<'a> View<'a> {
                 prev: head.last_hash,
                 lease: lease_of(ap),
                 head: end,
+                events: rows,
             });
             if flags != (false, None, None) {
                 ops.push(Op::Flags {
@@ -356,7 +362,6 @@ impl<'a> View<'a> {
             ops.extend(opens);
             heads.insert(ap.log, end);
         }
-        ops.push(Op::Events(rows));
 
         for n in &commit.names {
             let tenant = tenants
@@ -457,14 +462,6 @@ impl<'a> View<'a> {
         let stored = self.fetched.continued.get(&(from, seq)) == Some(&Some(nl.id));
         in_commit || earlier || stored
     }
-}
-
-fn push_row(rows: &mut EventRows, log: LogId, seq: u64, at: u64, hash: &[u8; 32], body: Vec<u8>) {
-    rows.logs.push(log);
-    rows.seqs.push(bits(seq));
-    rows.ats.push(bits(at));
-    rows.hashes.push(hash.to_vec());
-    rows.bodies.push(body);
 }
 
 /// The statement that keeps the open effects in step with one event, by the

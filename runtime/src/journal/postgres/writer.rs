@@ -497,7 +497,6 @@ struct Statements {
     open_await: Statement,
     open_decided: Statement,
     open_remove: Statement,
-    events: Statement,
     name_move: Statement,
     notify: Statement,
     fetch_logs: Statement,
@@ -510,7 +509,9 @@ impl Statements {
         Ok(Statements {
             new_log: c
                 .prepare(
-                    "INSERT INTO logs (id, tenant, name, guest_name, guest_digest, created_at, \
+                    "WITH e AS (INSERT INTO events (log, seq, at, hash, body) \
+                       VALUES ($1, $7::int8 - 1, $6, $8, $10)) \
+                     INSERT INTO logs (id, tenant, name, guest_name, guest_digest, created_at, \
                      next_seq, last_hash, session) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .await?,
@@ -526,7 +527,9 @@ impl Statements {
                        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
                          p.next_seq = $11 + 1 AND p.finished, \
                          p.next_seq = $11 + 1 AND p.failed AND p.guest_digest = $5 \
-                       FROM p RETURNING 1) \
+                       FROM p RETURNING 1), \
+                     e AS (INSERT INTO events (log, seq, at, hash, body) \
+                       SELECT $1, $7::int8 - 1, $6, $8, $12 FROM i) \
                      SELECT logbook_require(EXISTS (SELECT 1 FROM i), 'LB005', 'unknown parent')",
                 )
                 .await?,
@@ -552,7 +555,7 @@ impl Statements {
                 )
                 .await?,
             advance: c
-                .prepare("SELECT logbook_advance($1, $2, $3, $4, $5, $6)")
+                .prepare("SELECT logbook_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
                 .await?,
             flags: c
                 .prepare(
@@ -589,12 +592,6 @@ impl Statements {
                 .await?,
             open_remove: c
                 .prepare("DELETE FROM open WHERE log = $1 AND key = $2")
-                .await?,
-            events: c
-                .prepare(
-                    "INSERT INTO events (log, seq, at, hash, body) SELECT * FROM \
-                     unnest($1::uuid[], $2::int8[], $3::int8[], $4::bytea[], $5::bytea[])",
-                )
                 .await?,
             // The previous holder and the new one are different rows.
             name_move: c
@@ -643,6 +640,7 @@ impl Statements {
                                     &next,
                                     &hash,
                                     &row.session,
+                                    &row.body,
                                 ],
                             )
                             .await
@@ -662,6 +660,7 @@ impl Statements {
                                     &row.session,
                                     &parent,
                                     &bits(seq),
+                                    &row.body,
                                 ],
                             )
                             .await
@@ -694,6 +693,7 @@ impl Statements {
                     prev,
                     lease,
                     head,
+                    events,
                 } => {
                     let lease = lease.map(bits);
                     c.execute(
@@ -705,6 +705,10 @@ impl Statements {
                             &lease,
                             &bits(head.next_seq),
                             &head.last_hash.as_slice(),
+                            &events.seqs,
+                            &events.ats,
+                            &events.hashes,
+                            &events.bodies,
                         ],
                     )
                     .await
@@ -745,19 +749,6 @@ impl Statements {
                 } => c.execute(&self.open_await, &[log, key]).await,
                 Op::OpenDecided { log, key } => c.execute(&self.open_decided, &[log, key]).await,
                 Op::OpenRemove { log, key } => c.execute(&self.open_remove, &[log, key]).await,
-                Op::Events(rows) => {
-                    c.execute(
-                        &self.events,
-                        &[
-                            &rows.logs,
-                            &rows.seqs,
-                            &rows.ats,
-                            &rows.hashes,
-                            &rows.bodies,
-                        ],
-                    )
-                    .await
-                }
                 Op::NameMove { tenant, name, log } => {
                     c.execute(&self.name_move, &[tenant, name, log]).await
                 }
