@@ -18,11 +18,14 @@
 //! - Dropping the journal stops its heartbeat and listener; its writer ends
 //!   once every commit sent to it has been answered.
 
+mod guests;
 mod import;
+mod leases;
 mod listen;
 mod plan;
 mod reads;
 mod schema;
+mod statements;
 mod writer;
 
 use std::sync::Arc;
@@ -34,7 +37,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
 use self::writer::{Counters, Request, Writer};
-use super::chain::{ChainCheck, ChainPos, Verified, digest_of};
+use super::chain::{ChainPos, Verified};
 use super::commit::{Commit, CommitTicket};
 use super::event::{GuestRef, LogPos, StoredEvent};
 use super::info::LogInfo;
@@ -164,7 +167,7 @@ impl PgJournal {
 
         let worker = config.worker;
         // Registered before any lease is taken, so this worker's leases are live.
-        beat(&pool, worker).await?;
+        leases::beat(&pool, worker).await?;
 
         let heads = Arc::new(Heads::default());
         let (ready_tx, ready) = oneshot::channel();
@@ -182,7 +185,7 @@ impl PgJournal {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = beat(&beat_pool, worker).await {
+                if let Err(e) = leases::beat(&beat_pool, worker).await {
                     tracing::warn!(error = %e, "postgres journal heartbeat failed");
                 }
             }
@@ -228,306 +231,6 @@ impl PgJournal {
         ticket
     }
 
-    /// Up to `limit` events of `log` from `from_seq`, through its ancestry.
-    pub async fn read(
-        &self,
-        log: LogId,
-        from_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, JournalError> {
-        let c = self.client().await?;
-        let st = c.prepare_cached(reads::ANCESTRY_EVENTS).await?;
-        reads::decode(reads::ancestry_rows(&c, &st, log, from_seq, limit).await?)
-    }
-
-    /// Like [`read`](Self::read), each event checked against its predecessor
-    /// on its stored bytes (see the trait).
-    pub async fn read_checked(
-        &self,
-        log: LogId,
-        pos: &mut ChainPos,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, JournalError> {
-        let c = self.client().await?;
-        let st = c.prepare_cached(reads::ANCESTRY_EVENTS).await?;
-        let rows = reads::ancestry_rows(&c, &st, log, pos.next_seq, limit).await?;
-        reads::checked(log, pos, rows)
-    }
-
-    /// The log's metadata, head and open effects.
-    pub async fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {} FROM logs l WHERE l.id = $1",
-                reads::INFO_COLUMNS
-            ))
-            .await?;
-        match c.query_opt(&st, &[&log]).await? {
-            Some(row) => Ok(Some(reads::info_of(&row)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// The log a name points at.
-    pub async fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached("SELECT log FROM names WHERE tenant = $1 AND name = $2")
-            .await?;
-        match c.query_opt(&st, &[&tenant, &name]).await? {
-            Some(row) => Ok(Some(row.try_get(0)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// A page of the tenant's logs in id order.
-    pub async fn list_page(
-        &self,
-        tenant: &str,
-        after: Option<LogId>,
-        limit: usize,
-    ) -> Result<LogPage, JournalError> {
-        let limit = limit.max(1);
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {} FROM logs l WHERE l.tenant = $1 AND ($2::uuid IS NULL OR l.id > $2) \
-                 ORDER BY l.id LIMIT $3",
-                reads::INFO_COLUMNS
-            ))
-            .await?;
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        let rows = c.query(&st, &[&tenant, &after, &fetch]).await?;
-        let mut page = LogPage::default();
-        for row in rows.iter().take(limit) {
-            page.logs.push(reads::info_of(row)?);
-        }
-        if rows.len() > limit {
-            page.next = page.logs.last().map(|i| i.id);
-        }
-        Ok(page)
-    }
-
-    /// How many logs and sessions the tenant holds.
-    pub async fn count(&self, tenant: &str) -> Result<TenantCount, JournalError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached("SELECT logs, sessions FROM tenants WHERE tenant = $1")
-            .await?;
-        match c.query_opt(&st, &[&tenant]).await? {
-            Some(row) => Ok(TenantCount {
-                logs: back(row.try_get(0)?),
-                sessions: back(row.try_get(1)?),
-            }),
-            None => Ok(TenantCount::default()),
-        }
-    }
-
-    /// Logs with an open effect, ids after `after`, at most `limit`, in id order.
-    pub async fn open_logs(
-        &self,
-        after: Option<LogId>,
-        limit: usize,
-    ) -> Result<Vec<LogId>, JournalError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT DISTINCT log FROM open WHERE ($1::uuid IS NULL OR log > $1) \
-                 ORDER BY log LIMIT $2",
-            )
-            .await?;
-        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
-        c.query(&st, &[&after, &limit])
-            .await?
-            .iter()
-            .map(|row| Ok(row.try_get(0)?))
-            .collect()
-    }
-
-    /// Stores a guest component (once per digest) and binds `(tenant, name)` to it.
-    pub async fn put_guest(
-        &self,
-        tenant: &str,
-        name: &str,
-        bytes: &[u8],
-    ) -> Result<GuestRef, JournalError> {
-        let digest = digest_of(bytes);
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "WITH g AS (INSERT INTO guests (digest, bytes) VALUES ($3, $4) \
-                   ON CONFLICT (digest) DO NOTHING) \
-                 INSERT INTO guest_names (tenant, name, digest) VALUES ($1, $2, $3) \
-                 ON CONFLICT (tenant, name) DO UPDATE SET digest = EXCLUDED.digest",
-            )
-            .await?;
-        c.execute(&st, &[&tenant, &name, &digest, &bytes]).await?;
-        Ok(GuestRef {
-            name: name.to_owned(),
-            digest,
-        })
-    }
-
-    /// A guest component's bytes by digest.
-    pub async fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached("SELECT bytes FROM guests WHERE digest = $1")
-            .await?;
-        match c.query_opt(&st, &[&digest]).await? {
-            Some(row) => Ok(Some(row.try_get(0)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// The guest a name is bound to in a tenant.
-    pub async fn guest_by_name(
-        &self,
-        tenant: &str,
-        name: &str,
-    ) -> Result<Option<GuestRef>, JournalError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached("SELECT digest FROM guest_names WHERE tenant = $1 AND name = $2")
-            .await?;
-        match c.query_opt(&st, &[&tenant, &name]).await? {
-            Some(row) => Ok(Some(GuestRef {
-                name: name.to_owned(),
-                digest: row.try_get(0)?,
-            })),
-            None => Ok(None),
-        }
-    }
-
-    /// Every guest name of a tenant, with its digest, by name.
-    pub async fn guests(&self, tenant: &str) -> Result<Vec<GuestRef>, JournalError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached("SELECT name, digest FROM guest_names WHERE tenant = $1 ORDER BY name")
-            .await?;
-        c.query(&st, &[&tenant])
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(GuestRef {
-                    name: row.try_get(0)?,
-                    digest: row.try_get(1)?,
-                })
-            })
-            .collect()
-    }
-
-    /// How many logs the journal holds, of every tenant.
-    pub async fn count_logs(&self) -> Result<usize, JournalError> {
-        let c = self.client().await?;
-        let row = c.query_one("SELECT count(*) FROM logs", &[]).await?;
-        let n: i64 = row.try_get(0)?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
-    }
-
-    /// Recomputes the log's hash chain from seq 0, through its ancestry.
-    pub async fn verify(&self, log: LogId) -> Result<Verified, JournalError> {
-        /// Events read per round trip.
-        const PAGE: usize = 1024;
-        let c = self.client().await?;
-        let exists = c
-            .query_opt("SELECT 1 FROM logs WHERE id = $1", &[&log])
-            .await?;
-        if exists.is_none() {
-            return Err(JournalError::UnknownLog(log));
-        }
-        let st = c.prepare_cached(reads::ANCESTRY_EVENTS).await?;
-        let mut check = ChainCheck::new();
-        let mut from = 0;
-        loop {
-            let rows = reads::ancestry_rows(&c, &st, log, from, PAGE).await?;
-            reads::verify_rows(&mut check, &rows);
-            match rows.last() {
-                Some(last) if rows.len() == PAGE => from = last.seq.saturating_add(1),
-                _ => break,
-            }
-        }
-        Ok(check.finish())
-    }
-
-    /// Stores a snapshot record of `log` at `seq` made by guest `digest`,
-    /// removing the older ones of the same log and guest.
-    pub async fn put_snapshot(
-        &self,
-        log: LogId,
-        seq: u64,
-        digest: &str,
-        record: &[u8],
-    ) -> Result<(), JournalError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "WITH d AS (DELETE FROM snapshots WHERE log = $1 AND seq < $2 AND digest = $3) \
-                 INSERT INTO snapshots (log, seq, digest, record) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (log, seq, digest) DO UPDATE SET record = EXCLUDED.record",
-            )
-            .await?;
-        c.execute(&st, &[&log, &bits(seq), &digest, &record])
-            .await?;
-        Ok(())
-    }
-
-    /// The newest snapshot record of `log` by guest `digest` below `before`.
-    pub async fn latest_snapshot(
-        &self,
-        log: LogId,
-        digest: &str,
-        before: u64,
-    ) -> Result<Option<(u64, Vec<u8>)>, JournalError> {
-        if before == 0 {
-            return Ok(None);
-        }
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT seq, record FROM snapshots WHERE log = $1 AND digest = $2 AND seq < $3 \
-                 ORDER BY seq DESC LIMIT 1",
-            )
-            .await?;
-        match c.query_opt(&st, &[&log, &digest, &order(before)]).await? {
-            Some(row) => Ok(Some((back(row.try_get(0)?), row.try_get(1)?))),
-            None => Ok(None),
-        }
-    }
-
-    /// Every snapshot of `log`: `(seq, guest digest, record)`, by seq.
-    pub async fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT seq, digest, record FROM snapshots WHERE log = $1 ORDER BY seq, digest",
-            )
-            .await?;
-        c.query(&st, &[&log])
-            .await?
-            .iter()
-            .map(|row| Ok((back(row.try_get(0)?), row.try_get(1)?, row.try_get(2)?)))
-            .collect()
-    }
-
-    /// For a fork, the parent log and the last seq it shares with it.
-    pub async fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached("SELECT parent_log, parent_seq FROM logs WHERE id = $1")
-            .await?;
-        let Some(row) = c.query_opt(&st, &[&log]).await? else {
-            return Err(JournalError::UnknownLog(log));
-        };
-        let parent: Option<LogId> = row.try_get(0)?;
-        let seq: Option<i64> = row.try_get(1)?;
-        Ok(parent.zip(seq).map(|(p, s)| LogPos {
-            log: p.to_string(),
-            seq: back(s),
-        }))
-    }
-
     /// Stores a whole log from elsewhere under a new id (see the trait).
     pub async fn import(
         &self,
@@ -543,97 +246,6 @@ impl PgJournal {
     /// The writer's counters.
     pub fn stats(&self) -> WriterStats {
         self.counters.snapshot()
-    }
-
-    /// Takes the writer lease of `log` for this worker: when nobody holds it,
-    /// this worker does, or the holder's heartbeat is older than the TTL.
-    /// Every success raises the log's epoch.
-    pub async fn acquire_lease(&self, log: LogId) -> Result<Lease, JournalError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "UPDATE logs l SET lease_worker = $2, lease_epoch = l.lease_epoch + 1 \
-                 WHERE l.id = $1 AND (l.lease_worker IS NULL OR l.lease_worker = $2 \
-                   OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = l.lease_worker \
-                     AND w.heartbeat > clock_timestamp() - $3::int8 * interval '1 millisecond')) \
-                 RETURNING l.lease_epoch",
-            )
-            .await?;
-        let ttl = order(self.config.lease_ttl_ms);
-        match c.query_opt(&st, &[&log, &self.config.worker, &ttl]).await? {
-            Some(row) => Ok(Lease {
-                log,
-                epoch: back(row.try_get(0)?),
-            }),
-            None => {
-                let exists = c
-                    .query_opt("SELECT 1 FROM logs WHERE id = $1", &[&log])
-                    .await?;
-                Err(match exists {
-                    Some(_) => JournalError::Leased { log },
-                    None => JournalError::UnknownLog(log),
-                })
-            }
-        }
-    }
-
-    /// Gives the lease up if it is still held at that epoch.
-    pub async fn release_lease(&self, lease: Lease) -> Result<(), JournalError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "UPDATE logs SET lease_worker = NULL \
-                 WHERE id = $1 AND lease_epoch = $2 AND lease_worker = $3",
-            )
-            .await?;
-        c.execute(&st, &[&lease.log, &bits(lease.epoch), &self.config.worker])
-            .await?;
-        Ok(())
-    }
-
-    /// Open `sleep` effects due at or before `due_by`, earliest first, at
-    /// most `limit`, of logs no other live worker holds.
-    pub async fn timers(&self, due_by: u64, limit: usize) -> Result<Vec<Timer>, JournalError> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT o.log, o.key, o.sleep_until FROM open o JOIN logs l ON l.id = o.log \
-                 WHERE o.sleep_until IS NOT NULL AND o.sleep_until <= $1 \
-                   AND (l.lease_worker IS NULL OR l.lease_worker = $3 \
-                     OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = l.lease_worker \
-                       AND w.heartbeat > clock_timestamp() - $4::int8 * interval '1 millisecond')) \
-                 ORDER BY o.sleep_until, o.log, o.key LIMIT $2",
-            )
-            .await?;
-        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
-        let ttl = order(self.config.lease_ttl_ms);
-        c.query(&st, &[&order(due_by), &limit, &self.config.worker, &ttl])
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(Timer {
-                    log: row.try_get(0)?,
-                    key: row.try_get(1)?,
-                    until: back(row.try_get(2)?),
-                })
-            })
-            .collect()
-    }
-
-    /// Resolves once `log` holds an event at `from_seq` or later, with its
-    /// next seq; sees the commits of every worker. Cancel-safe.
-    pub async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError> {
-        let stored = async {
-            let c = self.client().await?;
-            let st = c
-                .prepare_cached("SELECT next_seq FROM logs WHERE id = $1")
-                .await?;
-            Ok(match c.query_opt(&st, &[&log]).await? {
-                Some(row) => back(row.try_get(0)?),
-                None => 0,
-            })
-        };
-        self.heads.wait(log, from_seq, stored).await
     }
 }
 
@@ -781,19 +393,6 @@ impl Journal for PgJournal {
     async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError> {
         PgJournal::wait_events(self, log, from_seq).await
     }
-}
-
-/// Renews this worker's heartbeat.
-async fn beat(pool: &Pool, worker: uuid::Uuid) -> Result<(), JournalError> {
-    let c = pool.get().await?;
-    let st = c
-        .prepare_cached(
-            "INSERT INTO workers (id, heartbeat) VALUES ($1, clock_timestamp()) \
-             ON CONFLICT (id) DO UPDATE SET heartbeat = clock_timestamp()",
-        )
-        .await?;
-    c.execute(&st, &[&worker]).await?;
-    Ok(())
 }
 
 #[cfg(test)]

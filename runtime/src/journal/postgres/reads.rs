@@ -1,5 +1,5 @@
-//! Reads of a PostgreSQL journal: events through a log's ancestry, checked
-//! or not, and the projections of logs.
+//! Reads of a PostgreSQL journal, on the read pool: events through a log's
+//! ancestry, checked or not, and the projections of logs.
 //!
 //! Invariants: each answer is one statement, so it sees one snapshot of the
 //! database (a log's head and its open effects never come from two commits).
@@ -7,11 +7,11 @@
 
 use tokio_postgres::{Client, Row, Statement};
 
-use super::{back, bits, hash32};
-use crate::journal::chain::{ChainCheck, ChainPos, Kind};
-use crate::journal::event::{Event, GuestRef, RequestedEffect, StoredEvent};
+use super::{PgJournal, back, bits, hash32};
+use crate::journal::chain::{ChainCheck, ChainPos, Kind, Verified};
+use crate::journal::event::{Event, GuestRef, LogPos, RequestedEffect, StoredEvent};
 use crate::journal::info::{LogInfo, LogStatus, OpenEffect};
-use crate::journal::{JournalError, LogId, decode_body};
+use crate::journal::{JournalError, LogId, LogPage, TenantCount, decode_body};
 
 /// More forks of forks than this and a log's ancestry is taken as corrupt
 /// (it could only be a cycle: each fork is created after its parent).
@@ -185,4 +185,173 @@ pub(super) fn info_of(row: &Row) -> Result<LogInfo, JournalError> {
         status: LogStatus::of(finished, failed, &open),
         open,
     })
+}
+
+impl PgJournal {
+    /// Up to `limit` events of `log` from `from_seq`, through its ancestry.
+    pub async fn read(
+        &self,
+        log: LogId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(ANCESTRY_EVENTS).await?;
+        decode(ancestry_rows(&c, &st, log, from_seq, limit).await?)
+    }
+
+    /// Like [`read`](Self::read), each event checked against its predecessor
+    /// on its stored bytes (see the trait).
+    pub async fn read_checked(
+        &self,
+        log: LogId,
+        pos: &mut ChainPos,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(ANCESTRY_EVENTS).await?;
+        let rows = ancestry_rows(&c, &st, log, pos.next_seq, limit).await?;
+        checked(log, pos, rows)
+    }
+
+    /// The log's metadata, head and open effects.
+    pub async fn info(&self, log: LogId) -> Result<Option<LogInfo>, JournalError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {} FROM logs l WHERE l.id = $1",
+                INFO_COLUMNS
+            ))
+            .await?;
+        match c.query_opt(&st, &[&log]).await? {
+            Some(row) => Ok(Some(info_of(&row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The log a name points at.
+    pub async fn resolve(&self, tenant: &str, name: &str) -> Result<Option<LogId>, JournalError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT log FROM names WHERE tenant = $1 AND name = $2")
+            .await?;
+        match c.query_opt(&st, &[&tenant, &name]).await? {
+            Some(row) => Ok(Some(row.try_get(0)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A page of the tenant's logs in id order.
+    pub async fn list_page(
+        &self,
+        tenant: &str,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<LogPage, JournalError> {
+        let limit = limit.max(1);
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {} FROM logs l WHERE l.tenant = $1 AND ($2::uuid IS NULL OR l.id > $2) \
+                 ORDER BY l.id LIMIT $3",
+                INFO_COLUMNS
+            ))
+            .await?;
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let rows = c.query(&st, &[&tenant, &after, &fetch]).await?;
+        let mut page = LogPage::default();
+        for row in rows.iter().take(limit) {
+            page.logs.push(info_of(row)?);
+        }
+        if rows.len() > limit {
+            page.next = page.logs.last().map(|i| i.id);
+        }
+        Ok(page)
+    }
+
+    /// How many logs and sessions the tenant holds.
+    pub async fn count(&self, tenant: &str) -> Result<TenantCount, JournalError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT logs, sessions FROM tenants WHERE tenant = $1")
+            .await?;
+        match c.query_opt(&st, &[&tenant]).await? {
+            Some(row) => Ok(TenantCount {
+                logs: back(row.try_get(0)?),
+                sessions: back(row.try_get(1)?),
+            }),
+            None => Ok(TenantCount::default()),
+        }
+    }
+
+    /// Logs with an open effect, ids after `after`, at most `limit`, in id order.
+    pub async fn open_logs(
+        &self,
+        after: Option<LogId>,
+        limit: usize,
+    ) -> Result<Vec<LogId>, JournalError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT DISTINCT log FROM open WHERE ($1::uuid IS NULL OR log > $1) \
+                 ORDER BY log LIMIT $2",
+            )
+            .await?;
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        c.query(&st, &[&after, &limit])
+            .await?
+            .iter()
+            .map(|row| Ok(row.try_get(0)?))
+            .collect()
+    }
+
+    /// How many logs the journal holds, of every tenant.
+    pub async fn count_logs(&self) -> Result<usize, JournalError> {
+        let c = self.client().await?;
+        let row = c.query_one("SELECT count(*) FROM logs", &[]).await?;
+        let n: i64 = row.try_get(0)?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    /// Recomputes the log's hash chain from seq 0, through its ancestry.
+    pub async fn verify(&self, log: LogId) -> Result<Verified, JournalError> {
+        /// Events read per round trip.
+        const PAGE: usize = 1024;
+        let c = self.client().await?;
+        let exists = c
+            .query_opt("SELECT 1 FROM logs WHERE id = $1", &[&log])
+            .await?;
+        if exists.is_none() {
+            return Err(JournalError::UnknownLog(log));
+        }
+        let st = c.prepare_cached(ANCESTRY_EVENTS).await?;
+        let mut check = ChainCheck::new();
+        let mut from = 0;
+        loop {
+            let rows = ancestry_rows(&c, &st, log, from, PAGE).await?;
+            verify_rows(&mut check, &rows);
+            match rows.last() {
+                Some(last) if rows.len() == PAGE => from = last.seq.saturating_add(1),
+                _ => break,
+            }
+        }
+        Ok(check.finish())
+    }
+
+    /// For a fork, the parent log and the last seq it shares with it.
+    pub async fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT parent_log, parent_seq FROM logs WHERE id = $1")
+            .await?;
+        let Some(row) = c.query_opt(&st, &[&log]).await? else {
+            return Err(JournalError::UnknownLog(log));
+        };
+        let parent: Option<LogId> = row.try_get(0)?;
+        let seq: Option<i64> = row.try_get(1)?;
+        Ok(parent.zip(seq).map(|(p, s)| LogPos {
+            log: p.to_string(),
+            seq: back(s),
+        }))
+    }
 }
