@@ -250,15 +250,29 @@ impl PgJournal {
     ) -> Result<LogPage, JournalError> {
         let limit = limit.max(1);
         let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {} FROM logs l WHERE l.tenant = $1 AND ($2::uuid IS NULL OR l.id > $2) \
-                 ORDER BY l.id LIMIT $3",
-                INFO_COLUMNS
-            ))
-            .await?;
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        let rows = c.query(&st, &[&tenant, &after, &fetch]).await?;
+        // One statement per form, so each is a plain range of the
+        // `(tenant, id)` index: a page costs the page.
+        let rows = match after {
+            Some(after) => {
+                let st = c
+                    .prepare_cached(&format!(
+                        "SELECT {INFO_COLUMNS} FROM logs l WHERE l.tenant = $1 AND l.id > $2 \
+                         ORDER BY l.id LIMIT $3"
+                    ))
+                    .await?;
+                c.query(&st, &[&tenant, &after, &fetch]).await?
+            }
+            None => {
+                let st = c
+                    .prepare_cached(&format!(
+                        "SELECT {INFO_COLUMNS} FROM logs l WHERE l.tenant = $1 \
+                         ORDER BY l.id LIMIT $2"
+                    ))
+                    .await?;
+                c.query(&st, &[&tenant, &fetch]).await?
+            }
+        };
         let mut page = LogPage::default();
         for row in rows.iter().take(limit) {
             page.logs.push(info_of(row)?);
@@ -291,24 +305,33 @@ impl PgJournal {
         limit: usize,
     ) -> Result<Vec<LogId>, JournalError> {
         let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT DISTINCT log FROM open WHERE ($1::uuid IS NULL OR log > $1) \
-                 ORDER BY log LIMIT $2",
-            )
-            .await?;
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
-        c.query(&st, &[&after, &limit])
-            .await?
-            .iter()
-            .map(|row| Ok(row.try_get(0)?))
-            .collect()
+        let rows = match after {
+            Some(after) => {
+                let st = c
+                    .prepare_cached(
+                        "SELECT DISTINCT log FROM open WHERE log > $1 ORDER BY log LIMIT $2",
+                    )
+                    .await?;
+                c.query(&st, &[&after, &limit]).await?
+            }
+            None => {
+                let st = c
+                    .prepare_cached("SELECT DISTINCT log FROM open ORDER BY log LIMIT $1")
+                    .await?;
+                c.query(&st, &[&limit]).await?
+            }
+        };
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 
-    /// How many logs the journal holds, of every tenant.
+    /// How many logs the journal holds, of every tenant: the sum of the
+    /// tenants' counts, O(tenants).
     pub async fn count_logs(&self) -> Result<usize, JournalError> {
         let c = self.client().await?;
-        let row = c.query_one("SELECT count(*) FROM logs", &[]).await?;
+        let row = c
+            .query_one("SELECT COALESCE(sum(logs), 0)::int8 FROM tenants", &[])
+            .await?;
         let n: i64 = row.try_get(0)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }

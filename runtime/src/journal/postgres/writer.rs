@@ -276,7 +276,12 @@ impl Writer {
                     races[k] += 1;
                     sent = k;
                 }
-                Refusal::Race(err) | Refusal::Failed(err) => return Err(err.into()),
+                // Lost every race: this commit alone is refused.
+                Refusal::Race(err) => {
+                    refused[k] = Some(err.into());
+                    sent = k + 1;
+                }
+                Refusal::Failed(err) => return Err(err.into()),
             }
         }
     }
