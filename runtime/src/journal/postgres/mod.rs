@@ -141,6 +141,25 @@ impl PgJournal {
     ///
     /// Refused with [`JournalError::SchemaTooNew`] when a newer build has
     /// migrated the database.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), logbook::journal::JournalError> {
+    /// use logbook::journal::*;
+    /// let url = "postgres://logbook:logbook@127.0.0.1:5432/logbook";
+    /// let journal = PgJournal::connect(url, PgConfig::default()).await?;
+    /// let log = journal.resolve(DEFAULT_TENANT, "support-bot").await?;
+    /// if let Some(log) = log {
+    ///     // Only this worker appends to the log while it holds the lease.
+    ///     let lease = journal.acquire_lease(log).await?;
+    ///     let next = journal.info(log).await?.map_or(0, |i| i.next_seq);
+    ///     let body = EventBody::GuestFailed { message: "trap".into() };
+    ///     journal
+    ///         .commit(Commit::append(log, next, vec![(1_700_000_000_000, body)]).fenced(lease.epoch))
+    ///         .await?;
+    ///     journal.release_lease(lease).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(url: &str, config: PgConfig) -> Result<Arc<PgJournal>, JournalError> {
         let pg: tokio_postgres::Config = url.parse()?;
         {
