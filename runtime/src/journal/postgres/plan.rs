@@ -188,6 +188,24 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The heads and tenants of the logs the planned commits wrote, as they
+    /// leave them.
+    pub(super) fn ends(&self) -> Vec<(LogId, FetchedLog)> {
+        self.heads
+            .iter()
+            .filter_map(|(log, head)| {
+                let tenant = self.tenant(*log)?.to_owned();
+                Some((
+                    *log,
+                    FetchedLog {
+                        tenant,
+                        head: *head,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     fn head(&self, log: LogId) -> Option<Head> {
         self.heads
             .get(&log)

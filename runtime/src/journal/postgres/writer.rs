@@ -2,10 +2,11 @@
 //! takes every pending commit (up to `max_batch_events`) into one
 //! transaction, and answers each only after `COMMIT` has returned.
 //!
-//! A batch costs three round trips when nothing is refused: one read of the
-//! rows its planning needs ([`Fetched`]); one pipeline of `BEGIN`, each
-//! commit's statements between `SAVEPOINT` and `RELEASE`, and the `NOTIFY`
-//! of the new heads; and `COMMIT`.
+//! A batch costs two round trips when nothing is refused: one pipeline of
+//! `BEGIN`, each commit's statements between `SAVEPOINT` and `RELEASE`, and
+//! the `NOTIFY` of the new heads; and `COMMIT`. A third, before them, reads
+//! the rows its planning needs ([`Fetched`]) that the writer's cache of the
+//! heads it wrote does not hold.
 //!
 //! Invariants:
 //! - A commit refused by planning sends nothing. A commit refused by the
@@ -19,11 +20,14 @@
 //!   answered commit is on disk.
 //! - The heads of the logs a batch wrote are notified on `logbook_heads` in
 //!   the same transaction, so PostgreSQL delivers them at commit, to every worker.
+//! - The head cache holds only heads of committed batches; it is emptied when
+//!   a batch fails and loses the logs of refused commits. A cached head never
+//!   refuses a commit on its own: a stale-looking append re-reads its log.
 //! - Statements of a pipeline are prepared once per connection and sent in
 //!   order: each future is first polled in order, and tokio-postgres sends a
 //!   request when its future is first polled.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -44,6 +48,10 @@ use crate::journal::{
 
 /// What a caller of `commit` gets back.
 pub(super) type Answer = Result<Committed, JournalError>;
+
+/// More logs than this in the head cache and it is emptied before the next
+/// batch: each entry is small, but the number of logs is unbounded.
+const HEAD_CACHE_MAX_LOGS: usize = 100_000;
 
 /// How often a commit that lost a deadlock or serialization race to another
 /// worker's transaction is tried again before its error is the answer.
@@ -92,6 +100,10 @@ pub(super) struct Writer {
     conn: Option<Conn>,
     max_batch_events: usize,
     counters: Arc<Counters>,
+    /// Heads (and tenants) of logs as this writer's committed batches left
+    /// them: a batch that only appends to them needs no read before it.
+    /// Another worker may have moved them since; see [`Writer::write_batch`].
+    heads: HashMap<LogId, FetchedLog>,
 }
 
 impl Writer {
@@ -105,6 +117,7 @@ impl Writer {
             conn: None,
             max_batch_events,
             counters,
+            heads: HashMap::new(),
         }
     }
 
@@ -192,9 +205,21 @@ impl Writer {
 
     /// Writes a batch in one transaction. The outer error fails the whole
     /// batch; the inner results are each commit's own answer.
+    ///
+    /// Heads come from the cache when it has them. A cached head may be
+    /// behind (another worker appended since): an append it makes look
+    /// stale is not refused on its word, but the log is read again and the
+    /// batch planned again before anything is sent; an append it makes look
+    /// right is checked by `logbook_append` in any case. The cache is
+    /// emptied when a batch fails, and loses every log a refused commit named.
     async fn write_batch(&mut self, commits: &[Commit]) -> Result<Vec<Answer>, JournalError> {
+        // Out of `self` while the connection is borrowed; dropped on failure.
+        let mut cache = std::mem::take(&mut self.heads);
+        if cache.len() > HEAD_CACHE_MAX_LOGS {
+            cache.clear();
+        }
         let conn = self.conn().await?;
-        let fetched = fetch(conn, commits).await?;
+        let (mut fetched, mut cached) = fetch(conn, commits, &cache).await?;
         let mut refused: Vec<Option<JournalError>> = vec![None; commits.len()];
         let mut races = vec![0u32; commits.len()];
         // Commits before `sent` are settled in the open transaction.
@@ -214,6 +239,27 @@ impl Writer {
                         refused[i] = Some(e);
                         plans.push(None);
                     }
+                }
+            }
+            if !begun {
+                let stale: Vec<LogId> = refused
+                    .iter()
+                    .filter_map(|r| match r {
+                        Some(JournalError::Conflict { log, .. }) if cached.contains(log) => {
+                            Some(*log)
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if !stale.is_empty() {
+                    drop(view);
+                    for log in &stale {
+                        cached.remove(log);
+                        fetched.logs.remove(log);
+                    }
+                    read_logs(conn, &stale, &mut fetched).await?;
+                    refused.iter_mut().for_each(|r| *r = None);
+                    continue;
                 }
             }
             let mut heads: HashMap<LogId, u64> = HashMap::new();
@@ -247,6 +293,16 @@ impl Writer {
                 .find_map(|(at, r)| r.err().map(|e| (at, e)))
             else {
                 conn.client.batch_execute("COMMIT").await?;
+                let ends = view.ends();
+                for (commit, refused) in commits.iter().zip(&refused) {
+                    if refused.is_some() {
+                        for log in commit.appends.iter().map(|a| a.log) {
+                            cache.remove(&log);
+                        }
+                    }
+                }
+                cache.extend(ends);
+                self.heads = cache;
                 return Ok(plans
                     .into_iter()
                     .zip(refused)
@@ -416,13 +472,18 @@ fn refusal(op: &Op, err: tokio_postgres::Error) -> Refusal {
 
 /// Reads the rows planning the batch needs, in one pipeline (and one more
 /// per fork point or compaction, which are rare).
-async fn fetch(conn: &Conn, commits: &[Commit]) -> Result<Fetched, JournalError> {
+async fn fetch(
+    conn: &Conn,
+    commits: &[Commit],
+    cache: &HashMap<LogId, FetchedLog>,
+) -> Result<(Fetched, HashSet<LogId>), JournalError> {
     let mut ids = BTreeSet::new();
     let mut forks = BTreeSet::new();
     let mut continued = BTreeSet::new();
+    let mut cacheable = BTreeSet::new();
     for commit in commits {
-        ids.extend(commit.appends.iter().map(|a| a.log));
-        ids.extend(commit.names.iter().map(|n| n.log));
+        cacheable.extend(commit.appends.iter().map(|a| a.log));
+        cacheable.extend(commit.names.iter().map(|n| n.log));
         for nl in &commit.new_logs {
             if let Some(p) = &nl.created.parent
                 && let Ok(pid) = LogId::parse_str(&p.log)
@@ -437,23 +498,22 @@ async fn fetch(conn: &Conn, commits: &[Commit]) -> Result<Fetched, JournalError>
         }
     }
     let mut fetched = Fetched::default();
-    if ids.is_empty() {
-        return Ok(fetched);
+    let mut cached = HashSet::new();
+    // Fork parents and compacted logs are always read: a fork checks its
+    // point against the parent's head, which a stale cache could put too low.
+    for log in cacheable {
+        match cache.get(&log) {
+            Some(l) if !ids.contains(&log) => {
+                fetched.logs.insert(log, l.clone());
+                cached.insert(log);
+            }
+            _ => {
+                ids.insert(log);
+            }
+        }
     }
     let ids: Vec<LogId> = ids.into_iter().collect();
-    for row in conn.client.query(&conn.st.fetch_logs, &[&ids]).await? {
-        let id: LogId = row.try_get(0)?;
-        fetched.logs.insert(
-            id,
-            FetchedLog {
-                tenant: row.try_get(1)?,
-                head: Head {
-                    next_seq: super::back(row.try_get(2)?),
-                    last_hash: hash32(row.try_get(3)?)?,
-                },
-            },
-        );
-    }
+    read_logs(conn, &ids, &mut fetched).await?;
     for (pid, seq) in forks {
         if fetched
             .logs
@@ -487,5 +547,26 @@ async fn fetch(conn: &Conn, commits: &[Commit]) -> Result<Fetched, JournalError>
         };
         fetched.continued.insert((from, seq), into);
     }
-    Ok(fetched)
+    Ok((fetched, cached))
+}
+
+/// Reads the heads and tenants of `ids` (those that exist) into `fetched`.
+async fn read_logs(conn: &Conn, ids: &[LogId], fetched: &mut Fetched) -> Result<(), JournalError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    for row in conn.client.query(&conn.st.fetch_logs, &[&ids]).await? {
+        let id: LogId = row.try_get(0)?;
+        fetched.logs.insert(
+            id,
+            FetchedLog {
+                tenant: row.try_get(1)?,
+                head: Head {
+                    next_seq: super::back(row.try_get(2)?),
+                    last_hash: hash32(row.try_get(3)?)?,
+                },
+            },
+        );
+    }
+    Ok(())
 }

@@ -282,3 +282,51 @@ async fn the_writer_reconnects_after_losing_its_connection() {
     );
     assert!(journal.verify(id).await.unwrap().is_ok());
 }
+
+#[tokio::test]
+async fn a_worker_appends_after_another_moved_the_log_it_last_wrote() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let a = db.journal(PgConfig::default()).await;
+    let b = db.journal(PgConfig::default()).await;
+    let id = create(&a, DEFAULT_TENANT, None).await;
+    a.commit(Commit::append(id, 1, vec![(T0 + 1, input("a"))]))
+        .await
+        .unwrap();
+    // B moves the log on; A's writer last saw it at seq 2.
+    b.commit(Commit::append(
+        id,
+        2,
+        vec![(T0 + 2, input("b")), (T0 + 3, input("c"))],
+    ))
+    .await
+    .unwrap();
+    // What A last wrote is stale: refused with the log's real head.
+    let stale = a
+        .commit(Commit::append(id, 2, vec![(T0 + 4, input("late"))]))
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(JournalError::Conflict {
+                expected: 2,
+                actual: 4,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    // The real head is accepted, chained on B's events.
+    a.commit(Commit::append(id, 4, vec![(T0 + 4, input("d"))]))
+        .await
+        .expect("an append at the real head");
+    b.commit(Commit::append(id, 5, vec![(T0 + 5, input("e"))]))
+        .await
+        .expect("and B goes on after it");
+    a.commit(Commit::append(id, 6, vec![(T0 + 6, input("f"))]))
+        .await
+        .expect("A again, its cache behind by one");
+    assert_eq!(a.info(id).await.unwrap().unwrap().next_seq, 7);
+    assert!(a.verify(id).await.unwrap().is_ok());
+}
