@@ -702,6 +702,13 @@ impl Host {
             .await?)
     }
 
+    /// Wait until a followed log holds an event at seq `from` or later,
+    /// whoever appended it (an actor here, or on another worker sharing the
+    /// journal); `false` when the host is gone.
+    pub async fn wait_followed(&self, follower: &mut Follower, from: u64) -> bool {
+        follower.changed(&*self.shared.journal, from).await
+    }
+
     /// The host's metrics.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.shared.metrics

@@ -679,6 +679,40 @@ async fn a_stream_resumed_from_last_event_id_has_no_gap_and_no_duplicate() {
     server.stop().await;
 }
 
+/// A follower learns of new events from the journal, not only from this
+/// host's actors: events appended by another writer (here, straight to the
+/// journal, as another worker sharing it would) reach the stream too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_sees_events_that_no_actor_here_appended() {
+    let server = Server::start(config()).await;
+    let api = server.api(None);
+    api.add_guest("counter").await;
+    let id: logbook::LogId = api.session("counter", "c").await.parse().expect("a uuid");
+    server.host.hibernate(id);
+    let mut stream = SseStream::open(&api, "c", None).await;
+    let created = stream.next().await.expect("the stream goes on");
+    assert_eq!(created.id, 0);
+
+    let journal = server.host.journal().clone();
+    let appended = tokio::spawn(async move {
+        // Once the stream is waiting on the log's head.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let input = logbook::EventBody::Input {
+            from: logbook::Sender::Principal("elsewhere".into()),
+            content: vec![logbook::ContentBlock::text("inc")],
+        };
+        journal
+            .commit(logbook::journal::Commit::append(id, 1, vec![(1, input)]))
+            .await
+            .expect("append")
+    });
+    let next = stream.next().await.expect("the stream goes on");
+    assert_eq!((next.id, next.kind.as_str()), (1, "input"));
+    assert!(server.host.resident(id).is_none(), "no actor was woken");
+    guard(appended).await.expect("the append");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_observers_follow_one_session_live() {
     let server = Server::start(config()).await;
