@@ -8,6 +8,7 @@
 //! - a guest fault appends `guest-failed` after the events that caused it and
 //!   parks the session: no guest runs for it until it is upgraded.
 
+mod absorb;
 mod activate;
 mod compact;
 mod reconcile;
@@ -29,7 +30,9 @@ use super::residency::ActorState;
 use super::{Activity, Command, Session, SessionError, Shared, now_ms};
 use crate::effects::ModelRequest;
 use crate::guest::{GuestError, GuestInstance};
-use crate::journal::{EventBody, Lease, LogId, LogInfo, Outcome, RequestedEffect, ToolCall};
+use crate::journal::{
+    EventBody, JournalError, Lease, LogId, LogInfo, Outcome, RequestedEffect, ToolCall,
+};
 
 /// Rounds of fold-and-reconcile one advance may take before the guest is
 /// judged to be looping (each round it wanted something new and immediate).
@@ -166,7 +169,14 @@ impl Actor {
         while let Ok(command) = rx.try_recv() {
             match command {
                 Command::Input { reply, .. } | Command::Decide { reply, .. } => {
-                    let _ = reply.send(Err(SessionError::Unavailable(message.clone())));
+                    let _ = reply.send(Err(match &error {
+                        // Another worker advances the log: the caller
+                        // appends through the journal instead.
+                        SessionError::Journal(JournalError::Leased { log }) => {
+                            SessionError::Journal(JournalError::Leased { log: *log })
+                        }
+                        _ => SessionError::Unavailable(message.clone()),
+                    }));
                 }
                 // The rest answer `Stopped` as their senders drop.
                 _ => {}
@@ -188,9 +198,28 @@ impl Actor {
         let idle_after = Duration::from_millis(self.host.config.limits.idle_timeout_ms);
         loop {
             self.state.set_busy(self.is_busy());
+            let journal = self.host.journal.clone();
             let command = tokio::select! {
                 command = rx.recv() => command,
                 () = tokio::time::sleep(idle_after) => Some(Command::Evict),
+                // Another writer appended (an input or decision taken by a
+                // worker that does not hold the lease): fold it in.
+                grown = journal.wait_events(self.log, self.ledger.next_seq) => {
+                    if let Err(e) = grown {
+                        tracing::warn!(log = %self.log, "cannot wait on the journal: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    match self.absorb().await {
+                        Ok(()) => {}
+                        Err(SessionError::Stopped) => break,
+                        Err(e) => {
+                            tracing::error!(log = %self.log, "session stopped: {e}");
+                            break;
+                        }
+                    }
+                    self.answer_waiters();
+                    continue;
+                }
             };
             let Some(command) = command else { break };
             match self.handle(command).await {
@@ -438,7 +467,7 @@ impl Actor {
 }
 
 /// The tool result a denied call completes with: the model can read it.
-fn denied(key: String, by: &str, reason: Option<&str>) -> EventBody {
+pub(super) fn denied(key: String, by: &str, reason: Option<&str>) -> EventBody {
     let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
     EventBody::Completed {
         key,
