@@ -163,7 +163,11 @@ impl Actor {
     /// cannot be loaded): answer the callers that queued meanwhile with the
     /// reason, and stop. The next activation tries again.
     fn refuse(self, mut rx: mpsc::UnboundedReceiver<Command>, error: SessionError) {
-        tracing::error!(log = %self.log, "cannot activate session: {error}");
+        if matches!(error, SessionError::Journal(JournalError::Leased { .. })) {
+            tracing::debug!(log = %self.log, "another worker advances this session");
+        } else {
+            tracing::error!(log = %self.log, "cannot activate session: {error}");
+        }
         rx.close();
         let message = error.to_string();
         while let Ok(command) = rx.try_recv() {

@@ -17,6 +17,7 @@ mod perform;
 mod replay;
 mod residency;
 mod snapshot;
+mod sweep;
 mod upgrade;
 
 pub use self::feed::{FedEvent, Follower};
