@@ -77,7 +77,7 @@ impl Api {
     /// Send a request; `Err` only when no answer came (the server is gone).
     /// A body goes as the type its route reads: a guest's as wasm, any
     /// other as JSON.
-    async fn try_call(
+    pub(crate) async fn try_call(
         &self,
         method: Method,
         path: &str,
@@ -545,20 +545,20 @@ async fn the_api_end_to_end() {
 
 /// One Server-Sent Event.
 #[derive(Debug)]
-struct SseEvent {
-    id: u64,
-    kind: String,
-    data: String,
+pub(crate) struct SseEvent {
+    pub(crate) id: u64,
+    pub(crate) kind: String,
+    pub(crate) data: String,
 }
 
 /// A reader of an event stream.
-struct SseStream {
+pub(crate) struct SseStream {
     response: reqwest::Response,
     pending: Vec<u8>,
 }
 
 impl SseStream {
-    async fn open(api: &Api, session: &str, last_event_id: Option<u64>) -> SseStream {
+    pub(crate) async fn open(api: &Api, session: &str, last_event_id: Option<u64>) -> SseStream {
         let mut request = api
             .request(Method::GET, &format!("/v1/sessions/{session}/events"))
             .header(reqwest::header::ACCEPT, "text/event-stream");
@@ -579,7 +579,7 @@ impl SseStream {
     }
 
     /// The next event; `None` when the stream ends.
-    async fn next(&mut self) -> Option<SseEvent> {
+    pub(crate) async fn next(&mut self) -> Option<SseEvent> {
         loop {
             if let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
                 let frame: Vec<u8> = self.pending.drain(..end + 2).collect();
