@@ -27,6 +27,7 @@ use super::keys::{Approval, OpenEffect};
 use super::perform;
 use super::replay::Ledger;
 use super::residency::ActorState;
+use super::workspace::Workspace;
 use super::{Activity, Command, Session, SessionError, Shared, now_ms};
 use crate::effects::ModelRequest;
 use crate::guest::{GuestError, GuestInstance};
@@ -88,6 +89,9 @@ struct Actor {
     /// this actor carries its epoch, so once another writer takes the lease
     /// this actor's appends are refused and it stops.
     lease: Option<Lease>,
+    /// The log's `fs.*` workspace on this worker, rebuilt from the log before
+    /// the first tool call that uses it (session::workspace).
+    workspace: Arc<Workspace>,
 }
 
 /// Activate a log: start its actor, which replays the log into a fresh
@@ -118,6 +122,7 @@ pub(super) fn spawn(
         deltas: deltas.clone(),
         waiters: Vec::new(),
         lease: None,
+        workspace: Arc::default(),
     };
     let task = tokio::spawn(async move {
         let started = std::time::Instant::now();
@@ -396,7 +401,14 @@ impl Actor {
                         id: key.clone(),
                         ..call
                     };
-                    let handle = perform::tool(&self.host, &self.tx, self.log, call);
+                    let handle = perform::tool(
+                        &self.host,
+                        &self.tx,
+                        self.log,
+                        call,
+                        &self.workspace,
+                        self.ledger.next_seq,
+                    );
                     (
                         key,
                         Running {

@@ -19,6 +19,7 @@ mod residency;
 mod snapshot;
 mod sweep;
 mod upgrade;
+mod workspace;
 
 pub use self::feed::{FedEvent, Follower};
 pub use self::logops::ForkOptions;

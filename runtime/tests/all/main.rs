@@ -21,3 +21,4 @@ mod secrets;
 mod server;
 mod session;
 mod tools;
+mod workspaces;
