@@ -9,7 +9,8 @@ use tokio::task::AbortHandle;
 use super::workspace::Workspace;
 use super::{Command, Shared};
 use crate::effects::{
-    DeltaKind, DeltaSink, ModelDelta, ModelError, ModelRequest, ProviderText, Redactor, ToolContext,
+    DeltaKind, DeltaSink, ModelDelta, ModelError, ModelRequest, ProviderText, Redactor,
+    ToolContext, ToolError,
 };
 use crate::journal::{ErrorKind, EventBody, LogId, ModelResponse, Outcome, ToolCall};
 
@@ -168,7 +169,7 @@ pub(crate) fn tool(
                         .map(|guard| turn = Some(guard))
                         .map_err(|e| {
                             tracing::error!(%log, "cannot rebuild the workspace: {e}");
-                            format!("the workspace cannot be rebuilt from the log: {e}")
+                            ToolError::from(e).0
                         })
                 } else {
                     Ok(())

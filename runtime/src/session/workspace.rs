@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, MutexGuard, OnceCell};
 
 use super::Shared;
-use crate::effects::FsWrite;
+use crate::effects::{FsWrite, ToolError};
 use crate::journal::{EventBody, JournalError, LogId, Outcome, RequestedEffect};
 
 /// Events read from the journal at a time while rebuilding.
@@ -68,6 +68,12 @@ pub(crate) enum WorkspaceError {
         /// Why it fails.
         message: String,
     },
+}
+
+impl From<WorkspaceError> for ToolError {
+    fn from(e: WorkspaceError) -> ToolError {
+        ToolError(format!("the workspace cannot be rebuilt from the log: {e}"))
+    }
 }
 
 /// How far a workspace directory is up to date (see the module's invariants).

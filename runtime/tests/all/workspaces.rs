@@ -255,3 +255,38 @@ async fn a_corrupt_or_impossible_marker_replays_the_whole_log() {
         drop(session);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_cannot_be_replayed_fails_the_call_until_it_can() {
+    let dir = data_dir();
+    let host = writing_host(dir.path());
+    let session = start(&host, "assistant", "a").await;
+    let id = session.id();
+    ask(&host, &session, &write("sub/b.txt", "b")).await;
+    drop(session);
+
+    // A fresh worker whose directory has a file where the log needs one.
+    host.hibernate(id);
+    std::fs::remove_dir_all(dir.path().join("workspaces")).expect("remove workspaces");
+    std::fs::create_dir_all(host.workspace_dir(id)).unwrap();
+    std::fs::write(host.workspace_dir(id).join("sub"), "in the way").unwrap();
+    let session = host.session(id).await.expect("wake");
+    let refused = ask(&host, &session, &read("sub/b.txt")).await;
+    assert!(
+        refused.contains("the workspace cannot be rebuilt from the log")
+            && refused.contains("cannot write \"sub/b.txt\""),
+        "{refused}"
+    );
+    assert!(
+        !marker_file(&host, id).exists(),
+        "no marker for a failed rebuild"
+    );
+
+    // The same actor tries again at its next call.
+    std::fs::remove_file(host.workspace_dir(id).join("sub")).unwrap();
+    assert_eq!(
+        ask(&host, &session, &read("sub/b.txt")).await,
+        "tool fs.read returned: b"
+    );
+    assert!(marker_file(&host, id).exists());
+}
