@@ -156,30 +156,22 @@ pub(crate) fn tool(
     let host = host.clone();
     let workspace = workspace.clone();
     tokio::spawn(async move {
-        let arguments = serde_json::from_str(&call.arguments);
+        // Held until the result is sent (see above).
         let mut turn = None;
-        let result = match (tool, arguments) {
-            (None, _) => Err(format!("no tool named {:?}", call.name)),
-            (_, Err(e)) => Err(format!("arguments are not valid JSON: {e}")),
-            (Some(tool), Ok(arguments)) => {
-                let entered = if tool.uses_workspace() {
-                    workspace
-                        .enter(&host, log, upto)
-                        .await
-                        .map(|guard| turn = Some(guard))
-                        .map_err(|e| {
-                            tracing::error!(%log, "cannot rebuild the workspace: {e}");
-                            ToolError::from(e).0
-                        })
-                } else {
-                    Ok(())
-                };
-                match entered {
-                    Ok(()) => tool.call(cx, arguments).await.map_err(|e| e.0),
-                    Err(message) => Err(message),
-                }
+        let result = async {
+            let tool = tool.ok_or_else(|| format!("no tool named {:?}", call.name))?;
+            let arguments = serde_json::from_str(&call.arguments)
+                .map_err(|e| format!("arguments are not valid JSON: {e}"))?;
+            if tool.uses_workspace() {
+                let entered = workspace.enter(&host, log, upto).await.map_err(|e| {
+                    tracing::error!(%log, "cannot rebuild the workspace: {e}");
+                    ToolError::from(e).0
+                })?;
+                turn = Some(entered);
             }
-        };
+            tool.call(cx, arguments).await.map_err(|e| e.0)
+        }
+        .await;
         let _ = tx.send(Command::Done {
             key: call.id,
             result: Done::Tool(result),
