@@ -251,18 +251,33 @@ impl Default for Limits {
     }
 }
 
-/// Settings of the journal writer.
+/// Where the journal is, and its writer's settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JournalSettings {
+    /// A PostgreSQL database shared by any number of workers
+    /// (`postgres://user:password@host:port/db`); `None` (the default): the
+    /// redb file `journal.redb` in the data directory, which one process
+    /// owns. `--journal URL` (or `LOGBOOK_JOURNAL`) overrides it.
+    pub url: Option<String>,
     /// Most events one group commit takes.
     pub max_batch_events: usize,
+    /// With PostgreSQL: how long a worker's leases outlive its last
+    /// heartbeat, in ms. A dead worker's sessions are taken over by the
+    /// others this much later at most (plus half of it, their sweep).
+    pub lease_ttl_ms: u64,
+    /// With PostgreSQL: connections of each worker's read pool (its writer
+    /// and its listener have one each besides).
+    pub pool_size: usize,
 }
 
 impl Default for JournalSettings {
     fn default() -> Self {
         JournalSettings {
+            url: None,
             max_batch_events: 4096,
+            lease_ttl_ms: 5000,
+            pool_size: 4,
         }
     }
 }

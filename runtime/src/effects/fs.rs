@@ -1,8 +1,11 @@
 //! `fs.read` and `fs.write`: files in the session's own workspace directory.
 //!
-//! Invariant: a path is accepted only if it is relative, has no `..`, and stays
-//! inside the workspace after symlinks are resolved; anything else is refused
-//! before the file system is touched.
+//! Invariants: a path is accepted only if it is relative, has no `..`, and
+//! stays inside the workspace after symlinks are resolved; anything else is
+//! refused before the file system is touched. A write replaces the whole
+//! file, so the workspace is a function of the log's successful writes: the
+//! session layer rebuilds it from them before the first `fs.*` call of an
+//! actor (session::workspace).
 
 use std::future::Future;
 use std::path::{Component, Path, PathBuf};
@@ -96,6 +99,10 @@ impl Tool for FsRead {
         true
     }
 
+    fn uses_workspace(&self) -> bool {
+        true
+    }
+
     fn call(
         &self,
         cx: ToolContext,
@@ -126,7 +133,7 @@ impl Tool for FsRead {
 impl Tool for FsWrite {
     fn spec(&self) -> ToolSpec {
         ToolSpec {
-            name: "fs.write".into(),
+            name: FsWrite::NAME.into(),
             description: "Write a text file in the session's workspace.".into(),
             parameters: object_schema(
                 serde_json::json!({
@@ -147,21 +154,39 @@ impl Tool for FsWrite {
         cx: ToolContext,
         arguments: serde_json::Value,
     ) -> Pin<Box<dyn Future<Output = Result<String, ToolError>> + Send + '_>> {
-        Box::pin(async move {
-            let WriteArgs { path, content } = args(arguments)?;
-            std::fs::create_dir_all(&cx.workspace)
-                .map_err(|e| ToolError(format!("workspace unavailable: {e}")))?;
-            let full = confine(&cx.workspace, &path)?;
-            if let Some(parent) = full.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|e| ToolError(format!("cannot write {path:?}: {e}")))?;
-            }
-            tokio::fs::write(&full, content.as_bytes())
+        Box::pin(FsWrite::write_in(cx.workspace, arguments))
+    }
+
+    fn uses_workspace(&self) -> bool {
+        true
+    }
+}
+
+impl FsWrite {
+    /// The tool's name, as calls to it are logged.
+    pub(crate) const NAME: &'static str = "fs.write";
+
+    /// What `fs.write` does with its arguments in `workspace`: the one place
+    /// its rules live, shared by the tool and by the rebuild of a workspace
+    /// from the log (session::workspace), so a replayed write is judged
+    /// exactly as the live one was.
+    pub(crate) async fn write_in(
+        workspace: PathBuf,
+        arguments: serde_json::Value,
+    ) -> Result<String, ToolError> {
+        let WriteArgs { path, content } = args(arguments)?;
+        std::fs::create_dir_all(&workspace)
+            .map_err(|e| ToolError(format!("workspace unavailable: {e}")))?;
+        let full = confine(&workspace, &path)?;
+        if let Some(parent) = full.parent() {
+            tokio::fs::create_dir_all(parent)
                 .await
                 .map_err(|e| ToolError(format!("cannot write {path:?}: {e}")))?;
-            Ok(format!("wrote {} bytes to {path}", content.len()))
-        })
+        }
+        tokio::fs::write(&full, content.as_bytes())
+            .await
+            .map_err(|e| ToolError(format!("cannot write {path:?}: {e}")))?;
+        Ok(format!("wrote {} bytes to {path}", content.len()))
     }
 }
 

@@ -31,6 +31,12 @@ pub trait Tool: Send + Sync + 'static {
     fn idempotent(&self) -> bool {
         false
     }
+    /// Whether it works in the session's workspace: then the host brings the
+    /// workspace up to date with the log before it runs (session::workspace),
+    /// and runs such calls of a session one at a time.
+    fn uses_workspace(&self) -> bool {
+        false
+    }
     /// Run it with JSON arguments; the text returned is what the model reads.
     fn call(
         &self,

@@ -237,6 +237,14 @@ impl Journal for FaultyJournal {
         self.inner.timers(due_by, limit).await
     }
 
+    async fn orphans(&self, limit: usize) -> Result<Vec<LogId>, JournalError> {
+        self.inner.orphans(limit).await
+    }
+
+    fn lease_ttl_ms(&self) -> Option<u64> {
+        self.inner.lease_ttl_ms()
+    }
+
     async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError> {
         self.inner.wait_events(log, from_seq).await
     }

@@ -83,6 +83,11 @@ impl LocalLeases {
         }
     }
 
+    /// Whether anyone holds a lease of `log`.
+    pub(crate) fn is_held(&self, log: LogId) -> bool {
+        self.state().held.contains_key(&log)
+    }
+
     /// Whether an append carrying `epoch` may write to `log`: an append
     /// without one always may (writers that hold no lease: creates, imports,
     /// operators' tools); one with an epoch only while it is the current one.

@@ -756,6 +756,25 @@ impl Journal for MemoryJournal {
         Ok(timers)
     }
 
+    async fn orphans(&self, limit: usize) -> Result<Vec<LogId>, JournalError> {
+        let running: Vec<LogId> = self
+            .state()
+            .logs
+            .iter()
+            .filter(|(_, l)| {
+                l.open.values().any(|(effect, awaiting)| {
+                    !awaiting && !matches!(effect, RequestedEffect::Sleep { .. })
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        Ok(running
+            .into_iter()
+            .filter(|id| !self.leases.is_held(*id))
+            .take(limit.max(1))
+            .collect())
+    }
+
     async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError> {
         let stored = async { Ok(self.state().logs.get(&log).map_or(0, MemLog::next_seq)) };
         self.heads.wait(log, from_seq, stored).await

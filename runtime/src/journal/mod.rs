@@ -350,4 +350,18 @@ pub trait Journal: Send + Sync + 'static {
     /// it already does) with the log's next seq, whoever committed it.
     /// Cancel-safe: dropping the future leaves nothing behind.
     async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError>;
+
+    /// Up to `limit` logs with a model or tool call open (not one waiting
+    /// for a human, not a timer) whose lease no live worker holds: sessions
+    /// that a worker left running when it died (or, for a journal one
+    /// process owns, that no actor here runs), for this worker to resume.
+    async fn orphans(&self, limit: usize) -> Result<Vec<LogId>, JournalError>;
+
+    /// How long a lease outlives its holder's last sign of life, for a
+    /// journal that several workers share: they look for the logs and
+    /// timers of dead workers about twice per TTL. `None` for a journal one
+    /// process owns, whose leases never expire.
+    fn lease_ttl_ms(&self) -> Option<u64> {
+        None
+    }
 }

@@ -665,6 +665,29 @@ impl Journal for RedbJournal {
         Ok(timers)
     }
 
+    /// Costs a scan of every open effect, as [`timers`](Journal::timers).
+    async fn orphans(&self, limit: usize) -> Result<Vec<LogId>, JournalError> {
+        let r = self.begin_read()?;
+        let mut out: Vec<LogId> = Vec::new();
+        for entry in r.open.iter()? {
+            let (k, v) = entry?;
+            let log = LogId::from_u128(k.value().0);
+            if out.last() == Some(&log) || self.leases.is_held(log) {
+                continue;
+            }
+            let open = writer::decode_open(v.value())?;
+            if !open.awaiting_approval
+                && !matches!(open.effect, crate::journal::RequestedEffect::Sleep { .. })
+            {
+                out.push(log);
+                if out.len() >= limit.max(1) {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError> {
         let stored = async {
             let r = self.begin_read()?;

@@ -172,7 +172,7 @@ impl Follow {
                             // The session hibernated: look again next time.
                             Err(broadcast::error::RecvError::Closed) => self.deltas = None,
                         },
-                        changed = self.follower.changed() => if !changed { return None },
+                        changed = self.host.wait_followed(&mut self.follower, self.next) => if !changed { return None },
                         // Disabled, not taken, when nobody can close (an `Err`).
                         Ok(_) = self.closing.wait_for(|closing| *closing) => return None,
                     }

@@ -250,6 +250,9 @@ pub async fn run(
             Err(e) => tracing::warn!("cannot resume sessions: {e}"),
         }
     });
+    // With a journal other workers share: take over the sessions of those
+    // that die.
+    host.start_sweeper();
     let (close, closing) = tokio::sync::watch::channel(false);
     let app = app(host.clone(), tenants, settings, closing);
     connection::serve(listener, app, limits, shutdown, close).await;

@@ -203,7 +203,7 @@ pub(crate) async fn input(
     if !wait {
         return Ok((StatusCode::ACCEPTED, Json(json!({ "seq": seq }))).into_response());
     }
-    let activity = host.wait_idle(log, Duration::ZERO).await?;
+    let activity = host.wait_idle_after(log, seq, Duration::ZERO).await?;
     let mut outputs = Vec::new();
     let mut from = seq;
     loop {

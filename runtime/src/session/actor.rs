@@ -8,6 +8,7 @@
 //! - a guest fault appends `guest-failed` after the events that caused it and
 //!   parks the session: no guest runs for it until it is upgraded.
 
+mod absorb;
 mod activate;
 mod compact;
 mod reconcile;
@@ -26,10 +27,13 @@ use super::keys::{Approval, OpenEffect};
 use super::perform;
 use super::replay::Ledger;
 use super::residency::ActorState;
+use super::workspace::Workspace;
 use super::{Activity, Command, Session, SessionError, Shared, now_ms};
 use crate::effects::ModelRequest;
 use crate::guest::{GuestError, GuestInstance};
-use crate::journal::{EventBody, Lease, LogId, LogInfo, Outcome, RequestedEffect, ToolCall};
+use crate::journal::{
+    EventBody, JournalError, Lease, LogId, LogInfo, Outcome, RequestedEffect, ToolCall,
+};
 
 /// Rounds of fold-and-reconcile one advance may take before the guest is
 /// judged to be looping (each round it wanted something new and immediate).
@@ -85,6 +89,9 @@ struct Actor {
     /// this actor carries its epoch, so once another writer takes the lease
     /// this actor's appends are refused and it stops.
     lease: Option<Lease>,
+    /// The log's `fs.*` workspace on this worker, rebuilt from the log before
+    /// the first tool call that uses it (session::workspace).
+    workspace: Arc<Workspace>,
 }
 
 /// Activate a log: start its actor, which replays the log into a fresh
@@ -115,6 +122,7 @@ pub(super) fn spawn(
         deltas: deltas.clone(),
         waiters: Vec::new(),
         lease: None,
+        workspace: Arc::default(),
     };
     let task = tokio::spawn(async move {
         let started = std::time::Instant::now();
@@ -160,13 +168,24 @@ impl Actor {
     /// cannot be loaded): answer the callers that queued meanwhile with the
     /// reason, and stop. The next activation tries again.
     fn refuse(self, mut rx: mpsc::UnboundedReceiver<Command>, error: SessionError) {
-        tracing::error!(log = %self.log, "cannot activate session: {error}");
+        if matches!(error, SessionError::Journal(JournalError::Leased { .. })) {
+            tracing::debug!(log = %self.log, "another worker advances this session");
+        } else {
+            tracing::error!(log = %self.log, "cannot activate session: {error}");
+        }
         rx.close();
         let message = error.to_string();
         while let Ok(command) = rx.try_recv() {
             match command {
                 Command::Input { reply, .. } | Command::Decide { reply, .. } => {
-                    let _ = reply.send(Err(SessionError::Unavailable(message.clone())));
+                    let _ = reply.send(Err(match &error {
+                        // Another worker advances the log: the caller
+                        // appends through the journal instead.
+                        SessionError::Journal(JournalError::Leased { log }) => {
+                            SessionError::Journal(JournalError::Leased { log: *log })
+                        }
+                        _ => SessionError::Unavailable(message.clone()),
+                    }));
                 }
                 // The rest answer `Stopped` as their senders drop.
                 _ => {}
@@ -188,9 +207,28 @@ impl Actor {
         let idle_after = Duration::from_millis(self.host.config.limits.idle_timeout_ms);
         loop {
             self.state.set_busy(self.is_busy());
+            let journal = self.host.journal.clone();
             let command = tokio::select! {
                 command = rx.recv() => command,
                 () = tokio::time::sleep(idle_after) => Some(Command::Evict),
+                // Another writer appended (an input or decision taken by a
+                // worker that does not hold the lease): fold it in.
+                grown = journal.wait_events(self.log, self.ledger.next_seq) => {
+                    if let Err(e) = grown {
+                        tracing::warn!(log = %self.log, "cannot wait on the journal: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    match self.absorb().await {
+                        Ok(()) => {}
+                        Err(SessionError::Stopped) => break,
+                        Err(e) => {
+                            tracing::error!(log = %self.log, "session stopped: {e}");
+                            break;
+                        }
+                    }
+                    self.answer_waiters();
+                    continue;
+                }
             };
             let Some(command) = command else { break };
             match self.handle(command).await {
@@ -363,7 +401,14 @@ impl Actor {
                         id: key.clone(),
                         ..call
                     };
-                    let handle = perform::tool(&self.host, &self.tx, self.log, call);
+                    let handle = perform::tool(
+                        &self.host,
+                        &self.tx,
+                        self.log,
+                        call,
+                        &self.workspace,
+                        self.ledger.next_seq,
+                    );
                     (
                         key,
                         Running {
@@ -438,7 +483,7 @@ impl Actor {
 }
 
 /// The tool result a denied call completes with: the model can read it.
-fn denied(key: String, by: &str, reason: Option<&str>) -> EventBody {
+pub(super) fn denied(key: String, by: &str, reason: Option<&str>) -> EventBody {
     let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
     EventBody::Completed {
         key,

@@ -52,6 +52,20 @@ struct Feed {
     tail: tokio::sync::Mutex<VecDeque<Arc<FedEvent>>>,
 }
 
+impl Feed {
+    /// Heads only move forward: announcements from this host's actors and
+    /// from the journal (any worker's commits) may arrive in any order.
+    fn raise(&self, next_seq: u64) {
+        self.head.send_if_modified(|head| {
+            let newer = next_seq > *head;
+            if newer {
+                *head = next_seq;
+            }
+            newer
+        });
+    }
+}
+
 /// The feeds of the logs someone follows, created on demand.
 #[derive(Default)]
 pub(crate) struct Feeds {
@@ -75,13 +89,7 @@ impl Feeds {
                 })
             })
             .clone();
-        feed.head.send_if_modified(|head| {
-            let newer = next_seq > *head;
-            if newer {
-                *head = next_seq;
-            }
-            newer
-        });
+        feed.raise(next_seq);
         Follower {
             log,
             head: feed.head.subscribe(),
@@ -99,7 +107,7 @@ impl Feeds {
             feeds.remove(&log);
             return;
         }
-        feed.head.send_replace(next_seq);
+        feed.raise(next_seq);
     }
 }
 
@@ -117,10 +125,27 @@ impl Follower {
         *self.head.borrow_and_update()
     }
 
-    /// Wait until the head moves past the one last seen; `false` when the
-    /// host is gone.
-    pub async fn changed(&mut self) -> bool {
-        self.head.changed().await.is_ok()
+    /// Wait until the log holds an event at `from` or later, as this host's
+    /// actors announce it or the journal tells of any writer's commit (an
+    /// actor on another worker); `false` when the host is gone.
+    pub(crate) async fn changed(&mut self, journal: &dyn Journal, from: u64) -> bool {
+        if *self.head.borrow_and_update() > from {
+            return true;
+        }
+        tokio::select! {
+            changed = self.head.changed() => changed.is_ok(),
+            grown = journal.wait_events(self.log, from) => match grown {
+                Ok(next) => {
+                    self.feed.raise(next);
+                    true
+                }
+                Err(e) => {
+                    // This host's own announcements still arrive.
+                    tracing::warn!(log = %self.log, "cannot wait on the journal: {e}");
+                    self.head.changed().await.is_ok()
+                }
+            },
+        }
     }
 
     /// Up to `limit` durable events from seq `from`, encoded once for every

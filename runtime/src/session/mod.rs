@@ -9,6 +9,7 @@
 //! append whose expected seq is stale, so two writers can never interleave.
 
 mod actor;
+mod elsewhere;
 mod feed;
 mod keys;
 mod logops;
@@ -16,7 +17,9 @@ mod perform;
 mod replay;
 mod residency;
 mod snapshot;
+mod sweep;
 mod upgrade;
+mod workspace;
 
 pub use self::feed::{FedEvent, Follower};
 pub use self::logops::ForkOptions;
@@ -290,7 +293,7 @@ impl Shared {
 
     /// Refuse input to a log that the journal says has finished or parked,
     /// with the reason its last event gives: one short read, no replay.
-    async fn refuse_ended(&self, info: &LogInfo) -> Result<(), SessionError> {
+    pub(super) async fn refuse_ended(&self, info: &LogInfo) -> Result<(), SessionError> {
         use crate::journal::{EventBody, LogStatus};
         if !matches!(info.status, LogStatus::Finished | LogStatus::Failed) {
             return Ok(());
@@ -596,11 +599,18 @@ impl Host {
         from: Sender,
         content: Vec<ContentBlock>,
     ) -> Result<u64, SessionError> {
-        self.on_session(log, true, |s| {
-            let (from, content) = (from.clone(), content.clone());
-            async move { s.input(from, content).await }
-        })
-        .await
+        let here = self
+            .on_session(log, true, |s| {
+                let (from, content) = (from.clone(), content.clone());
+                async move { s.input(from, content).await }
+            })
+            .await;
+        match here {
+            Err(SessionError::Journal(JournalError::Leased { .. })) => {
+                self.input_elsewhere(log, from, content).await
+            }
+            other => other,
+        }
     }
 
     /// Decide a pending approval of a log; answers the decision's seq once
@@ -613,18 +623,43 @@ impl Host {
         by: &str,
         reason: Option<String>,
     ) -> Result<u64, SessionError> {
-        self.on_session(log, false, |s| {
-            let reason = reason.clone();
-            async move { s.decide(key, allow, by, reason).await }
-        })
-        .await
+        let here = self
+            .on_session(log, false, |s| {
+                let reason = reason.clone();
+                async move { s.decide(key, allow, by, reason).await }
+            })
+            .await;
+        match here {
+            Err(SessionError::Journal(JournalError::Leased { .. })) => {
+                self.decide_elsewhere(log, key, allow, by, reason).await
+            }
+            other => other,
+        }
     }
 
     /// Wait until a log's session has nothing in flight but human decisions
     /// and timers further away than `horizon` (see [`Session::wait_idle`]).
     pub async fn wait_idle(&self, log: LogId, horizon: Duration) -> Result<Activity, SessionError> {
-        self.on_session(log, false, |s| async move { s.wait_idle(horizon).await })
+        self.wait_idle_after(log, 0, horizon).await
+    }
+
+    /// [`Host::wait_idle`] for a caller that appended the event at seq
+    /// `after`: when another worker advances the log, this waits through
+    /// the journal until the log is quiescent with an event after that one.
+    pub async fn wait_idle_after(
+        &self,
+        log: LogId,
+        after: u64,
+        horizon: Duration,
+    ) -> Result<Activity, SessionError> {
+        match self
+            .on_session(log, false, |s| async move { s.wait_idle(horizon).await })
             .await
+        {
+            // No actor here could take the log: it is advanced elsewhere.
+            Err(SessionError::Stopped) => self.wait_idle_elsewhere(log, after, horizon).await,
+            other => other,
+        }
     }
 
     /// Run `op` on the log's actor, and once more on a fresh one if that
@@ -700,6 +735,13 @@ impl Host {
         Ok(follower
             .read(&*self.shared.journal, &self.shared.metrics, from, limit)
             .await?)
+    }
+
+    /// Wait until a followed log holds an event at seq `from` or later,
+    /// whoever appended it (an actor here, or on another worker sharing the
+    /// journal); `false` when the host is gone.
+    pub async fn wait_followed(&self, follower: &mut Follower, from: u64) -> bool {
+        follower.changed(&*self.shared.journal, from).await
     }
 
     /// The host's metrics.

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use super::workspace::Workspace;
 use super::{Command, Shared};
 use crate::effects::{
-    DeltaKind, DeltaSink, ModelDelta, ModelError, ModelRequest, ProviderText, Redactor, ToolContext,
+    DeltaKind, DeltaSink, ModelDelta, ModelError, ModelRequest, ProviderText, Redactor,
+    ToolContext, ToolError,
 };
 use crate::journal::{ErrorKind, EventBody, LogId, ModelResponse, Outcome, ToolCall};
 
@@ -134,27 +136,47 @@ pub(crate) fn model(
     .abort_handle()
 }
 
+/// Run a tool call. A call of a tool that uses the workspace first waits
+/// until the workspace holds every write logged before `upto` (the actor's
+/// head as the call starts), then holds the workspace until its result is
+/// sent, so the actor logs such results in the order the calls ran.
 pub(crate) fn tool(
     host: &Arc<Shared>,
     tx: &mpsc::UnboundedSender<Command>,
     log: LogId,
     call: ToolCall,
+    workspace: &Arc<Workspace>,
+    upto: u64,
 ) -> AbortHandle {
     let tool = host.tools.get(&call.name);
     let cx = ToolContext {
         workspace: host.workspace_dir(log),
     };
     let tx = tx.clone();
+    let host = host.clone();
+    let workspace = workspace.clone();
     tokio::spawn(async move {
-        let result = match (tool, serde_json::from_str(&call.arguments)) {
-            (None, _) => Err(format!("no tool named {:?}", call.name)),
-            (_, Err(e)) => Err(format!("arguments are not valid JSON: {e}")),
-            (Some(tool), Ok(arguments)) => tool.call(cx, arguments).await.map_err(|e| e.0),
-        };
+        // Held until the result is sent (see above).
+        let mut turn = None;
+        let result = async {
+            let tool = tool.ok_or_else(|| format!("no tool named {:?}", call.name))?;
+            let arguments = serde_json::from_str(&call.arguments)
+                .map_err(|e| format!("arguments are not valid JSON: {e}"))?;
+            if tool.uses_workspace() {
+                let entered = workspace.enter(&host, log, upto).await.map_err(|e| {
+                    tracing::error!(%log, "cannot rebuild the workspace: {e}");
+                    ToolError::from(e).0
+                })?;
+                turn = Some(entered);
+            }
+            tool.call(cx, arguments).await.map_err(|e| e.0)
+        }
+        .await;
         let _ = tx.send(Command::Done {
             key: call.id,
             result: Done::Tool(result),
         });
+        drop(turn);
     })
     .abort_handle()
 }

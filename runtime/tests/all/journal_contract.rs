@@ -93,6 +93,7 @@ macro_rules! every_check {
             timers_are_the_open_sleeps_by_deadline,
             a_waiter_wakes_when_the_log_grows,
             open_logs_page_in_id_order,
+            orphans_are_running_logs_that_nobody_holds,
         );
     };
 }
@@ -277,6 +278,53 @@ async fn open_logs_page_in_id_order(journal: Arc<dyn Journal>) {
         seen.extend(page);
     }
     assert_eq!(seen, open);
+}
+
+async fn orphans_are_running_logs_that_nobody_holds(journal: Arc<dyn Journal>) {
+    let running = create(&*journal, DEFAULT_TENANT, None).await;
+    journal
+        .commit(Commit::append(running, 1, vec![(T0, tool_request("t"))]))
+        .await
+        .unwrap();
+    let sleeping = create(&*journal, "other", None).await;
+    journal
+        .commit(Commit::append(
+            sleeping,
+            1,
+            vec![(
+                T0,
+                EventBody::Requested {
+                    key: "nap".into(),
+                    effect: RequestedEffect::Sleep { until: T0 },
+                },
+            )],
+        ))
+        .await
+        .unwrap();
+    let asking = create(&*journal, DEFAULT_TENANT, None).await;
+    journal
+        .commit(Commit::append(
+            asking,
+            1,
+            vec![
+                (T0, tool_request("t")),
+                (
+                    T0,
+                    EventBody::ApprovalRequested {
+                        key: "t".into(),
+                        tool: Some(tool_call("t")),
+                        question: None,
+                    },
+                ),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(journal.orphans(10).await.unwrap(), [running]);
+    let lease = journal.acquire_lease(running).await.unwrap();
+    assert!(journal.orphans(10).await.unwrap().is_empty());
+    journal.release_lease(lease).await.unwrap();
+    assert_eq!(journal.orphans(10).await.unwrap(), [running]);
 }
 
 /// A requested tool call under `key`: an open effect that is not a timer.

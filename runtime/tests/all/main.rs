@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per area.
 
+mod absorb;
 mod activation;
 mod browser;
 mod cli;
@@ -21,3 +22,4 @@ mod secrets;
 mod server;
 mod session;
 mod tools;
+mod workspaces;

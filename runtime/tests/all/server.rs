@@ -77,7 +77,7 @@ impl Api {
     /// Send a request; `Err` only when no answer came (the server is gone).
     /// A body goes as the type its route reads: a guest's as wasm, any
     /// other as JSON.
-    async fn try_call(
+    pub(crate) async fn try_call(
         &self,
         method: Method,
         path: &str,
@@ -545,20 +545,20 @@ async fn the_api_end_to_end() {
 
 /// One Server-Sent Event.
 #[derive(Debug)]
-struct SseEvent {
-    id: u64,
-    kind: String,
-    data: String,
+pub(crate) struct SseEvent {
+    pub(crate) id: u64,
+    pub(crate) kind: String,
+    pub(crate) data: String,
 }
 
 /// A reader of an event stream.
-struct SseStream {
+pub(crate) struct SseStream {
     response: reqwest::Response,
     pending: Vec<u8>,
 }
 
 impl SseStream {
-    async fn open(api: &Api, session: &str, last_event_id: Option<u64>) -> SseStream {
+    pub(crate) async fn open(api: &Api, session: &str, last_event_id: Option<u64>) -> SseStream {
         let mut request = api
             .request(Method::GET, &format!("/v1/sessions/{session}/events"))
             .header(reqwest::header::ACCEPT, "text/event-stream");
@@ -579,7 +579,7 @@ impl SseStream {
     }
 
     /// The next event; `None` when the stream ends.
-    async fn next(&mut self) -> Option<SseEvent> {
+    pub(crate) async fn next(&mut self) -> Option<SseEvent> {
         loop {
             if let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
                 let frame: Vec<u8> = self.pending.drain(..end + 2).collect();
@@ -676,6 +676,40 @@ async fn a_stream_resumed_from_last_event_id_has_no_gap_and_no_duplicate() {
         assert_eq!(stored, log[e.id as usize]);
         assert_eq!(e.kind, stored.event.body.kind());
     }
+    server.stop().await;
+}
+
+/// A follower learns of new events from the journal, not only from this
+/// host's actors: events appended by another writer (here, straight to the
+/// journal, as another worker sharing it would) reach the stream too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_sees_events_that_no_actor_here_appended() {
+    let server = Server::start(config()).await;
+    let api = server.api(None);
+    api.add_guest("counter").await;
+    let id: logbook::LogId = api.session("counter", "c").await.parse().expect("a uuid");
+    server.host.hibernate(id);
+    let mut stream = SseStream::open(&api, "c", None).await;
+    let created = stream.next().await.expect("the stream goes on");
+    assert_eq!(created.id, 0);
+
+    let journal = server.host.journal().clone();
+    let appended = tokio::spawn(async move {
+        // Once the stream is waiting on the log's head.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let input = logbook::EventBody::Input {
+            from: logbook::Sender::Principal("elsewhere".into()),
+            content: vec![logbook::ContentBlock::text("inc")],
+        };
+        journal
+            .commit(logbook::journal::Commit::append(id, 1, vec![(1, input)]))
+            .await
+            .expect("append")
+    });
+    let next = stream.next().await.expect("the stream goes on");
+    assert_eq!((next.id, next.kind.as_str()), (1, "input"));
+    assert!(server.host.resident(id).is_none(), "no actor was woken");
+    guard(appended).await.expect("the append");
     server.stop().await;
 }
 

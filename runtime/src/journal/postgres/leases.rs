@@ -90,6 +90,30 @@ impl PgJournal {
             .collect()
     }
 
+    /// Up to `limit` logs with a model or tool call open (not awaiting a
+    /// human, not a timer) whose lease no live worker holds, in id order:
+    /// sessions a dead worker left running, for this one to resume.
+    pub async fn orphans(&self, limit: usize) -> Result<Vec<LogId>, JournalError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT DISTINCT o.log FROM open o JOIN logs l ON l.id = o.log \
+                 WHERE NOT o.awaiting_approval AND o.sleep_until IS NULL \
+                   AND (l.lease_worker IS NULL \
+                     OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = l.lease_worker \
+                       AND w.heartbeat > clock_timestamp() - $2::int8 * interval '1 millisecond')) \
+                 ORDER BY o.log LIMIT $1",
+            )
+            .await?;
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        let ttl = order(self.config.lease_ttl_ms);
+        c.query(&st, &[&limit, &ttl])
+            .await?
+            .iter()
+            .map(|row| Ok(row.try_get(0)?))
+            .collect()
+    }
+
     /// Resolves once `log` holds an event at `from_seq` or later, with its
     /// next seq; sees the commits of every worker. Cancel-safe.
     pub async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError> {

@@ -412,6 +412,10 @@ impl Journal for PgJournal {
     async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError> {
         PgJournal::wait_events(self, log, from_seq).await
     }
+
+    async fn orphans(&self, limit: usize) -> Result<Vec<LogId>, JournalError> {
+        PgJournal::orphans(self, limit).await
+    }
 }
 
 #[cfg(test)]
