@@ -33,6 +33,12 @@ pub struct Cli {
     /// log, approve, deny); the bearer token is read from LOGBOOK_TOKEN.
     #[arg(long, global = true, env = "LOGBOOK_URL")]
     url: Option<String>,
+    /// The journal in a PostgreSQL database that any number of workers share
+    /// (postgres://USER:PASSWORD@HOST:PORT/DB), instead of DATA/journal.redb;
+    /// overrides `[journal] url`. The data directory still holds this
+    /// worker's compiled guests and tool workspaces.
+    #[arg(long, global = true, env = "LOGBOOK_JOURNAL")]
+    journal: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -141,32 +147,42 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
         data,
         config,
         url,
+        journal,
         command,
     } = cli;
     if let Some(url) = url {
         return remote(&url, command).await;
     }
-    let config = Config::load(config.as_deref(), &data).map_err(|e| e.to_string())?;
+    let mut config = Config::load(config.as_deref(), &data).map_err(|e| e.to_string())?;
+    if journal.is_some() {
+        config.journal.url = journal;
+    }
     match command {
         Command::Serve(args) => serve::serve(&data, config, args).await,
         Command::Send(args) => {
-            let host = open_existing(&data, config)?;
+            let host = open_existing(&data, config).await?;
             run::send(&host, &args.session, &args.text, args.wait).await
         }
         Command::Run(args) => run::run(&data, config, args).await,
-        Command::Log(args) => show::log(&open_existing(&data, config)?, args).await,
-        Command::Sessions => show::sessions(&open_existing(&data, config)?).await,
+        Command::Log(args) => show::log(&open_existing(&data, config).await?, args).await,
+        Command::Sessions => show::sessions(&open_existing(&data, config).await?).await,
         Command::Approve(args) => {
-            run::decide(&open_existing(&data, config)?, args, true, None).await
+            run::decide(&open_existing(&data, config).await?, args, true, None).await
         }
         Command::Deny(args) => {
             let reason = args.reason.clone();
-            run::decide(&open_existing(&data, config)?, args.decision, false, reason).await
+            run::decide(
+                &open_existing(&data, config).await?,
+                args.decision,
+                false,
+                reason,
+            )
+            .await
         }
         Command::Guest(GuestCommand::Add { name, file }) => {
             let bytes =
                 std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-            let host = open(&data, config)?;
+            let host = open(&data, config).await?;
             let guest = host
                 .add_guest(CLI_TENANT, &name, &bytes)
                 .await
@@ -174,12 +190,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             println!("{} {}", guest.name, guest.digest);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Fork(args) => logops::fork(&open_existing(&data, config)?, args).await,
-        Command::Export(args) => logops::export(&open_existing(&data, config)?, args).await,
-        Command::Import(args) => logops::import(&open(&data, config)?, args).await,
-        Command::Verify(args) => logops::verify(&open_existing(&data, config)?, args).await,
-        Command::Upgrade(args) => logops::upgrade(&open_existing(&data, config)?, args).await,
-        Command::Replay(args) => logops::replay(&open_existing(&data, config)?, args).await,
+        Command::Fork(args) => logops::fork(&open_existing(&data, config).await?, args).await,
+        Command::Export(args) => logops::export(&open_existing(&data, config).await?, args).await,
+        Command::Import(args) => logops::import(&open(&data, config).await?, args).await,
+        Command::Verify(args) => logops::verify(&open_existing(&data, config).await?, args).await,
+        Command::Upgrade(args) => logops::upgrade(&open_existing(&data, config).await?, args).await,
+        Command::Replay(args) => logops::replay(&open_existing(&data, config).await?, args).await,
         Command::Bench(args) => {
             let options = crate::bench::BenchOptions {
                 only: args.only,
@@ -272,8 +288,9 @@ impl<'h> LogPages<'h> {
     }
 }
 
-/// Open the data directory, creating it if needed.
-pub(crate) fn open(data: &Path, config: Config) -> Result<Arc<Host>, String> {
+/// Open the data directory, creating it if needed, and the journal the
+/// configuration names (redb in the data directory by default).
+pub(crate) async fn open(data: &Path, config: Config) -> Result<Arc<Host>, String> {
     let echo_delay = match std::env::var("LOGBOOK_ECHO_DELAY_MS") {
         Ok(ms) => Some(std::time::Duration::from_millis(ms.parse().map_err(
             |_| format!("LOGBOOK_ECHO_DELAY_MS must be a number of milliseconds, not {ms:?}"),
@@ -284,17 +301,19 @@ pub(crate) fn open(data: &Path, config: Config) -> Result<Arc<Host>, String> {
         echo_delay,
         ..HostOptions::default()
     };
-    Host::open(data, config, options).map_err(|e| e.to_string())
+    Host::open_configured(data, config, options)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Open a data directory that must exist already (commands that only read or
 /// act on existing sessions write nothing when it does not).
-fn open_existing(data: &Path, config: Config) -> Result<Arc<Host>, String> {
-    if !data.join("journal.redb").exists() {
+async fn open_existing(data: &Path, config: Config) -> Result<Arc<Host>, String> {
+    if config.journal.url.is_none() && !data.join("journal.redb").exists() {
         return Err(format!(
             "no Logbook data in {} (start a session with `logbook run GUEST --session NAME`, or pass --data)",
             data.display()
         ));
     }
-    open(data, config)
+    open(data, config).await
 }

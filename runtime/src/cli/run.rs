@@ -52,8 +52,8 @@ pub(crate) async fn run(data: &Path, config: Config, args: RunArgs) -> Result<Ex
         None => serde_json::json!({}),
     };
     let host = match &args.guest {
-        Some(_) => super::open(data, config)?,
-        None => super::open_existing(data, config)?,
+        Some(_) => super::open(data, config).await?,
+        None => super::open_existing(data, config).await?,
     };
     let info = match host.resolve(CLI_TENANT, &args.session).await {
         Ok(info) => {

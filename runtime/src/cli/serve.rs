@@ -28,12 +28,20 @@ pub(crate) async fn serve(
     // `server::run` raises it too (idempotent); here to say the figures.
     let files = server::raise_open_files_limit();
     let cap = server::connection_cap(&config.server, files.now);
-    let host = super::open(data, config)?;
+    let serving = match &config.journal.url {
+        Some(url) => format!(
+            "{} (data {})",
+            crate::journal::redacted_url(url),
+            data.display()
+        ),
+        None => data.display().to_string(),
+    };
+    let host = super::open(data, config).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    eprintln!("logbook: serving {} on http://{addr}", data.display());
+    eprintln!("logbook: serving {serving} on http://{addr}");
     eprintln!(
         "logbook: open files limit {} (was {}); at most {cap} connections at once",
         files.now, files.before

@@ -124,6 +124,26 @@ pub(crate) fn blocking<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
+/// A journal URL as it may be shown: its password replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let shown = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    if rest.contains('/') {
+        format!("{scheme}://{shown}/{path}")
+    } else {
+        format!("{scheme}://{shown}")
+    }
+}
+
 /// A log's id: a UUIDv7, so ids sort in creation order. Stored as a `u128`.
 pub type LogId = uuid::Uuid;
 

@@ -384,6 +384,41 @@ impl Host {
         Host::with_journal(journal, data, config, options)
     }
 
+    /// A host on the journal `config.journal` names: the PostgreSQL
+    /// database at `url` when one is set (a worker among any number that
+    /// share it), else the redb file in `data` ([`Host::open`]).
+    pub async fn open_configured(
+        data: &Path,
+        config: Config,
+        options: HostOptions,
+    ) -> Result<Arc<Host>, SessionError> {
+        let Some(url) = config.journal.url.clone() else {
+            return Host::open(data, config, options);
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(SessionError::Config(format!(
+                "the journal URL {} is not a PostgreSQL one: postgres://USER:PASSWORD@HOST:PORT/DB \
+                 (leave it out for the redb file in the data directory)",
+                crate::journal::redacted_url(&url)
+            )));
+        }
+        std::fs::create_dir_all(data).map_err(|e| {
+            SessionError::Config(format!(
+                "cannot create data directory {}: {e}",
+                data.display()
+            ))
+        })?;
+        let settings = &config.journal;
+        let pg = crate::journal::PgConfig {
+            lease_ttl_ms: settings.lease_ttl_ms,
+            max_batch_events: settings.max_batch_events,
+            pool_size: settings.pool_size,
+            ..crate::journal::PgConfig::default()
+        };
+        let journal = crate::journal::PgJournal::connect(&url, pg).await?;
+        Host::with_journal(journal, data, config, options)
+    }
+
     /// A host on any journal (another backend, or one wrapped for a test);
     /// `data` holds what is local to this host: the compiled-guest cache and
     /// the `fs.*` tool workspaces.

@@ -22,4 +22,5 @@ mod secrets;
 mod server;
 mod session;
 mod tools;
+mod workers;
 mod workspaces;

@@ -58,7 +58,7 @@ pub(crate) struct Api {
 pub(crate) type Answer = (StatusCode, Value);
 
 impl Api {
-    fn new(base: &str, token: Option<&str>) -> Api {
+    pub(crate) fn new(base: &str, token: Option<&str>) -> Api {
         Api {
             base: base.to_string(),
             http: http(),

@@ -156,7 +156,9 @@ async fn send(api: &Api, session: &str, text: &str, wait: bool) -> Value {
 async fn three_workers_share_one_database_and_survive_a_sigkill_under_load() {
     const SESSIONS: usize = 6;
     const KILL_AFTER_ACKS: usize = 60;
-    let Some(db) = PgDb::create().await else { return };
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
     let workers: Vec<Worker> = (0..3).map(|_| Worker::start(&db, &[])).collect();
     let apis: Vec<Api> = workers.iter().map(Worker::api).collect();
     apis[0].add_guest("counter").await;
@@ -213,7 +215,10 @@ async fn three_workers_share_one_database_and_survive_a_sigkill_under_load() {
     // Load goes on through the other two.
     let after_kill = acked.load(Ordering::Relaxed);
     while acked.load(Ordering::Relaxed) < after_kill + KILL_AFTER_ACKS {
-        assert!(Instant::now() < deadline, "deadlock guard: too few acks after the kill");
+        assert!(
+            Instant::now() < deadline,
+            "deadlock guard: too few acks after the kill"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -232,13 +237,20 @@ async fn three_workers_share_one_database_and_survive_a_sigkill_under_load() {
         let mut seqs = BTreeSet::new();
         for (seq, _) in mine {
             assert!(
-                matches!(log.get(*seq as usize).and_then(input_text).as_deref(), Some("inc")),
+                matches!(
+                    log.get(*seq as usize).and_then(input_text).as_deref(),
+                    Some("inc")
+                ),
                 "{name}: the acknowledged input at seq {seq}"
             );
             assert!(seqs.insert(*seq), "{name}: seq {seq} acknowledged twice");
         }
         let inputs = log.iter().filter_map(input_text).count();
-        assert_eq!(inputs, mine.len(), "{name}: no input but the acknowledged ones");
+        assert_eq!(
+            inputs,
+            mine.len(),
+            "{name}: no input but the acknowledged ones"
+        );
         // The session goes on, through either survivor, with every input counted.
         for api in [&apis[0], &apis[2]] {
             let answer = send(api, &name, "get", true).await;
@@ -253,7 +265,9 @@ async fn three_workers_share_one_database_and_survive_a_sigkill_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_on_one_worker_sees_what_the_others_append() {
-    let Some(db) = PgDb::create().await else { return };
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
     let workers: Vec<Worker> = (0..3).map(|_| Worker::start(&db, &[])).collect();
     let apis: Vec<Api> = workers.iter().map(Worker::api).collect();
     apis[0].add_guest("counter").await;
@@ -277,57 +291,116 @@ async fn a_follower_on_one_worker_sees_what_the_others_append() {
             stream = SseStream::open(&apis[1], "c", Some(event.id)).await;
         }
     }
-    assert_eq!(seen, (0..=head).collect::<Vec<_>>(), "every seq once, in order");
+    assert_eq!(
+        seen,
+        (0..=head).collect::<Vec<_>>(),
+        "every seq once, in order"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_approval_pending_on_a_killed_worker_is_decided_through_another() {
-    let Some(db) = PgDb::create().await else { return };
-    let a = Worker::start(&db, &[]);
-    let b = Worker::start(&db, &[]);
-    let (api_a, api_b) = (a.api(), b.api());
-    api_a.add_guest("assistant").await;
-    api_a.session("assistant", "a").await;
-    let answer = send(&api_a, "a", crate::server::WRITE_A, true).await;
+/// The ends (`completed`, `failed`) logged for one effect key.
+fn ends_of(log: &[StoredEvent], key: &str) -> Vec<&'static str> {
+    log.iter()
+        .filter_map(|e| match &e.event.body {
+            EventBody::Completed { key: k, .. } if k == key => Some("completed"),
+            EventBody::Failed { key: k, .. } if k == key => Some("failed"),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Ask the assistant on `api` to write a file; answers the approval's key.
+async fn pending_write(api: &Api, session: &str) -> String {
+    let answer = send(api, session, crate::server::WRITE_A, true).await;
     assert_eq!(answer["status"], "waiting-approval", "{answer}");
-    let (_, info) = api_b.get("/v1/sessions/a").await;
-    let key = info["pending_approvals"][0]["key"]
+    let (_, info) = api.get(&format!("/v1/sessions/{session}")).await;
+    info["pending_approvals"][0]["key"]
         .as_str()
         .unwrap_or_else(|| panic!("a pending approval: {info}"))
-        .to_string();
-    a.kill();
+        .to_string()
+}
 
-    let path = format!("/v1/sessions/a/approvals/{key}");
+async fn approve(api: &Api, session: &str, key: &str) {
+    let path = format!("/v1/sessions/{session}/approvals/{key}");
     let deadline = Instant::now() + GUARD;
     loop {
-        let (status, body) = api_b.post(&path, json!({ "allow": true })).await;
+        let (status, body) = api.post(&path, json!({ "allow": true })).await;
         if status.is_success() {
-            break;
+            return;
         }
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert!(Instant::now() < deadline, "{body}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The worker that holds the session now (b, once a's lease expired)
-    // runs the tool and the model reads its result.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_pending_on_a_killed_worker_is_decided_through_another() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let a = Worker::start(&db, &[]);
+    let b = Worker::start(&db, &[]);
+    let (api_a, api_b) = (a.api(), b.api());
+    api_a.add_guest("assistant").await;
+    api_a.session("assistant", "a").await;
+    let key = pending_write(&api_a, "a").await;
+    a.kill();
+    // Once a's lease has expired, b takes the session over with the
+    // decision: it runs the approved tool, once, and the model reads it.
+    tokio::time::sleep(Duration::from_millis(2 * LEASE_TTL_MS)).await;
+    approve(&api_b, "a", &key).await;
     let done = api_b.wait_status("a", "idle").await;
     let log = api_b.all_events("a").await;
-    let ends: Vec<&str> = log
-        .iter()
-        .filter_map(|e| match &e.event.body {
-            EventBody::Completed { key: k, .. } if *k == key => Some("completed"),
-            EventBody::Failed { key: k, .. } if *k == key => Some("failed"),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(ends, ["completed"], "the tool ran once: {done}");
+    assert_eq!(
+        ends_of(&log, &key),
+        ["completed"],
+        "the tool ran once: {done}"
+    );
     assert_eq!(verify_events(&log).first_bad, None);
+}
+
+/// Decided before the dead holder's lease expires, the decision goes into
+/// the log through the journal, and the worker that takes the session over
+/// cannot tell whether the dead one had started the tool: it ends it
+/// `failed{interrupted}` (docs/scaling.md). Never twice, and the session
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_decided_while_the_dead_holders_lease_lasts_runs_at_most_once() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let a = Worker::start(&db, &[]);
+    let b = Worker::start(&db, &[]);
+    let (api_a, api_b) = (a.api(), b.api());
+    api_a.add_guest("assistant").await;
+    api_a.session("assistant", "a").await;
+    let key = pending_write(&api_a, "a").await;
+    a.kill();
+    approve(&api_b, "a", &key).await;
+    // b's sweeper takes the session over when a's lease expires.
+    let deadline = Instant::now() + GUARD;
+    let log = loop {
+        let log = api_b.all_events("a").await;
+        if !ends_of(&log, &key).is_empty() {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "the approved tool never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ends = ends_of(&log, &key);
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(verify_events(&log).first_bad, None);
+    let answer = send(&api_b, "a", "hello", true).await;
+    assert_eq!(answer["status"], "idle", "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_fire_exactly_once_across_three_workers_even_when_their_worker_dies() {
     const SESSIONS: usize = 6;
-    let Some(db) = PgDb::create().await else { return };
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
     let mut workers: Vec<Worker> = (0..3).map(|_| Worker::start(&db, &[])).collect();
     let apis: Vec<Api> = workers.iter().map(Worker::api).collect();
     apis[0].add_guest("counter").await;
@@ -347,8 +420,10 @@ async fn timers_fire_exactly_once_across_three_workers_even_when_their_worker_di
             let log = apis[1 + s % 2].all_events(&name).await;
             let reminders = log
                 .iter()
-                .filter(|e| matches!(&e.event.body, EventBody::Output { content, .. }
-                    if logbook::journal::plain_text(content).starts_with("reminder")))
+                .filter(|e| {
+                    matches!(&e.event.body, EventBody::Output { content, .. }
+                    if logbook::journal::plain_text(content).starts_with("reminder"))
+                })
                 .count();
             if reminders > 0 {
                 break;
@@ -364,7 +439,10 @@ async fn timers_fire_exactly_once_across_three_workers_even_when_their_worker_di
         let mut ends: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
         for e in &log {
             match &e.event.body {
-                EventBody::Requested { key, effect: logbook::journal::RequestedEffect::Sleep { .. } } => {
+                EventBody::Requested {
+                    key,
+                    effect: logbook::journal::RequestedEffect::Sleep { .. },
+                } => {
                     ends.entry(key.clone()).or_default().push("requested");
                 }
                 EventBody::Completed { key, .. } if ends.contains_key(key) => {
@@ -379,8 +457,10 @@ async fn timers_fire_exactly_once_across_three_workers_even_when_their_worker_di
         }
         let reminders = log
             .iter()
-            .filter(|e| matches!(&e.event.body, EventBody::Output { content, .. }
-                if logbook::journal::plain_text(content).starts_with("reminder")))
+            .filter(|e| {
+                matches!(&e.event.body, EventBody::Output { content, .. }
+                if logbook::journal::plain_text(content).starts_with("reminder"))
+            })
             .count();
         assert_eq!(reminders, 1, "t{s}");
         assert_eq!(verify_events(&log).first_bad, None);
@@ -389,7 +469,9 @@ async fn timers_fire_exactly_once_across_three_workers_even_when_their_worker_di
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_worker_is_fenced_when_it_wakes_and_nothing_runs_twice() {
-    let Some(db) = PgDb::create().await else { return };
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
     // Model calls take 1.5 s on worker a, so one is in flight when it stops.
     let a = Worker::start(&db, &[("LOGBOOK_ECHO_DELAY_MS", "1500")]);
     let b = Worker::start(&db, &[]);
@@ -415,7 +497,10 @@ async fn a_stopped_worker_is_fenced_when_it_wakes_and_nothing_runs_twice() {
             *ends.entry(key.clone()).or_default() += 1;
         }
     }
-    assert!(ends.values().all(|n| *n == 1), "an effect ended twice: {ends:?}");
+    assert!(
+        ends.values().all(|n| *n == 1),
+        "an effect ended twice: {ends:?}"
+    );
     let inputs: Vec<String> = log.iter().filter_map(input_text).collect();
     assert_eq!(inputs, ["hello", "again", "last"]);
     // a still serves, through the journal, and its view is the log's.

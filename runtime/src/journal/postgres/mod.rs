@@ -416,6 +416,10 @@ impl Journal for PgJournal {
     async fn orphans(&self, limit: usize) -> Result<Vec<LogId>, JournalError> {
         PgJournal::orphans(self, limit).await
     }
+
+    fn lease_ttl_ms(&self) -> Option<u64> {
+        Some(self.config.lease_ttl_ms)
+    }
 }
 
 #[cfg(test)]
