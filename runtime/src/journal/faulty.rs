@@ -241,6 +241,10 @@ impl Journal for FaultyJournal {
         self.inner.orphans(limit).await
     }
 
+    fn watch_head(&self, log: LogId) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.watch_head(log)
+    }
+
     fn lease_ttl_ms(&self) -> Option<u64> {
         self.inner.lease_ttl_ms()
     }

@@ -154,6 +154,15 @@ impl Heads {
         }
     }
 
+    /// A watch of `log`'s next seq as commits announce it, kept while the
+    /// receiver lives.
+    pub(crate) fn subscribe(&self, log: LogId) -> watch::Receiver<u64> {
+        self.waiting()
+            .entry(log)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
     /// Resolves once `log` holds an event at `from_seq` or later, with its
     /// next seq. `stored` reads the log's next seq from the journal.
     pub(crate) async fn wait(

@@ -756,6 +756,10 @@ impl Journal for MemoryJournal {
         Ok(timers)
     }
 
+    fn watch_head(&self, log: LogId) -> tokio::sync::watch::Receiver<u64> {
+        self.heads.subscribe(log)
+    }
+
     async fn orphans(&self, limit: usize) -> Result<Vec<LogId>, JournalError> {
         let running: Vec<LogId> = self
             .state()

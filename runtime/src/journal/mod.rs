@@ -371,6 +371,13 @@ pub trait Journal: Send + Sync + 'static {
     /// Cancel-safe: dropping the future leaves nothing behind.
     async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError>;
 
+    /// A watch of `log`'s next seq, moved by every commit to the log that
+    /// this journal learns of (this process's, and with a shared journal,
+    /// other workers'). It only grows, but starts at 0 or at the last head
+    /// announced, not at the stored one: compare it with what you know, and
+    /// subscribe before you read. Costs nothing per commit while unchanged.
+    fn watch_head(&self, log: LogId) -> tokio::sync::watch::Receiver<u64>;
+
     /// Up to `limit` logs with a model or tool call open (not one waiting
     /// for a human, not a timer) whose lease no live worker holds: sessions
     /// that a worker left running when it died (or, for a journal one

@@ -665,6 +665,10 @@ impl Journal for RedbJournal {
         Ok(timers)
     }
 
+    fn watch_head(&self, log: LogId) -> tokio::sync::watch::Receiver<u64> {
+        self.waiters.subscribe(log)
+    }
+
     /// Costs a scan of every open effect, as [`timers`](Journal::timers).
     async fn orphans(&self, limit: usize) -> Result<Vec<LogId>, JournalError> {
         let r = self.begin_read()?;

@@ -130,6 +130,9 @@ pub(super) fn spawn(
             Ok(lease) => actor.lease = Some(lease),
             Err(e) => return actor.refuse(rx, e.into()),
         }
+        // Watched from before the replay: whatever another writer appends
+        // after it is absorbed.
+        let head = host.journal.watch_head(log);
         let replayed = tokio::task::spawn_blocking(move || {
             let result = actor.replay(&info);
             (actor, result)
@@ -146,7 +149,7 @@ pub(super) fn spawn(
         let lease = actor.lease;
         host.metrics.activated(started.elapsed().as_secs_f64());
         match result {
-            Ok(replay_error) => actor.run(rx, replay_error).await,
+            Ok(replay_error) => actor.run(rx, head, replay_error).await,
             Err(e) => actor.refuse(rx, e),
         }
         if let Some(lease) = lease
@@ -197,6 +200,7 @@ impl Actor {
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Command>,
+        mut head: tokio::sync::watch::Receiver<u64>,
         replay_error: Option<GuestError>,
     ) {
         if let Err(e) = self.resume(replay_error).await {
@@ -207,16 +211,19 @@ impl Actor {
         let idle_after = Duration::from_millis(self.host.config.limits.idle_timeout_ms);
         loop {
             self.state.set_busy(self.is_busy());
-            let journal = self.host.journal.clone();
             let command = tokio::select! {
                 command = rx.recv() => command,
                 () = tokio::time::sleep(idle_after) => Some(Command::Evict),
-                // Another writer appended (an input or decision taken by a
-                // worker that does not hold the lease): fold it in.
-                grown = journal.wait_events(self.log, self.ledger.next_seq) => {
-                    if let Err(e) = grown {
-                        tracing::warn!(log = %self.log, "cannot wait on the journal: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                // The log's head moved: by this actor's own commit (nothing
+                // to do), or by another writer (an input or decision taken
+                // by a worker that does not hold the lease): fold it in.
+                moved = head.changed() => {
+                    if moved.is_err() {
+                        // The journal is gone: the host is closing.
+                        break;
+                    }
+                    if *head.borrow_and_update() <= self.ledger.next_seq {
+                        continue;
                     }
                     match self.absorb().await {
                         Ok(()) => {}

@@ -413,6 +413,10 @@ impl Journal for PgJournal {
         PgJournal::wait_events(self, log, from_seq).await
     }
 
+    fn watch_head(&self, log: LogId) -> tokio::sync::watch::Receiver<u64> {
+        self.heads.subscribe(log)
+    }
+
     async fn orphans(&self, limit: usize) -> Result<Vec<LogId>, JournalError> {
         PgJournal::orphans(self, limit).await
     }
