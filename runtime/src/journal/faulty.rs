@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::commit::{Commit, CommitTicket};
+use super::copy::CopiedLog;
 use super::event::{GuestRef, LogPos, StoredEvent};
 use super::info::LogInfo;
 use super::{
@@ -219,6 +220,10 @@ impl Journal for FaultyJournal {
         session_limit: Option<u64>,
     ) -> Result<LogId, JournalError> {
         self.inner.import(tenant, name, events, session_limit).await
+    }
+
+    async fn copy_log(&self, log: &CopiedLog) -> Result<(), JournalError> {
+        self.inner.copy_log(log).await
     }
 
     fn stats(&self) -> WriterStats {
