@@ -69,6 +69,7 @@ mod info;
 mod jsonl;
 mod lease;
 mod memory;
+mod migrate;
 mod postgres;
 mod store;
 #[doc(hidden)]
@@ -91,6 +92,7 @@ pub use self::jsonl::{Utf8Lines, event_from_json, from_jsonl, to_jsonl};
 pub(crate) use self::lease::{Heads, LocalLeases};
 pub use self::lease::{Lease, Timer};
 pub use self::memory::MemoryJournal;
+pub use self::migrate::{MigrateError, MigrateProgress, migrate};
 pub use self::postgres::{PgConfig, PgJournal};
 pub use self::store::RedbJournal;
 
