@@ -180,3 +180,55 @@ pub(super) async fn copies_keep_ids_forks_hashes_and_projections(journal: Arc<dy
     );
     assert_eq!(count(&*journal, "t").await, (7, 6));
 }
+
+/// `migrate` stopped part way (a copy refused, a copy written whose answer was
+/// lost) finishes on the next run, copying each log once; a run after that
+/// copies nothing.
+#[tokio::test]
+async fn a_migration_resumes_where_it_stopped() {
+    let (src, ids) = source().await;
+    let tenants = ["t".to_owned(), "u".to_owned()];
+    let inner: Arc<dyn Journal> = MemoryJournal::new();
+    let dest = FaultyJournal::wrap(inner.clone());
+    // The third copy is torn (written, answered with an error), the next fails.
+    dest.inject(3, Fault::Tear);
+    dest.inject(4, Fault::Fail);
+    let stopped = migrate(&*src, &tenants, &*dest, false, |_| {}).await;
+    assert!(
+        matches!(stopped, Err(MigrateError::Journal(_))),
+        "{stopped:?}"
+    );
+    assert_eq!(inner.count_logs().await.unwrap(), 3, "two copied, one torn");
+
+    let stopped = migrate(&*src, &tenants, &*dest, false, |_| {}).await;
+    assert!(stopped.is_err(), "the fourth fails: {stopped:?}");
+    let done = migrate(&*src, &tenants, &*dest, false, |_| {})
+        .await
+        .expect("the rest");
+    assert_eq!((done.logs, done.logs_skipped), (3, 3), "{done:?}");
+    for &id in &ids {
+        assert_eq!(src.info(id).await.unwrap(), inner.info(id).await.unwrap());
+        assert_eq!(
+            src.read(id, 0, 100).await.unwrap(),
+            inner.read(id, 0, 100).await.unwrap()
+        );
+    }
+    for tenant in &tenants {
+        assert_eq!(
+            src.guests(tenant).await.unwrap(),
+            inner.guests(tenant).await.unwrap()
+        );
+        assert_eq!(count(&*src, tenant).await, count(&*inner, tenant).await);
+    }
+    let again = migrate(&*src, &tenants, &*dest, false, |_| {})
+        .await
+        .expect("nothing to do");
+    assert_eq!(
+        again,
+        MigrateProgress {
+            tenants: 2,
+            logs_skipped: ids.len() as u64,
+            ..MigrateProgress::default()
+        }
+    );
+}
