@@ -169,16 +169,17 @@ impl RedbJournal {
         }))
     }
 
-    /// Every tenant that holds a log, by name.
+    /// Every tenant that holds a log or a guest name, by name.
     pub fn tenants(&self) -> Result<Vec<String>, JournalError> {
         let txn = self.db.begin_read()?;
-        let counts = txn.open_table(TENANT_COUNTS)?;
-        let mut out = Vec::new();
-        for entry in counts.iter()? {
-            let (tenant, _) = entry?;
-            out.push(tenant.value().to_owned());
+        let mut out = std::collections::BTreeSet::new();
+        for entry in txn.open_table(TENANT_COUNTS)?.iter()? {
+            out.insert(entry?.0.value().to_owned());
         }
-        Ok(out)
+        for entry in txn.open_table(GUEST_NAMES)?.iter()? {
+            out.insert(entry?.0.value().0.to_owned());
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// Stops the writer once it has answered what it has been sent; later
