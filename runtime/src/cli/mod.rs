@@ -1,6 +1,7 @@
 //! The `logbook` command line: parsing, and a thin layer over the library.
 
 mod logops;
+mod migrate;
 mod remote;
 mod run;
 mod serve;
@@ -76,6 +77,9 @@ enum Command {
     Upgrade(logops::UpgradeArgs),
     /// Run a guest over a session's log, performing nothing; exit 1 at the first difference.
     Replay(logops::ReplayArgs),
+    /// Copy a data directory's journal into PostgreSQL: every log with its id and
+    /// hashes, every guest, name and snapshot. Resumable.
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -196,6 +200,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
         Command::Verify(args) => logops::verify(&open_existing(&data, config).await?, args).await,
         Command::Upgrade(args) => logops::upgrade(&open_existing(&data, config).await?, args).await,
         Command::Replay(args) => logops::replay(&open_existing(&data, config).await?, args).await,
+        Command::Migrate(args) => migrate::migrate(&config, args).await,
         Command::Bench(args) => {
             let options = crate::bench::BenchOptions {
                 only: args.only,

@@ -118,6 +118,10 @@ pub enum JournalError {
     /// whether the commit was written is unknown to the caller.
     #[error("the journal writer has stopped")]
     Closed,
+    /// A write to a journal opened read-only
+    /// ([`RedbJournal::open_read_only`](super::RedbJournal::open_read_only)).
+    #[error("the journal is open read-only")]
+    ReadOnly,
 }
 
 impl From<tokio_postgres::Error> for JournalError {

@@ -5,7 +5,8 @@
 //! when the disk refuses a write) or **tears** them (the commit is written
 //! and durable, but the caller gets a storage error, as when the process or
 //! the connection dies between the fsync and the acknowledgement). Every
-//! other call goes to the inner journal unchanged.
+//! other call goes to the inner journal unchanged. A
+//! [`copy_log`](Journal::copy_log) counts as a commit.
 //!
 //! Invariant: a failed commit leaves the inner journal exactly as it was; a
 //! torn one leaves it exactly as an acknowledged one would.
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::commit::{Commit, CommitTicket};
+use super::copy::CopiedLog;
 use super::event::{GuestRef, LogPos, StoredEvent};
 use super::info::LogInfo;
 use super::{
@@ -59,6 +61,14 @@ impl FaultyJournal {
         plan.faults.insert(at, fault);
     }
 
+    /// Counts one commit, and answers the fault planned for it.
+    fn next_fault(&self) -> Option<Fault> {
+        let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+        plan.seen += 1;
+        let seen = plan.seen;
+        plan.faults.remove(&seen)
+    }
+
     /// How many commits have been submitted since wrapping.
     pub fn commits_seen(&self) -> u64 {
         self.plan.lock().unwrap_or_else(|p| p.into_inner()).seen
@@ -74,13 +84,7 @@ fn injected(what: &str) -> JournalError {
 #[async_trait::async_trait]
 impl Journal for FaultyJournal {
     fn commit(&self, commit: Commit) -> CommitTicket {
-        let fault = {
-            let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
-            plan.seen += 1;
-            let seen = plan.seen;
-            plan.faults.remove(&seen)
-        };
-        match fault {
+        match self.next_fault() {
             None => self.inner.commit(commit),
             Some(Fault::Fail) => {
                 let (answer, ticket) = CommitTicket::new();
@@ -219,6 +223,17 @@ impl Journal for FaultyJournal {
         session_limit: Option<u64>,
     ) -> Result<LogId, JournalError> {
         self.inner.import(tenant, name, events, session_limit).await
+    }
+
+    async fn copy_log(&self, log: &CopiedLog) -> Result<(), JournalError> {
+        match self.next_fault() {
+            None => self.inner.copy_log(log).await,
+            Some(Fault::Fail) => Err(injected("the copy was refused")),
+            Some(Fault::Tear) => {
+                self.inner.copy_log(log).await?;
+                Err(injected("the acknowledgement was lost"))
+            }
+        }
     }
 
     fn stats(&self) -> WriterStats {

@@ -10,12 +10,18 @@
 //! it with the writer's transactions, so its tenant's session limit is
 //! checked against counts no other transaction is changing. An import is a
 //! session of its own (see [`super::tenants`]).
+//!
+//! A copy ([`copy`], `logbook migrate`) is written the same way, under the
+//! id it brings, after [`super::copy::prepare`] has checked it against the
+//! stored parent; its open effects and flags are written as given.
 
 use redb::{Database, Durability, ReadableTable};
 
 use super::chain::verify_events;
+use super::copy::{CopiedLog, Prepared};
 use super::event::{EventBody, StoredEvent};
 use super::info::LogMeta;
+use super::info::OpenRecord;
 use super::tables::{self, GUESTS};
 use super::tenants;
 use super::writer::{WriteTables, project};
@@ -106,4 +112,59 @@ pub(crate) fn import(
     }
     txn.commit()?;
     Ok(id)
+}
+
+/// Writes a checked copy under its own id: refused when the id is taken,
+/// when its name is bound to another log, or when its current guest is not
+/// stored here.
+pub(crate) fn copy(
+    db: &Database,
+    copy: &CopiedLog,
+    prepared: Prepared,
+) -> Result<(), JournalError> {
+    let log = copy.id.as_u128();
+    let tenant = copy.tenant.as_str();
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut t = WriteTables::open(&txn)?;
+        let guests = txn.open_table(GUESTS)?;
+        if t.logs.get(log)?.is_some() {
+            return Err(JournalError::LogExists(copy.id));
+        }
+        let guest = &prepared.meta.guest;
+        if guests.get(guest.digest.as_str())?.is_none() {
+            return Err(JournalError::Invalid(format!(
+                "log {} runs on guest {} ({}), which is not stored here: copy it first",
+                copy.id, guest.name, guest.digest
+            )));
+        }
+        if let Some(name) = &copy.name {
+            if t.names.get((tenant, name.as_str()))?.is_some() {
+                return Err(JournalError::NameTaken {
+                    tenant: tenant.to_owned(),
+                    name: name.clone(),
+                });
+            }
+            t.names.insert((tenant, name.as_str()), log)?;
+        }
+        t.put_meta(log, &prepared.meta)?;
+        tenants::add(&mut t, tenant, log, prepared.session)?;
+        for e in &copy.events {
+            let body = e.event.body.to_canonical();
+            let value = tables::encode_event(e.event.at, &e.hash, &body);
+            t.events.insert((log, e.event.seq), value.as_slice())?;
+        }
+        for o in &copy.open {
+            let record = OpenRecord {
+                effect: o.effect.clone(),
+                awaiting_approval: o.awaiting_approval,
+            };
+            let bytes = serde_json::to_vec(&record)
+                .map_err(|e| JournalError::Corrupt(format!("open effect: {e}")))?;
+            t.open.insert((log, o.key.as_str()), bytes.as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
 }

@@ -25,6 +25,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::chain::{GENESIS_HASH, Verified, digest_of, event_hash, verify_events};
 use super::commit::{Commit, CommitTicket, Committed, NewLog};
+use super::copy::CopiedLog;
 use super::event::{Event, EventBody, GuestRef, LogPos, RequestedEffect, StoredEvent};
 use super::info::{LogInfo, LogStatus, OpenEffect};
 use super::tenants::{compacted_from, continues_into};
@@ -721,6 +722,49 @@ impl Journal for MemoryJournal {
         }
         state.logs.insert(id, log);
         Ok(id)
+    }
+
+    async fn copy_log(&self, copy: &CopiedLog) -> Result<(), JournalError> {
+        let prepared = super::copy::prepare(self, copy).await?;
+        let meta = prepared.meta;
+        let log = MemLog {
+            tenant: meta.tenant,
+            name: meta.name,
+            guest: meta.guest,
+            created_at: meta.created_at,
+            finished: meta.finished,
+            failed: meta.failed,
+            parent: meta.parent,
+            session: prepared.session,
+            events: copy.events.clone(),
+            open: copy
+                .open
+                .iter()
+                .map(|o| (o.key.clone(), (o.effect.clone(), o.awaiting_approval)))
+                .collect(),
+        };
+        let mut state = self.state();
+        if state.logs.contains_key(&copy.id) {
+            return Err(JournalError::LogExists(copy.id));
+        }
+        if !state.guests.contains_key(&log.guest.digest) {
+            return Err(JournalError::Invalid(format!(
+                "log {} runs on guest {} ({}), which is not stored here: copy it first",
+                copy.id, log.guest.name, log.guest.digest
+            )));
+        }
+        if let Some(name) = &copy.name {
+            let key = (copy.tenant.clone(), name.clone());
+            if state.names.contains_key(&key) {
+                return Err(JournalError::NameTaken {
+                    tenant: copy.tenant.clone(),
+                    name: name.clone(),
+                });
+            }
+            state.names.insert(key, copy.id);
+        }
+        state.logs.insert(copy.id, log);
+        Ok(())
     }
 
     async fn acquire_lease(&self, log: LogId) -> Result<Lease, JournalError> {

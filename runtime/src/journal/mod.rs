@@ -59,6 +59,7 @@
 
 mod chain;
 mod commit;
+mod copy;
 mod decode;
 mod error;
 pub mod event;
@@ -68,6 +69,7 @@ mod info;
 mod jsonl;
 mod lease;
 mod memory;
+mod migrate;
 mod postgres;
 mod store;
 #[doc(hidden)]
@@ -80,6 +82,7 @@ pub use self::chain::{
     ChainPos, GENESIS_HASH, Verified, chain_events, digest_of, event_hash, verify_events,
 };
 pub use self::commit::{Append, Commit, CommitTicket, Committed, NameUpdate, NewLog};
+pub use self::copy::CopiedLog;
 pub use self::decode::decode_body;
 pub use self::error::JournalError;
 pub use self::event::*;
@@ -89,6 +92,7 @@ pub use self::jsonl::{Utf8Lines, event_from_json, from_jsonl, to_jsonl};
 pub(crate) use self::lease::{Heads, LocalLeases};
 pub use self::lease::{Lease, Timer};
 pub use self::memory::MemoryJournal;
+pub use self::migrate::{MigrateError, MigrateProgress, migrate};
 pub use self::postgres::{PgConfig, PgJournal};
 pub use self::store::RedbJournal;
 
@@ -344,6 +348,19 @@ pub trait Journal: Send + Sync + 'static {
         events: &[StoredEvent],
         session_limit: Option<u64>,
     ) -> Result<LogId, JournalError>;
+
+    /// Stores a log from another journal under its own id, with its own
+    /// events and their stored hashes, in one durable transaction (what
+    /// `logbook migrate` copies with; see [`CopiedLog`]). A fork's parent
+    /// must be stored first, in the same tenant, and the fork's events must
+    /// chain from the parent's event at the fork point; a log of its own
+    /// chains from the genesis hash. Refused with [`JournalError::Invalid`]
+    /// when the chain does not hold, [`JournalError::LogExists`] when the id
+    /// is taken, [`JournalError::NameTaken`] when its name is bound to
+    /// another log; nothing is written then. Every projection (head, flags,
+    /// open effects, name, tenant index and counts) is written with it; the
+    /// tenant's session limit is not checked: it is a copy.
+    async fn copy_log(&self, log: &CopiedLog) -> Result<(), JournalError>;
 
     /// The writer's counters.
     fn stats(&self) -> WriterStats;

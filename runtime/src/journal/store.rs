@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
 use redb::{
-    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata,
+    Database, Durability, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata,
 };
 
 use super::chain::{ChainCheck, ChainPos, Kind, Verified, digest_of};
 use super::commit::{Commit, CommitTicket};
+use super::copy::CopiedLog;
 use super::decode::decode_body;
 use super::event::{Event, GuestRef, LogPos, StoredEvent};
 use super::info::{LogInfo, LogMeta, LogStatus, OpenEffect};
@@ -39,10 +40,42 @@ use super::{
 /// (it could only be a cycle: each fork is created after its parent).
 const MAX_ANCESTRY: usize = 10_000;
 
+/// The redb file of a journal: open to write (with a writer thread), or
+/// read-only (`logbook migrate`'s source), when every write is refused.
+enum Db {
+    Writable(Arc<Database>),
+    ReadOnly(ReadOnlyDatabase),
+}
+
+impl Db {
+    fn begin_read(&self) -> Result<ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::Writable(db) => db.begin_read(),
+            Db::ReadOnly(db) => db.begin_read(),
+        }
+    }
+
+    fn writable(&self) -> Result<&Database, JournalError> {
+        match self {
+            Db::Writable(db) => Ok(db),
+            Db::ReadOnly(_) => Err(JournalError::ReadOnly),
+        }
+    }
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Db::Writable(_) => "Db::Writable",
+            Db::ReadOnly(_) => "Db::ReadOnly",
+        })
+    }
+}
+
 /// A journal in one redb file, with a group-commit writer thread.
 #[derive(Debug)]
 pub struct RedbJournal {
-    db: Arc<Database>,
+    db: Db,
     requests: RwLock<Option<Sender<Request>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
@@ -95,13 +128,58 @@ impl RedbJournal {
             .spawn(move || writer.run(rx))
             .map_err(redb::Error::from)?;
         Ok(Arc::new(RedbJournal {
-            db,
+            db: Db::Writable(db),
             requests: RwLock::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             counters,
             leases,
             waiters,
         }))
+    }
+
+    /// Opens an existing journal file to read only: nothing is written to
+    /// it, not even at open, and another process may read it at the same
+    /// time (not while one has it open to write). Commits fail with
+    /// [`JournalError::Closed`], other writes with [`JournalError::ReadOnly`].
+    /// Refused when the file predates the per-tenant index (which
+    /// [`open`](RedbJournal::open) builds): open it to write once first.
+    pub fn open_read_only(path: &Path) -> Result<Arc<Self>, JournalError> {
+        let db = ReadOnlyDatabase::open(path)?;
+        {
+            let txn = db.begin_read()?;
+            let logs = txn.open_table(LOGS)?;
+            let index = txn.open_table(TENANT_LOGS)?;
+            if index.len()? != logs.len()? {
+                return Err(JournalError::Corrupt(format!(
+                    "{}: the per-tenant index is not built ({} of {} logs); \
+                     open it once with a command that writes (`logbook sessions`)",
+                    path.display(),
+                    index.len()?,
+                    logs.len()?
+                )));
+            }
+        }
+        Ok(Arc::new(RedbJournal {
+            db: Db::ReadOnly(db),
+            requests: RwLock::new(None),
+            writer: Mutex::new(None),
+            counters: Arc::default(),
+            leases: Arc::default(),
+            waiters: Arc::default(),
+        }))
+    }
+
+    /// Every tenant that holds a log or a guest name, by name.
+    pub fn tenants(&self) -> Result<Vec<String>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let mut out = std::collections::BTreeSet::new();
+        for entry in txn.open_table(TENANT_COUNTS)?.iter()? {
+            out.insert(entry?.0.value().to_owned());
+        }
+        for entry in txn.open_table(GUEST_NAMES)?.iter()? {
+            out.insert(entry?.0.value().0.to_owned());
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// Stops the writer once it has answered what it has been sent; later
@@ -450,7 +528,7 @@ impl Journal for RedbJournal {
         bytes: &[u8],
     ) -> Result<GuestRef, JournalError> {
         let digest = digest_of(bytes);
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db.writable()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let mut guests = txn.open_table(GUESTS)?;
@@ -547,7 +625,7 @@ impl Journal for RedbJournal {
         digest: &str,
         record: &[u8],
     ) -> Result<(), JournalError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db.writable()?.begin_write()?;
         // A cache: losing it in a crash costs a full replay, nothing more.
         txn.set_durability(Durability::None)?;
         {
@@ -622,7 +700,12 @@ impl Journal for RedbJournal {
         events: &[StoredEvent],
         session_limit: Option<u64>,
     ) -> Result<LogId, JournalError> {
-        super::import::import(&self.db, tenant, name, events, session_limit)
+        super::import::import(self.db.writable()?, tenant, name, events, session_limit)
+    }
+
+    async fn copy_log(&self, log: &CopiedLog) -> Result<(), JournalError> {
+        let prepared = super::copy::prepare(self, log).await?;
+        super::import::copy(self.db.writable()?, log, prepared)
     }
 
     fn stats(&self) -> WriterStats {

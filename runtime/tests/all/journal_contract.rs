@@ -14,8 +14,11 @@ use tempfile::TempDir;
 
 use crate::journal::{T0, created, guest, input, new_log, tool_call};
 
+mod copy;
 mod host;
 mod model;
+
+use self::copy::copies_keep_ids_forks_hashes_and_projections;
 
 /// A journal under test, with whatever must outlive it (a temp dir, a database).
 pub(crate) struct Backend {
@@ -94,6 +97,7 @@ macro_rules! every_check {
             a_waiter_wakes_when_the_log_grows,
             open_logs_page_in_id_order,
             orphans_are_running_logs_that_nobody_holds,
+            copies_keep_ids_forks_hashes_and_projections,
         );
     };
 }

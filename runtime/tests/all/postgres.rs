@@ -18,6 +18,7 @@ use tokio_postgres::NoTls;
 
 use crate::journal::{T0, input, new_log};
 
+mod migrate;
 mod workers;
 
 /// A database of one test, dropped (with its connections) when this is.

@@ -7,6 +7,11 @@
 //! events by the writer's rules. The import bypasses the writer: it writes a
 //! log id nobody knows yet, and its tenant's limit is checked against the
 //! tenant's row, which it locks like a create does.
+//!
+//! A copy ([`copy`], `logbook migrate`) is written the same way under the id
+//! it brings, after [`crate::journal::copy::prepare`] has checked it against
+//! the stored parent; its open effects and flags are written as given, and
+//! its tenant's counts grow without a limit.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +20,7 @@ use deadpool_postgres::Object;
 use super::plan::OpenEffectRow;
 use super::{bits, order};
 use crate::journal::chain::verify_events;
+use crate::journal::copy::{CopiedLog, Prepared};
 use crate::journal::event::{EventBody, StoredEvent};
 use crate::journal::info::{LogMeta, MetaChange, OpenAction, OpenRecord};
 use crate::journal::{JournalError, LogId};
@@ -160,4 +166,118 @@ pub(super) async fn import(
     }
     txn.commit().await?;
     Ok(id)
+}
+
+/// Writes a checked copy under its own id, in one transaction: refused when
+/// the id is taken, when its name is bound to another log, or when its
+/// current guest is not stored here.
+pub(super) async fn copy(
+    c: &mut Object,
+    copy: &CopiedLog,
+    prepared: Prepared,
+) -> Result<(), JournalError> {
+    let meta = &prepared.meta;
+    let id = copy.id;
+    let tenant = copy.tenant.as_str();
+    let txn = c.transaction().await?;
+    let stored = txn
+        .query_opt(
+            "SELECT 1 FROM guests WHERE digest = $1",
+            &[&meta.guest.digest],
+        )
+        .await?;
+    if stored.is_none() {
+        return Err(JournalError::Invalid(format!(
+            "log {id} runs on guest {} ({}), which is not stored here: copy it first",
+            meta.guest.name, meta.guest.digest
+        )));
+    }
+    let (parent_log, parent_seq) = match &meta.parent {
+        Some(p) => (
+            Some(LogId::parse_str(&p.log).map_err(|_| {
+                JournalError::Invalid(format!("fork parent {:?} is not a log id", p.log))
+            })?),
+            Some(bits(p.seq)),
+        ),
+        None => (None, None),
+    };
+    let inserted = txn
+        .execute(
+            "INSERT INTO logs (id, tenant, name, guest_name, guest_digest, created_at, next_seq, \
+             last_hash, finished, failed, parent_log, parent_seq, session) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT (id) DO NOTHING",
+            &[
+                &id,
+                &tenant,
+                &meta.name,
+                &meta.guest.name,
+                &meta.guest.digest,
+                &bits(meta.created_at),
+                &bits(prepared.next_seq),
+                &prepared.last_hash.as_slice(),
+                &meta.finished,
+                &meta.failed,
+                &parent_log,
+                &parent_seq,
+                &prepared.session,
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Err(JournalError::LogExists(id));
+    }
+    if let Some(name) = &copy.name {
+        let taken = txn
+            .execute(
+                "INSERT INTO names (tenant, name, log) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant, name) DO NOTHING",
+                &[&tenant, name, &id],
+            )
+            .await?;
+        if taken == 0 {
+            return Err(JournalError::NameTaken {
+                tenant: tenant.to_owned(),
+                name: name.clone(),
+            });
+        }
+    }
+    txn.execute(
+        "INSERT INTO tenants AS t (tenant, logs, sessions) VALUES ($1, 1, $2) \
+         ON CONFLICT (tenant) DO UPDATE SET logs = t.logs + 1, sessions = t.sessions + $2",
+        &[&tenant, &i64::from(prepared.session)],
+    )
+    .await?;
+    let seqs: Vec<i64> = copy.events.iter().map(|e| bits(e.event.seq)).collect();
+    let ats: Vec<i64> = copy.events.iter().map(|e| bits(e.event.at)).collect();
+    let hashes: Vec<Vec<u8>> = copy.events.iter().map(|e| e.hash.to_vec()).collect();
+    let bodies: Vec<Vec<u8>> = copy
+        .events
+        .iter()
+        .map(|e| e.event.body.to_canonical())
+        .collect();
+    txn.execute(
+        "INSERT INTO events (log, seq, at, hash, body) \
+         SELECT $1, * FROM unnest($2::int8[], $3::int8[], $4::bytea[], $5::bytea[])",
+        &[&id, &seqs, &ats, &hashes, &bodies],
+    )
+    .await?;
+    for o in &copy.open {
+        let row = OpenEffectRow::of(&o.effect)?;
+        txn.execute(
+            "INSERT INTO open (log, key, effect, awaiting_approval, is_ask, sleep_until) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &id,
+                &o.key,
+                &row.json,
+                &o.awaiting_approval,
+                &row.is_ask,
+                &row.sleep_until,
+            ],
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(())
 }

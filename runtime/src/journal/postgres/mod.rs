@@ -39,6 +39,7 @@ use tokio_postgres::NoTls;
 use self::writer::{Counters, Request, Writer};
 use super::chain::{ChainPos, Verified};
 use super::commit::{Commit, CommitTicket};
+use super::copy::CopiedLog;
 use super::event::{GuestRef, LogPos, StoredEvent};
 use super::info::LogInfo;
 use super::lease::Heads;
@@ -262,6 +263,13 @@ impl PgJournal {
         import::import(&mut c, tenant, name, events, session_limit).await
     }
 
+    /// Stores a log from another journal under its own id (see the trait).
+    pub async fn copy_log(&self, log: &CopiedLog) -> Result<(), JournalError> {
+        let prepared = crate::journal::copy::prepare(self, log).await?;
+        let mut c = self.client().await?;
+        import::copy(&mut c, log, prepared).await
+    }
+
     /// The writer's counters.
     pub fn stats(&self) -> WriterStats {
         self.counters.snapshot()
@@ -391,6 +399,10 @@ impl Journal for PgJournal {
         session_limit: Option<u64>,
     ) -> Result<LogId, JournalError> {
         PgJournal::import(self, tenant, name, events, session_limit).await
+    }
+
+    async fn copy_log(&self, log: &CopiedLog) -> Result<(), JournalError> {
+        PgJournal::copy_log(self, log).await
     }
 
     fn stats(&self) -> WriterStats {
