@@ -50,8 +50,39 @@ pub const DEFAULT_FAILOVER_LEASE_TTL_MS: u64 = 1000;
 
 type BenchResult<T> = Result<T, SessionError>;
 
-/// Run the benchmarks and print their figures.
+/// Run the benchmarks and print their figures. Interrupted (Ctrl-C,
+/// SIGTERM), it stops with an error after dropping what the running bench
+/// made: its databases and its worker processes.
 pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResult<()> {
+    tokio::select! {
+        done = run_all(config, options, json) => done,
+        () = interrupted() => Err(SessionError::Config("the benchmarks were interrupted".into())),
+    }
+}
+
+/// Ctrl-C or SIGTERM (never, where neither can be listened for).
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = terminate => {}
+        () = interrupt => {}
+    }
+}
+
+async fn run_all(config: Config, options: BenchOptions, json: bool) -> BenchResult<()> {
     // One compile cache for every bench's data directory: compiling is not
     // what is measured.
     let cache = tempdir()?;
@@ -164,7 +195,10 @@ pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResu
         let (clients, secs) = if quick { (8, 0.5) } else { (64, 3.0) };
         print(http(&config, &cache, clients, Duration::from_secs_f64(secs)).await?);
     }
-    if let Some(url) = config.journal.url.as_deref().filter(|_| wanted("failover")) {
+    // `wanted` says why not on redb, where there is no URL.
+    if wanted("failover")
+        && let Some(url) = config.journal.url.as_deref()
+    {
         let rounds = if quick { 1 } else { 5 };
         print(failover::failover(url, &cache, rounds, options.lease_ttl_ms).await?);
     }

@@ -61,6 +61,7 @@ impl BenchDb {
                     redacted_url(admin)
                 ))
             })?;
+        tracing::info!("bench database {name} created");
         Ok(BenchDb {
             admin: admin.to_string(),
             name,
@@ -89,7 +90,7 @@ impl Drop for BenchDb {
         })
         .join();
         match dropped {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => tracing::info!("bench database {} dropped", self.name),
             Ok(Err(e)) => eprintln!("warning: cannot drop the bench database {}: {e}", self.name),
             Err(_) => eprintln!(
                 "warning: dropping the bench database {} panicked",
