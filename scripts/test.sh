@@ -63,3 +63,10 @@ cargo test --workspace
 # `cargo build --release -p logbook && target/release/logbook bench`.
 echo "== smoke run of the benchmarks (debug build; figures not meaningful)"
 cargo run --quiet -p logbook -- bench --quick
+# The same benches on PostgreSQL, each on a database it creates and drops, and
+# the failover bench (two `logbook serve` workers, one SIGKILLed).
+if [ "${LOGBOOK_SKIP_POSTGRES:-}" != 1 ]; then
+  echo "== smoke run of the PostgreSQL benchmarks (debug build; figures not meaningful)"
+  cargo run --quiet -p logbook -- bench --quick --journal "$LOGBOOK_TEST_POSTGRES" \
+    --only step,throughput,turn,failover
+fi

@@ -2,9 +2,17 @@
 //! (a redb file with fsync, the real example guests, EchoModel without delay).
 //!
 //! Each benchmark runs in its own temporary data directory and prints one
-//! line: human-readable, or one JSON object with `--json`.
+//! line: human-readable, or one JSON object with `--json`. Every line names
+//! the journal it ran on (`"journal": "redb"` or `"postgres"`).
+//!
+//! With `--journal postgres://…` the benches that make a host make it on a
+//! fresh database of their own ([`postgres`]); those that make no sense
+//! there print why they are skipped. `failover` runs only there.
 
+mod failover;
 mod logops;
+mod postgres;
+mod turn;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,30 +24,96 @@ use crate::config::Config;
 use crate::journal::{ContentBlock, LogId, Sender};
 use crate::session::{Host, HostOptions, SessionError};
 
+use self::turn::{TurnShape, latency_at_histories};
+
 /// What to run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct BenchOptions {
     /// Only these benchmarks; all when empty.
     pub only: Vec<String>,
     /// Smaller sizes, for a quick look (CI uses this as a smoke test).
     pub quick: bool,
+    /// The lease TTL of the workers the `failover` bench starts, in ms.
+    pub lease_ttl_ms: u64,
 }
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            only: Vec::new(),
+            quick: false,
+            lease_ttl_ms: DEFAULT_FAILOVER_LEASE_TTL_MS,
+        }
+    }
+}
+
+/// The `failover` bench's lease TTL unless told otherwise: short, so that a
+/// round takes about a second (the journal's own default is 5 s).
+pub const DEFAULT_FAILOVER_LEASE_TTL_MS: u64 = 1000;
 
 type BenchResult<T> = Result<T, SessionError>;
 
-/// Run the benchmarks and print their figures.
+/// Run the benchmarks and print their figures. Interrupted (Ctrl-C,
+/// SIGTERM), it stops with an error after dropping what the running bench
+/// made: its databases and its worker processes.
 pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResult<()> {
+    tokio::select! {
+        done = run_all(config, options, json) => done,
+        () = interrupted() => Err(SessionError::Config("the benchmarks were interrupted".into())),
+    }
+}
+
+/// Ctrl-C or SIGTERM (never, where neither can be listened for).
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = terminate => {}
+        () = interrupt => {}
+    }
+}
+
+async fn run_all(config: Config, options: BenchOptions, json: bool) -> BenchResult<()> {
     // One compile cache for every bench's data directory: compiling is not
     // what is measured.
     let cache = tempdir()?;
     let cache = cache.path().to_path_buf();
-    let wanted = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
-    let print = |value: serde_json::Value| {
+    let on_postgres = config.journal.url.is_some();
+    let print = |mut value: serde_json::Value| {
+        value["journal"] = json!(if on_postgres { "postgres" } else { "redb" });
         if json {
             println!("{value}");
         } else {
             println!("{}", human(&value));
         }
+    };
+    // Asked for, and it makes sense on this journal (else say why not).
+    let wanted = |name: &str| {
+        if !(options.only.is_empty() || options.only.iter().any(|o| o == name)) {
+            return false;
+        }
+        let skip = if on_postgres {
+            postgres::skipped(name)
+        } else {
+            failover::skipped_on_redb(name)
+        };
+        if let Some(reason) = skip {
+            print(postgres::skipped_line(name, reason));
+            return false;
+        }
+        true
     };
     let quick = options.quick;
     if wanted("wake") {
@@ -106,7 +180,7 @@ pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResu
                 turns_each: 20,
             }
         };
-        for line in turn(&config, &cache, &shape).await? {
+        for line in turn::turn(&config, &cache, &shape).await? {
             print(line);
         }
     }
@@ -124,6 +198,13 @@ pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResu
         let (clients, secs) = if quick { (8, 0.5) } else { (64, 3.0) };
         print(http(&config, &cache, clients, Duration::from_secs_f64(secs)).await?);
     }
+    // `wanted` says why not on redb, where there is no URL.
+    if wanted("failover")
+        && let Some(url) = config.journal.url.as_deref()
+    {
+        let rounds = if quick { 1 } else { 5 };
+        print(failover::failover(url, &cache, rounds, options.lease_ttl_ms).await?);
+    }
     Ok(())
 }
 
@@ -137,9 +218,43 @@ fn human(value: &serde_json::Value) -> String {
     line
 }
 
+/// A host for one bench, on its own journal: a redb file in a temporary
+/// directory, or a fresh PostgreSQL database. The fields drop in order: the
+/// host before its database.
 struct Bed {
     host: Arc<Host>,
+    db: Option<postgres::BenchDb>,
     _dir: tempfile::TempDir,
+}
+
+impl Bed {
+    /// Another worker on this bed's PostgreSQL database, with its own data
+    /// directory (its tool workspaces), returned with it.
+    async fn worker(
+        &self,
+        config: &Config,
+        cache: &Path,
+    ) -> BenchResult<(Arc<Host>, tempfile::TempDir)> {
+        let db = self.db.as_ref().ok_or_else(|| {
+            SessionError::Config("a second worker needs a PostgreSQL journal".into())
+        })?;
+        let dir = tempdir()?;
+        let config = on_database(config, &db.url);
+        let host = Host::open_configured(dir.path(), config, options(cache, false)).await?;
+        Ok((host, dir))
+    }
+
+    /// Stop the host's actors; the database (if any) is dropped after.
+    async fn close(self) {
+        self.host.close().await;
+    }
+}
+
+/// `config` with its journal in the database at `url`.
+fn on_database(config: &Config, url: &str) -> Config {
+    let mut config = config.clone();
+    config.journal.url = Some(url.to_string());
+    config
 }
 
 /// A temporary directory, its error in the benchmarks' terms.
@@ -155,11 +270,28 @@ fn options(cache: &Path, no_fsync: bool) -> HostOptions {
     }
 }
 
-fn bed(config: &Config, cache: &Path, no_fsync: bool) -> BenchResult<Bed> {
+/// A bed on the journal `config` names: a redb file in a new temporary
+/// directory, or a new database on the PostgreSQL server of its URL
+/// (where `no_fsync` changes nothing: every commit is durable there).
+async fn bed(config: &Config, cache: &Path, no_fsync: bool) -> BenchResult<Bed> {
     let dir = tempdir()?;
     let options = options(cache, no_fsync);
-    let host = Host::open(dir.path(), config.clone(), options)?;
-    Ok(Bed { host, _dir: dir })
+    let Some(admin) = &config.journal.url else {
+        let host = Host::open(dir.path(), config.clone(), options)?;
+        return Ok(Bed {
+            host,
+            db: None,
+            _dir: dir,
+        });
+    };
+    let db = postgres::BenchDb::create(admin).await?;
+    let config = on_database(config, &db.url);
+    let host = Host::open_configured(dir.path(), config, options).await?;
+    Ok(Bed {
+        host,
+        db: Some(db),
+        _dir: dir,
+    })
 }
 
 async fn new_session(host: &Arc<Host>, example: &str) -> BenchResult<LogId> {
@@ -321,7 +453,7 @@ async fn wake_concurrent(
 
 /// One session, input to output, durable.
 async fn step(config: &Config, cache: &Path, rounds: usize) -> BenchResult<serde_json::Value> {
-    let bed = bed(config, cache, false)?;
+    let bed = bed(config, cache, false).await?;
     let id = new_session(&bed.host, "counter").await?;
     let session = bed.host.session(id).await?;
     session.input(from(), text("inc")).await?;
@@ -331,6 +463,8 @@ async fn step(config: &Config, cache: &Path, rounds: usize) -> BenchResult<serde
         session.input(from(), text("inc")).await?;
         samples.push(start.elapsed());
     }
+    drop(session);
+    bed.close().await;
     Ok(json!({
         "bench": "step",
         "p50_us": percentile(&mut samples, 0.5),
@@ -345,7 +479,7 @@ async fn throughput(
     sessions: usize,
     run_for: Duration,
 ) -> BenchResult<serde_json::Value> {
-    let bed = bed(config, cache, false)?;
+    let bed = bed(config, cache, false).await?;
     let mut handles = Vec::new();
     for _ in 0..sessions {
         let id = new_session(&bed.host, "counter").await?;
@@ -372,12 +506,20 @@ async fn throughput(
     let after = bed.host.journal().stats();
     let events = after.events - before.events;
     let commits = (after.commits - before.commits).max(1);
-    Ok(json!({
+    // A redb commit is one fsync; a PostgreSQL one is one transaction.
+    let per_commit = if bed.db.is_some() {
+        "events_per_transaction"
+    } else {
+        "events_per_fsync"
+    };
+    bed.close().await;
+    let mut line = json!({
         "bench": "throughput",
         "sessions": sessions,
         "events_per_s": (events as f64 / elapsed).round() as u64,
-        "events_per_fsync": ((events as f64 / commits as f64) * 10.0).round() / 10.0,
-    }))
+    });
+    line[per_commit] = json!(((events as f64 / commits as f64) * 10.0).round() / 10.0);
+    Ok(line)
 }
 
 fn rss_kib() -> u64 {
@@ -393,7 +535,7 @@ fn rss_kib() -> u64 {
 
 /// Resident memory per active counter session (instance, store, actor).
 async fn memory(config: &Config, cache: &Path, sessions: usize) -> BenchResult<serde_json::Value> {
-    let bed = bed(config, cache, true)?;
+    let bed = bed(config, cache, true).await?;
     let mut ids = Vec::new();
     for _ in 0..sessions {
         ids.push(new_session(&bed.host, "counter").await?);
@@ -413,86 +555,13 @@ async fn memory(config: &Config, cache: &Path, sessions: usize) -> BenchResult<s
         live.push(session);
     }
     let after = rss_kib();
+    let live = live.len();
+    bed.close().await;
     Ok(json!({
         "bench": "memory",
-        "sessions": live.len(),
+        "sessions": live,
         "kib_per_active_session": ((after.saturating_sub(before)) as f64 / sessions as f64 * 10.0).round() / 10.0,
     }))
-}
-
-/// What the `turn` bench measures.
-struct TurnShape {
-    /// Latency is measured after this many turns of one session's history.
-    histories: Vec<usize>,
-    /// Turns measured at each history.
-    measured: usize,
-    /// Sessions run at once for the throughput figure...
-    sessions: usize,
-    /// ...each for this many turns, from fresh.
-    turns_each: usize,
-}
-
-/// An assistant turn on EchoModel: model, `fs.read`, model, output, each
-/// step durable. One session's latency at a given history (its context
-/// budget is raised so that it never compacts), then turns per second with
-/// many fresh sessions at once.
-async fn turn(
-    config: &Config,
-    cache: &Path,
-    shape: &TurnShape,
-) -> BenchResult<Vec<serde_json::Value>> {
-    let bed = bed(config, cache, false)?;
-    let prompt = "/tool fs.read {\"path\":\"x\"}";
-    let host = bed.host.clone();
-    let make = move || {
-        let host = host.clone();
-        async move {
-            let bytes = crate::examples::get("assistant").expect("examples are built in");
-            let guest = host.add_guest("bench", "assistant", bytes).await?;
-            let config = json!({ "context_budget": u64::MAX / 2 });
-            let id = host.create_session("bench", None, guest, config).await?;
-            let workspace = host.workspace_dir(id);
-            std::fs::create_dir_all(&workspace)
-                .and_then(|()| std::fs::write(workspace.join("x"), "hello"))
-                .map_err(|e| SessionError::Config(e.to_string()))?;
-            host.session(id).await
-        }
-    };
-    let one = make().await?;
-    let turn_of_one = async || {
-        one.input(from(), text(prompt)).await?;
-        one.wait_idle(Duration::ZERO).await?;
-        Ok(())
-    };
-    let mut lines =
-        latency_at_histories("turn", &shape.histories, shape.measured, turn_of_one).await?;
-    let mut sessions = Vec::with_capacity(shape.sessions);
-    for _ in 0..shape.sessions {
-        sessions.push(make().await?);
-    }
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for session in sessions {
-        let turns = shape.turns_each;
-        tasks.spawn(async move {
-            for _ in 0..turns {
-                session.input(from(), text(prompt)).await?;
-                session.wait_idle(Duration::ZERO).await?;
-            }
-            Ok::<(), SessionError>(())
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.map_err(|e| SessionError::Config(e.to_string()))??;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    lines.push(json!({
-        "bench": "turn",
-        "sessions": shape.sessions,
-        "turns_per_session": shape.turns_each,
-        "turns_per_s": ((shape.sessions * shape.turns_each) as f64 / elapsed).round() as u64,
-    }));
-    Ok(lines)
 }
 
 /// HTTP clients, each driving its own counter session: an input with
@@ -504,7 +573,7 @@ async fn http(
     clients: usize,
     run_for: Duration,
 ) -> BenchResult<serde_json::Value> {
-    let bed = bed(config, cache, false)?;
+    let bed = bed(config, cache, false).await?;
     let fail = |e: &dyn std::fmt::Display| SessionError::Config(e.to_string());
     let (base, server) = serve(&bed).await?;
     let client = reqwest::Client::new();
@@ -562,6 +631,7 @@ async fn http(
     }
     let elapsed = start.elapsed().as_secs_f64();
     server.abort();
+    bed.close().await;
     Ok(json!({
         "bench": "http",
         "clients": clients,
@@ -569,39 +639,6 @@ async fn http(
         "p50_us": percentile(&mut samples, 0.5),
         "p99_us": percentile(&mut samples, 0.99),
     }))
-}
-
-/// One session's turn latency as its history grows: for each of
-/// `histories`, `turn` until the session has that many turns behind it,
-/// then `measured` timed turns; one line of figures per history.
-async fn latency_at_histories(
-    bench: &str,
-    histories: &[usize],
-    measured: usize,
-    mut turn: impl AsyncFnMut() -> BenchResult<()>,
-) -> BenchResult<Vec<serde_json::Value>> {
-    let mut lines = Vec::new();
-    let mut done = 0;
-    for &history in histories {
-        while done < history {
-            turn().await?;
-            done += 1;
-        }
-        let mut samples = Vec::with_capacity(measured);
-        for _ in 0..measured {
-            let start = Instant::now();
-            turn().await?;
-            samples.push(start.elapsed());
-            done += 1;
-        }
-        lines.push(json!({
-            "bench": bench,
-            "history_turns": history,
-            "p50_us": percentile(&mut samples, 0.5),
-            "p99_us": percentile(&mut samples, 0.99),
-        }));
-    }
-    Ok(lines)
 }
 
 /// The API of `bed`'s host on 127.0.0.1:0, in this process: its `/v1` URL.
@@ -626,7 +663,7 @@ async fn http_turn(
     histories: &[usize],
     measured: usize,
 ) -> BenchResult<Vec<serde_json::Value>> {
-    let bed = bed(config, cache, false)?;
+    let bed = bed(config, cache, false).await?;
     let fail = |e: &dyn std::fmt::Display| SessionError::Config(e.to_string());
     let (base, server) = serve(&bed).await?;
     let client = reqwest::Client::new();
@@ -672,5 +709,6 @@ async fn http_turn(
     };
     let lines = latency_at_histories("http-turn", histories, measured, turn).await?;
     server.abort();
+    bed.close().await;
     Ok(lines)
 }

@@ -110,12 +110,17 @@ struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Run only these benchmarks (wake, wake-concurrent, step, throughput,
-    /// memory, turn, http-turn, http, fork, wake-snapshot, export, read).
+    /// memory, turn, http-turn, http, fork, wake-snapshot, export, read,
+    /// failover). With --journal postgres://… each runs on a database of
+    /// its own, created and dropped on that server.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Smaller sizes, for a quick look.
     #[arg(long)]
     quick: bool,
+    /// The lease TTL of the workers the failover bench starts (PostgreSQL).
+    #[arg(long, default_value_t = crate::bench::DEFAULT_FAILOVER_LEASE_TTL_MS)]
+    lease_ttl_ms: u64,
 }
 
 /// Run the command line; returns the process's exit code.
@@ -205,6 +210,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
             let options = crate::bench::BenchOptions {
                 only: args.only,
                 quick: args.quick,
+                lease_ttl_ms: args.lease_ttl_ms,
             };
             crate::bench::run(config, options, args.json)
                 .await

@@ -2,6 +2,7 @@
 
 mod absorb;
 mod activation;
+mod bench;
 mod browser;
 mod cli;
 mod crash;
