@@ -64,6 +64,11 @@ impl From<SessionError> for ApiError {
             E::Journal(JournalError::NameTaken { .. }) => (StatusCode::CONFLICT, "name_taken"),
             // Another writer appended first: the request may go again.
             E::Journal(JournalError::Conflict { .. }) => (StatusCode::CONFLICT, "conflict"),
+            // The session moved to or from another worker as the request
+            // went: nothing was written, and the request may go again.
+            E::Journal(JournalError::Leased { .. } | JournalError::Fenced { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             // The journal cannot write now (a full disk, a closed writer, a
             // lost database): whether the request was written is unknown;
             // the log says.
