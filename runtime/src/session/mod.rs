@@ -697,10 +697,10 @@ impl Host {
         }
     }
 
-    /// Run `op` on the log's actor, and once more on a fresh one if that
-    /// actor stopped meanwhile (it was evicted between lookup and call, and
-    /// did nothing) or lost its lease (its append was refused: it wrote
-    /// nothing). With `input`, a dormant finished or parked log is
+    /// Run `op` on the log's actor, and again on a fresh one (up to
+    /// [`ON_SESSION_TRIES`] in all) if that actor stopped having written
+    /// nothing of it: evicted between lookup and call, fenced, or beaten to
+    /// the log's head by another writer. With `input`, a dormant finished or parked log is
     /// refused without activating it.
     async fn on_session<T, F, Fut>(&self, log: LogId, input: bool, op: F) -> Result<T, SessionError>
     where
@@ -708,13 +708,21 @@ impl Host {
         Fut: std::future::Future<Output = Result<T, SessionError>>,
     {
         let session = || self.shared.activate_if(log, input);
-        match op(session().await?).await {
-            // A fenced actor wrote nothing and stopped: the fresh one takes
-            // the lease anew.
-            Err(SessionError::Stopped | SessionError::Journal(JournalError::Fenced { .. })) => {
-                op(session().await?).await
+        let mut tries = 1;
+        loop {
+            match op(session().await?).await {
+                // The actor stopped having written nothing of this request:
+                // it was evicted, its lease was taken (fenced), or another
+                // writer appended first (conflict; its guest had folded
+                // what it could not log). A fresh actor replays and goes on.
+                Err(
+                    SessionError::Stopped
+                    | SessionError::Journal(
+                        JournalError::Fenced { .. } | JournalError::Conflict { .. },
+                    ),
+                ) if tries < ON_SESSION_TRIES => tries += 1,
+                other => return other,
             }
-            other => other,
         }
     }
 
@@ -849,6 +857,9 @@ impl Host {
         self.shared.workspace_dir(log)
     }
 }
+
+/// How many actors one request may go to before its error is answered.
+const ON_SESSION_TRIES: usize = 3;
 
 /// How many logs with open effects [`Host::resume_all`] reads at a time.
 const RESUME_PAGE: usize = 1024;
