@@ -27,6 +27,28 @@ use super::tenants;
 use super::writer::{WriteTables, project};
 use super::{JournalError, LogId};
 
+/// What every journal checks of a log to import before it writes anything:
+/// that it has events, that its chain holds, and that it starts with
+/// `created`, which it answers with its first event.
+pub(crate) fn checked(
+    events: &[StoredEvent],
+) -> Result<(&StoredEvent, &super::event::Created), JournalError> {
+    let Some(first) = events.first() else {
+        return Err(JournalError::Invalid(
+            "an import needs at least one event".into(),
+        ));
+    };
+    if let Some((seq, why)) = verify_events(events).first_bad {
+        return Err(JournalError::Invalid(format!("seq {seq}: {why}")));
+    }
+    let EventBody::Created(created) = &first.event.body else {
+        return Err(JournalError::Invalid(
+            "the first event is not `created`".into(),
+        ));
+    };
+    Ok((first, created))
+}
+
 /// Checks `events` and writes them as a new log of `tenant`, named `name`.
 pub(crate) fn import(
     db: &Database,
@@ -35,20 +57,7 @@ pub(crate) fn import(
     events: &[StoredEvent],
     session_limit: Option<u64>,
 ) -> Result<LogId, JournalError> {
-    let Some(first) = events.first() else {
-        return Err(JournalError::Invalid(
-            "an import needs at least one event".into(),
-        ));
-    };
-    let verified = verify_events(events);
-    if let Some((seq, why)) = verified.first_bad {
-        return Err(JournalError::Invalid(format!("seq {seq}: {why}")));
-    }
-    let EventBody::Created(created) = &first.event.body else {
-        return Err(JournalError::Invalid(
-            "the first event is not `created`".into(),
-        ));
-    };
+    let (first, created) = checked(events)?;
     let id = LogId::now_v7();
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;

@@ -662,19 +662,7 @@ impl Journal for MemoryJournal {
         events: &[StoredEvent],
         session_limit: Option<u64>,
     ) -> Result<LogId, JournalError> {
-        let Some(first) = events.first() else {
-            return Err(JournalError::Invalid(
-                "an import needs at least one event".into(),
-            ));
-        };
-        if let Some((seq, why)) = verify_events(events).first_bad {
-            return Err(JournalError::Invalid(format!("seq {seq}: {why}")));
-        }
-        let EventBody::Created(created) = &first.event.body else {
-            return Err(JournalError::Invalid(
-                "the first event is not `created`".into(),
-            ));
-        };
+        let (first, created) = super::import::checked(events)?;
         let mut log = MemLog {
             tenant: tenant.to_owned(),
             name: name.map(str::to_owned),

@@ -298,15 +298,22 @@ impl Reader {
         Ok(())
     }
 
+    /// The log's next seq and last hash, from its own last event.
+    fn head(&self, id: u128) -> Result<(u64, [u8; 32]), JournalError> {
+        Ok(
+            match self.events.range((id, 0)..=(id, u64::MAX))?.next_back() {
+                Some(entry) => {
+                    let (k, v) = entry?;
+                    let (_, hash, _) = tables::split_event(v.value())?;
+                    (k.value().1 + 1, hash)
+                }
+                None => (0, [0; 32]),
+            },
+        )
+    }
+
     fn info(&self, id: u128, meta: LogMeta) -> Result<LogInfo, JournalError> {
-        let (next_seq, last_hash) = match self.events.range((id, 0)..=(id, u64::MAX))?.next_back() {
-            Some(entry) => {
-                let (k, v) = entry?;
-                let (_, hash, _) = tables::split_event(v.value())?;
-                (k.value().1 + 1, hash)
-            }
-            None => (0, [0; 32]),
-        };
+        let (next_seq, last_hash) = self.head(id)?;
         let mut open = Vec::new();
         for entry in self.open.range((id, "")..)? {
             let (k, v) = entry?;
@@ -776,14 +783,8 @@ impl Journal for RedbJournal {
     }
 
     async fn wait_events(&self, log: LogId, from_seq: u64) -> Result<u64, JournalError> {
-        let stored = async {
-            let r = self.begin_read()?;
-            let id = log.as_u128();
-            Ok(match r.meta(id)? {
-                Some(meta) => r.info(id, meta)?.next_seq,
-                None => 0,
-            })
-        };
+        // The head alone: its open effects are not wanted here.
+        let stored = async { Ok(self.begin_read()?.head(log.as_u128())?.0) };
         self.waiters.wait(log, from_seq, stored).await
     }
 }

@@ -19,9 +19,8 @@ use deadpool_postgres::Object;
 
 use super::plan::OpenEffectRow;
 use super::{bits, order};
-use crate::journal::chain::verify_events;
 use crate::journal::copy::{CopiedLog, Prepared};
-use crate::journal::event::{EventBody, StoredEvent};
+use crate::journal::event::StoredEvent;
 use crate::journal::info::{LogMeta, MetaChange, OpenAction, OpenRecord};
 use crate::journal::{JournalError, LogId};
 
@@ -33,19 +32,7 @@ pub(super) async fn import(
     events: &[StoredEvent],
     session_limit: Option<u64>,
 ) -> Result<LogId, JournalError> {
-    let Some(first) = events.first() else {
-        return Err(JournalError::Invalid(
-            "an import needs at least one event".into(),
-        ));
-    };
-    if let Some((seq, why)) = verify_events(events).first_bad {
-        return Err(JournalError::Invalid(format!("seq {seq}: {why}")));
-    }
-    let EventBody::Created(created) = &first.event.body else {
-        return Err(JournalError::Invalid(
-            "the first event is not `created`".into(),
-        ));
-    };
+    let (first, created) = crate::journal::import::checked(events)?;
     let mut meta = LogMeta {
         tenant: tenant.to_owned(),
         name: name.map(str::to_owned),
