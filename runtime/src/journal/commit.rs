@@ -26,6 +26,8 @@ pub struct Commit {
     pub appends: Vec<Append>,
     /// Names to bind or move.
     pub names: Vec<NameUpdate>,
+    /// Approved tools a lease holder is about to run: applied after the appends.
+    pub claims: Vec<Claim>,
 }
 
 impl Commit {
@@ -109,6 +111,23 @@ pub struct Append {
     /// in the transaction; `None` for writers that hold no lease (creates,
     /// imports, operators' tools), which only the seq check orders.
     pub lease: Option<u64>,
+}
+
+/// A lease holder's word that it is about to run a tool that a writer
+/// without the lease approved ([`OpenEffect::unstarted`](super::OpenEffect::unstarted)):
+/// once it is durable, whoever resumes the log after a crash must assume the
+/// tool may have run. A key that is not open, or not unstarted, is left as it is.
+///
+/// Refused with [`JournalError::Fenced`] unless `lease` is the log's current
+/// lease epoch, and with [`JournalError::UnknownLog`] if there is no such log.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    /// The log.
+    pub log: LogId,
+    /// The tool's key.
+    pub key: String,
+    /// The epoch of the claimant's lease on the log.
+    pub lease: u64,
 }
 
 /// Binds a name to a log, or moves it there from the log it pointed at.

@@ -116,7 +116,7 @@ pub(crate) fn import(
             let body = e.event.body.to_canonical();
             let value = tables::encode_event(e.event.at, &e.hash, &body);
             t.events.insert((log, e.event.seq), value.as_slice())?;
-            project(&mut t, log, &e.event.body)?;
+            project(&mut t, log, &e.event.body, true)?;
         }
     }
     txn.commit()?;
@@ -166,6 +166,7 @@ pub(crate) fn copy(
         }
         for o in &copy.open {
             let record = OpenRecord {
+                unstarted: o.unstarted,
                 effect: o.effect.clone(),
                 awaiting_approval: o.awaiting_approval,
             };

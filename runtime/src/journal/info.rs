@@ -104,6 +104,12 @@ pub struct OpenEffect {
     pub effect: RequestedEffect,
     /// A human decision about it is pending.
     pub awaiting_approval: bool,
+    /// A tool approved by a writer that held no lease (a worker that does
+    /// not advance the session), which no lease holder has claimed since:
+    /// it has certainly not run, so whoever resumes the session may run it.
+    /// Every other approved tool without a result may have run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unstarted: bool,
 }
 
 /// The stored value of an open effect (its key is in the table's key).
@@ -111,6 +117,9 @@ pub struct OpenEffect {
 pub(crate) struct OpenRecord {
     pub(crate) effect: RequestedEffect,
     pub(crate) awaiting_approval: bool,
+    /// See [`OpenEffect::unstarted`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) unstarted: bool,
 }
 
 /// What an event does to the open entry of its key.
@@ -137,11 +146,14 @@ impl OpenAction {
     /// awaiting approval (opening it, for a guest's `ask` or a tool the host holds,
     /// when nothing was requested); `approval-decided` clears that and ends an
     /// `ask`; `completed`, `cancelled` and a non-retryable `failed` end it.
-    pub(crate) fn of(body: &EventBody, current: Option<OpenRecord>) -> OpenAction {
+    /// A tool approved by an append that carries no lease (`leased` false)
+    /// is marked [`OpenRecord::unstarted`] until a lease holder claims it.
+    pub(crate) fn of(body: &EventBody, current: Option<OpenRecord>, leased: bool) -> OpenAction {
         match body {
             EventBody::Requested { effect, .. } => OpenAction::Put(OpenRecord {
                 effect: effect.clone(),
                 awaiting_approval: false,
+                unstarted: false,
             }),
             EventBody::ApprovalRequested { tool, question, .. } => {
                 let effect = match (current, question, tool) {
@@ -153,9 +165,10 @@ impl OpenAction {
                 OpenAction::Put(OpenRecord {
                     effect,
                     awaiting_approval: true,
+                    unstarted: false,
                 })
             }
-            EventBody::ApprovalDecided { .. } => match current {
+            EventBody::ApprovalDecided { allow, .. } => match current {
                 Some(OpenRecord {
                     effect: RequestedEffect::Ask(_),
                     ..
@@ -163,6 +176,7 @@ impl OpenAction {
                 Some(cur) => OpenAction::Put(OpenRecord {
                     effect: cur.effect,
                     awaiting_approval: false,
+                    unstarted: *allow && !leased,
                 }),
                 None => OpenAction::Keep,
             },
@@ -236,6 +250,7 @@ mod tests {
             key: "k".into(),
             effect,
             awaiting_approval,
+            unstarted: false,
         }
     }
 
@@ -290,10 +305,11 @@ mod tests {
         let rec = |effect, awaiting_approval| OpenRecord {
             effect,
             awaiting_approval,
+            unstarted: false,
         };
         let t = || RequestedEffect::Tool(tool());
         assert_eq!(
-            OpenAction::of(&requested, None),
+            OpenAction::of(&requested, None, true),
             OpenAction::Put(rec(t(), false))
         );
 
@@ -303,7 +319,7 @@ mod tests {
             question: None,
         };
         assert_eq!(
-            OpenAction::of(&approval, Some(rec(t(), false))),
+            OpenAction::of(&approval, Some(rec(t(), false)), true),
             OpenAction::Put(rec(t(), true))
         );
         let q = Question { text: "ok?".into() };
@@ -313,7 +329,7 @@ mod tests {
             question: Some(q.clone()),
         };
         assert_eq!(
-            OpenAction::of(&ask, None),
+            OpenAction::of(&ask, None, true),
             OpenAction::Put(rec(RequestedEffect::Ask(q.clone()), true))
         );
 
@@ -324,14 +340,32 @@ mod tests {
             reason: None,
         };
         assert_eq!(
-            OpenAction::of(&decided, Some(rec(t(), true))),
+            OpenAction::of(&decided, Some(rec(t(), true)), true),
             OpenAction::Put(rec(t(), false))
         );
         assert_eq!(
-            OpenAction::of(&decided, Some(rec(RequestedEffect::Ask(q), true))),
+            OpenAction::of(&decided, Some(rec(RequestedEffect::Ask(q), true)), true),
             OpenAction::Remove
         );
-        assert_eq!(OpenAction::of(&decided, None), OpenAction::Keep);
+        assert_eq!(OpenAction::of(&decided, None, true), OpenAction::Keep);
+        // Approved by a writer without the lease: nobody has run it yet.
+        assert_eq!(
+            OpenAction::of(&decided, Some(rec(t(), true)), false),
+            OpenAction::Put(OpenRecord {
+                unstarted: true,
+                ..rec(t(), false)
+            })
+        );
+        let denied = EventBody::ApprovalDecided {
+            key: "k".into(),
+            allow: false,
+            by: "me".into(),
+            reason: None,
+        };
+        assert_eq!(
+            OpenAction::of(&denied, Some(rec(t(), true)), false),
+            OpenAction::Put(rec(t(), false))
+        );
 
         let failed = |retryable| EventBody::Failed {
             key: "k".into(),
@@ -340,15 +374,18 @@ mod tests {
             retryable,
             attempt: 1,
         };
-        assert_eq!(OpenAction::of(&failed(true), None), OpenAction::Keep);
-        assert_eq!(OpenAction::of(&failed(false), None), OpenAction::Remove);
+        assert_eq!(OpenAction::of(&failed(true), None, true), OpenAction::Keep);
+        assert_eq!(
+            OpenAction::of(&failed(false), None, true),
+            OpenAction::Remove
+        );
         let completed = EventBody::Completed {
             key: "k".into(),
             outcome: Outcome::TimerFired,
         };
-        assert_eq!(OpenAction::of(&completed, None), OpenAction::Remove);
+        assert_eq!(OpenAction::of(&completed, None, true), OpenAction::Remove);
         assert_eq!(
-            OpenAction::of(&EventBody::Cancelled { key: "k".into() }, None),
+            OpenAction::of(&EventBody::Cancelled { key: "k".into() }, None, true),
             OpenAction::Remove
         );
     }

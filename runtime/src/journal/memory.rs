@@ -27,7 +27,7 @@ use super::chain::{GENESIS_HASH, Verified, digest_of, event_hash, verify_events}
 use super::commit::{Commit, CommitTicket, Committed, NewLog};
 use super::copy::CopiedLog;
 use super::event::{Event, EventBody, GuestRef, LogPos, RequestedEffect, StoredEvent};
-use super::info::{LogInfo, LogStatus, OpenEffect};
+use super::info::{LogInfo, LogStatus, OpenAction, OpenEffect, OpenRecord};
 use super::tenants::{compacted_from, continues_into};
 use super::{
     Heads, Journal, JournalError, Lease, LocalLeases, LogId, LogPage, TenantCount, Timer,
@@ -79,8 +79,8 @@ struct MemLog {
     session: bool,
     /// Its own events: from seq 0, or from `parent.seq + 1` for a fork.
     events: Vec<StoredEvent>,
-    /// Open effects by key: `(effect, awaiting approval)`.
-    open: BTreeMap<String, (RequestedEffect, bool)>,
+    /// Open effects by key.
+    open: BTreeMap<String, OpenRecord>,
 }
 
 impl MemLog {
@@ -92,41 +92,22 @@ impl MemLog {
         self.events.last().map_or(GENESIS_HASH, |e| e.hash)
     }
 
-    /// Folds one event into the open effects and flags.
-    fn project(&mut self, body: &EventBody) {
+    /// Folds one event into the open effects (by the rules of
+    /// [`OpenAction::of`]) and flags; `leased`: whether its append carried a lease.
+    fn project(&mut self, body: &EventBody, leased: bool) {
+        if let Some(key) = body.key() {
+            match OpenAction::of(body, self.open.get(key).cloned(), leased) {
+                OpenAction::Keep => {}
+                OpenAction::Put(record) => {
+                    self.open.insert(key.to_owned(), record);
+                }
+                OpenAction::Remove => {
+                    self.open.remove(key);
+                }
+            }
+        }
         match body {
             EventBody::Created(c) => self.guest = c.guest.clone(),
-            EventBody::Requested { key, effect } => {
-                self.open.insert(key.clone(), (effect.clone(), false));
-            }
-            EventBody::ApprovalRequested {
-                key,
-                tool,
-                question,
-            } => {
-                if let Some(open) = self.open.get_mut(key) {
-                    open.1 = true;
-                } else if let Some(q) = question {
-                    self.open
-                        .insert(key.clone(), (RequestedEffect::Ask(q.clone()), true));
-                } else if let Some(t) = tool {
-                    self.open
-                        .insert(key.clone(), (RequestedEffect::Tool(t.clone()), true));
-                }
-            }
-            EventBody::ApprovalDecided { key, .. } => {
-                if matches!(self.open.get(key), Some((RequestedEffect::Ask(_), _))) {
-                    self.open.remove(key);
-                } else if let Some(open) = self.open.get_mut(key) {
-                    open.1 = false;
-                }
-            }
-            EventBody::Completed { key, .. } | EventBody::Cancelled { key } => {
-                self.open.remove(key);
-            }
-            EventBody::Failed { key, retryable, .. } if !retryable => {
-                self.open.remove(key);
-            }
             EventBody::Finished { .. } | EventBody::Continued { .. } => self.finished = true,
             EventBody::GuestFailed { .. } => self.failed = true,
             EventBody::GuestChanged { to, .. } => {
@@ -137,8 +118,8 @@ impl MemLog {
         }
     }
 
-    fn push(&mut self, event: StoredEvent) {
-        self.project(&event.event.body);
+    fn push(&mut self, event: StoredEvent, leased: bool) {
+        self.project(&event.event.body, leased);
         self.events.push(event);
     }
 }
@@ -174,10 +155,11 @@ impl State {
         let open: Vec<OpenEffect> = log
             .open
             .iter()
-            .map(|(key, (effect, awaiting_approval))| OpenEffect {
+            .map(|(key, record)| OpenEffect {
                 key: key.clone(),
-                effect: effect.clone(),
-                awaiting_approval: *awaiting_approval,
+                effect: record.effect.clone(),
+                awaiting_approval: record.awaiting_approval,
+                unstarted: record.unstarted,
             })
             .collect();
         LogInfo {
@@ -304,7 +286,19 @@ impl State {
         if parent.seq + 1 == p.next_seq() {
             log.finished = p.finished;
             log.failed = p.failed && p.guest == nl.created.guest;
-            log.open = p.open.clone();
+            // The parent's holder may run an approved tool it has not
+            // claimed yet: the fork must assume it may have run.
+            log.open = p
+                .open
+                .iter()
+                .map(|(key, record)| {
+                    let record = OpenRecord {
+                        unstarted: false,
+                        ..record.clone()
+                    };
+                    (key.clone(), record)
+                })
+                .collect();
         }
         Ok(prev)
     }
@@ -346,7 +340,7 @@ impl State {
         }
         // Heads as the appends before leave them: (next seq, last hash).
         let mut heads: HashMap<LogId, (u64, [u8; 32])> = HashMap::new();
-        let mut appended: Vec<(LogId, StoredEvent)> = Vec::new();
+        let mut appended: Vec<(LogId, StoredEvent, bool)> = Vec::new();
         for ap in &commit.appends {
             let head = match heads.get(&ap.log) {
                 Some(h) => *h,
@@ -385,10 +379,17 @@ impl State {
                         },
                         hash,
                     },
+                    ap.lease.is_some(),
                 ));
                 (seq, prev) = (seq + 1, hash);
             }
             heads.insert(ap.log, (seq, prev));
+        }
+        for c in &commit.claims {
+            if !self.logs.contains_key(&c.log) && !planned.iter().any(|p| p.id == c.log) {
+                return Err(JournalError::UnknownLog(c.log));
+            }
+            leases.check(c.log, Some(c.lease))?;
         }
         for n in &commit.names {
             let tenant = match planned.iter().find(|p| p.id == n.log) {
@@ -409,16 +410,25 @@ impl State {
             }
             let mut log = p.log;
             written.push((p.id, p.created.clone()));
-            log.push(p.created);
+            log.push(p.created, true);
             self.logs.insert(p.id, log);
         }
-        for (id, event) in appended {
+        for (id, event, leased) in appended {
             let log = self
                 .logs
                 .get_mut(&id)
                 .expect("every append was checked against an existing or new log");
             written.push((id, event.clone()));
-            log.push(event);
+            log.push(event, leased);
+        }
+        for c in &commit.claims {
+            if let Some(record) = self
+                .logs
+                .get_mut(&c.log)
+                .and_then(|l| l.open.get_mut(&c.key))
+            {
+                record.unstarted = false;
+            }
         }
         for n in &commit.names {
             let key = (n.tenant.clone(), n.name.clone());
@@ -677,7 +687,7 @@ impl Journal for MemoryJournal {
             open: BTreeMap::new(),
         };
         for e in events {
-            log.push(e.clone());
+            log.push(e.clone(), true);
         }
         let mut state = self.state();
         if !state.guests.contains_key(&log.guest.digest) {
@@ -728,7 +738,14 @@ impl Journal for MemoryJournal {
             open: copy
                 .open
                 .iter()
-                .map(|o| (o.key.clone(), (o.effect.clone(), o.awaiting_approval)))
+                .map(|o| {
+                    let record = OpenRecord {
+                        effect: o.effect.clone(),
+                        awaiting_approval: o.awaiting_approval,
+                        unstarted: o.unstarted,
+                    };
+                    (o.key.clone(), record)
+                })
                 .collect(),
         };
         let mut state = self.state();
@@ -773,14 +790,16 @@ impl Journal for MemoryJournal {
             .logs
             .iter()
             .flat_map(|(id, l)| {
-                l.open.iter().filter_map(|(key, (effect, _))| match effect {
-                    RequestedEffect::Sleep { until } if *until <= due_by => Some(Timer {
-                        log: *id,
-                        key: key.clone(),
-                        until: *until,
-                    }),
-                    _ => None,
-                })
+                l.open
+                    .iter()
+                    .filter_map(|(key, record)| match &record.effect {
+                        RequestedEffect::Sleep { until } if *until <= due_by => Some(Timer {
+                            log: *id,
+                            key: key.clone(),
+                            until: *until,
+                        }),
+                        _ => None,
+                    })
             })
             .collect();
         timers.sort_by(|a, b| (a.until, a.log, &a.key).cmp(&(b.until, b.log, &b.key)));
@@ -798,8 +817,9 @@ impl Journal for MemoryJournal {
             .logs
             .iter()
             .filter(|(_, l)| {
-                l.open.values().any(|(effect, awaiting)| {
-                    !awaiting && !matches!(effect, RequestedEffect::Sleep { .. })
+                l.open.values().any(|record| {
+                    !record.awaiting_approval
+                        && !matches!(record.effect, RequestedEffect::Sleep { .. })
                 })
             })
             .map(|(id, _)| *id)

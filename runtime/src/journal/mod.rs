@@ -81,7 +81,7 @@ pub(crate) use self::chain::{ChainCheck, Kind};
 pub use self::chain::{
     ChainPos, GENESIS_HASH, Verified, chain_events, digest_of, event_hash, verify_events,
 };
-pub use self::commit::{Append, Commit, CommitTicket, Committed, NameUpdate, NewLog};
+pub use self::commit::{Append, Claim, Commit, CommitTicket, Committed, NameUpdate, NewLog};
 pub use self::copy::CopiedLog;
 pub use self::decode::decode_body;
 pub use self::error::JournalError;

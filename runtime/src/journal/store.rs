@@ -326,6 +326,7 @@ impl Reader {
                 key: key.to_owned(),
                 effect: record.effect,
                 awaiting_approval: record.awaiting_approval,
+                unstarted: record.unstarted,
             });
         }
         Ok(LogInfo {

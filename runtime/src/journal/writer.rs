@@ -135,6 +135,8 @@ struct Planned {
     log: u128,
     event: StoredEvent,
     body: Vec<u8>,
+    /// Whether the append carried a lease (a new log's `created` counts as one).
+    leased: bool,
 }
 
 /// What a validated request will write.
@@ -267,7 +269,10 @@ impl Writer {
             let value = tables::encode_event(p.event.event.at, &p.event.hash, &p.body);
             t.events
                 .insert((p.log, p.event.event.seq), value.as_slice())?;
-            project(t, p.log, &p.event.event.body)?;
+            project(t, p.log, &p.event.event.body, p.leased)?;
+        }
+        for c in &commit.claims {
+            claim(t, c.log.as_u128(), &c.key)?;
         }
         for n in &commit.names {
             let log = n.log.as_u128();
@@ -378,6 +383,7 @@ impl Writer {
                     hash,
                 },
                 body: canonical,
+                leased: true,
             });
         }
         for ap in &commit.appends {
@@ -421,6 +427,7 @@ impl Writer {
                         hash,
                     },
                     body: canonical,
+                    leased: ap.lease.is_some(),
                 });
                 head = Head {
                     next_seq: seq + 1,
@@ -428,6 +435,15 @@ impl Writer {
                 };
             }
             plan.heads.insert(id, head);
+        }
+        for c in &commit.claims {
+            let id = c.log.as_u128();
+            if !plan.heads.contains_key(&id) && self.head(t, id)?.is_none() {
+                return Ok(Err(JournalError::UnknownLog(c.log)));
+            }
+            if let Err(fenced) = self.leases.check(c.log, Some(c.lease)) {
+                return Ok(Err(fenced));
+            }
         }
         for n in &commit.names {
             let id = n.log.as_u128();
@@ -467,6 +483,7 @@ pub(crate) fn project(
     t: &mut WriteTables<'_>,
     log: u128,
     body: &EventBody,
+    leased: bool,
 ) -> Result<(), JournalError> {
     if let Some(key) = body.key() {
         let current = if OpenAction::needs_current(body) {
@@ -477,7 +494,7 @@ pub(crate) fn project(
         } else {
             None
         };
-        match OpenAction::of(body, current) {
+        match OpenAction::of(body, current, leased) {
             OpenAction::Keep => {}
             OpenAction::Put(record) => {
                 let bytes = serde_json::to_vec(&record)
@@ -498,6 +515,24 @@ pub(crate) fn project(
         };
         MetaChange::of(body, &mut meta);
         t.put_meta(log, &meta)?;
+    }
+    Ok(())
+}
+
+/// Marks an unstarted approved tool as claimed by the lease holder ([`Claim`](super::Claim)).
+fn claim(t: &mut WriteTables<'_>, log: u128, key: &str) -> Result<(), JournalError> {
+    let current = match t.open.get((log, key))? {
+        Some(v) => decode_open(v.value())?,
+        None => return Ok(()),
+    };
+    if current.unstarted {
+        let record = OpenRecord {
+            unstarted: false,
+            ..current
+        };
+        let bytes = serde_json::to_vec(&record)
+            .map_err(|e| JournalError::Corrupt(format!("open effect: {e}")))?;
+        t.open.insert((log, key), bytes.as_slice())?;
     }
     Ok(())
 }

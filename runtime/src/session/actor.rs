@@ -92,6 +92,10 @@ struct Actor {
     /// The log's `fs.*` workspace on this worker, rebuilt from the log before
     /// the first tool call that uses it (session::workspace).
     workspace: Arc<Workspace>,
+    /// Keys of tools that a writer without the lease approved, which this
+    /// actor is about to run: claimed in the next commit, before they start
+    /// (journal::Claim).
+    claims: Vec<String>,
 }
 
 /// Activate a log: start its actor, which replays the log into a fresh
@@ -123,6 +127,7 @@ pub(super) fn spawn(
         waiters: Vec::new(),
         lease: None,
         workspace: Arc::default(),
+        claims: Vec::new(),
     };
     let task = tokio::spawn(async move {
         let started = std::time::Instant::now();

@@ -237,6 +237,7 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
     assert_eq!(
         after[1].open,
         [OpenEffect {
+            unstarted: false,
             key: "ask-1".into(),
             effect: RequestedEffect::Ask(Question { text: "Go?".into() }),
             awaiting_approval: true,
@@ -427,6 +428,7 @@ async fn jsonl_round_trips_and_reimports_under_a_new_id() {
         .collect();
     journal
         .commit(Commit {
+            claims: Vec::new(),
             new_logs: vec![copy],
             appends: vec![Append {
                 lease: None,
@@ -686,6 +688,7 @@ async fn golden_events_match_the_file() {
     };
     let id = LogId::now_v7();
     let commit = Commit {
+        claims: Vec::new(),
         new_logs: vec![NewLog {
             id,
             tenant: DEFAULT_TENANT.into(),

@@ -98,6 +98,7 @@ macro_rules! every_check {
             open_logs_page_in_id_order,
             orphans_are_running_logs_that_nobody_holds,
             copies_keep_ids_forks_hashes_and_projections,
+            a_tool_approved_without_the_lease_stays_unstarted_until_claimed,
         );
     };
 }
@@ -153,6 +154,106 @@ async fn a_new_lease_fences_the_appends_of_the_old_one(journal: Arc<dyn Journal>
         .commit(Commit::append(id, 4, vec![(T0 + 4, input("d"))]))
         .await
         .expect("an unfenced append");
+}
+
+/// A tool approved by a writer without the lease has certainly not run until
+/// the holder claims it; one approved by the holder may have run at once.
+async fn a_tool_approved_without_the_lease_stays_unstarted_until_claimed(
+    journal: Arc<dyn Journal>,
+) {
+    let unstarted = async |log: LogId, key: &str| {
+        let info = journal.info(log).await.expect("info").expect("a log");
+        info.open
+            .iter()
+            .find(|o| o.key == key)
+            .map(|o| (o.awaiting_approval, o.unstarted))
+    };
+    let held = |key: &str| {
+        vec![
+            (
+                T0,
+                EventBody::Requested {
+                    key: key.into(),
+                    effect: RequestedEffect::Tool(tool_call(key)),
+                },
+            ),
+            (
+                T0,
+                EventBody::ApprovalRequested {
+                    key: key.into(),
+                    tool: Some(tool_call(key)),
+                    question: None,
+                },
+            ),
+        ]
+    };
+    let decided = |key: &str, allow: bool| EventBody::ApprovalDecided {
+        key: key.into(),
+        allow,
+        by: "ann".into(),
+        reason: None,
+    };
+    let id = create(&*journal, DEFAULT_TENANT, None).await;
+    let lease = journal.acquire_lease(id).await.expect("lease");
+    let mut events = held("a");
+    events.extend(held("b"));
+    events.extend(held("c"));
+    journal
+        .commit(Commit::append(id, 1, events).fenced(lease.epoch))
+        .await
+        .expect("requested");
+    assert_eq!(unstarted(id, "a").await, Some((true, false)));
+    // Approved through another worker (no lease), and by the holder.
+    journal
+        .commit(Commit::append(id, 7, vec![(T0, decided("a", true))]))
+        .await
+        .expect("decided elsewhere");
+    journal
+        .commit(Commit::append(id, 8, vec![(T0, decided("b", true))]).fenced(lease.epoch))
+        .await
+        .expect("decided by the holder");
+    journal
+        .commit(Commit::append(id, 9, vec![(T0, decided("c", false))]))
+        .await
+        .expect("denied elsewhere");
+    assert_eq!(unstarted(id, "a").await, Some((false, true)));
+    assert_eq!(unstarted(id, "b").await, Some((false, false)));
+    assert_eq!(unstarted(id, "c").await, Some((false, false)));
+
+    // A fork at the head must assume the parent's holder may run it.
+    let mut nl = new_log(DEFAULT_TENANT, None);
+    let fork = nl.id;
+    nl.created.parent = Some(LogPos {
+        log: id.to_string(),
+        seq: 9,
+    });
+    journal.commit(Commit::new_log(nl)).await.expect("fork");
+    assert_eq!(unstarted(fork, "a").await, Some((false, false)));
+
+    // Only the holder may claim: a stale epoch is fenced and changes nothing.
+    let next = journal.acquire_lease(id).await.expect("taken over");
+    let claim = |epoch: u64| Commit {
+        claims: vec![Claim {
+            log: id,
+            key: "a".into(),
+            lease: epoch,
+        }],
+        ..Commit::default()
+    };
+    let stale = journal.commit(claim(lease.epoch)).await;
+    assert!(
+        matches!(stale, Err(JournalError::Fenced { .. })),
+        "{stale:?}"
+    );
+    assert_eq!(unstarted(id, "a").await, Some((false, true)));
+    journal.commit(claim(next.epoch)).await.expect("claimed");
+    assert_eq!(unstarted(id, "a").await, Some((false, false)));
+    // Claiming what is not unstarted (or not open) changes nothing.
+    journal
+        .commit(claim(next.epoch))
+        .await
+        .expect("claimed again");
+    assert_eq!(journal.info(id).await.unwrap().unwrap().next_seq, 10);
 }
 
 async fn timers_are_the_open_sleeps_by_deadline(journal: Arc<dyn Journal>) {
@@ -452,6 +553,7 @@ async fn a_wrong_expected_seq_is_refused_and_writes_nothing(journal: Arc<dyn Jou
     let extra = new_log(DEFAULT_TENANT, Some("never"));
     let extra_id = extra.id;
     let commit = Commit {
+        claims: Vec::new(),
         new_logs: vec![extra],
         appends: vec![
             Append {
@@ -581,6 +683,7 @@ async fn a_commit_can_create_append_and_name_at_once(journal: Arc<dyn Journal>) 
     let target = new_log(DEFAULT_TENANT, None);
     let target_id = target.id;
     let commit = Commit {
+        claims: Vec::new(),
         new_logs: vec![target],
         appends: vec![
             Append {
@@ -773,6 +876,7 @@ async fn status_and_open_effects_follow_the_events(journal: Arc<dyn Journal>) {
     assert_eq!(
         journal.info(asking).await.unwrap().unwrap().open,
         [OpenEffect {
+            unstarted: false,
             key: "ask-1".into(),
             effect: RequestedEffect::Ask(Question { text: "Go?".into() }),
             awaiting_approval: true,
@@ -1056,6 +1160,7 @@ pub(crate) fn compaction(old: LogId, expected_seq: u64, tenant: &str) -> (LogId,
     nl.created.summary = Some("so far".into());
     let id = nl.id;
     let commit = Commit {
+        claims: Vec::new(),
         new_logs: vec![nl],
         appends: vec![Append {
             lease: None,

@@ -48,7 +48,7 @@ pub(super) async fn import(
     for e in events {
         let body = &e.event.body;
         if let Some(key) = body.key() {
-            match OpenAction::of(body, open.get(key).cloned()) {
+            match OpenAction::of(body, open.get(key).cloned(), true) {
                 OpenAction::Keep => {}
                 OpenAction::Put(record) => {
                     open.insert(key.to_owned(), record);
@@ -252,8 +252,8 @@ pub(super) async fn copy(
     for o in &copy.open {
         let row = OpenEffectRow::of(&o.effect)?;
         txn.execute(
-            "INSERT INTO open (log, key, effect, awaiting_approval, is_ask, sleep_until) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO open (log, key, effect, awaiting_approval, is_ask, sleep_until, \
+             unstarted) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &id,
                 &o.key,
@@ -261,6 +261,7 @@ pub(super) async fn copy(
                 &o.awaiting_approval,
                 &row.is_ask,
                 &row.sleep_until,
+                &o.unstarted,
             ],
         )
         .await?;

@@ -108,9 +108,18 @@ pub(super) enum Op {
         key: String,
         effect: Option<OpenEffectRow>,
     },
+    /// An `approval-decided`; `unstarted` when it approves a tool and its
+    /// append carried no lease.
     OpenDecided {
         log: LogId,
         key: String,
+        unstarted: bool,
+    },
+    /// A lease holder claims an unstarted approved tool (journal::Claim).
+    Claim {
+        log: LogId,
+        key: String,
+        lease: u64,
     },
     OpenRemove {
         log: LogId,
@@ -342,7 +351,7 @@ impl<'a> View<'a> {
                     }
                     _ => {}
                 }
-                if let Some(op) = open_op(ap.log, body)? {
+                if let Some(op) = open_op(ap.log, body, lease_of(ap).is_some())? {
                     opens.push(op);
                 }
                 written.push((
@@ -379,6 +388,15 @@ impl<'a> View<'a> {
             }
             ops.extend(opens);
             heads.insert(ap.log, end);
+        }
+
+        // After the appends: a claim may follow the approval it claims.
+        for c in &commit.claims {
+            ops.push(Op::Claim {
+                log: c.log,
+                key: c.key.clone(),
+                lease: c.lease,
+            });
         }
 
         for n in &commit.names {
@@ -485,7 +503,7 @@ impl<'a> View<'a> {
 /// The statement that keeps the open effects in step with one event, by the
 /// rules of [`OpenAction::of`](crate::journal::info): the row holds whether
 /// the effect is an `ask`, which is all an `approval-decided` needs to know.
-fn open_op(log: LogId, body: &EventBody) -> Result<Option<Op>, JournalError> {
+fn open_op(log: LogId, body: &EventBody, leased: bool) -> Result<Option<Op>, JournalError> {
     let Some(key) = body.key().map(str::to_owned) else {
         return Ok(None);
     };
@@ -507,7 +525,11 @@ fn open_op(log: LogId, body: &EventBody) -> Result<Option<Op>, JournalError> {
                 effect: fallback.as_ref().map(OpenEffectRow::of).transpose()?,
             })
         }
-        EventBody::ApprovalDecided { .. } => Some(Op::OpenDecided { log, key }),
+        EventBody::ApprovalDecided { allow, .. } => Some(Op::OpenDecided {
+            log,
+            key,
+            unstarted: *allow && !leased,
+        }),
         EventBody::Completed { .. } | EventBody::Cancelled { .. } => {
             Some(Op::OpenRemove { log, key })
         }

@@ -43,7 +43,8 @@ l.id, l.tenant, l.name, l.guest_name, l.guest_digest, l.created_at, l.next_seq, 
 l.finished, l.failed,
 ARRAY(SELECT key FROM open o WHERE o.log = l.id ORDER BY key) AS open_keys,
 ARRAY(SELECT effect FROM open o WHERE o.log = l.id ORDER BY key) AS open_effects,
-ARRAY(SELECT awaiting_approval FROM open o WHERE o.log = l.id ORDER BY key) AS open_awaiting";
+ARRAY(SELECT awaiting_approval FROM open o WHERE o.log = l.id ORDER BY key) AS open_awaiting,
+ARRAY(SELECT unstarted FROM open o WHERE o.log = l.id ORDER BY key) AS open_unstarted";
 
 /// One stored event, its body as stored.
 #[derive(Debug)]
@@ -160,14 +161,17 @@ pub(super) fn info_of(row: &Row) -> Result<LogInfo, JournalError> {
     let keys: Vec<String> = row.try_get("open_keys")?;
     let effects: Vec<Vec<u8>> = row.try_get("open_effects")?;
     let awaiting: Vec<bool> = row.try_get("open_awaiting")?;
+    let unstarted: Vec<bool> = row.try_get("open_unstarted")?;
     let mut open = Vec::with_capacity(keys.len());
-    for ((key, effect), awaiting_approval) in keys.into_iter().zip(effects).zip(awaiting) {
+    let rows = keys.into_iter().zip(effects).zip(awaiting).zip(unstarted);
+    for (((key, effect), awaiting_approval), unstarted) in rows {
         let effect: RequestedEffect = serde_json::from_slice(&effect)
             .map_err(|e| JournalError::Corrupt(format!("open effect {key:?}: {e}")))?;
         open.push(OpenEffect {
             key,
             effect,
             awaiting_approval,
+            unstarted,
         });
     }
     let (finished, failed): (bool, bool) = (row.try_get("finished")?, row.try_get("failed")?);

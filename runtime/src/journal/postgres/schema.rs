@@ -14,11 +14,18 @@ use tokio_postgres::Client;
 use crate::journal::JournalError;
 
 /// Every migration: `(version, name, sql)`, in version order.
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "journal",
-    include_str!("../../../migrations/postgres/0001_journal.sql"),
-)];
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "journal",
+        include_str!("../../../migrations/postgres/0001_journal.sql"),
+    ),
+    (
+        2,
+        "unstarted",
+        include_str!("../../../migrations/postgres/0002_unstarted.sql"),
+    ),
+];
 
 /// Whom the advisory lock of the migrations is taken for: `logbook` in ASCII.
 const MIGRATION_LOCK: i64 = 0x006c_6f67_626f_6f6b;

@@ -26,6 +26,7 @@ pub(super) struct Statements {
     pub(super) open_await_or_open: Statement,
     pub(super) open_await: Statement,
     pub(super) open_decided: Statement,
+    pub(super) claim: Statement,
     pub(super) open_remove: Statement,
     pub(super) name_move: Statement,
     pub(super) notify: Statement,
@@ -98,7 +99,7 @@ impl Statements {
                 .prepare(
                     "INSERT INTO open (log, key, effect, awaiting_approval, is_ask, sleep_until) \
                      VALUES ($1, $2, $3, false, $4, $5) ON CONFLICT (log, key) DO UPDATE \
-                     SET effect = EXCLUDED.effect, awaiting_approval = false, \
+                     SET effect = EXCLUDED.effect, awaiting_approval = false, unstarted = false, \
                      is_ask = EXCLUDED.is_ask, sleep_until = EXCLUDED.sleep_until",
                 )
                 .await?,
@@ -116,8 +117,18 @@ impl Statements {
             open_decided: c
                 .prepare(
                     "WITH d AS (DELETE FROM open WHERE log = $1 AND key = $2 AND is_ask) \
-                     UPDATE open SET awaiting_approval = false \
+                     UPDATE open SET awaiting_approval = false, unstarted = $3 \
                      WHERE log = $1 AND key = $2 AND NOT is_ask",
+                )
+                .await?,
+            // A data-modifying CTE runs whether or not it is read; a refusal
+            // undoes it with the rest of the commit.
+            claim: c
+                .prepare(
+                    "WITH u AS (UPDATE open SET unstarted = false \
+                       WHERE log = $1 AND key = $2 AND unstarted) \
+                     SELECT logbook_require(EXISTS (SELECT 1 FROM logs \
+                       WHERE id = $1 AND lease_epoch = $3::int8), 'LB002', 'fenced')",
                 )
                 .await?,
             open_remove: c
@@ -277,7 +288,15 @@ impl Statements {
                     key,
                     effect: None,
                 } => c.execute(&self.open_await, &[log, key]).await,
-                Op::OpenDecided { log, key } => c.execute(&self.open_decided, &[log, key]).await,
+                Op::OpenDecided {
+                    log,
+                    key,
+                    unstarted,
+                } => c.execute(&self.open_decided, &[log, key, unstarted]).await,
+                Op::Claim { log, key, lease } => {
+                    let lease = bits(*lease);
+                    c.execute(&self.claim, &[log, key, &lease]).await
+                }
                 Op::OpenRemove { log, key } => c.execute(&self.open_remove, &[log, key]).await,
                 Op::NameMove { tenant, name, log } => {
                     c.execute(&self.name_move, &[tenant, name, log]).await

@@ -464,6 +464,10 @@ fn refusal(op: &Op, err: tokio_postgres::Error) -> Refusal {
             "log {log}: the stored head's hash is not the one its seq had when read"
         )),
         (Op::NameMove { log, .. }, "LB001") => JournalError::UnknownLog(*log),
+        (Op::Claim { log, lease, .. }, "LB002") => JournalError::Fenced {
+            log: *log,
+            epoch: *lease,
+        },
         // Any other error of the server refuses this commit alone.
         _ => JournalError::Postgres(Arc::new(err)),
     };

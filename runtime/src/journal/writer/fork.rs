@@ -6,6 +6,7 @@ use redb::ReadableTable;
 
 use super::{LogMeta, Plan, WriteTables, Writer};
 use crate::journal::event::LogPos;
+use crate::journal::info::OpenRecord;
 use crate::journal::tables;
 use crate::journal::{JournalError, LogId, NewLog};
 
@@ -85,7 +86,15 @@ impl Writer {
                 if log != pid {
                     break;
                 }
-                plan.opens.push((id, key.to_owned(), v.value().to_vec()));
+                // The parent's holder may run an approved tool it has not
+                // claimed yet: the fork must assume it may have run.
+                let record = OpenRecord {
+                    unstarted: false,
+                    ..super::decode_open(v.value())?
+                };
+                let bytes = serde_json::to_vec(&record)
+                    .map_err(|e| JournalError::Corrupt(format!("open effect: {e}")))?;
+                plan.opens.push((id, key.to_owned(), bytes));
             }
         }
         Ok(Ok(prev))

@@ -7,6 +7,9 @@
 //! actor then folds those events into its guest and its ledger, starts an
 //! approved tool the decision was for, and reconciles what the guest wants
 //! now, exactly as if the command had come to it. Effects in flight go on.
+//! A tool that is not idempotent is claimed (journal::Claim) in a commit
+//! before it starts: until then the journal knows it has not run, so a
+//! worker that takes the session over after this one dies runs it.
 //!
 //! Invariant: events are absorbed in seq order and each exactly once: the
 //! ledger's head is where the next read starts, and every event read is
@@ -86,6 +89,12 @@ impl Actor {
                     && matches!(open.approval, Approval::Pending)
                     && let OpenEffect::Requested(RequestedEffect::Tool(call)) = &open.effect
                 {
+                    // Written without the lease, the decision left the tool
+                    // `unstarted`: claimed before it runs, so that a crash
+                    // from here on ends it `interrupted`, never runs it twice.
+                    if !self.idempotent(&call.name) {
+                        self.claims.push(key.clone());
+                    }
                     performs.push(Perform::Tool(key.clone(), call.clone()));
                 }
             }

@@ -1,7 +1,7 @@
 //! Activation: replay the log into a fresh guest (session::replay has the
 //! rules), then resume what the log left open.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{Actor, Perform, denied, off_runtime};
 use crate::effects::{Effect, EffectBody};
@@ -73,6 +73,7 @@ impl Actor {
             },
             None => HashMap::new(),
         };
+        let unstarted = self.unstarted().await?;
         let mut events = Vec::new();
         let mut performs = Vec::new();
         for (key, open) in self.ledger.keys.open() {
@@ -105,12 +106,12 @@ impl Actor {
                         events.push(denied(key, by, reason.as_deref()));
                     }
                     Approval::Decided { allow: true, .. } | Approval::NotNeeded => {
-                        let idempotent = self
-                            .host
-                            .tools
-                            .get(&call.name)
-                            .is_some_and(|t| t.idempotent());
-                        if idempotent {
+                        if self.idempotent(&call.name) {
+                            performs.push(Perform::Tool(key, call.clone()));
+                        } else if unstarted.contains(&key) {
+                            // Approved by a worker without the lease, and
+                            // never claimed: it has not run. Claimed first.
+                            self.claims.push(key.clone());
                             performs.push(Perform::Tool(key, call.clone()));
                         } else {
                             events.push(EventBody::Failed {
@@ -132,5 +133,36 @@ impl Actor {
         self.advance(events, performs).await?;
         self.answer_waiters();
         Ok(())
+    }
+}
+
+impl Actor {
+    /// The approved tools that no lease holder has claimed (journal::Claim),
+    /// read from the journal after this actor took the lease, so no other
+    /// writer can claim one since. Read only when a decided tool that is not
+    /// idempotent is open: a wake pays nothing for it otherwise.
+    async fn unstarted(&mut self) -> Result<HashSet<String>, SessionError> {
+        let any = self.ledger.keys.open().any(|(_, open)| {
+            matches!(open.approval, Approval::Decided { allow: true, .. })
+                && matches!(&open.effect, OpenEffect::Requested(RequestedEffect::Tool(call))
+                    if !self.idempotent(&call.name))
+        });
+        if !any {
+            return Ok(HashSet::new());
+        }
+        Ok(match self.host.journal.info(self.log).await? {
+            Some(info) => info
+                .open
+                .into_iter()
+                .filter(|o| o.unstarted)
+                .map(|o| o.key)
+                .collect(),
+            None => HashSet::new(),
+        })
+    }
+
+    /// Whether the tool of that name may run again after a crash.
+    pub(super) fn idempotent(&self, tool: &str) -> bool {
+        self.host.tools.get(tool).is_some_and(|t| t.idempotent())
     }
 }

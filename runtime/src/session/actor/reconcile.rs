@@ -13,7 +13,7 @@ use crate::config::Policy;
 use crate::effects::{Effect, EffectBody};
 use crate::guest::{GuestError, GuestInstance};
 use crate::journal::{
-    Append, Commit, ErrorKind, Event, EventBody, Outcome, RequestedEffect, StoredEvent,
+    Append, Claim, Commit, ErrorKind, Event, EventBody, Outcome, RequestedEffect, StoredEvent,
 };
 use crate::session::keys::Keys;
 use crate::session::{SessionError, now_ms};
@@ -70,24 +70,40 @@ impl Actor {
             cancels.clear();
             self.guest = None;
         }
-        if staged.is_empty() {
+        let claims: Vec<Claim> = match self.lease {
+            Some(lease) => std::mem::take(&mut self.claims)
+                .into_iter()
+                .map(|key| Claim {
+                    log: self.log,
+                    key,
+                    lease: lease.epoch,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        if staged.is_empty() && claims.is_empty() {
             self.start(performs);
             return Ok(Vec::new());
         }
         let (new_logs, names) = self.compaction(base, &staged, &mut performs).await?;
-        let append = Append {
-            log: self.log,
-            expected_seq: base,
-            events: staged.into_iter().map(|e| (e.at, e.body)).collect(),
-            lease: self.lease.map(|l| l.epoch),
+        let appends = if staged.is_empty() {
+            Vec::new()
+        } else {
+            vec![Append {
+                log: self.log,
+                expected_seq: base,
+                events: staged.into_iter().map(|e| (e.at, e.body)).collect(),
+                lease: self.lease.map(|l| l.epoch),
+            }]
         };
         let committed = self
             .host
             .journal
             .commit(Commit {
                 new_logs,
-                appends: vec![append],
+                appends,
                 names,
+                claims,
             })
             .await?;
         let log = self.log;

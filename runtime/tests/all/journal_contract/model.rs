@@ -368,6 +368,7 @@ impl Pair {
                         })
                         .collect();
                     Commit {
+                        claims: Vec::new(),
                         new_logs: vec![nl],
                         appends: vec![Append {
                             lease: None,
