@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::journal::{ContentBlock, LogId, Sender};
-use crate::session::{Host, HostOptions, SessionError};
+use crate::session::{Host, HostOptions};
 
 use self::turn::{TurnShape, latency_at_histories};
 
@@ -51,7 +51,7 @@ impl Default for BenchOptions {
 /// round takes about a second (the journal's own default is 5 s).
 pub const DEFAULT_FAILOVER_LEASE_TTL_MS: u64 = 1000;
 
-type BenchResult<T> = Result<T, SessionError>;
+type BenchResult<T> = anyhow::Result<T>;
 
 /// Run the benchmarks and print their figures. Interrupted (Ctrl-C,
 /// SIGTERM), it stops with an error after dropping what the running bench
@@ -59,7 +59,7 @@ type BenchResult<T> = Result<T, SessionError>;
 pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResult<()> {
     tokio::select! {
         done = run_all(config, options, json) => done,
-        () = interrupted() => Err(SessionError::Config("the benchmarks were interrupted".into())),
+        () = interrupted() => Err(anyhow::anyhow!("the benchmarks were interrupted")),
     }
 }
 
@@ -235,9 +235,10 @@ impl Bed {
         config: &Config,
         cache: &Path,
     ) -> BenchResult<(Arc<Host>, tempfile::TempDir)> {
-        let db = self.db.as_ref().ok_or_else(|| {
-            SessionError::Config("a second worker needs a PostgreSQL journal".into())
-        })?;
+        let db = self
+            .db
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("a second worker needs a PostgreSQL journal"))?;
         let dir = tempdir()?;
         let config = on_database(config, &db.url);
         let host = Host::open_configured(dir.path(), config, options(cache, false)).await?;
@@ -259,7 +260,7 @@ fn on_database(config: &Config, url: &str) -> Config {
 
 /// A temporary directory, its error in the benchmarks' terms.
 fn tempdir() -> BenchResult<tempfile::TempDir> {
-    tempfile::tempdir().map_err(|e| SessionError::Config(e.to_string()))
+    Ok(tempfile::tempdir()?)
 }
 
 fn options(cache: &Path, no_fsync: bool) -> HostOptions {
@@ -297,7 +298,7 @@ async fn bed(config: &Config, cache: &Path, no_fsync: bool) -> BenchResult<Bed> 
 async fn new_session(host: &Arc<Host>, example: &str) -> BenchResult<LogId> {
     let bytes = crate::examples::get(example).expect("examples are built in");
     let guest = host.add_guest("bench", example, bytes).await?;
-    host.create_session("bench", None, guest, json!({})).await
+    Ok(host.create_session("bench", None, guest, json!({})).await?)
 }
 
 fn text(t: &str) -> Vec<ContentBlock> {
@@ -412,7 +413,7 @@ async fn wake_concurrent(
             tokio::task::yield_now().await;
             let start = Instant::now();
             host.input(id, from(), text("get")).await?;
-            Ok::<_, SessionError>(start.elapsed())
+            Ok::<_, anyhow::Error>(start.elapsed())
         }
     };
     // The first wake also loads the component: not measured.
@@ -434,7 +435,7 @@ async fn wake_concurrent(
             tasks.spawn(async move { host.input(id, from(), text("get")).await });
         }
         while let Some(done) = tasks.join_next().await {
-            done.map_err(|e| SessionError::Config(e.to_string()))??;
+            done??;
         }
         walls.push(start.elapsed());
     }
@@ -496,11 +497,11 @@ async fn throughput(
                 session.input(from(), text("inc")).await?;
                 steps += 1;
             }
-            Ok::<u64, SessionError>(steps)
+            Ok::<u64, anyhow::Error>(steps)
         });
     }
     while let Some(done) = tasks.join_next().await {
-        done.map_err(|e| SessionError::Config(e.to_string()))??;
+        done??;
     }
     let elapsed = start.elapsed().as_secs_f64();
     let after = bed.host.journal().stats();
@@ -574,7 +575,7 @@ async fn http(
     run_for: Duration,
 ) -> BenchResult<serde_json::Value> {
     let bed = bed(config, cache, false).await?;
-    let fail = |e: &dyn std::fmt::Display| SessionError::Config(e.to_string());
+    let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
     let (base, server) = serve(&bed).await?;
     let client = reqwest::Client::new();
     let counter = crate::examples::get("counter").expect("examples are built in");
@@ -643,7 +644,7 @@ async fn http(
 
 /// The API of `bed`'s host on 127.0.0.1:0, in this process: its `/v1` URL.
 async fn serve(bed: &Bed) -> BenchResult<(String, tokio::task::JoinHandle<std::io::Result<()>>)> {
-    let fail = |e: &dyn std::fmt::Display| SessionError::Config(e.to_string());
+    let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| fail(&e))?;
@@ -664,7 +665,7 @@ async fn http_turn(
     measured: usize,
 ) -> BenchResult<Vec<serde_json::Value>> {
     let bed = bed(config, cache, false).await?;
-    let fail = |e: &dyn std::fmt::Display| SessionError::Config(e.to_string());
+    let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
     let (base, server) = serve(&bed).await?;
     let client = reqwest::Client::new();
     let assistant = crate::examples::get("assistant").expect("examples are built in");
@@ -705,7 +706,7 @@ async fn http_turn(
                 "a turn was answered without its output: {answer}"
             )));
         }
-        Ok::<(), SessionError>(())
+        Ok::<(), anyhow::Error>(())
     };
     let lines = latency_at_histories("http-turn", histories, measured, turn).await?;
     server.abort();

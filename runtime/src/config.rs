@@ -133,7 +133,11 @@ impl ServerConfig {
     /// Refuse an allowed origin a browser could never send, so a typo such as
     /// a trailing slash or a path is an error rather than a silent 403; and
     /// limits that cannot work.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self, path: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_string(),
+            message,
+        };
         for origin in &self.allowed_origins {
             let authority = origin
                 .strip_prefix("http://")
@@ -142,16 +146,16 @@ impl ServerConfig {
                 !a.is_empty() && !a.contains(['/', '?', '#', '@', ' ']) && !a.starts_with(':')
             });
             if !valid {
-                return Err(format!(
+                return Err(invalid(format!(
                     "[server] allowed_origins: {origin:?} is not an origin; write scheme://host[:port], e.g. \"http://localhost:5173\", with no path or trailing slash"
-                ));
+                )));
             }
         }
         for host in &self.allowed_hosts {
             if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
-                return Err(format!(
+                return Err(invalid(format!(
                     "[server] allowed_hosts: {host:?} is not a host; write name or name:port, e.g. \"logbook.internal\""
-                ));
+                )));
             }
         }
         let zero = [
@@ -163,13 +167,13 @@ impl ServerConfig {
             ("max_uri_bytes", self.max_uri_bytes == 0),
         ];
         if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
-            return Err(format!("[server] {name} must be more than 0"));
+            return Err(invalid(format!("[server] {name} must be more than 0")));
         }
         if self.sse_keep_alive_ms >= self.idle_timeout_ms {
-            return Err(format!(
+            return Err(invalid(format!(
                 "[server] sse_keep_alive_ms ({}) must be below idle_timeout_ms ({}), or quiet event streams are closed as idle",
                 self.sse_keep_alive_ms, self.idle_timeout_ms
-            ));
+            )));
         }
         Ok(())
     }
@@ -424,7 +428,7 @@ impl Config {
             message,
         };
         let config: Config = toml::from_str(text).map_err(|e| invalid(e.message().to_string()))?;
-        config.server.check().map_err(invalid)?;
+        config.server.check(path)?;
         Ok(config)
     }
 

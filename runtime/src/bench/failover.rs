@@ -23,7 +23,6 @@ use serde_json::{Value, json};
 
 use super::postgres::BenchDb;
 use super::{BenchResult, percentile, tempdir};
-use crate::session::SessionError;
 
 /// How long a worker may take to say where it listens.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -51,8 +50,8 @@ pub(super) fn skipped_on_redb(bench: &str) -> Option<&'static str> {
         .then_some("needs a journal that several workers share: run it with --journal postgres://…")
 }
 
-fn fail(what: &str, e: impl std::fmt::Display) -> SessionError {
-    SessionError::Config(format!("failover bench: {what}: {e}"))
+fn fail(what: &str, e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("failover bench: {what}: {e}")
 }
 
 /// One `logbook serve` child process, SIGKILLed when dropped.

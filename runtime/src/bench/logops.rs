@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{BenchResult, from, new_session, options, percentile, tempdir, text};
 use crate::config::Config;
 use crate::journal::{ChainPos, Commit, ContentBlock, EventBody, LogId, Sender};
-use crate::session::{ForkOptions, Host, SessionError};
+use crate::session::{ForkOptions, Host};
 
 /// Events per direct commit while building a log.
 const BUILD_BATCH: u64 = 4096;
@@ -79,10 +79,10 @@ pub(super) async fn fork(
                 .await?;
             commits.push(start.elapsed());
         }
-        Ok::<_, SessionError>((samples, commits))
+        Ok::<_, anyhow::Error>((samples, commits))
     })
     .await
-    .map_err(|e| SessionError::Invalid(format!("the fork bench failed: {e}")))??;
+    .map_err(|e| anyhow::anyhow!("the fork bench failed: {e}"))??;
     Ok(json!({
         "bench": "fork",
         "events": events,
@@ -126,9 +126,7 @@ pub(super) async fn read(
     let journal = host.journal();
     let time = |start: Instant, read: u64| -> BenchResult<Duration> {
         if read != events {
-            return Err(SessionError::Invalid(format!(
-                "read {read} events of {events}"
-            )));
+            return Err(anyhow::anyhow!("read {read} events of {events}"));
         }
         Ok(start.elapsed())
     };

@@ -13,7 +13,6 @@ use tokio_postgres::NoTls;
 
 use super::BenchResult;
 use crate::journal::redacted_url;
-use crate::session::SessionError;
 
 /// Why each bench that does not run on PostgreSQL is skipped there.
 pub(super) fn skipped(bench: &str) -> Option<&'static str> {
@@ -55,11 +54,11 @@ impl BenchDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .map_err(|e| {
-                SessionError::Config(format!(
+                anyhow::anyhow!(
                     "cannot create the bench database {name} on {} (the role must be allowed \
                      to create databases): {e}",
                     redacted_url(admin)
-                ))
+                )
             })?;
         tracing::info!("bench database {name} created");
         Ok(BenchDb {
@@ -101,9 +100,9 @@ impl Drop for BenchDb {
 }
 
 async fn connect(url: &str) -> BenchResult<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(|e| {
-        SessionError::Config(format!("cannot connect to {}: {e}", redacted_url(url)))
-    })?;
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", redacted_url(url)))?;
     tokio::spawn(connection);
     Ok(client)
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{BenchResult, bed, from, percentile, text};
 use crate::config::Config;
-use crate::session::{Host, Session, SessionError};
+use crate::session::{Host, Session};
 
 /// What the `turn` bench measures.
 pub(super) struct TurnShape {
@@ -39,8 +39,8 @@ async fn assistant_session(host: &Arc<Host>) -> BenchResult<Session> {
     let workspace = host.workspace_dir(id);
     std::fs::create_dir_all(&workspace)
         .and_then(|()| std::fs::write(workspace.join("x"), "hello"))
-        .map_err(|e| SessionError::Config(e.to_string()))?;
-    host.session(id).await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(host.session(id).await?)
 }
 
 /// `turns` turns of each of `sessions`, all at once: turns per second.
@@ -54,11 +54,11 @@ async fn turns_per_s(sessions: Vec<Session>, turns: usize) -> BenchResult<u64> {
                 session.input(from(), text(TURN_PROMPT)).await?;
                 session.wait_idle(Duration::ZERO).await?;
             }
-            Ok::<(), SessionError>(())
+            Ok::<(), anyhow::Error>(())
         });
     }
     while let Some(done) = tasks.join_next().await {
-        done.map_err(|e| SessionError::Config(e.to_string()))??;
+        done??;
     }
     Ok((count as f64 / start.elapsed().as_secs_f64()).round() as u64)
 }

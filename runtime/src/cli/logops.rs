@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::anyhow;
+
 use super::CLI_TENANT;
 use crate::journal::{LogInfo, Utf8Lines};
 use crate::session::{ForkOptions, Host};
@@ -77,14 +79,14 @@ pub(crate) struct VerifyArgs {
     snapshots: bool,
 }
 
-pub(crate) async fn fork(host: &Arc<Host>, args: ForkArgs) -> Result<ExitCode, String> {
+pub(crate) async fn fork(host: &Arc<Host>, args: ForkArgs) -> anyhow::Result<ExitCode> {
     let guest = match &args.guest {
         Some(g) => Some(super::run::guest_ref(host, g).await?),
         None => None,
     };
     let config = match &args.config {
         Some(text) => {
-            Some(serde_json::from_str(text).map_err(|e| format!("--config is not JSON: {e}"))?)
+            Some(serde_json::from_str(text).map_err(|e| anyhow!("--config is not JSON: {e}"))?)
         }
         None => None,
     };
@@ -94,10 +96,7 @@ pub(crate) async fn fork(host: &Arc<Host>, args: ForkArgs) -> Result<ExitCode, S
         guest,
         config,
     };
-    let id = host
-        .fork(CLI_TENANT, &args.session, options)
-        .await
-        .map_err(|e| e.to_string())?;
+    let id = host.fork(CLI_TENANT, &args.session, options).await?;
     match &args.name {
         Some(name) => println!("{name} {id}"),
         None => println!("{id}"),
@@ -105,15 +104,12 @@ pub(crate) async fn fork(host: &Arc<Host>, args: ForkArgs) -> Result<ExitCode, S
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn export(host: &Arc<Host>, args: ExportArgs) -> Result<ExitCode, String> {
-    let info = host
-        .resolve(CLI_TENANT, &args.session)
-        .await
-        .map_err(|e| e.to_string())?;
+pub(crate) async fn export(host: &Arc<Host>, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let info = host.resolve(CLI_TENANT, &args.session).await?;
     let mut out: Box<dyn Write + Send> = match &args.output {
         Some(path) => {
             let file = std::fs::File::create(path)
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                .map_err(|e| anyhow!("cannot create {}: {e}", path.display()))?;
             Box::new(std::io::BufWriter::with_capacity(1 << 20, file))
         }
         None => Box::new(std::io::BufWriter::with_capacity(
@@ -121,15 +117,13 @@ pub(crate) async fn export(host: &Arc<Host>, args: ExportArgs) -> Result<ExitCod
             std::io::stdout(),
         )),
     };
-    host.export(info.id, &mut out)
-        .await
-        .map_err(|e| e.to_string())?;
+    host.export(info.id, &mut out).await?;
     out.flush()
-        .map_err(|e| format!("cannot write the export: {e}"))?;
+        .map_err(|e| anyhow!("cannot write the export: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn import(host: &Arc<Host>, args: ImportArgs) -> Result<ExitCode, String> {
+pub(crate) async fn import(host: &Arc<Host>, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let name = args.name.as_deref();
     // Lines are checked for UTF-8 one by one, so a bad byte names its line.
     let id = if args.file.as_os_str() == "-" {
@@ -141,7 +135,7 @@ pub(crate) async fn import(host: &Arc<Host>, args: ImportArgs) -> Result<ExitCod
         .await
     } else {
         let file = std::fs::File::open(&args.file)
-            .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+            .map_err(|e| anyhow!("cannot read {}: {e}", args.file.display()))?;
         host.import(
             CLI_TENANT,
             &mut Utf8Lines::new(std::io::BufReader::with_capacity(1 << 20, file)),
@@ -149,7 +143,7 @@ pub(crate) async fn import(host: &Arc<Host>, args: ImportArgs) -> Result<ExitCod
         )
         .await
     }
-    .map_err(|e| format!("{}: {e}", args.file.display()))?;
+    .map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
     match name {
         Some(name) => println!("{name} {id}"),
         None => println!("{id}"),
@@ -159,14 +153,11 @@ pub(crate) async fn import(host: &Arc<Host>, args: ImportArgs) -> Result<ExitCod
 
 /// Prints one line per log: `ok` or the first bad seq and why. Exit 1 when
 /// any log does not hold.
-pub(crate) async fn verify(host: &Arc<Host>, args: VerifyArgs) -> Result<ExitCode, String> {
+pub(crate) async fn verify(host: &Arc<Host>, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut all_ok = true;
     match &args.session {
         Some(session) if !args.all => {
-            let info = host
-                .resolve(CLI_TENANT, session)
-                .await
-                .map_err(|e| e.to_string())?;
+            let info = host.resolve(CLI_TENANT, session).await?;
             all_ok = verify_one(host, &info, args.snapshots).await?;
         }
         _ => {
@@ -186,17 +177,13 @@ pub(crate) async fn verify(host: &Arc<Host>, args: VerifyArgs) -> Result<ExitCod
 }
 
 /// Prints the lines of one log; whether all of it holds.
-async fn verify_one(host: &Host, info: &LogInfo, snapshots: bool) -> Result<bool, String> {
+async fn verify_one(host: &Host, info: &LogInfo, snapshots: bool) -> anyhow::Result<bool> {
     let mut ok = true;
     let label = match &info.name {
         Some(name) => format!("{name} {}", info.id),
         None => info.id.to_string(),
     };
-    let verified = host
-        .journal()
-        .verify(info.id)
-        .await
-        .map_err(|e| e.to_string())?;
+    let verified = host.journal().verify(info.id).await?;
     match verified.first_bad {
         None => println!("{label}: ok, {} events", verified.events),
         Some((seq, why)) => {
@@ -205,11 +192,7 @@ async fn verify_one(host: &Host, info: &LogInfo, snapshots: bool) -> Result<bool
         }
     }
     if snapshots {
-        for check in host
-            .verify_snapshots(info.id)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        for check in host.verify_snapshots(info.id).await? {
             match check.problem {
                 None => println!("{label}: snapshot at seq {}: ok", check.seq),
                 Some(why) => {
@@ -222,12 +205,11 @@ async fn verify_one(host: &Host, info: &LogInfo, snapshots: bool) -> Result<bool
     Ok(ok)
 }
 
-pub(crate) async fn upgrade(host: &Arc<Host>, args: UpgradeArgs) -> Result<ExitCode, String> {
+pub(crate) async fn upgrade(host: &Arc<Host>, args: UpgradeArgs) -> anyhow::Result<ExitCode> {
     let guest = super::run::guest_ref(host, &args.guest).await?;
     let seq = host
         .upgrade(CLI_TENANT, &args.session, guest.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     println!(
         "{}: guest-changed at seq {seq}, now on {} ({})",
         args.session, guest.name, guest.digest
@@ -236,12 +218,11 @@ pub(crate) async fn upgrade(host: &Arc<Host>, args: UpgradeArgs) -> Result<ExitC
 }
 
 /// Exit 0 when the guest agrees with the whole log, 1 at the first difference.
-pub(crate) async fn replay(host: &Arc<Host>, args: ReplayArgs) -> Result<ExitCode, String> {
+pub(crate) async fn replay(host: &Arc<Host>, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let guest = super::run::guest_ref(host, &args.guest).await?;
     let report = host
         .replay_check(CLI_TENANT, &args.session, guest.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     match report.difference {
         None => {
             println!(

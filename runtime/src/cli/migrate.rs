@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::anyhow;
+
 use crate::config::Config;
 use crate::journal::{
     MigrateProgress, PgConfig, PgJournal, RedbJournal, migrate as copy_all, redacted_url,
@@ -29,20 +31,20 @@ pub(crate) struct MigrateArgs {
     dry_run: bool,
 }
 
-pub(crate) async fn migrate(config: &Config, args: MigrateArgs) -> Result<ExitCode, String> {
+pub(crate) async fn migrate(config: &Config, args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let file = args.from.join("journal.redb");
     if !file.exists() {
-        return Err(format!("no Logbook data in {}", args.from.display()));
+        return Err(anyhow!("no Logbook data in {}", args.from.display()));
     }
     if !args.to.starts_with("postgres://") && !args.to.starts_with("postgresql://") {
-        return Err(format!(
+        return Err(anyhow!(
             "--to {} is not a PostgreSQL URL: postgres://USER:PASSWORD@HOST:PORT/DB",
             redacted_url(&args.to)
         ));
     }
     let source = RedbJournal::open_read_only(&file)
-        .map_err(|e| format!("cannot open {} to read: {e}", file.display()))?;
-    let tenants = source.tenants().map_err(|e| e.to_string())?;
+        .map_err(|e| anyhow!("cannot open {} to read: {e}", file.display()))?;
+    let tenants = source.tenants()?;
     let settings = &config.journal;
     let pg = PgConfig {
         max_batch_events: settings.max_batch_events,
@@ -51,7 +53,7 @@ pub(crate) async fn migrate(config: &Config, args: MigrateArgs) -> Result<ExitCo
     };
     let dest = PgJournal::connect(&args.to, pg)
         .await
-        .map_err(|e| format!("cannot open {}: {e}", redacted_url(&args.to)))?;
+        .map_err(|e| anyhow!("cannot open {}: {e}", redacted_url(&args.to)))?;
     let verb = if args.dry_run { "would copy" } else { "copied" };
     println!(
         "{} {} → {} ({} tenants){}",
@@ -93,7 +95,7 @@ pub(crate) async fn migrate(config: &Config, args: MigrateArgs) -> Result<ExitCo
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => Err(format!(
+        Err(e) => Err(anyhow!(
             "{e}\n(what was copied before this stays; running migrate again skips it)"
         )),
     }

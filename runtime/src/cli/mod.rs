@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::anyhow;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
@@ -142,7 +143,7 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
-        Err(message) => fail(message),
+        Err(e) => fail(e.to_string()),
     }
 }
 
@@ -151,7 +152,7 @@ fn fail(message: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let Cli {
         data,
         config,
@@ -162,7 +163,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
     if let Some(url) = url {
         return remote(&url, command).await;
     }
-    let mut config = Config::load(config.as_deref(), &data).map_err(|e| e.to_string())?;
+    let mut config = Config::load(config.as_deref(), &data)?;
     if journal.is_some() {
         config.journal.url = journal;
     }
@@ -190,12 +191,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Guest(GuestCommand::Add { name, file }) => {
             let bytes =
-                std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                std::fs::read(&file).map_err(|e| anyhow!("cannot read {}: {e}", file.display()))?;
             let host = open(&data, config).await?;
             let guest = host
                 .add_guest(CLI_TENANT, &name, &bytes)
                 .await
-                .map_err(|e| format!("{}: {e}", file.display()))?;
+                .map_err(|e| anyhow!("{}: {e}", file.display()))?;
             println!("{} {}", guest.name, guest.digest);
             Ok(ExitCode::SUCCESS)
         }
@@ -212,27 +213,29 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, String> {
                 quick: args.quick,
                 lease_ttl_ms: args.lease_ttl_ms,
             };
-            crate::bench::run(config, options, args.json)
-                .await
-                .map_err(|e| e.to_string())?;
+            crate::bench::run(config, options, args.json).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 /// The commands that work against a server.
-async fn remote(url: &str, command: Command) -> Result<ExitCode, String> {
+async fn remote(url: &str, command: Command) -> anyhow::Result<ExitCode> {
     let remote = remote::Remote::new(url)?;
     match command {
         Command::Sessions => remote::sessions(&remote).await,
         Command::Send(args) => remote::send(&remote, &args.session, &args.text, args.wait).await,
         Command::Log(args) => remote::log(&remote, &args.session, args.json, args.follow).await,
-        Command::Approve(args) => remote::decide(&remote, &args.session, &args.key, true, None).await,
+        Command::Approve(args) => {
+            remote::decide(&remote, &args.session, &args.key, true, None).await
+        }
         Command::Deny(args) => {
             let d = args.decision;
             remote::decide(&remote, &d.session, &d.key, false, args.reason).await
         }
-        _ => Err("with --url, the commands are sessions, send, log, approve and deny; the others work on a data directory".into()),
+        _ => Err(anyhow!(
+            "with --url, the commands are sessions, send, log, approve and deny; the others work on a data directory"
+        )),
     }
 }
 
@@ -252,17 +255,17 @@ pub(crate) async fn read_checked(
     log: LogId,
     pos: &mut ChainPos,
     limit: usize,
-) -> Result<Vec<StoredEvent>, String> {
+) -> anyhow::Result<Vec<StoredEvent>> {
     host.journal()
         .read_checked(log, pos, limit)
         .await
         .map_err(|e| match e {
-            JournalError::ChainBroken { seq, why, .. } => format!(
+            JournalError::ChainBroken { seq, why, .. } => anyhow!(
                 "the log of {session} ({log}) breaks its hash chain at seq {seq}: {why}; \
                  it was altered or damaged after it was written and is not read from there on \
                  (`logbook verify {session}` checks all of it)"
             ),
-            e => e.to_string(),
+            e => e.into(),
         })
 }
 
@@ -283,7 +286,7 @@ impl<'h> LogPages<'h> {
     }
 
     /// The next page; `None` after the last.
-    pub(crate) async fn next(&mut self) -> Result<Option<Vec<LogInfo>>, String> {
+    pub(crate) async fn next(&mut self) -> anyhow::Result<Option<Vec<LogInfo>>> {
         if self.done {
             return Ok(None);
         }
@@ -291,8 +294,7 @@ impl<'h> LogPages<'h> {
             .host
             .journal()
             .list_page(CLI_TENANT, self.after, LIST_PAGE)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         self.after = page.next;
         self.done = page.next.is_none();
         Ok(Some(page.logs))
@@ -301,10 +303,10 @@ impl<'h> LogPages<'h> {
 
 /// Open the data directory, creating it if needed, and the journal the
 /// configuration names (redb in the data directory by default).
-pub(crate) async fn open(data: &Path, config: Config) -> Result<Arc<Host>, String> {
+pub(crate) async fn open(data: &Path, config: Config) -> anyhow::Result<Arc<Host>> {
     let echo_delay = match std::env::var("LOGBOOK_ECHO_DELAY_MS") {
         Ok(ms) => Some(std::time::Duration::from_millis(ms.parse().map_err(
-            |_| format!("LOGBOOK_ECHO_DELAY_MS must be a number of milliseconds, not {ms:?}"),
+            |_| anyhow!("LOGBOOK_ECHO_DELAY_MS must be a number of milliseconds, not {ms:?}"),
         )?)),
         Err(_) => None,
     };
@@ -314,14 +316,14 @@ pub(crate) async fn open(data: &Path, config: Config) -> Result<Arc<Host>, Strin
     };
     Host::open_configured(data, config, options)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(anyhow::Error::from)
 }
 
 /// Open a data directory that must exist already (commands that only read or
 /// act on existing sessions write nothing when it does not).
-async fn open_existing(data: &Path, config: Config) -> Result<Arc<Host>, String> {
+async fn open_existing(data: &Path, config: Config) -> anyhow::Result<Arc<Host>> {
     if config.journal.url.is_none() && !data.join("journal.redb").exists() {
-        return Err(format!(
+        return Err(anyhow!(
             "no Logbook data in {} (start a session with `logbook run GUEST --session NAME`, or pass --data)",
             data.display()
         ));

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use anyhow::anyhow;
 use serde_json::{Value, json};
 
 use crate::journal::{JournalError, StoredEvent, event_from_json, from_jsonl};
@@ -16,11 +17,11 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
-    pub(crate) fn new(url: &str) -> Result<Remote, String> {
+    pub(crate) fn new(url: &str) -> anyhow::Result<Remote> {
         crate::effects::install_crypto_provider();
         let client = reqwest::Client::builder()
             .build()
-            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+            .map_err(|e| anyhow!("cannot make an HTTP client: {e}"))?;
         Ok(Remote {
             base: url.trim_end_matches('/').to_string(),
             client,
@@ -39,21 +40,21 @@ impl Remote {
     }
 
     /// Send a request; an API error becomes its message.
-    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, String> {
+    async fn call(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let response = request
             .send()
             .await
-            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+            .map_err(|e| anyhow!("cannot reach {}: {e}", self.base))?;
         let status = response.status();
         let body: Value = response
             .json()
             .await
-            .map_err(|e| format!("unreadable answer ({status}): {e}"))?;
+            .map_err(|e| anyhow!("unreadable answer ({status}): {e}"))?;
         if status.is_success() {
             Ok(body)
         } else {
             let message = body["error"]["message"].as_str().unwrap_or("unknown error");
-            Err(format!("{message} ({status})"))
+            Err(anyhow!("{message} ({status})"))
         }
     }
 }
@@ -69,7 +70,7 @@ fn path_segment(s: &str) -> String {
         .collect()
 }
 
-pub(crate) async fn sessions(remote: &Remote) -> Result<ExitCode, String> {
+pub(crate) async fn sessions(remote: &Remote) -> anyhow::Result<ExitCode> {
     println!(
         "{:<24} {:<36} {:<16} {:>7}",
         "NAME", "ID", "STATUS", "EVENTS"
@@ -104,7 +105,7 @@ pub(crate) async fn send(
     session: &str,
     text: &str,
     wait: bool,
-) -> Result<ExitCode, String> {
+) -> anyhow::Result<ExitCode> {
     let path = format!(
         "/v1/sessions/{}/input{}",
         path_segment(session),
@@ -133,7 +134,7 @@ pub(crate) async fn decide(
     key: &str,
     allow: bool,
     reason: Option<String>,
-) -> Result<ExitCode, String> {
+) -> anyhow::Result<ExitCode> {
     let path = format!(
         "/v1/sessions/{}/approvals/{}",
         path_segment(session),
@@ -155,7 +156,7 @@ pub(crate) async fn log(
     session: &str,
     json_lines: bool,
     follow: bool,
-) -> Result<ExitCode, String> {
+) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     // A stream's `data:` is a line of the log format; a page's events come
     // parsed, their keys in JSON's order.
@@ -193,19 +194,19 @@ pub(crate) async fn log(
         .header(reqwest::header::ACCEPT, "text/event-stream")
         .send()
         .await
-        .map_err(|e| format!("cannot reach the server: {e}"))?;
+        .map_err(|e| anyhow!("cannot reach the server: {e}"))?;
     if !response.status().is_success() {
         let status = response.status();
         let body: Value = response.json().await.unwrap_or_default();
         let message = body["error"]["message"].as_str().unwrap_or("unknown error");
-        return Err(format!("{message} ({status})"));
+        return Err(anyhow!("{message} ({status})"));
     }
     // Server-Sent Events: `data:` lines carry one JSONL event each.
     let mut pending = String::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("the stream broke: {e}"))?
+        .map_err(|e| anyhow!("the stream broke: {e}"))?
     {
         pending.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = pending.find('\n') {

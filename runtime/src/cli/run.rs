@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::anyhow;
+
 use super::CLI_TENANT;
 use crate::config::Config;
 use crate::journal::{
@@ -45,10 +47,10 @@ pub(crate) struct DenyArgs {
     pub(crate) reason: Option<String>,
 }
 
-pub(crate) async fn run(data: &Path, config: Config, args: RunArgs) -> Result<ExitCode, String> {
+pub(crate) async fn run(data: &Path, config: Config, args: RunArgs) -> anyhow::Result<ExitCode> {
     let session_config = match &args.session_config {
         Some(text) => serde_json::from_str::<serde_json::Value>(text)
-            .map_err(|e| format!("--session-config is not JSON: {e}"))?,
+            .map_err(|e| anyhow!("--session-config is not JSON: {e}"))?,
         None => serde_json::json!({}),
     };
     let host = match &args.guest {
@@ -60,9 +62,12 @@ pub(crate) async fn run(data: &Path, config: Config, args: RunArgs) -> Result<Ex
             if let Some(guest) = &args.guest {
                 let wanted = guest_ref(&host, guest).await?;
                 if wanted.digest != info.guest.digest {
-                    return Err(format!(
+                    return Err(anyhow!(
                         "session {} runs guest {} ({}), not {guest} ({})",
-                        args.session, info.guest.name, info.guest.digest, wanted.digest
+                        args.session,
+                        info.guest.name,
+                        info.guest.digest,
+                        wanted.digest
                     ));
                 }
             }
@@ -70,25 +75,23 @@ pub(crate) async fn run(data: &Path, config: Config, args: RunArgs) -> Result<Ex
         }
         Err(crate::session::SessionError::UnknownSession(_)) => {
             let Some(guest) = &args.guest else {
-                return Err(format!(
+                return Err(anyhow!(
                     "no session {:?}: name a guest to create it (logbook run counter --session {})",
-                    args.session, args.session
+                    args.session,
+                    args.session
                 ));
             };
             let guest = guest_ref(&host, guest).await?;
             let id = host
                 .create_session(CLI_TENANT, Some(&args.session), guest, session_config)
-                .await
-                .map_err(|e| e.to_string())?;
-            host.resolve(CLI_TENANT, &id.to_string())
-                .await
-                .map_err(|e| e.to_string())?
+                .await?;
+            host.resolve(CLI_TENANT, &id.to_string()).await?
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     let mut info = info;
     let mut printer = Printer::new(&host, &args.session, &info).await?;
-    let mut session = host.session(info.id).await.map_err(|e| e.to_string())?;
+    let mut session = host.session(info.id).await?;
     let horizon = Duration::from_millis(host.config().run.timer_horizon_ms);
     let mut activity = settle(&session, horizon, &mut printer).await?;
     for text in &args.inputs {
@@ -98,14 +101,13 @@ pub(crate) async fn run(data: &Path, config: Config, args: RunArgs) -> Result<Ex
         {
             info = now;
             printer = Printer::new(&host, &args.session, &info).await?;
-            session = host.session(info.id).await.map_err(|e| e.to_string())?;
+            session = host.session(info.id).await?;
             settle(&session, horizon, &mut printer).await?;
         }
         let content = vec![ContentBlock::text(text.clone())];
         session
             .input(Sender::Principal("cli".into()), content)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         activity = settle(&session, horizon, &mut printer).await?;
     }
     report(&host, &info, activity).await
@@ -116,19 +118,13 @@ pub(crate) async fn decide(
     args: DecideArgs,
     allow: bool,
     reason: Option<String>,
-) -> Result<ExitCode, String> {
-    let info = host
-        .resolve(CLI_TENANT, &args.session)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> anyhow::Result<ExitCode> {
+    let info = host.resolve(CLI_TENANT, &args.session).await?;
     let mut printer = Printer::new(host, &args.session, &info).await?;
-    let session = host.session(info.id).await.map_err(|e| e.to_string())?;
+    let session = host.session(info.id).await?;
     let horizon = Duration::from_millis(host.config().run.timer_horizon_ms);
     settle(&session, horizon, &mut printer).await?;
-    session
-        .decide(&args.key, allow, "cli", reason)
-        .await
-        .map_err(|e| e.to_string())?;
+    session.decide(&args.key, allow, "cli", reason).await?;
     let activity = settle(&session, horizon, &mut printer).await?;
     report(host, &info, activity).await
 }
@@ -140,20 +136,16 @@ pub(crate) async fn send(
     session: &str,
     text: &str,
     wait: bool,
-) -> Result<ExitCode, String> {
-    let info = host
-        .resolve(CLI_TENANT, session)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> anyhow::Result<ExitCode> {
+    let info = host.resolve(CLI_TENANT, session).await?;
     let mut printer = Printer::new(host, session, &info).await?;
-    let live = host.session(info.id).await.map_err(|e| e.to_string())?;
+    let live = host.session(info.id).await?;
     let seq = live
         .input(
             Sender::Principal("cli".into()),
             vec![ContentBlock::text(text)],
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     if !wait {
         eprintln!("appended at seq {seq}");
         return Ok(ExitCode::SUCCESS);
@@ -168,22 +160,18 @@ async fn settle(
     session: &Session,
     horizon: Duration,
     printer: &mut Printer,
-) -> Result<Activity, String> {
-    let activity = session
-        .wait_idle(horizon)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> anyhow::Result<Activity> {
+    let activity = session.wait_idle(horizon).await?;
     printer.print_new().await?;
     Ok(activity)
 }
 
 /// Say on stderr why the session stopped, and choose the exit code.
-async fn report(host: &Host, info: &LogInfo, activity: Activity) -> Result<ExitCode, String> {
+async fn report(host: &Host, info: &LogInfo, activity: Activity) -> anyhow::Result<ExitCode> {
     let fresh = host
         .journal()
         .info(info.id)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .unwrap_or_else(|| info.clone());
     let name = fresh.name.clone().unwrap_or_else(|| fresh.id.to_string());
     match activity {
@@ -201,7 +189,7 @@ async fn report(host: &Host, info: &LogInfo, activity: Activity) -> Result<ExitC
             }
         }
         Activity::Failed => {
-            return Err(format!(
+            return Err(anyhow!(
                 "session {name} is parked: its guest failed (see `logbook log {name}`)"
             ));
         }
@@ -234,14 +222,13 @@ impl Printer {
     /// session wakes. It checks the head itself against its predecessor
     /// first, so a session is not woken on a newest event that was altered;
     /// the older events are for replay to check as it reads them.
-    async fn new(host: &Arc<Host>, session: &str, info: &LogInfo) -> Result<Printer, String> {
+    async fn new(host: &Arc<Host>, session: &str, info: &LogInfo) -> anyhow::Result<Printer> {
         let head = info.next_seq.checked_sub(1);
         let pos = match head.and_then(|h| h.checked_sub(1)) {
             Some(before) => host
                 .journal()
                 .read(info.id, before, 1)
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
                 .first()
                 .map_or(ChainPos::START, ChainPos::after),
             None => ChainPos::START,
@@ -260,11 +247,11 @@ impl Printer {
         Ok(printer)
     }
 
-    async fn read(&mut self, limit: usize) -> Result<Vec<StoredEvent>, String> {
+    async fn read(&mut self, limit: usize) -> anyhow::Result<Vec<StoredEvent>> {
         super::read_checked(&self.host, &self.session, self.log, &mut self.pos, limit).await
     }
 
-    async fn print_new(&mut self) -> Result<(), String> {
+    async fn print_new(&mut self) -> anyhow::Result<()> {
         loop {
             let page = self.read(super::EVENT_PAGE).await?;
             if page.is_empty() {
@@ -286,10 +273,10 @@ impl Printer {
 pub(crate) async fn guest_ref(
     host: &Host,
     guest: &str,
-) -> Result<crate::journal::GuestRef, String> {
+) -> anyhow::Result<crate::journal::GuestRef> {
     let path = PathBuf::from(guest);
     if guest.ends_with(".wasm") || path.is_file() {
-        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {guest}: {e}"))?;
+        let bytes = std::fs::read(&path).map_err(|e| anyhow!("cannot read {guest}: {e}"))?;
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -297,16 +284,16 @@ pub(crate) async fn guest_ref(
         return host
             .add_guest(CLI_TENANT, &name, &bytes)
             .await
-            .map_err(|e| format!("{guest}: {e}"));
+            .map_err(|e| anyhow!("{guest}: {e}"));
     }
     if let Some(bytes) = crate::examples::get(guest) {
         return host
             .add_guest(CLI_TENANT, guest, bytes)
             .await
-            .map_err(|e| format!("{guest}: {e}"));
+            .map_err(|e| anyhow!("{guest}: {e}"));
     }
     host.guest(CLI_TENANT, guest).await.map_err(|_| {
-        format!(
+        anyhow!(
             "no guest {guest:?}: give a .wasm file, a stored guest or an example ({})",
             crate::examples::NAMES.join(", ")
         )

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::anyhow;
+
 use crate::config::Config;
 use crate::server::{self, ServerSettings, Tenants};
 
@@ -21,7 +23,7 @@ pub(crate) async fn serve(
     data: &Path,
     config: Config,
     args: ServeArgs,
-) -> Result<ExitCode, String> {
+) -> anyhow::Result<ExitCode> {
     let tenants = Tenants::from_config(&config)?;
     // Refuse before anything is opened or written.
     server::check_exposure(&args.listen, &tenants)?;
@@ -39,8 +41,8 @@ pub(crate) async fn serve(
     let host = super::open(data, config).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|e| anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr()?;
     eprintln!("logbook: serving {serving} on http://{addr}");
     eprintln!(
         "logbook: open files limit {} (was {}); at most {cap} connections at once",
@@ -49,9 +51,7 @@ pub(crate) async fn serve(
     let settings = ServerSettings {
         max_body_bytes: args.max_body_bytes,
     };
-    server::run(listener, host, tenants, settings, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    server::run(listener, host, tenants, settings, shutdown_signal()).await?;
     eprintln!("logbook: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,8 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::anyhow;
+
 use super::CLI_TENANT;
 use crate::journal::{
     ChainPos, EventBody, Outcome, RequestedEffect, StoredEvent, plain_text, to_jsonl,
@@ -25,22 +27,16 @@ pub(crate) struct LogArgs {
     pub(crate) all: bool,
 }
 
-pub(crate) async fn log(host: &Arc<Host>, args: LogArgs) -> Result<ExitCode, String> {
+pub(crate) async fn log(host: &Arc<Host>, args: LogArgs) -> anyhow::Result<ExitCode> {
     if args.follow {
-        return Err(
+        return Err(anyhow!(
             "--follow needs a server (--url or LOGBOOK_URL): a data directory is locked by the process that writes to it"
-                .into(),
-        );
+        ));
     }
-    let info = host
-        .resolve(CLI_TENANT, &args.session)
-        .await
-        .map_err(|e| e.to_string())?;
+    let info = host.resolve(CLI_TENANT, &args.session).await?;
     let mut out = std::io::stdout().lock();
     let chain = if args.all {
-        host.compaction_chain(info.id)
-            .await
-            .map_err(|e| e.to_string())?
+        host.compaction_chain(info.id).await?
     } else {
         vec![info.id]
     };
@@ -209,7 +205,7 @@ fn describe_blocks(blocks: &[crate::journal::ContentBlock]) -> String {
         .join(" | ")
 }
 
-pub(crate) async fn sessions(host: &Arc<Host>) -> Result<ExitCode, String> {
+pub(crate) async fn sessions(host: &Arc<Host>) -> anyhow::Result<ExitCode> {
     println!(
         "{:<24} {:<36} {:<16} {:>7}",
         "NAME", "ID", "STATUS", "EVENTS"

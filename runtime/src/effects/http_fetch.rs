@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::tool::glob_match;
-use super::{Tool, ToolContext, ToolError};
+use super::{SetupError, Tool, ToolContext, ToolError};
 use crate::config::{HttpFetchConfig, Policy};
 use crate::journal::ToolSpec;
 
@@ -26,7 +26,7 @@ pub struct HttpFetch {
 
 impl HttpFetch {
     /// From its configuration; fails only if no HTTP client can be built.
-    pub fn new(config: &HttpFetchConfig) -> Result<HttpFetch, String> {
+    pub fn new(config: &HttpFetchConfig) -> Result<HttpFetch, SetupError> {
         super::providers::install_crypto_provider();
         let allow = Arc::new(config.allow_hosts.clone());
         let redirects = allow.clone();
@@ -42,7 +42,7 @@ impl HttpFetch {
                 }
             }))
             .build()
-            .map_err(|e| format!("http.fetch: cannot build an HTTP client: {e}"))?;
+            .map_err(SetupError::HttpFetchClient)?;
         Ok(HttpFetch {
             client,
             allow,

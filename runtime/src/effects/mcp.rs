@@ -19,7 +19,7 @@ use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use serde_json::Value;
 
-use super::{Tool, ToolContext, ToolError};
+use super::{SetupError, Tool, ToolContext, ToolError};
 use crate::config::{McpServerConfig, Policy};
 use crate::journal::ToolSpec;
 
@@ -45,7 +45,7 @@ pub struct McpTool {
 /// tokio runtime (it must be multi-threaded: the connections live on it).
 pub(crate) fn connect_all(
     servers: &BTreeMap<String, McpServerConfig>,
-) -> Result<Vec<Arc<dyn Tool>>, String> {
+) -> Result<Vec<Arc<dyn Tool>>, SetupError> {
     if servers.is_empty() {
         return Ok(Vec::new());
     }
@@ -53,15 +53,16 @@ pub(crate) fn connect_all(
     let handle = Handle::try_current()
         .ok()
         .filter(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
-        .ok_or("MCP servers need the host to run on a multi-threaded tokio runtime")?;
+        .ok_or(SetupError::McpRuntime)?;
     tokio::task::block_in_place(|| {
         handle.block_on(async {
             let mut tools = Vec::new();
             for (name, config) in servers {
                 let found = tokio::time::timeout(CONNECT_TIMEOUT, connect(name, config))
                     .await
-                    .map_err(|_| {
-                        format!("MCP server {name:?}: no answer within {CONNECT_TIMEOUT:?}")
+                    .map_err(|_| SetupError::Mcp {
+                        server: name.clone(),
+                        why: format!("no answer within {CONNECT_TIMEOUT:?}"),
                     })??;
                 tools.extend(found);
             }
@@ -70,8 +71,12 @@ pub(crate) fn connect_all(
     })
 }
 
-async fn connect(name: &str, config: &McpServerConfig) -> Result<Vec<Arc<dyn Tool>>, String> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| format!("MCP server {name:?}: {what}: {e}");
+async fn connect(name: &str, config: &McpServerConfig) -> Result<Vec<Arc<dyn Tool>>, SetupError> {
+    let refused = |why: String| SetupError::Mcp {
+        server: name.to_string(),
+        why,
+    };
+    let fail = |what: &str, e: &dyn std::fmt::Display| refused(format!("{what}: {e}"));
     let client: Client = match (&config.command, &config.url) {
         (Some(command), None) => {
             let cmd = tokio::process::Command::new(command).configure(|cmd| {
@@ -101,7 +106,7 @@ async fn connect(name: &str, config: &McpServerConfig) -> Result<Vec<Arc<dyn Too
             let mut transport_config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
             if let Some(var) = &config.bearer_env {
                 let token = std::env::var(var)
-                    .map_err(|_| format!("MCP server {name:?}: {var} (bearer_env) is not set"))?;
+                    .map_err(|_| refused(format!("{var} (bearer_env) is not set")))?;
                 transport_config = transport_config.auth_header(token);
             }
             let transport = StreamableHttpClientTransport::from_config(transport_config);
@@ -110,9 +115,7 @@ async fn connect(name: &str, config: &McpServerConfig) -> Result<Vec<Arc<dyn Too
                 .map_err(|e| fail("initialization failed", &e))?
         }
         _ => {
-            return Err(format!(
-                "MCP server {name:?}: give exactly one of `command` and `url`"
-            ));
+            return Err(refused("give exactly one of `command` and `url`".into()));
         }
     };
     let listed = client

@@ -10,6 +10,7 @@ mod mcp;
 mod model;
 mod providers;
 mod redact;
+mod setup;
 mod tool;
 
 pub use fs::{FsRead, FsWrite};
@@ -23,6 +24,7 @@ pub use providers::{Anthropic, OpenAi, install_crypto_provider};
 pub use redact::{
     KEY_SHAPE_MIN_CHARS, MIN_SECRET_BYTES, ProviderText, REDACTED, Redactor, StreamRedactor,
 };
+pub use setup::SetupError;
 pub use tool::{Tool, ToolContext, ToolError, ToolRegistry};
 
 use crate::journal::{ContentBlock, Question, ToolCall};

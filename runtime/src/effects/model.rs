@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::SetupError;
 use super::redact::ProviderText;
 use crate::config::ModelConfig;
 use crate::journal::{ContentBlock, ErrorKind, ModelResponse, StopReason, ToolSpec, Usage};
@@ -328,7 +329,7 @@ impl ModelRegistry {
     pub fn from_config(
         models: &BTreeMap<String, ModelConfig>,
         echo_delay: Option<Duration>,
-    ) -> Result<ModelRegistry, String> {
+    ) -> Result<ModelRegistry, SetupError> {
         Ok(ModelRegistry {
             aliases: build_aliases(models, echo_delay)?,
             tenants: BTreeMap::new(),
@@ -342,7 +343,7 @@ impl ModelRegistry {
     pub fn for_config(
         config: &crate::config::Config,
         echo_delay: Option<Duration>,
-    ) -> Result<ModelRegistry, String> {
+    ) -> Result<ModelRegistry, SetupError> {
         let mut registry = ModelRegistry::from_config(&config.models, echo_delay)?;
         for (tenant, settings) in &config.tenants {
             registry.add_tenant(tenant, &settings.models, echo_delay)?;
@@ -356,9 +357,11 @@ impl ModelRegistry {
         tenant: &str,
         models: &BTreeMap<String, ModelConfig>,
         echo_delay: Option<Duration>,
-    ) -> Result<(), String> {
-        let aliases =
-            build_aliases(models, echo_delay).map_err(|e| format!("tenant {tenant:?}: {e}"))?;
+    ) -> Result<(), SetupError> {
+        let aliases = build_aliases(models, echo_delay).map_err(|e| SetupError::Tenant {
+            tenant: tenant.to_string(),
+            source: Box::new(e),
+        })?;
         self.tenants.insert(tenant.to_string(), aliases);
         Ok(())
     }
@@ -384,27 +387,25 @@ impl ModelRegistry {
 fn build_aliases(
     models: &BTreeMap<String, ModelConfig>,
     echo_delay: Option<Duration>,
-) -> Result<BTreeMap<String, Arc<dyn ModelProvider>>, String> {
+) -> Result<BTreeMap<String, Arc<dyn ModelProvider>>, SetupError> {
     let mut aliases = BTreeMap::new();
     for (alias, config) in models {
+        let in_alias = |e: SetupError| SetupError::ModelAlias {
+            alias: alias.clone(),
+            source: Box::new(e),
+        };
         let provider: Arc<dyn ModelProvider> = match config.provider.as_str() {
             "echo" => Arc::new(EchoModel {
                 delay: echo_delay
                     .or(config.delay_ms.map(Duration::from_millis))
                     .unwrap_or_default(),
             }),
-            "openai" => Arc::new(
-                super::providers::OpenAi::new(config)
-                    .map_err(|e| format!("model alias {alias:?}: {e}"))?,
-            ),
-            "anthropic" => Arc::new(
-                super::providers::Anthropic::new(config)
-                    .map_err(|e| format!("model alias {alias:?}: {e}"))?,
-            ),
+            "openai" => Arc::new(super::providers::OpenAi::new(config).map_err(in_alias)?),
+            "anthropic" => Arc::new(super::providers::Anthropic::new(config).map_err(in_alias)?),
             other => {
-                return Err(format!(
-                    "model alias {alias:?}: unknown provider {other:?} (known: echo, openai, anthropic)"
-                ));
+                return Err(in_alias(SetupError::UnknownProvider {
+                    provider: other.to_string(),
+                }));
             }
         };
         aliases.insert(alias.clone(), provider);

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::SetupError;
 use crate::config::{Config, Policy, ToolsConfig};
 use crate::journal::ToolSpec;
 
@@ -72,7 +73,7 @@ impl ToolRegistry {
     /// Everything the configuration offers: the built-ins, `http.fetch` when
     /// hosts are allowed, the tools of every MCP server, and each tenant's
     /// policies. MCP servers are started and asked for their tools here.
-    pub fn for_config(config: &Config) -> Result<ToolRegistry, String> {
+    pub fn for_config(config: &Config) -> Result<ToolRegistry, SetupError> {
         let mut registry = ToolRegistry::builtin(&config.tools);
         for (tenant, settings) in &config.tenants {
             registry

@@ -112,7 +112,7 @@ impl GuestEngine {
     fn compile(&self, digest: &str, bytes: &[u8]) -> Result<Component, GuestError> {
         let Some(dir) = &self.cache_dir else {
             return Component::new(&self.engine, bytes)
-                .map_err(|e| GuestError::Invalid(format!("{e:#}")));
+                .map_err(|e| GuestError::NotAComponent(format!("{e:#}")));
         };
         let name = digest.trim_start_matches("sha256:");
         let path = dir.join(format!("{name}-{}.cwasm", self.compat));
@@ -130,7 +130,7 @@ impl GuestEngine {
         let compiled = self
             .engine
             .precompile_component(bytes)
-            .map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
+            .map_err(|e| GuestError::NotAComponent(format!("{e:#}")))?;
         let tmp = path.with_extension("tmp");
         let written = std::fs::create_dir_all(dir)
             .and_then(|()| std::fs::write(&tmp, &compiled))
@@ -140,7 +140,7 @@ impl GuestEngine {
         }
         // SAFETY: `compiled` was just produced by this engine.
         unsafe { Component::deserialize(&self.engine, &compiled) }
-            .map_err(|e| GuestError::Invalid(format!("{e:#}")))
+            .map_err(|e| GuestError::Compiled(format!("{e:#}")))
     }
 
     /// A fresh instance of a loaded guest, for a log with this seed.

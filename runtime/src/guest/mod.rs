@@ -22,7 +22,11 @@ pub use instance::{GuestBatch, GuestInstance};
 pub enum GuestError {
     /// The bytes are not a valid WebAssembly component.
     #[error("not a valid WebAssembly component: {0}")]
-    Invalid(String),
+    NotAComponent(String),
+    /// The engine could not load machine code it had just compiled from a
+    /// valid component: a fault of the host, not of the guest.
+    #[error("cannot load the compiled guest: {0}")]
+    Compiled(String),
     /// The component imports something the sandbox does not provide.
     #[error(
         "the guest imports `{import}`, which Logbook does not provide: guests may import only logbook:agent/*, wasi:cli (environment, exit, stdin, stdout, stderr), wasi:io, wasi:clocks and wasi:random"

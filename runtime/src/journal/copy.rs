@@ -63,14 +63,8 @@ impl CopiedLog {
     pub fn created(&self) -> Result<&Created, JournalError> {
         match self.events.first().map(|e| &e.event.body) {
             Some(EventBody::Created(c)) => Ok(c),
-            Some(_) => Err(JournalError::Invalid(format!(
-                "copy of log {}: the first event is not `created`",
-                self.id
-            ))),
-            None => Err(JournalError::Invalid(format!(
-                "copy of log {}: no events",
-                self.id
-            ))),
+            Some(_) => Err(bad(self, None, "the first event is not `created`".into())),
+            None => Err(bad(self, None, "no events".into())),
         }
     }
 
@@ -108,10 +102,14 @@ pub(crate) async fn prepare<J: Journal + ?Sized>(
         Some(parent) => fork_point(journal, copy, parent).await?,
     };
     if first.event.seq != start.next_seq {
-        return Err(JournalError::Invalid(format!(
-            "copy of log {}: its `created` is seq {}, not {}",
-            copy.id, first.event.seq, start.next_seq
-        )));
+        return Err(bad(
+            copy,
+            None,
+            format!(
+                "its `created` is seq {}, not {}",
+                first.event.seq, start.next_seq
+            ),
+        ));
     }
     let mut check = ChainCheck::resume(start);
     let mut meta = LogMeta {
@@ -137,10 +135,7 @@ pub(crate) async fn prepare<J: Journal + ?Sized>(
         }
     }
     if let Some((seq, why)) = check.finish().first_bad {
-        return Err(JournalError::Invalid(format!(
-            "copy of log {}: seq {seq}: {why}",
-            copy.id
-        )));
+        return Err(bad(copy, Some(seq), why));
     }
     meta.finished = copy.finished;
     meta.failed = copy.failed;
@@ -161,24 +156,27 @@ async fn fork_point<J: Journal + ?Sized>(
     parent: &LogPos,
 ) -> Result<ChainPos, JournalError> {
     let Ok(pid) = LogId::parse_str(&parent.log) else {
-        return Err(JournalError::Invalid(format!(
-            "copy of log {}: fork parent {:?} is not a log id",
-            copy.id, parent.log
-        )));
+        return Err(bad(
+            copy,
+            None,
+            format!("fork parent {:?} is not a log id", parent.log),
+        ));
     };
     let here = journal.info(pid).await?;
     if here.is_none_or(|p| p.tenant != copy.tenant) {
-        return Err(JournalError::Invalid(format!(
-            "copy of log {}: its parent {pid} is not stored here (copy parents first)",
-            copy.id
-        )));
+        return Err(bad(
+            copy,
+            None,
+            format!("its parent {pid} is not stored here (copy parents first)"),
+        ));
     }
     match journal.read(pid, parent.seq, 1).await?.first() {
         Some(e) if e.event.seq == parent.seq => Ok(ChainPos::after(e)),
-        _ => Err(JournalError::Invalid(format!(
-            "copy of log {}: its parent {pid} has no seq {} here",
-            copy.id, parent.seq
-        ))),
+        _ => Err(bad(
+            copy,
+            None,
+            format!("its parent {pid} has no seq {} here", parent.seq),
+        )),
     }
 }
 
@@ -206,4 +204,13 @@ async fn continuation<J: Journal + ?Sized>(
         .await?
         .first()
         .is_some_and(|e| e.event.seq == seq && continues_into(&e.event.body, copy.id)))
+}
+
+/// A copy that does not hold as a log.
+fn bad(copy: &CopiedLog, seq: Option<u64>, why: String) -> JournalError {
+    JournalError::BadLog {
+        copy: Some(copy.id),
+        seq,
+        why,
+    }
 }

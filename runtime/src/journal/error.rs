@@ -47,10 +47,51 @@ pub enum JournalError {
         /// Its limit.
         limit: u64,
     },
-    /// A commit that breaks a rule of the log format (a `created` event after
-    /// seq 0, ...). Nothing was written.
-    #[error("invalid commit: {0}")]
-    Invalid(String),
+    /// An append carried a `created` event: only a new log's first event may
+    /// be one. The caller, which builds commits, has a bug. Nothing was written.
+    #[error("log {log}: `created` may only be seq 0")]
+    CreatedNotFirst {
+        /// The log appended to.
+        log: LogId,
+    },
+    /// A fork (or a copy of one) names a parent that is not a log id.
+    /// Nothing was written.
+    #[error("fork parent {parent:?} is not a log id")]
+    BadParent {
+        /// The parent as given.
+        parent: String,
+    },
+    /// A fork names a seq its parent does not have. Nothing was written.
+    #[error("log {log} has no seq {seq} (its next seq is {next})")]
+    NoSeq {
+        /// The parent log.
+        log: LogId,
+        /// The seq asked for.
+        seq: u64,
+        /// The parent's next seq.
+        next: u64,
+    },
+    /// A log to import or copy runs on a guest that is not stored here.
+    /// Nothing was written.
+    #[error("the log runs on guest {name} ({digest}), which is not stored here: add it first")]
+    GuestNotStored {
+        /// The guest's name in the log.
+        name: String,
+        /// Its digest.
+        digest: String,
+    },
+    /// A log to import or copy that does not hold as a log: it has no events,
+    /// its first is not `created`, its chain breaks at `seq`, or a fork's
+    /// parent is not stored here. Nothing was written.
+    #[error("{}", bad_log(*copy, *seq, why))]
+    BadLog {
+        /// For a copy, the id of the log copied; `None` for an import.
+        copy: Option<LogId>,
+        /// The first seq that does not hold, where one does not.
+        seq: Option<u64>,
+        /// What is wrong.
+        why: String,
+    },
     /// Stored or imported data that cannot be what the journal wrote.
     #[error("corrupt journal data: {0}")]
     Corrupt(String),
@@ -122,6 +163,16 @@ pub enum JournalError {
     /// ([`RedbJournal::open_read_only`](super::RedbJournal::open_read_only)).
     #[error("the journal is open read-only")]
     ReadOnly,
+}
+
+/// How [`JournalError::BadLog`] reads: `copy of log L: seq S: why`, each
+/// part where it applies.
+fn bad_log(copy: Option<LogId>, seq: Option<u64>, why: &str) -> String {
+    let copy = copy
+        .map(|log| format!("copy of log {log}: "))
+        .unwrap_or_default();
+    let seq = seq.map(|seq| format!("seq {seq}: ")).unwrap_or_default();
+    format!("{copy}{seq}{why}")
 }
 
 impl From<tokio_postgres::Error> for JournalError {

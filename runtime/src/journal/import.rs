@@ -34,19 +34,24 @@ pub(crate) fn checked(
     events: &[StoredEvent],
 ) -> Result<(&StoredEvent, &super::event::Created), JournalError> {
     let Some(first) = events.first() else {
-        return Err(JournalError::Invalid(
-            "an import needs at least one event".into(),
-        ));
+        return Err(bad(None, "an import needs at least one event".into()));
     };
     if let Some((seq, why)) = verify_events(events).first_bad {
-        return Err(JournalError::Invalid(format!("seq {seq}: {why}")));
+        return Err(bad(Some(seq), why));
     }
     let EventBody::Created(created) = &first.event.body else {
-        return Err(JournalError::Invalid(
-            "the first event is not `created`".into(),
-        ));
+        return Err(bad(None, "the first event is not `created`".into()));
     };
     Ok((first, created))
+}
+
+/// An import that does not hold as a log.
+fn bad(seq: Option<u64>, why: String) -> JournalError {
+    JournalError::BadLog {
+        copy: None,
+        seq,
+        why,
+    }
 }
 
 /// Checks `events` and writes them as a new log of `tenant`, named `name`.
@@ -74,10 +79,10 @@ pub(crate) fn import(
             }
         }
         if guests.get(current.digest.as_str())?.is_none() {
-            return Err(JournalError::Invalid(format!(
-                "the log runs on guest {} ({}), which is not stored here: add it first",
-                current.name, current.digest
-            )));
+            return Err(JournalError::GuestNotStored {
+                name: current.name.clone(),
+                digest: current.digest.clone(),
+            });
         }
         if let Some(name) = name
             && t.names.get((tenant, name))?.is_some()
@@ -143,10 +148,10 @@ pub(crate) fn copy(
         }
         let guest = &prepared.meta.guest;
         if guests.get(guest.digest.as_str())?.is_none() {
-            return Err(JournalError::Invalid(format!(
-                "log {} runs on guest {} ({}), which is not stored here: copy it first",
-                copy.id, guest.name, guest.digest
-            )));
+            return Err(JournalError::GuestNotStored {
+                name: guest.name.clone(),
+                digest: guest.digest.clone(),
+            });
         }
         if let Some(name) = &copy.name {
             if t.names.get((tenant, name.as_str()))?.is_some() {

@@ -263,20 +263,19 @@ impl State {
         log: &mut MemLog,
     ) -> Result<[u8; 32], JournalError> {
         let Ok(pid) = LogId::parse_str(&parent.log) else {
-            return Err(JournalError::Invalid(format!(
-                "fork parent {:?} is not a log id",
-                parent.log
-            )));
+            return Err(JournalError::BadParent {
+                parent: parent.log.clone(),
+            });
         };
         let Some(p) = self.logs.get(&pid).filter(|p| p.tenant == nl.tenant) else {
             return Err(JournalError::UnknownLog(pid));
         };
         if parent.seq >= p.next_seq() {
-            return Err(JournalError::Invalid(format!(
-                "log {pid} has no seq {} (its next seq is {})",
-                parent.seq,
-                p.next_seq()
-            )));
+            return Err(JournalError::NoSeq {
+                log: pid,
+                seq: parent.seq,
+                next: p.next_seq(),
+            });
         }
         let prev = self
             .events_through(pid, parent.seq)
@@ -363,10 +362,7 @@ impl State {
             let (mut seq, mut prev) = head;
             for (at, body) in &ap.events {
                 if matches!(body, EventBody::Created(_)) {
-                    return Err(JournalError::Invalid(format!(
-                        "log {}: `created` may only be seq 0",
-                        ap.log
-                    )));
+                    return Err(JournalError::CreatedNotFirst { log: ap.log });
                 }
                 let hash = event_hash(&prev, seq, *at, &body.to_canonical());
                 appended.push((
@@ -691,10 +687,10 @@ impl Journal for MemoryJournal {
         }
         let mut state = self.state();
         if !state.guests.contains_key(&log.guest.digest) {
-            return Err(JournalError::Invalid(format!(
-                "the log runs on guest {} ({}), which is not stored here: add it first",
-                log.guest.name, log.guest.digest
-            )));
+            return Err(JournalError::GuestNotStored {
+                name: log.guest.name.clone(),
+                digest: log.guest.digest.clone(),
+            });
         }
         if let Some(name) = name
             && state
@@ -753,10 +749,10 @@ impl Journal for MemoryJournal {
             return Err(JournalError::LogExists(copy.id));
         }
         if !state.guests.contains_key(&log.guest.digest) {
-            return Err(JournalError::Invalid(format!(
-                "log {} runs on guest {} ({}), which is not stored here: copy it first",
-                copy.id, log.guest.name, log.guest.digest
-            )));
+            return Err(JournalError::GuestNotStored {
+                name: log.guest.name.clone(),
+                digest: log.guest.digest.clone(),
+            });
         }
         if let Some(name) = &copy.name {
             let key = (copy.tenant.clone(), name.clone());

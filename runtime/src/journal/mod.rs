@@ -336,7 +336,8 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Stores a whole log from elsewhere (an export) under a new id, in one
     /// durable transaction, after checking its chain: refused with
-    /// [`JournalError::Invalid`] naming the first bad seq. Its guests must be
+    /// [`JournalError::BadLog`] naming the first bad seq (or
+    /// [`JournalError::GuestNotStored`]). Its guests must be
     /// stored first. Its events become its own rows, so an imported fork
     /// stands alone. It is a new session of `tenant`: refused with
     /// [`JournalError::LimitReached`] when the tenant holds `session_limit`
@@ -354,7 +355,7 @@ pub trait Journal: Send + Sync + 'static {
     /// `logbook migrate` copies with; see [`CopiedLog`]). A fork's parent
     /// must be stored first, in the same tenant, and the fork's events must
     /// chain from the parent's event at the fork point; a log of its own
-    /// chains from the genesis hash. Refused with [`JournalError::Invalid`]
+    /// chains from the genesis hash. Refused with [`JournalError::BadLog`]
     /// when the chain does not hold, [`JournalError::LogExists`] when the id
     /// is taken, [`JournalError::NameTaken`] when its name is bound to
     /// another log; nothing is written then. Every projection (head, flags,

@@ -408,10 +408,7 @@ impl Writer {
             let mut head = head;
             for (at, body) in &ap.events {
                 if matches!(body, EventBody::Created(_)) {
-                    return Ok(Err(JournalError::Invalid(format!(
-                        "log {}: `created` may only be seq 0",
-                        ap.log
-                    ))));
+                    return Ok(Err(JournalError::CreatedNotFirst { log: ap.log }));
                 }
                 let canonical = body.to_canonical();
                 let seq = head.next_seq;

@@ -15,6 +15,28 @@ use super::error::ApiError;
 use crate::config::Config;
 use crate::journal::DEFAULT_TENANT;
 
+/// Why the server refuses to start: its tokens or where it listens.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A tenant's token variable is unset or empty.
+    #[error("tenant {tenant:?}: environment variable {var} (a bearer token) is not set")]
+    TokenUnset {
+        /// The tenant.
+        tenant: String,
+        /// The variable its config names.
+        var: String,
+    },
+    /// An address beyond loopback with no tokens configured.
+    #[error(
+        "refusing to listen on {addr} with no bearer tokens configured: anyone could reach every session. Configure [tenants.NAME] token_envs, or listen on 127.0.0.1"
+    )]
+    Exposed {
+        /// The address.
+        addr: std::net::SocketAddr,
+    },
+}
+
 /// Who may call, as which tenant.
 #[derive(Clone, Debug)]
 pub struct Tenants {
@@ -24,15 +46,16 @@ pub struct Tenants {
 impl Tenants {
     /// Read every tenant's tokens from the environment variables its config
     /// names. A named variable that is unset or empty is an error.
-    pub fn from_config(config: &Config) -> Result<Tenants, String> {
+    pub fn from_config(config: &Config) -> Result<Tenants, ServeError> {
         let mut by_digest = HashMap::new();
         for (tenant, settings) in &config.tenants {
             for var in &settings.token_envs {
                 let token = std::env::var(var).unwrap_or_default();
                 if token.is_empty() {
-                    return Err(format!(
-                        "tenant {tenant:?}: environment variable {var} (a bearer token) is not set"
-                    ));
+                    return Err(ServeError::TokenUnset {
+                        tenant: tenant.clone(),
+                        var: var.clone(),
+                    });
                 }
                 by_digest.insert(digest(&token), tenant.clone());
             }

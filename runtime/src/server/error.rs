@@ -1,9 +1,16 @@
 //! API errors: every one is `{"error": {"code", "message"}}` with its status.
+//!
+//! Invariant: every variant of [`SessionError`], [`JournalError`] and
+//! [`GuestError`] is mapped by name (no catch-all), so a new one must be
+//! placed here: 4xx when the request is at fault (it can never succeed as
+//! sent) or lost a race (409, 429, 503: it may go again), 500 `internal`,
+//! logged with `tracing::error!`, when the host is (damaged data, a bug).
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::guest::GuestError;
 use crate::journal::JournalError;
 use crate::session::SessionError;
 
@@ -52,35 +59,87 @@ impl From<SessionError> for ApiError {
             E::Parked(_) => (StatusCode::CONFLICT, "parked"),
             E::NoPendingApproval(_) => (StatusCode::NOT_FOUND, "no_pending_approval"),
             E::AlreadyDecided(_) => (StatusCode::CONFLICT, "already_decided"),
-            E::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            E::Guest(g) if !g.is_guest_fault() => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_guest")
-            }
+            // The request is at fault: as sent, it can never succeed.
+            E::BadSessionName(_) | E::BadGuestName(_) => (StatusCode::BAD_REQUEST, "bad_name"),
+            E::ConfigNotObject { .. } => (StatusCode::BAD_REQUEST, "bad_config"),
+            E::BadSeq { .. } => (StatusCode::BAD_REQUEST, "bad_seq"),
+            E::SameGuest { .. } => (StatusCode::CONFLICT, "same_guest"),
+            E::BadImport { .. } | E::EmptyImport => (StatusCode::BAD_REQUEST, "bad_import"),
+            E::ImportGuestMissing { .. } => (StatusCode::NOT_FOUND, "unknown_guest"),
+            E::Guest(g) => guest(g),
             E::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            E::Journal(JournalError::LimitReached { .. }) => {
-                (StatusCode::TOO_MANY_REQUESTS, "limit")
-            }
-            E::Journal(JournalError::NameTaken { .. }) => (StatusCode::CONFLICT, "name_taken"),
-            // Another writer appended first: the request may go again.
-            E::Journal(JournalError::Conflict { .. }) => (StatusCode::CONFLICT, "conflict"),
-            // The session moved to or from another worker as the request
-            // went: nothing was written, and the request may go again.
-            E::Journal(JournalError::Leased { .. } | JournalError::Fenced { .. }) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-            }
-            // The journal cannot write now (a full disk, a closed writer, a
-            // lost database): whether the request was written is unknown;
-            // the log says.
-            E::Journal(
-                JournalError::Storage(_) | JournalError::Postgres(_) | JournalError::Closed,
-            ) => (StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            E::Journal(j) => journal(j),
+            // The host is at fault: damaged data, a bug, a setup that
+            // cannot work. Logged; the client can do nothing about it.
+            E::Corrupt { .. }
+            | E::TaskFailed { .. }
+            | E::SnapshotEncode(_)
+            | E::Io { .. }
+            | E::DataDir { .. }
+            | E::Config(_)
+            | E::Effects(_)
+            | E::Stopped => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("internal error: {e}");
         }
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// The status and code of a guest that cannot be loaded or run.
+fn guest(e: &GuestError) -> (StatusCode, &'static str) {
+    use GuestError as G;
+    match e {
+        // The uploaded component is at fault.
+        G::NotAComponent(_) | G::ForbiddenImport { .. } | G::WrongWorld(_) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_guest")
+        }
+        // The pool is full, or instantiation failed: a later request may
+        // succeed.
+        G::Instantiate(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        // A guest's own failure parks its session and answers `parked`;
+        // reaching a client as such is the host's fault, as is machine code
+        // the engine cannot load.
+        G::Trap(_) | G::OutOfFuel { .. } | G::OutOfMemory { .. } | G::Compiled(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        }
+    }
+}
+
+/// The status and code of a journal failure.
+fn journal(e: &JournalError) -> (StatusCode, &'static str) {
+    use JournalError as J;
+    match e {
+        J::LimitReached { .. } => (StatusCode::TOO_MANY_REQUESTS, "limit"),
+        J::NameTaken { .. } => (StatusCode::CONFLICT, "name_taken"),
+        // Another writer appended first: the request may go again.
+        J::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+        J::LogExists(_) => (StatusCode::CONFLICT, "conflict"),
+        J::UnknownLog(_) => (StatusCode::NOT_FOUND, "not_found"),
+        J::NoSeq { .. } => (StatusCode::BAD_REQUEST, "bad_seq"),
+        J::GuestNotStored { .. } => (StatusCode::NOT_FOUND, "unknown_guest"),
+        J::BadLog { .. } | J::Jsonl(_) | J::NotCanonical { .. } => {
+            (StatusCode::BAD_REQUEST, "bad_import")
+        }
+        // The session moved to or from another worker as the request
+        // went: nothing was written, and the request may go again.
+        J::Leased { .. } | J::Fenced { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        // The journal cannot write now (a full disk, a closed writer, a
+        // lost database): whether the request was written is unknown;
+        // the log says.
+        J::Storage(_) | J::Postgres(_) | J::Closed => {
+            (StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable")
+        }
+        // Damaged data, a commit the host should never have built, a
+        // journal this build must not write to.
+        J::Corrupt(_)
+        | J::ChainBroken { .. }
+        | J::CreatedNotFirst { .. }
+        | J::BadParent { .. }
+        | J::SchemaTooNew { .. }
+        | J::ReadOnly => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 

@@ -33,7 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 
-pub use auth::Tenants;
+pub use auth::{ServeError, Tenants};
 pub use error::ApiError;
 use extract::Query;
 pub use limits::{OpenFiles, connection_cap, raise_open_files_limit};
@@ -164,11 +164,9 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
 }
 
 /// Refuse to serve beyond loopback when no tenant has a token.
-pub fn check_exposure(addr: &SocketAddr, tenants: &Tenants) -> Result<(), String> {
+pub fn check_exposure(addr: &SocketAddr, tenants: &Tenants) -> Result<(), ServeError> {
     if !tenants.enabled() && !addr.ip().is_loopback() {
-        return Err(format!(
-            "refusing to listen on {addr} with no bearer tokens configured: anyone could reach every session. Configure [tenants.NAME] token_envs, or listen on 127.0.0.1"
-        ));
+        return Err(ServeError::Exposed { addr: *addr });
     }
     Ok(())
 }

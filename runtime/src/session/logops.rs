@@ -44,23 +44,24 @@ impl Host {
             validate_name(name)?;
         }
         let parent = self.resolve(tenant, id_or_name).await?;
-        let last = parent.next_seq.checked_sub(1).ok_or_else(|| {
-            SessionError::Invalid(format!("session {id_or_name:?} has no events"))
-        })?;
+        let last = parent
+            .next_seq
+            .checked_sub(1)
+            .ok_or_else(|| corrupt(parent.id, "it has no events"))?;
         let at = options.at.unwrap_or(last);
         if at > last {
-            return Err(SessionError::Invalid(format!(
-                "session {id_or_name:?} has no seq {at} (its last is {last})"
-            )));
+            return Err(SessionError::BadSeq {
+                session: id_or_name.to_string(),
+                seq: at,
+                last,
+            });
         }
         let base = created_in_view(self.journal().as_ref(), parent.id, at).await?;
         let mut config = base.config;
         if let Some(overrides) = options.config {
             let (Some(into), serde_json::Value::Object(from)) = (config.as_object_mut(), overrides)
             else {
-                return Err(SessionError::Invalid(
-                    "a fork's config must be a JSON object".into(),
-                ));
+                return Err(SessionError::ConfigNotObject { of: "fork" });
             };
             into.extend(from);
         }
@@ -105,12 +106,15 @@ impl Host {
             .await?
             .compacted_from
         {
-            at = LogId::parse_str(&from.log)
-                .map_err(|_| SessionError::Invalid(format!("bad log id {:?}", from.log)))?;
+            let of = at;
+            at = LogId::parse_str(&from.log).map_err(|_| {
+                corrupt(
+                    of,
+                    format!("it is compacted from {:?}, not a log id", from.log),
+                )
+            })?;
             if chain.contains(&at) {
-                return Err(SessionError::Invalid(format!(
-                    "log {at} is compacted from itself"
-                )));
+                return Err(corrupt(at, "it is compacted from itself"));
             }
             chain.push(at);
         }
@@ -137,7 +141,10 @@ impl Host {
                 line.push_str(&to_jsonl(event));
                 line.push('\n');
                 out.write_all(line.as_bytes())
-                    .map_err(|e| SessionError::Invalid(format!("cannot write the export: {e}")))?;
+                    .map_err(|source| SessionError::Io {
+                        doing: "write the export",
+                        source,
+                    })?;
             }
         }
         Ok(from)
@@ -165,12 +172,15 @@ impl Host {
             text.clear();
             let read = input
                 .read_line(&mut text)
-                .map_err(|e| SessionError::Invalid(format!("cannot read the import: {e}")))?;
+                .map_err(|source| SessionError::Io {
+                    doing: "read the import",
+                    source,
+                })?;
             if read == 0 {
                 break;
             }
             line_no += 1;
-            let bad = |why: String| SessionError::Invalid(format!("line {line_no}: {why}"));
+            let bad = |why: String| SessionError::BadImport { line: line_no, why };
             let Some(body) = text.strip_suffix('\n') else {
                 return Err(bad(
                     "cut short (no end of line): the file is truncated".into()
@@ -190,7 +200,13 @@ impl Host {
             events.push(event);
         }
         if events.is_empty() {
-            return Err(SessionError::Invalid("the file holds no events".into()));
+            return Err(SessionError::EmptyImport);
+        }
+        if !matches!(events[0].event.body, EventBody::Created(_)) {
+            return Err(SessionError::BadImport {
+                line: 1,
+                why: "the first event is not `created`".into(),
+            });
         }
         // The guest it runs on now must be here, or it could never wake.
         let current = events.iter().rev().find_map(|e| match &e.event.body {
@@ -201,10 +217,10 @@ impl Host {
         if let Some(guest) = current
             && self.journal().guest_bytes(&guest.digest).await?.is_none()
         {
-            return Err(SessionError::Invalid(format!(
-                "the log runs on guest {} ({}), which is not stored here: add it first with `logbook guest add {} FILE`",
-                guest.name, guest.digest, guest.name
-            )));
+            return Err(SessionError::ImportGuestMissing {
+                name: guest.name.clone(),
+                digest: guest.digest.clone(),
+            });
         }
         match self
             .journal()
@@ -232,8 +248,9 @@ pub(crate) async fn created_in_view(
     let base = loop {
         match journal.parent(holder).await? {
             Some(p) if seq <= p.seq => {
-                holder = LogId::parse_str(&p.log)
-                    .map_err(|_| SessionError::Invalid(format!("bad parent id {:?}", p.log)))?;
+                holder = LogId::parse_str(&p.log).map_err(|_| {
+                    corrupt(holder, format!("its parent {:?} is not a log id", p.log))
+                })?;
             }
             Some(p) => break p.seq + 1,
             None => break 0,
@@ -248,8 +265,17 @@ pub(crate) async fn created_in_view(
                 },
             ..
         }) => Ok(c),
-        _ => Err(SessionError::Invalid(format!(
-            "log {holder} has no `created` at seq {base}"
-        ))),
+        _ => Err(corrupt(
+            holder,
+            format!("it has no `created` at seq {base}"),
+        )),
+    }
+}
+
+/// A stored log that breaks a rule the journal keeps.
+fn corrupt(log: LogId, why: impl Into<String>) -> SessionError {
+    SessionError::Corrupt {
+        log,
+        why: why.into(),
     }
 }

@@ -65,12 +65,108 @@ pub enum SessionError {
     /// That approval was decided already.
     #[error("approval {0:?} was decided already")]
     AlreadyDecided(String),
-    /// A request was not well formed.
-    #[error("{0}")]
-    Invalid(String),
-    /// The configuration is not usable.
+    /// A session name that breaks the naming rule. The caller's fault.
+    #[error("invalid session name {0:?}: use 1-128 of a-z A-Z 0-9 - _ . /, and not a UUID")]
+    BadSessionName(String),
+    /// A guest name that is empty, over 128 bytes, or holds a control
+    /// character. The caller's fault.
+    #[error("invalid guest name {0:?}")]
+    BadGuestName(String),
+    /// A session's or a fork's config that is not a JSON object. The
+    /// caller's fault.
+    #[error("a {of}'s config must be a JSON object")]
+    ConfigNotObject {
+        /// What the config was for: `session` or `fork`.
+        of: &'static str,
+    },
+    /// A request names a seq the session does not have. The caller's fault.
+    #[error("session {session:?} has no seq {seq} (its last is {last})")]
+    BadSeq {
+        /// The session as the caller named it.
+        session: String,
+        /// The seq asked for.
+        seq: u64,
+        /// The session's last seq.
+        last: u64,
+    },
+    /// A move to the guest the session runs on already. The caller's fault.
+    #[error("session {session:?} runs on {digest} already")]
+    SameGuest {
+        /// The session as the caller named it.
+        session: String,
+        /// The guest's digest.
+        digest: String,
+    },
+    /// A line of an import that is not a line of an export: cut short, not
+    /// an event, or not chained to the line before. Nothing was written.
+    #[error("line {line}: {why}")]
+    BadImport {
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// An import with no events. Nothing was written.
+    #[error("the file holds no events")]
+    EmptyImport,
+    /// An import whose log runs on a guest that is not stored here. Nothing
+    /// was written.
+    #[error(
+        "the log runs on guest {name} ({digest}), which is not stored here: add it first with `logbook guest add {name} FILE`"
+    )]
+    ImportGuestMissing {
+        /// The guest's name in the log.
+        name: String,
+        /// Its digest.
+        digest: String,
+    },
+    /// Reading an import or writing an export failed.
+    #[error("cannot {doing}: {source}")]
+    Io {
+        /// What was being done: `read the import`, `write the export`.
+        doing: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory cannot be created.
+    #[error("cannot create data directory {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored log breaks a rule the journal keeps (it does not start with
+    /// `created`, a parent id is not a log id, ...): the data is damaged, not
+    /// the request.
+    #[error("log {log} is corrupt: {why}")]
+    Corrupt {
+        /// The log.
+        log: LogId,
+        /// What is wrong.
+        why: String,
+    },
+    /// A task of the host's own panicked or was cancelled: a bug.
+    #[error("the {task} failed: {why}")]
+    TaskFailed {
+        /// The task: `replay reader`, `snapshot task`, ...
+        task: &'static str,
+        /// What its join said.
+        why: String,
+    },
+    /// A snapshot could not be encoded (a key ledger that does not serialize,
+    /// or one over 4 GiB): a bug.
+    #[error("cannot encode a snapshot: {0}")]
+    SnapshotEncode(String),
+    /// The configuration is not usable (a journal URL that is not
+    /// PostgreSQL's, ...).
     #[error("{0}")]
     Config(String),
+    /// The model providers or tools the configuration names cannot be set up.
+    #[error(transparent)]
+    Effects(#[from] crate::effects::SetupError),
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -368,11 +464,9 @@ impl Host {
         config: Config,
         options: HostOptions,
     ) -> Result<Arc<Host>, SessionError> {
-        std::fs::create_dir_all(data).map_err(|e| {
-            SessionError::Config(format!(
-                "cannot create data directory {}: {e}",
-                data.display()
-            ))
+        std::fs::create_dir_all(data).map_err(|source| SessionError::DataDir {
+            path: data.to_path_buf(),
+            source,
         })?;
         let journal = RedbJournal::open(
             &data.join("journal.redb"),
@@ -402,11 +496,9 @@ impl Host {
                 crate::journal::redacted_url(&url)
             )));
         }
-        std::fs::create_dir_all(data).map_err(|e| {
-            SessionError::Config(format!(
-                "cannot create data directory {}: {e}",
-                data.display()
-            ))
+        std::fs::create_dir_all(data).map_err(|source| SessionError::DataDir {
+            path: data.to_path_buf(),
+            source,
         })?;
         let settings = &config.journal;
         let pg = crate::journal::PgConfig {
@@ -430,9 +522,8 @@ impl Host {
     ) -> Result<Arc<Host>, SessionError> {
         let cache = options.cache_dir.unwrap_or_else(|| data.join("cache"));
         let engine = GuestEngine::new(config.limits.clone(), Some(cache))?;
-        let models =
-            ModelRegistry::for_config(&config, options.echo_delay).map_err(SessionError::Config)?;
-        let tools = ToolRegistry::for_config(&config).map_err(SessionError::Config)?;
+        let models = ModelRegistry::for_config(&config, options.echo_delay)?;
+        let tools = ToolRegistry::for_config(&config)?;
         let shared = Arc::new(Shared {
             journal,
             engine,
@@ -486,9 +577,7 @@ impl Host {
         bytes: &[u8],
     ) -> Result<GuestRef, SessionError> {
         if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control()) {
-            return Err(SessionError::Invalid(format!(
-                "invalid guest name {name:?}"
-            )));
+            return Err(SessionError::BadGuestName(name.to_string()));
         }
         let digest = crate::journal::digest_of(bytes);
         // Compiling a component takes a while: not on an async worker.
@@ -550,9 +639,7 @@ impl Host {
             validate_name(name)?;
         }
         if !config.is_object() {
-            return Err(SessionError::Invalid(
-                "a session's config must be a JSON object".into(),
-            ));
+            return Err(SessionError::ConfigNotObject { of: "session" });
         }
         let id = uuid::Uuid::now_v7();
         let created = Created {
@@ -874,9 +961,7 @@ fn validate_name(name: &str) -> Result<(), SessionError> {
     if ok {
         Ok(())
     } else {
-        Err(SessionError::Invalid(format!(
-            "invalid session name {name:?}: use 1-128 of a-z A-Z 0-9 - _ . /, and not a UUID"
-        )))
+        Err(SessionError::BadSessionName(name.to_string()))
     }
 }
 

@@ -18,7 +18,8 @@ use crate::journal::{ErrorKind, EventBody, LogId, ModelResponse, Outcome, ToolCa
 pub(crate) enum Done {
     /// A model's answer, or its last failure and the attempt it ended.
     Model(Result<ModelResponse, ModelError>, u32),
-    Tool(Result<String, String>),
+    /// A tool's output, or why it could not run (which the model reads).
+    Tool(Result<String, ToolError>),
     Timer,
 }
 
@@ -40,7 +41,7 @@ impl Done {
             Done::Tool(result) => {
                 let (content, is_error) = match result {
                     Ok(content) => (content, false),
-                    Err(message) => (message, true),
+                    Err(ToolError(message)) => (message, true),
                 };
                 EventBody::Completed {
                     key,
@@ -159,17 +160,17 @@ pub(crate) fn tool(
         // Held until the result is sent (see above).
         let mut turn = None;
         let result = async {
-            let tool = tool.ok_or_else(|| format!("no tool named {:?}", call.name))?;
+            let tool = tool.ok_or_else(|| ToolError(format!("no tool named {:?}", call.name)))?;
             let arguments = serde_json::from_str(&call.arguments)
-                .map_err(|e| format!("arguments are not valid JSON: {e}"))?;
+                .map_err(|e| ToolError(format!("arguments are not valid JSON: {e}")))?;
             if tool.uses_workspace() {
                 let entered = workspace.enter(&host, log, upto).await.map_err(|e| {
                     tracing::error!(%log, "cannot rebuild the workspace: {e}");
-                    ToolError::from(e).0
+                    ToolError::from(e)
                 })?;
                 turn = Some(entered);
             }
-            tool.call(cx, arguments).await.map_err(|e| e.0)
+            tool.call(cx, arguments).await
         }
         .await;
         let _ = tx.send(Command::Done {

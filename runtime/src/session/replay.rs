@@ -352,9 +352,10 @@ impl<'a> Replayer<'a> {
         {
             Some(first) => match first.event.body {
                 EventBody::Created(created) => Ok((created, first.event.at)),
-                _ => Err(SessionError::Invalid(format!(
-                    "log {log} does not start with `created`"
-                ))),
+                _ => Err(SessionError::Corrupt {
+                    log,
+                    why: "it does not start with `created`".into(),
+                }),
             },
             None => Err(SessionError::UnknownSession(log.to_string())),
         }
@@ -419,9 +420,10 @@ impl<'a> Replayer<'a> {
                 }
             }
             // The pages' receiver is gone: a reader still reading stops at its next page.
-            let read = reader
-                .join()
-                .map_err(|_| SessionError::Invalid("the replay reader panicked".into()))?;
+            let read = reader.join().map_err(|_| SessionError::TaskFailed {
+                task: "replay reader",
+                why: "it panicked".into(),
+            })?;
             consumed.and(read)
         })
     }

@@ -31,10 +31,10 @@ use crate::journal::{LogId, LogInfo, blocking};
 
 /// Encode a record from the host's keys and the guest's snapshot bytes.
 pub(crate) fn encode(keys: &Keys, guest: &[u8]) -> Result<Vec<u8>, SessionError> {
-    let ledger = serde_json::to_vec(keys)
-        .map_err(|e| SessionError::Invalid(format!("cannot encode a snapshot: {e}")))?;
+    let ledger =
+        serde_json::to_vec(keys).map_err(|e| SessionError::SnapshotEncode(e.to_string()))?;
     let len = u32::try_from(ledger.len())
-        .map_err(|_| SessionError::Invalid("a snapshot's key ledger is over 4 GiB".into()))?;
+        .map_err(|_| SessionError::SnapshotEncode("its key ledger is over 4 GiB".into()))?;
     let mut rest = Vec::with_capacity(4 + ledger.len() + guest.len());
     rest.extend_from_slice(&len.to_be_bytes());
     rest.extend_from_slice(&ledger);
@@ -45,23 +45,40 @@ pub(crate) fn encode(keys: &Keys, guest: &[u8]) -> Result<Vec<u8>, SessionError>
     Ok(out)
 }
 
+/// Why a stored record cannot be decoded. Never an error of a request: the
+/// replayer falls back to a full replay, and `verify --snapshots` reports it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BadRecord {
+    /// Fewer bytes than the checksum takes.
+    #[error("the record is shorter than its checksum")]
+    Short,
+    /// The checksum does not cover the bytes after it.
+    #[error("the record's checksum does not match")]
+    Checksum,
+    /// No room for the ledger's length.
+    #[error("the record has no ledger length")]
+    NoLength,
+    /// Fewer bytes than the ledger's length says.
+    #[error("the record's ledger is cut short")]
+    CutShort,
+    /// The ledger is not a key ledger's JSON.
+    #[error("the ledger: {0}")]
+    Ledger(#[source] serde_json::Error),
+}
+
 /// Decode a record: the keys and the guest's snapshot bytes, or why not.
-pub(crate) fn decode(record: &[u8]) -> Result<(Keys, &[u8]), String> {
-    let (sum, rest) = record
-        .split_first_chunk::<32>()
-        .ok_or("the record is shorter than its checksum")?;
+pub(crate) fn decode(record: &[u8]) -> Result<(Keys, &[u8]), BadRecord> {
+    let (sum, rest) = record.split_first_chunk::<32>().ok_or(BadRecord::Short)?;
     if Sha256::digest(rest).as_slice() != sum {
-        return Err("the record's checksum does not match".into());
+        return Err(BadRecord::Checksum);
     }
-    let (len, rest) = rest
-        .split_first_chunk::<4>()
-        .ok_or("the record has no ledger length")?;
+    let (len, rest) = rest.split_first_chunk::<4>().ok_or(BadRecord::NoLength)?;
     let len = u32::from_be_bytes(*len) as usize;
     if rest.len() < len {
-        return Err("the record's ledger is cut short".into());
+        return Err(BadRecord::CutShort);
     }
     let (ledger, guest) = rest.split_at(len);
-    let keys = serde_json::from_slice(ledger).map_err(|e| format!("the ledger: {e}"))?;
+    let keys = serde_json::from_slice(ledger).map_err(BadRecord::Ledger)?;
     Ok((keys, guest))
 }
 
@@ -106,7 +123,10 @@ impl Host {
             Ok(Some(seq))
         })
         .await
-        .map_err(|e| SessionError::Invalid(format!("the snapshot task failed: {e}")))?
+        .map_err(|e| SessionError::TaskFailed {
+            task: "snapshot task",
+            why: e.to_string(),
+        })?
     }
 
     /// Check every snapshot of a log against a full replay to its seq: the
@@ -116,7 +136,7 @@ impl Host {
         let mut out = Vec::new();
         for (seq, digest, record) in self.shared.journal.snapshots(log).await? {
             let problem = match decode(&record) {
-                Err(why) => Some(why),
+                Err(why) => Some(why.to_string()),
                 Ok((keys, bytes)) => {
                     let full = off_runtime(|| {
                         Replayer::new(&self.shared, &info)

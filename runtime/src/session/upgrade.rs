@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use crate::effects::{Effect, EffectBody};
-use crate::guest::{GuestBatch, GuestInstance};
+use crate::guest::{GuestBatch, GuestError, GuestInstance};
 use crate::journal::{ErrorKind, Event, EventBody, GuestRef, LogInfo, RequestedEffect};
 use crate::session::keys::Keys;
 use crate::session::replay::{Replayer, Walked};
@@ -147,14 +147,12 @@ struct Checked {
 }
 
 impl Checked {
-    fn flush(&mut self, guest: &mut GuestInstance) -> Result<(), String> {
+    fn flush(&mut self, guest: &mut GuestInstance) -> Result<(), GuestError> {
         if !self.pending.is_empty() {
             let batch = GuestBatch::new(&self.pending);
             self.pending.clear();
             self.wants = None;
-            guest
-                .apply_batch(&batch)
-                .map_err(|e| format!("the guest failed: {e}"))?;
+            guest.apply_batch(&batch)?;
         }
         Ok(())
     }
@@ -163,12 +161,10 @@ impl Checked {
     fn fresh_wants(
         &mut self,
         guest: &mut GuestInstance,
-    ) -> Result<&HashMap<String, EffectBody>, String> {
+    ) -> Result<&HashMap<String, EffectBody>, GuestError> {
         self.flush(guest)?;
         if self.wants.is_none() {
-            let wanted = guest
-                .effects()
-                .map_err(|e| format!("the guest failed: {e}"))?;
+            let wanted = guest.effects()?;
             self.wants = Some(
                 wanted
                     .into_iter()
@@ -186,7 +182,7 @@ fn check(
     guest: &mut GuestInstance,
     keys: &Keys,
     e: &Event,
-) -> Result<Option<(String, String)>, String> {
+) -> Result<Option<(String, String)>, GuestError> {
     let found = |wants: &HashMap<String, EffectBody>, key: &str| -> bool {
         match key {
             "" => wants.values().any(|w| matches(&e.body, w)),
@@ -232,7 +228,7 @@ fn unrecorded(
     c: &mut Checked,
     guest: &mut GuestInstance,
     keys: &Keys,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, GuestError> {
     let wants = c.fresh_wants(guest)?;
     let mut missing: Vec<_> = wants
         .iter()
@@ -256,7 +252,10 @@ impl Host {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || replay_check(&shared, &info, &guest.digest))
             .await
-            .map_err(|e| SessionError::Invalid(format!("the replay task failed: {e}")))?
+            .map_err(|e| SessionError::TaskFailed {
+                task: "replay task",
+                why: e.to_string(),
+            })?
     }
 
     /// Move a session to another guest: append `guest-changed` (which also
@@ -280,10 +279,10 @@ impl Host {
         loop {
             let info = self.resolve(tenant, id_or_name).await?;
             if info.guest.digest == guest.digest {
-                return Err(SessionError::Invalid(format!(
-                    "session {id_or_name:?} runs on {} already",
-                    guest.digest
-                )));
+                return Err(SessionError::SameGuest {
+                    session: id_or_name.to_string(),
+                    digest: guest.digest.clone(),
+                });
             }
             self.hibernate(info.id);
             let change = EventBody::GuestChanged {
@@ -311,12 +310,12 @@ fn replay_check(
     info: &LogInfo,
     digest: &str,
 ) -> Result<ReplayReport, SessionError> {
-    let failed = |seq: u64, why: String| ReplayReport {
+    let failed = |seq: u64, e: GuestError| ReplayReport {
         events: seq,
         difference: Some(Difference {
             seq,
             log: "the log goes on".into(),
-            guest: why,
+            guest: format!("the guest failed: {e}"),
         }),
     };
     let mut c = Checked::default();
@@ -348,7 +347,7 @@ fn replay_check(
             ControlFlow::Continue(())
         })?;
     let (mut guest, ledger) = match walked {
-        Walked::Faulted(e) => return Ok(failed(0, format!("the guest failed: {e}"))),
+        Walked::Faulted(e) => return Ok(failed(0, e)),
         Walked::Stopped(report) => return Ok(report),
         Walked::Ended { guest, ledger } => (guest, ledger),
     };

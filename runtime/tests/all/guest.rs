@@ -56,7 +56,7 @@ async fn bytes_that_are_not_wasm_are_refused() {
         .await
         .expect_err("junk is refused");
     assert!(
-        matches!(&err, SessionError::Guest(GuestError::Invalid(_))),
+        matches!(&err, SessionError::Guest(GuestError::NotAComponent(_))),
         "{err:?}"
     );
     assert!(

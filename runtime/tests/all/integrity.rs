@@ -1,15 +1,19 @@
 //! The log's integrity where it is read (hardening issue, items 8 and 9.4):
 //! an import takes only lines in canonical form and names a line that is not
 //! UTF-8; `log`, `run` and [`Journal::read_checked`] check each event they
-//! read against its predecessor, and stop at one that does not hold.
+//! read against its predecessor, and stop at one that does not hold; a
+//! damaged log is the server's fault (500), never the request's (issue #8).
 
 use std::path::Path;
 use std::sync::Arc;
 
+use logbook::config::Config;
 use logbook::journal::tables::{self, EVENTS};
 use logbook::journal::{ChainPos, EventBody, JournalError, LogId, StoredEvent};
+use logbook::server::{ServerSettings, Tenants};
 use logbook::session::{ForkOptions, Host};
 use redb::ReadableTable;
+use serde_json::json;
 
 use crate::fixtures::*;
 
@@ -349,4 +353,70 @@ async fn run_does_not_wake_a_session_whose_newest_event_was_altered() {
         head + 1,
         "the input was not appended"
     );
+}
+
+/// Writes seq `from`'s stored row over seq `to`'s, as a bad disk or a bad
+/// tool might. The host must be closed.
+fn overwrite(data: &Path, log: LogId, from: u64, to: u64) {
+    let db = redb::Database::open(data.join("journal.redb")).expect("open the file");
+    let txn = db.begin_write().expect("write");
+    {
+        let mut table = txn.open_table(EVENTS).expect("events");
+        let value = table
+            .get((log.as_u128(), from))
+            .expect("get")
+            .expect("row")
+            .value()
+            .to_vec();
+        table
+            .insert((log.as_u128(), to), value.as_slice())
+            .expect("insert");
+    }
+    txn.commit().expect("commit");
+}
+
+/// A log that does not start with `created` is damaged data: a fork of it
+/// over HTTP answers 500 `internal`, saying which log, and not 400
+/// `bad_request`, which would tell the client to fix a request that was fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_of_a_log_that_does_not_start_with_created_answers_500() {
+    let data = data_dir();
+    let host = open_host(data.path());
+    let log = counted(&host, "c", 1).await;
+    host.close().await;
+    drop(host);
+
+    // Seq 1 (an `input`) over seq 0 (its `created`).
+    overwrite(data.path(), log, 1, 0);
+    let host = open_host(data.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(logbook::server::run(
+        listener,
+        host.clone(),
+        Tenants::from_config(&Config::default()).expect("no tenants"),
+        ServerSettings::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let api = crate::server::Api::new(&base, None);
+
+    let answer = api.post("/v1/sessions/c/fork", json!({})).await;
+    crate::server::assert_error(&answer, 500, "internal");
+    let message = answer.1["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("log {log} is corrupt")) && message.contains("`created`"),
+        "{message}"
+    );
+
+    let _ = stop.send(());
+    server
+        .await
+        .expect("the server task")
+        .expect("the server stops cleanly");
+    host.close().await;
 }

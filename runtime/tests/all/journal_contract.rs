@@ -636,7 +636,7 @@ async fn refusals_name_their_reason(journal: Arc<dyn Journal>) {
                 vec![(T0, EventBody::Created(created()))]
             ))
             .await,
-        Err(JournalError::Invalid(_))
+        Err(JournalError::CreatedNotFirst { log }) if log == id
     ));
     // A name cannot point into another tenant.
     let cross = Commit {
@@ -1095,7 +1095,7 @@ async fn forks_read_through_their_ancestry(journal: Arc<dyn Journal>) {
     // Refusals: past the head, another tenant's log, not a log id.
     assert!(matches!(
         journal.commit(Commit::new_log(fork_of("t", root, 5))).await,
-        Err(JournalError::Invalid(_))
+        Err(JournalError::NoSeq { log, seq: 5, .. }) if log == root
     ));
     assert!(matches!(
         journal.commit(Commit::new_log(fork_of("u", root, 0))).await,
@@ -1108,7 +1108,7 @@ async fn forks_read_through_their_ancestry(journal: Arc<dyn Journal>) {
     });
     assert!(matches!(
         journal.commit(Commit::new_log(bad)).await,
-        Err(JournalError::Invalid(_))
+        Err(JournalError::BadParent { parent }) if parent == "not-a-log"
     ));
     assert_eq!(journal.count("t").await.unwrap().logs, 5);
 }
@@ -1349,25 +1349,27 @@ async fn import_checks_the_chain_and_stands_alone(journal: Arc<dyn Journal>) {
     // The guest must be stored first.
     assert!(matches!(
         journal.import("u", Some("copy"), &events, None).await,
-        Err(JournalError::Invalid(_))
+        Err(JournalError::GuestNotStored { .. })
     ));
     journal.put_guest("u", "counter", b"counter").await.unwrap();
     assert!(matches!(
         journal.import("u", None, &[], None).await,
-        Err(JournalError::Invalid(_))
+        Err(JournalError::BadLog { seq: None, .. })
     ));
     // A changed event is named by its seq; nothing is written.
     let mut tampered = events.clone();
     tampered[2].event.body = input("SECOND");
     match journal.import("u", None, &tampered, None).await {
-        Err(JournalError::Invalid(why)) => assert!(why.starts_with("seq 2:"), "{why}"),
+        Err(e @ JournalError::BadLog { seq: Some(2), .. }) => {
+            assert!(e.to_string().starts_with("seq 2:"), "{e}")
+        }
         other => panic!("expected the chain to be refused, got {other:?}"),
     }
     let mut gap = events.clone();
     gap.remove(1);
     assert!(matches!(
         journal.import("u", None, &gap, None).await,
-        Err(JournalError::Invalid(_))
+        Err(JournalError::BadLog { seq: Some(_), .. })
     ));
     assert_eq!(count(&*journal, "u").await, (0, 0));
 

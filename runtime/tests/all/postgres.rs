@@ -373,7 +373,7 @@ async fn forks_read_through_their_parents_and_take_their_open_effects() {
     );
     // A fork past the parent's head is refused.
     let bad = journal.commit(Commit::new_log(fork_at(7))).await;
-    assert!(matches!(bad, Err(JournalError::Invalid(_))), "{bad:?}");
+    assert!(matches!(bad, Err(JournalError::NoSeq { .. })), "{bad:?}");
 }
 
 #[tokio::test]
@@ -434,7 +434,7 @@ async fn snapshots_guests_and_imports() {
     broken[1].hash[0] ^= 1;
     assert!(matches!(
         journal.import("t", None, &broken, None).await,
-        Err(JournalError::Invalid(_))
+        Err(JournalError::BadLog { seq: Some(1), .. })
     ));
     assert!(matches!(
         journal.import("t", Some("copy"), &events, None).await,

@@ -1146,7 +1146,7 @@ async fn bad_requests_get_their_4xx_and_the_server_keeps_serving() {
             api.post("/v1/sessions", json!({"guest": "counter", "config": [1]}))
                 .await,
             400,
-            "bad_request",
+            "bad_config",
         ),
         (
             "unknown field",
@@ -1216,7 +1216,7 @@ async fn bad_requests_get_their_4xx_and_the_server_keeps_serving() {
             api.post("/v1/sessions", json!({"guest": "counter", "name": "a b"}))
                 .await,
             400,
-            "bad_request",
+            "bad_name",
         ),
         (
             "unknown session by name",
@@ -1588,7 +1588,7 @@ async fn a_session_forks_over_http_and_both_branches_go_their_own_way() {
     assert_error(
         &a.post("/v1/sessions/trunk/fork", json!({"at": 999})).await,
         400,
-        "bad_request",
+        "bad_seq",
     );
     server.stop().await;
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::{Deltas, HttpSettings, ToolNames, malformed, parse_json, read_sse, truncated};
 use crate::config::ModelConfig;
+use crate::effects::SetupError;
 use crate::effects::model::{
     DeltaKind, DeltaSink, Message, ModelError, ModelFuture, ModelProvider, ModelRequest,
     RetryPolicy, Role,
@@ -30,7 +31,7 @@ pub struct Anthropic {
 
 impl Anthropic {
     /// From an alias's configuration (`provider = "anthropic"`).
-    pub fn new(config: &ModelConfig) -> Result<Anthropic, String> {
+    pub fn new(config: &ModelConfig) -> Result<Anthropic, SetupError> {
         Ok(Anthropic {
             http: HttpSettings::new(config, "https://api.anthropic.com/v1")?,
             version: config

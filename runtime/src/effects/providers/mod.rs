@@ -25,6 +25,7 @@ pub use openai::OpenAi;
 
 use super::model::{DeltaKind, DeltaSink, ModelError, RetryPolicy};
 use super::redact::{Redactor, StreamRedactor};
+use super::setup::SetupError;
 use crate::config::ModelConfig;
 use crate::journal::ErrorKind;
 
@@ -43,18 +44,15 @@ pub(crate) struct HttpSettings {
 }
 
 impl HttpSettings {
-    fn new(config: &ModelConfig, default_base: &str) -> Result<HttpSettings, String> {
+    fn new(config: &ModelConfig, default_base: &str) -> Result<HttpSettings, SetupError> {
         install_crypto_provider();
         let timeout = Duration::from_millis(config.timeout_ms.unwrap_or(300_000));
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(30)))
             .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-        let model = config
-            .model
-            .clone()
-            .ok_or_else(|| "`model` (the provider's model name) is required".to_string())?;
+            .map_err(SetupError::HttpClient)?;
+        let model = config.model.clone().ok_or(SetupError::NoModelName)?;
         Ok(HttpSettings {
             client,
             base_url: config

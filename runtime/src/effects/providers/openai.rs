@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::{Deltas, HttpSettings, ToolNames, malformed, parse_json, read_sse, truncated};
 use crate::config::ModelConfig;
+use crate::effects::SetupError;
 use crate::effects::model::{
     DeltaKind, DeltaSink, ModelError, ModelFuture, ModelProvider, ModelRequest, RetryPolicy, Role,
 };
@@ -30,7 +31,7 @@ pub struct OpenAi {
 
 impl OpenAi {
     /// From an alias's configuration (`provider = "openai"`).
-    pub fn new(config: &ModelConfig) -> Result<OpenAi, String> {
+    pub fn new(config: &ModelConfig) -> Result<OpenAi, SetupError> {
         Ok(OpenAi {
             http: HttpSettings::new(config, "https://api.openai.com/v1")?,
             reasoning_effort: config.reasoning_effort.clone(),

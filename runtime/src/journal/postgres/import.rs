@@ -73,10 +73,10 @@ pub(super) async fn import(
         )
         .await?;
     if stored.is_none() {
-        return Err(JournalError::Invalid(format!(
-            "the log runs on guest {} ({}), which is not stored here: add it first",
-            meta.guest.name, meta.guest.digest
-        )));
+        return Err(JournalError::GuestNotStored {
+            name: meta.guest.name.clone(),
+            digest: meta.guest.digest.clone(),
+        });
     }
     if let Some(name) = name {
         let taken = txn
@@ -174,16 +174,18 @@ pub(super) async fn copy(
         )
         .await?;
     if stored.is_none() {
-        return Err(JournalError::Invalid(format!(
-            "log {id} runs on guest {} ({}), which is not stored here: copy it first",
-            meta.guest.name, meta.guest.digest
-        )));
+        return Err(JournalError::GuestNotStored {
+            name: meta.guest.name.clone(),
+            digest: meta.guest.digest.clone(),
+        });
     }
     let (parent_log, parent_seq) = match &meta.parent {
         Some(p) => (
-            Some(LogId::parse_str(&p.log).map_err(|_| {
-                JournalError::Invalid(format!("fork parent {:?} is not a log id", p.log))
-            })?),
+            Some(
+                LogId::parse_str(&p.log).map_err(|_| JournalError::BadParent {
+                    parent: p.log.clone(),
+                })?,
+            ),
             Some(bits(p.seq)),
         ),
         None => (None, None),

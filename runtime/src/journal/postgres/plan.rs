@@ -325,10 +325,7 @@ impl<'a> View<'a> {
             let mut end = head;
             for (at, body) in &ap.events {
                 if matches!(body, EventBody::Created(_)) {
-                    return Err(JournalError::Invalid(format!(
-                        "log {}: `created` may only be seq 0",
-                        ap.log
-                    )));
+                    return Err(JournalError::CreatedNotFirst { log: ap.log });
                 }
                 let canonical = body.to_canonical();
                 let seq = end.next_seq;
@@ -437,9 +434,9 @@ impl<'a> View<'a> {
         planned: &Planned,
     ) -> Result<(LogId, [u8; 32]), JournalError> {
         let Ok(pid) = LogId::parse_str(parent) else {
-            return Err(JournalError::Invalid(format!(
-                "fork parent {parent:?} is not a log id"
-            )));
+            return Err(JournalError::BadParent {
+                parent: parent.to_string(),
+            });
         };
         let tenant = tenants
             .get(&pid)
@@ -454,9 +451,11 @@ impl<'a> View<'a> {
             .or_else(|| self.head(pid))
             .map_or(0, |h| h.next_seq);
         if seq >= next {
-            return Err(JournalError::Invalid(format!(
-                "log {pid} has no seq {seq} (its next seq is {next})"
-            )));
+            return Err(JournalError::NoSeq {
+                log: pid,
+                seq,
+                next,
+            });
         }
         planned
             .get(&(pid, seq))

@@ -27,10 +27,9 @@ impl Writer {
         plan: &mut Plan,
     ) -> Result<Result<[u8; 32], JournalError>, JournalError> {
         let Ok(parent_id) = LogId::parse_str(&parent.log) else {
-            return Ok(Err(JournalError::Invalid(format!(
-                "fork parent {:?} is not a log id",
-                parent.log
-            ))));
+            return Ok(Err(JournalError::BadParent {
+                parent: parent.log.clone(),
+            }));
         };
         let pid = parent_id.as_u128();
         let Some(parent_meta) = t.meta(pid)?.filter(|m| m.tenant == nl.tenant) else {
@@ -40,10 +39,11 @@ impl Writer {
             return Ok(Err(JournalError::UnknownLog(parent_id)));
         };
         if parent.seq >= head.next_seq {
-            return Ok(Err(JournalError::Invalid(format!(
-                "log {parent_id} has no seq {} (its next seq is {})",
-                parent.seq, head.next_seq
-            ))));
+            return Ok(Err(JournalError::NoSeq {
+                log: parent_id,
+                seq: parent.seq,
+                next: head.next_seq,
+            }));
         }
         // Walk up to the ancestor that stores the row at `parent.seq`.
         let (mut log, mut log_meta) = (pid, parent_meta.clone());

@@ -181,7 +181,7 @@ struct Pair {
 /// free-text reason.
 fn refusal(e: &JournalError) -> String {
     match e {
-        JournalError::Invalid(_) => "Invalid".to_owned(),
+        JournalError::BadLog { copy, seq, .. } => format!("BadLog({copy:?}, {seq:?})"),
         JournalError::Corrupt(_) => "Corrupt".to_owned(),
         other => format!("{other:?}"),
     }
