@@ -31,7 +31,8 @@ const LEASE_TTL_MS: u64 = 1000;
 struct Worker {
     child: Child,
     url: String,
-    _lines: mpsc::Receiver<String>,
+    /// Its stderr, line by line: shown when a test fails.
+    lines: mpsc::Receiver<String>,
     _data: TempDir,
 }
 
@@ -47,6 +48,10 @@ impl Worker {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--journal", &db.url])
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // The workers' trace, shown when a test fails: LOGBOOK_TEST_WORKER_LOG=logbook=debug.
+        if let Ok(filter) = std::env::var("LOGBOOK_TEST_WORKER_LOG") {
+            cmd.env("LOGBOOK_LOG", filter);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -79,7 +84,7 @@ impl Worker {
         Worker {
             child,
             url,
-            _lines: lines,
+            lines,
             _data: data,
         }
     }
@@ -105,6 +110,12 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- the trace of worker {} ---", self.url);
+            while let Ok(line) = self.lines.try_recv() {
+                eprintln!("{line}");
+            }
+        }
         // A stopped worker must go on to die.
         let _ = std::process::Command::new("kill")
             .args(["-CONT", &self.child.id().to_string()])
