@@ -50,6 +50,8 @@ impl From<SessionError> for ApiError {
             E::NameTaken(_) => (StatusCode::CONFLICT, "name_taken"),
             E::Finished(_) => (StatusCode::CONFLICT, "finished"),
             E::Parked(_) => (StatusCode::CONFLICT, "parked"),
+            E::NotParked(_) => (StatusCode::CONFLICT, "not_parked"),
+            E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "event_too_large"),
             E::NoPendingApproval(_) => (StatusCode::NOT_FOUND, "no_pending_approval"),
             E::AlreadyDecided(_) => (StatusCode::CONFLICT, "already_decided"),
             E::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
