@@ -204,6 +204,11 @@ pub struct TenantLimits {
     pub active_instances: Option<usize>,
     /// Fuel per event folded.
     pub fuel_per_event: Option<u64>,
+    /// Fuel per byte handed to the guest.
+    pub fuel_per_byte: Option<u64>,
+    /// Largest event (its canonical JSON), in bytes: an input, a model
+    /// response or a tool result.
+    pub max_event_bytes: Option<usize>,
     /// Linear memory per instance, in bytes.
     pub memory_per_instance: Option<usize>,
     /// Largest request body the server accepts from this tenant, in bytes.
@@ -216,8 +221,17 @@ pub struct TenantLimits {
 pub struct Limits {
     /// Fuel (roughly, wasm instructions) for one guest call per event it folds.
     pub fuel_per_event: u64,
-    /// Fuel for one call that folds no events (`effects`, `snapshot`, `init`).
+    /// Fuel for every call, besides what it gets for its events and bytes.
     pub fuel_per_call: u64,
+    /// Fuel per byte of text a call hands the guest (see [`Limits::fuel_for`]):
+    /// folding a large input costs in proportion to its size, so every input
+    /// the host accepts can be folded.
+    pub fuel_per_byte: u64,
+    /// Largest event the host appends from outside the guest, in bytes of
+    /// its canonical JSON: an input is refused (HTTP 413 `event_too_large`)
+    /// and a model response or tool result is recorded as `failed` with kind
+    /// `too-large` instead. Nothing larger is ever made durable.
+    pub max_event_bytes: usize,
     /// Linear memory one instance may use, in bytes.
     pub memory_per_instance: usize,
     /// Instances the pooling allocator holds at once (slots are reserved up front).
@@ -243,6 +257,8 @@ impl Default for Limits {
         Limits {
             fuel_per_event: 50_000_000,
             fuel_per_call: 200_000_000,
+            fuel_per_byte: FUEL_PER_BYTE,
+            max_event_bytes: 4 << 20,
             memory_per_instance: 64 << 20,
             max_instances: 2_000,
             table_elements: 20_000,
@@ -252,6 +268,23 @@ impl Default for Limits {
             idle_timeout_ms: 60_000,
             snapshot_every: 1_000,
         }
+    }
+}
+
+/// The default [`Limits::fuel_per_byte`]: about four times what a byte of
+/// input costs the example guests (see the figures in `docs/guest-contract.md`).
+pub const FUEL_PER_BYTE: u64 = 160;
+
+impl Limits {
+    /// The fuel of one guest call that hands the guest `events` events and
+    /// `bytes` bytes of text: `fuel_per_call + fuel_per_event × events +
+    /// fuel_per_byte × bytes`, saturating. Every call into a guest gets its
+    /// budget here, so the same log gets the same fuel on every host with
+    /// the same limits.
+    pub fn fuel_for(&self, events: u64, bytes: u64) -> u64 {
+        self.fuel_per_call
+            .saturating_add(self.fuel_per_event.saturating_mul(events))
+            .saturating_add(self.fuel_per_byte.saturating_mul(bytes))
     }
 }
 

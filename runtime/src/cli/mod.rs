@@ -32,7 +32,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "LOGBOOK_CONFIG")]
     config: Option<PathBuf>,
     /// Talk to a Logbook server instead of a data directory (sessions, send,
-    /// log, approve, deny); the bearer token is read from LOGBOOK_TOKEN.
+    /// log, approve, deny, unpark); the bearer token is read from LOGBOOK_TOKEN.
     #[arg(long, global = true, env = "LOGBOOK_URL")]
     url: Option<String>,
     /// The journal in a PostgreSQL database that any number of workers share
@@ -76,6 +76,9 @@ enum Command {
     Verify(logops::VerifyArgs),
     /// Move a session to another guest version (appends `guest-changed`).
     Upgrade(logops::UpgradeArgs),
+    /// Let a session whose guest failed go on (appends `unparked`), skipping
+    /// an input for good with --skip SEQ.
+    Unpark(run::UnparkArgs),
     /// Run a guest over a session's log, performing nothing; exit 1 at the first difference.
     Replay(logops::ReplayArgs),
     /// Copy a data directory's journal into PostgreSQL: every log with its id and
@@ -206,6 +209,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => logops::verify(&open_existing(&data, config).await?, args).await,
         Command::Upgrade(args) => logops::upgrade(&open_existing(&data, config).await?, args).await,
         Command::Replay(args) => logops::replay(&open_existing(&data, config).await?, args).await,
+        Command::Unpark(args) => run::unpark(&open_existing(&data, config).await?, args).await,
         Command::Migrate(args) => migrate::migrate(&config, args).await,
         Command::Bench(args) => {
             let options = crate::bench::BenchOptions {
@@ -233,8 +237,11 @@ async fn remote(url: &str, command: Command) -> anyhow::Result<ExitCode> {
             let d = args.decision;
             remote::decide(&remote, &d.session, &d.key, false, args.reason).await
         }
+        Command::Unpark(args) => {
+            remote::unpark(&remote, &args.session, args.skip, &args.reason).await
+        }
         _ => Err(anyhow!(
-            "with --url, the commands are sessions, send, log, approve and deny; the others work on a data directory"
+            "with --url, the commands are sessions, send, log, approve, deny and unpark; the others work on a data directory"
         )),
     }
 }

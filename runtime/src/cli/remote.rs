@@ -150,6 +150,25 @@ pub(crate) async fn decide(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `logbook --url … unpark`: `POST /v1/sessions/ID/unpark`.
+pub(crate) async fn unpark(
+    remote: &Remote,
+    session: &str,
+    skip: Option<u64>,
+    reason: &str,
+) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/sessions/{}/unpark", path_segment(session));
+    let answer = remote
+        .call(
+            remote
+                .request(reqwest::Method::POST, &path)
+                .json(&json!({ "skip": skip, "reason": reason })),
+        )
+        .await?;
+    eprintln!("unparked at seq {}", answer["seq"]);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Print a session's log; with `follow`, keep printing as it grows.
 pub(crate) async fn log(
     remote: &Remote,

@@ -1,4 +1,5 @@
-//! `logbook run`, `approve` and `deny`: drive a session until it is idle.
+//! `logbook run`, `send`, `approve`, `deny` and `unpark`: drive a session
+//! until it is idle.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -150,6 +151,38 @@ pub(crate) async fn send(
         eprintln!("appended at seq {seq}");
         return Ok(ExitCode::SUCCESS);
     }
+    let horizon = Duration::from_millis(host.config().run.timer_horizon_ms);
+    let activity = settle(&live, horizon, &mut printer).await?;
+    report(host, &info, activity).await
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct UnparkArgs {
+    /// The session's name or id.
+    pub(crate) session: String,
+    /// The seq of an input the guest is never to see again (the one it
+    /// failed on, see `logbook log`). Leave out to let the guest try again
+    /// (after limits were raised, say).
+    #[arg(long)]
+    pub(crate) skip: Option<u64>,
+    /// Why: recorded in the log with the decision.
+    #[arg(long)]
+    pub(crate) reason: String,
+}
+
+/// `logbook unpark` on a data directory: append `unparked`, then run the
+/// session until idle and print its outputs.
+pub(crate) async fn unpark(host: &Arc<Host>, args: UnparkArgs) -> anyhow::Result<ExitCode> {
+    let info = host.resolve(CLI_TENANT, &args.session).await?;
+    let mut printer = Printer::new(host, &args.session, &info).await?;
+    let seq = host
+        .unpark(CLI_TENANT, &args.session, args.skip, "cli", &args.reason)
+        .await?;
+    match args.skip {
+        Some(skip) => eprintln!("unparked at seq {seq}; seq {skip} is skipped for good"),
+        None => eprintln!("unparked at seq {seq}"),
+    }
+    let live = host.session(info.id).await?;
     let horizon = Duration::from_millis(host.config().run.timer_horizon_ms);
     let activity = settle(&live, horizon, &mut printer).await?;
     report(host, &info, activity).await

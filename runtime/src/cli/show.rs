@@ -185,6 +185,10 @@ fn detail(body: &EventBody) -> String {
         EventBody::Sent { key, target } => format!("[{key}] to {target}"),
         EventBody::GuestChanged { from, to } => format!("{} -> {}", from.digest, to.digest),
         EventBody::GuestFailed { message } => short(message),
+        EventBody::Unparked { skip, by, reason } => match skip {
+            Some(seq) => format!("by {by}, skipping seq {seq}: {}", short(reason)),
+            None => format!("by {by}: {}", short(reason)),
+        },
         EventBody::Finished { key, result } => format!("[{key}] {}", short(result)),
         EventBody::Continued { log } => format!("in {log}"),
     }

@@ -107,7 +107,8 @@ fn error_kind(k: ErrorKind) -> wit::ErrorKind {
         ErrorKind::InvalidResponse => wit::ErrorKind::InvalidResponse,
         ErrorKind::InvalidRequest => wit::ErrorKind::InvalidRequest,
         ErrorKind::Unsupported => wit::ErrorKind::Unsupported,
-        ErrorKind::Other => wit::ErrorKind::Other,
+        // The WIT's error-kind predates it: a guest reads the message.
+        ErrorKind::TooLarge | ErrorKind::Other => wit::ErrorKind::Other,
     }
 }
 
@@ -124,18 +125,19 @@ fn model_response(r: &ModelResponse) -> wit::ModelResponse {
     }
 }
 
-/// An event as the guest sees it.
-pub(crate) fn event(e: &Event) -> wit::Event {
-    wit::Event {
+/// An event as the guest sees it; `None` for one no guest is handed
+/// (`EventBody::for_guest`).
+pub(crate) fn event(e: &Event) -> Option<wit::Event> {
+    Some(wit::Event {
         seq: e.seq,
         at: e.at,
-        body: event_body(&e.body),
-    }
+        body: event_body(&e.body)?,
+    })
 }
 
-fn event_body(b: &EventBody) -> wit::EventBody {
+fn event_body(b: &EventBody) -> Option<wit::EventBody> {
     use wit::EventBody as W;
-    match b {
+    Some(match b {
         EventBody::Created(c) => W::Created(created(c)),
         EventBody::Input { from, content } => W::Input(wit::Input {
             from: match from {
@@ -227,7 +229,8 @@ fn event_body(b: &EventBody) -> wit::EventBody {
             result: result.clone(),
         }),
         EventBody::Continued { log } => W::Continued(log.clone()),
-    }
+        EventBody::Unparked { .. } => return None,
+    })
 }
 
 fn from_block(b: wit::ContentBlock) -> ContentBlock {

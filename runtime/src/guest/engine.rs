@@ -164,7 +164,7 @@ impl GuestEngine {
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limits);
         store
-            .set_fuel(limits.fuel_per_call)
+            .set_fuel(limits.fuel_for(0, 0))
             .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
         let agent = guest
             .pre

@@ -1,5 +1,10 @@
 //! One live guest instance: a store, the agent's exports, and the budget of
 //! each call.
+//!
+//! Invariant: every call's fuel is [`Limits::fuel_for`] of what the call
+//! hands the guest (events, and bytes of text: event text, a key, a
+//! snapshot), so a large input gets the fuel to fold it and the same log
+//! gets the same fuel on every host with the same limits.
 
 use wasmtime::Store;
 
@@ -9,21 +14,35 @@ use super::convert;
 use super::sandbox::Sandbox;
 use crate::config::Limits;
 use crate::effects::Effect;
-use crate::journal::{Created, Event};
+use crate::journal::{Created, Event, EventBody};
 
 /// Events in the guest's own types, ready to fold. Converting is apart from
 /// folding so that a replay can convert the next page while the guest folds
 /// this one.
 pub struct GuestBatch {
     events: Vec<super::bindings::wit::Event>,
+    /// The bytes of text the events hand the guest (`EventBody::text_bytes`).
+    bytes: u64,
 }
 
 impl GuestBatch {
-    /// Convert events for a guest.
+    /// Convert events for a guest, leaving out those no guest is handed
+    /// (`EventBody::for_guest`).
     pub fn new(events: &[Event]) -> GuestBatch {
-        GuestBatch {
-            events: events.iter().map(convert::event).collect(),
-        }
+        GuestBatch::of(events.iter())
+    }
+
+    /// [`GuestBatch::new`] of the events an iterator gives.
+    pub fn of<'e>(events: impl Iterator<Item = &'e Event>) -> GuestBatch {
+        let mut bytes = 0u64;
+        let events = events
+            .filter_map(|e| {
+                let converted = convert::event(e)?;
+                bytes = bytes.saturating_add(e.body.text_bytes());
+                Some(converted)
+            })
+            .collect();
+        GuestBatch { events, bytes }
     }
 
     /// How many events the batch holds.
@@ -62,7 +81,18 @@ impl GuestInstance {
             .map_err(|e| GuestError::Instantiate(format!("{e:#}")))
     }
 
-    fn finish<T>(&mut self, fuel: u64, result: wasmtime::Result<T>) -> Result<T, GuestError> {
+    /// After a call of export `call` with budget `fuel`: the guest's
+    /// output to the trace, the fuel it used to the trace
+    /// (`logbook::guest::fuel`, how `fuel_per_byte` is measured), and its
+    /// error classified.
+    fn finish<T>(
+        &mut self,
+        call: &'static str,
+        fuel: u64,
+        result: wasmtime::Result<T>,
+    ) -> Result<T, GuestError> {
+        let used = fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
+        tracing::trace!(target: "logbook::guest::fuel", call, fuel, used, "guest call");
         let printed = self.store.data().take_output();
         if !printed.is_empty() {
             tracing::debug!(target: "logbook::guest", "{}", printed.trim_end());
@@ -72,22 +102,24 @@ impl GuestInstance {
 
     /// Start from a new log's `created` event.
     pub fn init(&mut self, created: &Created, at: u64) -> Result<(), GuestError> {
-        let fuel = self.limits.fuel_per_call;
+        let bytes = EventBody::Created(created.clone()).text_bytes();
+        let fuel = self.limits.fuel_for(0, bytes);
         self.prepare(0, at, fuel)?;
         let created = convert::created(created);
         let result = self.agent.call_init(&mut self.store, &created);
-        self.finish(fuel, result)
+        self.finish("init", fuel, result)
     }
 
     /// Start from a snapshot; `false` when the guest cannot use it.
     pub fn restore(&mut self, snapshot: &[u8]) -> Result<bool, GuestError> {
-        let fuel = self.limits.fuel_per_call;
+        let fuel = self.limits.fuel_for(0, snapshot.len() as u64);
         self.prepare(0, 0, fuel)?;
         let result = self.agent.call_restore(&mut self.store, snapshot);
-        self.finish(fuel, result)
+        self.finish("restore", fuel, result)
     }
 
-    /// Fold events, in order. The budget scales with the number of events.
+    /// Fold events, in order. The budget scales with the number of events
+    /// and their bytes.
     pub fn apply(&mut self, events: &[Event]) -> Result<(), GuestError> {
         self.apply_batch(&GuestBatch::new(events))
     }
@@ -97,34 +129,30 @@ impl GuestInstance {
         let Some(first) = batch.events.first() else {
             return Ok(());
         };
-        let fuel = self
-            .limits
-            .fuel_per_event
-            .saturating_mul(batch.events.len() as u64)
-            .saturating_add(self.limits.fuel_per_call);
+        let fuel = self.limits.fuel_for(batch.events.len() as u64, batch.bytes);
         self.prepare(first.seq, first.at, fuel)?;
         let result = self.agent.call_apply(&mut self.store, &batch.events);
-        self.finish(fuel, result)
+        self.finish("apply", fuel, result)
     }
 
     /// The keys of the effects the guest wants outstanding now.
     pub fn wanted_keys(&mut self) -> Result<Vec<String>, GuestError> {
-        let fuel = self.limits.fuel_per_call;
+        let fuel = self.limits.fuel_for(0, 0);
         self.store
             .set_fuel(fuel)
             .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
         let result = self.agent.call_wanted_keys(&mut self.store);
-        self.finish(fuel, result)
+        self.finish("wanted_keys", fuel, result)
     }
 
     /// The effect the guest wants under `key`; `None` when it wants none.
     pub fn effect(&mut self, key: &str) -> Result<Option<Effect>, GuestError> {
-        let fuel = self.limits.fuel_per_call;
+        let fuel = self.limits.fuel_for(0, key.len() as u64);
         self.store
             .set_fuel(fuel)
             .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
         let result = self.agent.call_effect(&mut self.store, key);
-        let body = self.finish(fuel, result)?;
+        let body = self.finish("effect", fuel, result)?;
         Ok(body.map(|body| convert::from_effect(key.to_string(), body)))
     }
 
@@ -143,12 +171,12 @@ impl GuestInstance {
 
     /// The guest's state, if it can give one.
     pub fn snapshot(&mut self) -> Result<Option<Vec<u8>>, GuestError> {
-        let fuel = self.limits.fuel_per_call;
+        let fuel = self.limits.fuel_for(0, 0);
         self.store
             .set_fuel(fuel)
             .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
         let result = self.agent.call_snapshot(&mut self.store);
-        self.finish(fuel, result)
+        self.finish("snapshot", fuel, result)
     }
 }
 

@@ -109,6 +109,14 @@ fn fast(bytes: &[u8]) -> Option<EventBody> {
         b"guest-failed" => EventBody::GuestFailed {
             message: parse::<MessageB>(bytes)?.message,
         },
+        b"unparked" => {
+            let b: UnparkedB = parse(bytes)?;
+            EventBody::Unparked {
+                skip: b.skip,
+                by: b.by,
+                reason: b.reason,
+            }
+        }
         b"finished" => {
             let b: FinishedB = parse(bytes)?;
             EventBody::Finished {
@@ -187,6 +195,14 @@ struct SentB {
 struct GuestChangedB {
     from: GuestRef,
     to: GuestRef,
+}
+
+#[derive(Deserialize)]
+struct UnparkedB {
+    #[serde(default)]
+    skip: Option<u64>,
+    by: String,
+    reason: String,
 }
 
 #[derive(Deserialize)]

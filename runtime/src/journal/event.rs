@@ -259,6 +259,9 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The host cannot perform this effect.
     Unsupported,
+    /// The result was larger than `[limits] max_event_bytes`, so it was not
+    /// stored; a guest sees it as `other` (the WIT has no such kind).
+    TooLarge,
     /// Anything else.
     Other,
 }
@@ -361,6 +364,18 @@ pub enum EventBody {
         /// What happened.
         message: String,
     },
+    /// An operator let a parked session go on (`logbook unpark`): the host
+    /// folds its log again, and never hands the guest the input at `skip`,
+    /// nor this event (docs/guest-contract.md, rule 11).
+    Unparked {
+        /// The seq of an input the guest is never to see, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        skip: Option<u64>,
+        /// The principal who decided.
+        by: String,
+        /// Why, in their words.
+        reason: String,
+    },
     /// The guest finished.
     Finished {
         /// The `finish` effect's key.
@@ -391,6 +406,7 @@ impl EventBody {
             EventBody::Sent { .. } => "sent",
             EventBody::GuestChanged { .. } => "guest-changed",
             EventBody::GuestFailed { .. } => "guest-failed",
+            EventBody::Unparked { .. } => "unparked",
             EventBody::Finished { .. } => "finished",
             EventBody::Continued { .. } => "continued",
         }
@@ -410,6 +426,122 @@ impl EventBody {
             | EventBody::Finished { key, .. } => Some(key),
             _ => None,
         }
+    }
+
+    /// The bytes of text this event hands a guest that folds it: the UTF-8
+    /// length of every string it carries (content, JSON text, keys,
+    /// messages). A pure function of the event, so fuel that grows with it
+    /// is the same on every host (`Limits::fuel_for`).
+    pub fn text_bytes(&self) -> u64 {
+        fn blocks(blocks: &[ContentBlock]) -> usize {
+            blocks.iter().map(block).sum()
+        }
+        fn block(b: &ContentBlock) -> usize {
+            match b {
+                ContentBlock::Text { text } => text.len(),
+                ContentBlock::ToolCall(c) => call(c),
+                ContentBlock::ToolResult {
+                    call_id, content, ..
+                } => call_id.len() + content.len(),
+                ContentBlock::Reasoning {
+                    text,
+                    signature,
+                    opaque,
+                    provider,
+                } => {
+                    let len = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+                    len(text) + len(signature) + len(opaque) + provider.len()
+                }
+            }
+        }
+        fn call(c: &ToolCall) -> usize {
+            c.id.len() + c.name.len() + c.arguments.len()
+        }
+        let n = match self {
+            EventBody::Created(c) => {
+                c.config.to_string().len()
+                    + c.summary.as_ref().map_or(0, String::len)
+                    + c.tools
+                        .iter()
+                        .map(|t| t.name.len() + t.description.len())
+                        .sum::<usize>()
+            }
+            EventBody::Input { from, content } => {
+                let from = match from {
+                    Sender::Principal(p) => p.len(),
+                    Sender::Log { log, key } => log.len() + key.len(),
+                };
+                from + blocks(content)
+            }
+            EventBody::Requested { key, effect } => {
+                key.len()
+                    + match effect {
+                        RequestedEffect::Model {
+                            model,
+                            digest,
+                            summary,
+                        } => model.len() + digest.len() + summary.len(),
+                        RequestedEffect::Tool(c) => call(c),
+                        RequestedEffect::Ask(q) => q.text.len(),
+                        RequestedEffect::Sleep { .. } => 0,
+                    }
+            }
+            EventBody::Completed { key, outcome } => {
+                key.len()
+                    + match outcome {
+                        Outcome::Model(r) => blocks(&r.content) + r.provider.len() + r.model.len(),
+                        Outcome::Tool { content, .. } => content.len(),
+                        Outcome::TimerFired => 0,
+                    }
+            }
+            EventBody::Failed { key, message, .. } => key.len() + message.len(),
+            EventBody::ApprovalRequested {
+                key,
+                tool,
+                question,
+            } => {
+                key.len()
+                    + tool.as_ref().map_or(0, call)
+                    + question.as_ref().map_or(0, |q| q.text.len())
+            }
+            EventBody::ApprovalDecided {
+                key, by, reason, ..
+            } => key.len() + by.len() + reason.as_ref().map_or(0, String::len),
+            EventBody::Output { key, content } => key.len() + blocks(content),
+            EventBody::Sent { key, target } => key.len() + target.len(),
+            EventBody::Finished { key, result } => key.len() + result.len(),
+            EventBody::Cancelled { key } => key.len(),
+            EventBody::GuestFailed { message } => message.len(),
+            EventBody::Continued { log } => log.len(),
+            EventBody::GuestChanged { .. } | EventBody::Unparked { .. } => 0,
+        };
+        n as u64
+    }
+
+    /// The length of [`EventBody::to_canonical`], without keeping the bytes:
+    /// what the size limit `max_event_bytes` measures.
+    pub fn canonical_len(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        serde_json::to_writer(&mut count, self)
+            .expect("event bodies always serialize: no maps with non-string keys");
+        count.0
+    }
+
+    /// Whether a guest is ever handed this event: every event but an
+    /// operator's `unparked` (the input it skips is left out by the
+    /// replayer, which knows the skip).
+    pub fn for_guest(&self) -> bool {
+        !matches!(self, EventBody::Unparked { .. })
     }
 
     /// The canonical bytes of this body: what the journal stores and the chain hashes.

@@ -217,6 +217,7 @@ impl MetaChange {
             EventBody::Finished { .. }
                 | EventBody::GuestFailed { .. }
                 | EventBody::GuestChanged { .. }
+                | EventBody::Unparked { .. }
                 | EventBody::Created(_)
                 | EventBody::Continued { .. }
         )
@@ -224,6 +225,7 @@ impl MetaChange {
 
     /// The rules: `finished` and `continued` set the finished flag; `guest-failed` sets failed;
     /// `guest-changed` clears failed and makes `to` the current guest;
+    /// `unparked` clears failed;
     /// `created` (a fork's, met inside an imported log) makes its guest current.
     pub(crate) fn of(body: &EventBody, meta: &mut LogMeta) {
         match body {
@@ -231,6 +233,7 @@ impl MetaChange {
             // A compacted log lives on in another: this one takes no more.
             EventBody::Finished { .. } | EventBody::Continued { .. } => meta.finished = true,
             EventBody::GuestFailed { .. } => meta.failed = true,
+            EventBody::Unparked { .. } => meta.failed = false,
             EventBody::GuestChanged { to, .. } => {
                 meta.failed = false;
                 meta.guest = to.clone();

@@ -110,6 +110,7 @@ impl MemLog {
             EventBody::Created(c) => self.guest = c.guest.clone(),
             EventBody::Finished { .. } | EventBody::Continued { .. } => self.finished = true,
             EventBody::GuestFailed { .. } => self.failed = true,
+            EventBody::Unparked { .. } => self.failed = false,
             EventBody::GuestChanged { to, .. } => {
                 self.failed = false;
                 self.guest = to.clone();

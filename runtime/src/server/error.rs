@@ -57,6 +57,10 @@ impl From<SessionError> for ApiError {
             E::NameTaken(_) => (StatusCode::CONFLICT, "name_taken"),
             E::Finished(_) => (StatusCode::CONFLICT, "finished"),
             E::Parked(_) => (StatusCode::CONFLICT, "parked"),
+            E::NotParked(_) => (StatusCode::CONFLICT, "not_parked"),
+            E::NoReason => (StatusCode::BAD_REQUEST, "bad_request"),
+            E::BadSkip { .. } => (StatusCode::BAD_REQUEST, "bad_seq"),
+            E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "event_too_large"),
             E::NoPendingApproval(_) => (StatusCode::NOT_FOUND, "no_pending_approval"),
             E::AlreadyDecided(_) => (StatusCode::CONFLICT, "already_decided"),
             // The request is at fault: as sent, it can never succeed.

@@ -205,6 +205,7 @@ fn app(
         .route("/v1/sessions/{id}/events", get(events::events))
         .route("/v1/sessions/{id}/approvals/{key}", post(sessions::decide))
         .route("/v1/sessions/{id}/fork", post(sessions::fork))
+        .route("/v1/sessions/{id}/unpark", post(sessions::unpark))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -1,4 +1,5 @@
-//! `/v1/sessions`: create, name, list, read, send input, decide approvals.
+//! `/v1/sessions`: create, name, list, read, send input, decide approvals,
+//! unpark.
 
 use std::time::Duration;
 
@@ -291,4 +292,32 @@ pub(crate) async fn fork(
     let id = state.host.fork(&caller.tenant, &id, options).await?;
     let info = state.host.resolve(&caller.tenant, &id.to_string()).await?;
     Ok((StatusCode::CREATED, Json(view(&info))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UnparkBody {
+    #[serde(default)]
+    skip: Option<u64>,
+    reason: String,
+}
+
+/// `POST /v1/sessions/ID/unpark`: let a session whose guest failed go on,
+/// skipping the input at `skip` for good when given (session::unpark).
+/// Made by the session's tenant, like every write; 409 `not_parked` when it
+/// is not parked, 400 when `skip` is not an input of its log.
+pub(crate) async fn unpark(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&headers)?;
+    let body: UnparkBody = caller.json(body).await?;
+    let by = caller.tenant.clone();
+    let seq = state
+        .host
+        .unpark(&caller.tenant, &id, body.skip, &by, &body.reason)
+        .await?;
+    Ok(Json(json!({ "seq": seq })).into_response())
 }

@@ -298,8 +298,15 @@ impl Actor {
                     let _ = reply.send(Err(SessionError::Parked(message.clone())));
                 } else {
                     let seq = self.ledger.next_seq;
-                    let input = vec![EventBody::Input { from, content }];
-                    return answer(reply, self.advance(input, Vec::new()).await.map(|_| seq));
+                    let input = EventBody::Input { from, content };
+                    if let Err(e) = self.host.check_size(&self.tenant, "input", &input) {
+                        let _ = reply.send(Err(e));
+                        return ControlFlow::Continue(());
+                    }
+                    return answer(
+                        reply,
+                        self.advance(vec![input], Vec::new()).await.map(|_| seq),
+                    );
                 }
             }
             Command::Decide {
@@ -324,7 +331,9 @@ impl Actor {
                 };
                 let seconds = running.started.elapsed().as_secs_f64();
                 self.host.metrics.effect_done(running.kind, seconds);
-                if let Err(e) = self.advance(vec![result.into_event(key)], Vec::new()).await {
+                let limit = self.host.limits_for(&self.tenant).max_event_bytes;
+                let event = result.into_event(key, limit);
+                if let Err(e) = self.advance(vec![event], Vec::new()).await {
                     return ControlFlow::Break(e);
                 }
             }

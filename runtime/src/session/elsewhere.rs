@@ -34,8 +34,11 @@ impl Host {
         content: Vec<ContentBlock>,
     ) -> Result<u64, SessionError> {
         let body = EventBody::Input { from, content };
-        self.append_elsewhere(log, true, |_| Ok(vec![body.clone()]))
-            .await
+        self.append_elsewhere(log, true, |info| {
+            self.shared.check_size(&info.tenant, "input", &body)?;
+            Ok(vec![body.clone()])
+        })
+        .await
     }
 
     /// Decide a pending approval of a log that another worker advances.

@@ -18,6 +18,7 @@ mod replay;
 mod residency;
 mod snapshot;
 mod sweep;
+mod unpark;
 mod upgrade;
 mod workspace;
 
@@ -59,6 +60,31 @@ pub enum SessionError {
     /// The session's guest failed; it is parked until its guest is fixed.
     #[error("session is parked because its guest failed: {0}")]
     Parked(String),
+    /// The session is not parked: there is nothing to unpark.
+    #[error("session {0:?} is not parked (its guest has not failed)")]
+    NotParked(String),
+    /// An unpark that does not say why. The caller's fault.
+    #[error("say why the session is unparked: a reason is required")]
+    NoReason,
+    /// An unpark's skip that names no input of the log. The caller's fault.
+    #[error("seq {seq} cannot be skipped: {why}")]
+    BadSkip {
+        /// The seq asked for.
+        seq: u64,
+        /// Why not.
+        why: String,
+    },
+    /// An event is larger than the tenant's `[limits] max_event_bytes`:
+    /// nothing was written.
+    #[error("the {what} is {bytes} bytes, over the limit max_event_bytes = {limit}")]
+    TooLarge {
+        /// What was too large (`input`, …).
+        what: &'static str,
+        /// Its size: the bytes of its canonical JSON.
+        bytes: usize,
+        /// The limit in force.
+        limit: usize,
+    },
     /// Nothing is waiting for a decision under that key.
     #[error("no pending approval {0:?}")]
     NoPendingApproval(String),
@@ -411,12 +437,34 @@ impl Shared {
         })
     }
 
+    /// Refuse an event from outside the guest that is larger than the
+    /// tenant's `max_event_bytes`, before anything is written.
+    pub(crate) fn check_size(
+        &self,
+        tenant: &str,
+        what: &'static str,
+        body: &crate::journal::EventBody,
+    ) -> Result<(), SessionError> {
+        let limit = self.limits_for(tenant).max_event_bytes;
+        let bytes = body.canonical_len();
+        if bytes > limit {
+            return Err(SessionError::TooLarge { what, bytes, limit });
+        }
+        Ok(())
+    }
+
     /// The guest limits of a tenant: its own where it sets them, else the host's.
     pub(crate) fn limits_for(&self, tenant: &str) -> crate::config::Limits {
         let mut limits = self.config.limits.clone();
         if let Some(own) = self.config.tenants.get(tenant).map(|t| &t.limits) {
             if let Some(fuel) = own.fuel_per_event {
                 limits.fuel_per_event = fuel;
+            }
+            if let Some(fuel) = own.fuel_per_byte {
+                limits.fuel_per_byte = fuel;
+            }
+            if let Some(bytes) = own.max_event_bytes {
+                limits.max_event_bytes = bytes;
             }
             if let Some(memory) = own.memory_per_instance {
                 limits.memory_per_instance = memory;

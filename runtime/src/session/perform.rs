@@ -24,8 +24,38 @@ pub(crate) enum Done {
 }
 
 impl Done {
-    /// The event that records this end.
-    pub(crate) fn into_event(self, key: String) -> EventBody {
+    /// The event that records this end: a model response or tool result
+    /// larger than `max_event_bytes` is not stored, but recorded as `failed`
+    /// with kind `too-large` (not retryable: it would be as large again).
+    pub(crate) fn into_event(self, key: String, max_event_bytes: usize) -> EventBody {
+        let attempt = match &self {
+            Done::Model(_, attempt) => *attempt,
+            _ => 1,
+        };
+        let event = self.record(key);
+        let EventBody::Completed { key, outcome } = &event else {
+            return event;
+        };
+        let bytes = event.canonical_len();
+        if bytes <= max_event_bytes {
+            return event;
+        }
+        let what = match outcome {
+            Outcome::Model(_) => "the model's response",
+            _ => "the tool's result",
+        };
+        EventBody::Failed {
+            key: key.clone(),
+            error: ErrorKind::TooLarge,
+            message: format!(
+                "{what} was {bytes} bytes, over the limit max_event_bytes = {max_event_bytes}; it was not stored"
+            ),
+            retryable: false,
+            attempt,
+        }
+    }
+
+    fn record(self, key: String) -> EventBody {
         match self {
             Done::Model(Ok(response), _) => EventBody::Completed {
                 key,

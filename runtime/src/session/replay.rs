@@ -14,13 +14,24 @@
 //!   full replay (session::snapshot has the record's invariant).
 //! - Seq 0's `created` only starts the guest. Every later event is folded, in
 //!   order: a fork's own `created` (at its parent's seq + 1), `guest-changed`,
-//!   and whatever came between a `guest-failed` and the `guest-changed` that
-//!   lifted it. The guest sees every event of its log.
+//!   and whatever came between a `guest-failed` and the `guest-changed` or
+//!   `unparked` that lifted it. The guest sees every event of its log but
+//!   two kinds: an operator's `unparked`, and the input an `unparked` skips
+//!   (docs/guest-contract.md, rule 11), on every replay, whatever it starts
+//!   from.
 //! - The whole range is read, and every event is noted into a [`Ledger`] by
 //!   one rule, [`Ledger::note`]: the keys, whether the log parked or finished
-//!   (`guest-failed` parks, `guest-changed` un-parks, `finished` and
-//!   `continued` end it), and the head. This holds when folding stops early
-//!   too: the keys and the head must be known.
+//!   (`guest-failed` parks, `guest-changed` and `unparked` un-park,
+//!   `finished` and `continued` end it), the skipped inputs, and the head.
+//!   This holds when folding stops early too: the keys and the head must be
+//!   known.
+//! - A skip is learned from its `unparked`, which comes after the input it
+//!   skips. A page is noted whole before it is converted, so a skip in the
+//!   same page is honoured; one whose input was folded already (an earlier
+//!   page, or a snapshot taken before the `unparked`) makes the replay start
+//!   again, knowing every skip it has met, from a snapshot below that input
+//!   or from seq 0. So a log costs a second fold after an unpark until a
+//!   snapshot past its `unparked` is taken.
 //! - A log replayed to its head that has ended there (parked or finished) is
 //!   not folded at all: no guest runs for it, so none can fail again.
 //! - A guest fault stops the folding and is handed back, never raised: the
@@ -33,6 +44,7 @@
 //!   longer. A whole short log still goes through the reader, which frees
 //!   each page off the fold's path.
 
+use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -52,6 +64,12 @@ pub(super) struct Ledger {
     pub(super) parked: Option<String>,
     /// How the log ended (`finished`, or `continued` in another log), if it did.
     pub(super) finished: Option<String>,
+    /// The seqs of the inputs an `unparked` skipped, among the events noted
+    /// (and those a replay knew of when it started again).
+    pub(super) skipped: BTreeSet<u64>,
+    /// The lowest skipped seq that this replay folded before it met the
+    /// `unparked` that skips it: the replay must start again (module doc).
+    missed_skip: Option<u64>,
 }
 
 impl Ledger {
@@ -66,6 +84,10 @@ impl Ledger {
             }
             EventBody::GuestFailed { message } => self.parked = Some(message.clone()),
             EventBody::GuestChanged { .. } => self.parked = None,
+            EventBody::Unparked { skip, .. } => {
+                self.parked = None;
+                self.skipped.extend(*skip);
+            }
             _ => {}
         }
     }
@@ -115,6 +137,9 @@ pub(super) struct Replayer<'a> {
     upto: Option<u64>,
     use_snapshots: bool,
 }
+
+/// Replays of one log before [`Replayer::run`] gives up on its skips.
+const MAX_PASSES: usize = 8;
 
 /// A page read ahead of the fold.
 struct Page {
@@ -173,6 +198,27 @@ impl<'a> Replayer<'a> {
 
     /// Fold the range into the guest (module doc: the rules).
     pub(super) fn run(&self) -> Result<Replayed, SessionError> {
+        let mut known = BTreeSet::new();
+        let mut below: Option<u64> = None;
+        // Each pass learns at least one skip the one before did not know.
+        for _ in 0..MAX_PASSES {
+            let replayed = self.pass(&known, below)?;
+            let Some(missed) = replayed.ledger.missed_skip else {
+                return Ok(replayed);
+            };
+            tracing::debug!(log = %self.log(), missed, "a skipped input was folded: replaying again");
+            below = Some(below.map_or(missed, |b| b.min(missed)));
+            known.clone_from(&replayed.ledger.skipped);
+        }
+        Err(SessionError::Corrupt {
+            log: self.log(),
+            why: format!("its skipped inputs could not be honoured in {MAX_PASSES} replays"),
+        })
+    }
+
+    /// One pass of [`Replayer::run`]: skipping the inputs in `known`, and
+    /// starting from a snapshot below seq `below` only.
+    fn pass(&self, known: &BTreeSet<u64>, below: Option<u64>) -> Result<Replayed, SessionError> {
         let began = std::time::Instant::now();
         let ended_at_head = self.upto.is_none()
             && matches!(self.info.status, LogStatus::Failed | LogStatus::Finished);
@@ -182,12 +228,13 @@ impl<'a> Replayer<'a> {
         let mut restored = None;
         if fold
             && self.use_snapshots
-            && let Some((instance, ledger, seq)) = self.restore()
+            && let Some((instance, ledger, seq)) = self.restore(below)
         {
             guest = Some(instance);
             start = ledger;
             restored = Some(seq);
         }
+        start.skipped.clone_from(known);
         let mut fault = None;
         let ledger = self.read(start, true, |page| {
             if !fold || fault.is_some() {
@@ -236,12 +283,16 @@ impl<'a> Replayer<'a> {
         if let Err(e) = guest.init(&created, at) {
             return faulted(e);
         }
+        let skipped = self.skips()?;
         let mut ledger = Ledger::default();
         let mut stopped = None;
         self.read(Ledger::default(), false, |page| {
             for event in &page.events {
-                // Seq 0 started the guest.
+                // Seq 0 started the guest; the guest never sees the others
+                // it is not handed (module doc).
+                let handed = event.body.for_guest() && !skipped.contains(&event.seq);
                 if event.seq != 0
+                    && handed
                     && let ControlFlow::Break(b) = visit(&mut guest, &ledger, event)
                 {
                     stopped = Some(b);
@@ -255,6 +306,19 @@ impl<'a> Replayer<'a> {
             Some(b) => Walked::Stopped(b),
             None => Walked::Ended { guest, ledger },
         })
+    }
+
+    /// The inputs the range's `unparked` events skip: a walk reads the
+    /// range once before it starts, as it hands the visitor each event.
+    fn skips(&self) -> Result<BTreeSet<u64>, SessionError> {
+        let mut ledger = Ledger::default();
+        self.read(Ledger::default(), false, |page| {
+            for event in &page.events {
+                ledger.note(event);
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(ledger.skipped)
     }
 
     /// A fresh instance of the guest under the tenant's limits.
@@ -288,21 +352,19 @@ impl<'a> Replayer<'a> {
     /// restored into a fresh instance: the instance, the ledger as of the
     /// snapshot, and its seq. `None`, after a warning in the trace if a
     /// snapshot was there but unusable, means a full replay.
-    fn restore(&self) -> Option<(GuestInstance, Ledger, u64)> {
+    fn restore(&self, below: Option<u64>) -> Option<(GuestInstance, Ledger, u64)> {
         let log = self.log();
         let started = std::time::Instant::now();
-        let (seq, record) = match blocking(self.shared.journal.latest_snapshot(
-            log,
-            self.digest,
-            self.end(),
-        )) {
-            Ok(Some(found)) => found,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(%log, "cannot read snapshots ({e}): full replay");
-                return None;
-            }
-        };
+        let end = below.map_or(self.end(), |b| b.min(self.end()));
+        let (seq, record) =
+            match blocking(self.shared.journal.latest_snapshot(log, self.digest, end)) {
+                Ok(Some(found)) => found,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(%log, "cannot read snapshots ({e}): full replay");
+                    return None;
+                }
+            };
         let (keys, bytes) = match snapshot::decode(&record) {
             Ok(decoded) => decoded,
             Err(why) => {
@@ -329,6 +391,9 @@ impl<'a> Replayer<'a> {
                     // A snapshot is taken only while neither parked nor finished.
                     parked: None,
                     finished: None,
+                    // Skips before it are in its state; later ones are noted.
+                    skipped: BTreeSet::new(),
+                    missed_skip: None,
                 };
                 Some((guest, ledger, seq))
             }
@@ -465,7 +530,15 @@ impl Pager<'_> {
                 events,
             }));
         }
+        let first = events.first().map_or(0, |e| e.seq);
         for event in &events {
+            if let EventBody::Unparked { skip: Some(s), .. } = &event.body
+                && *s < first
+                && !self.ledger.skipped.contains(s)
+            {
+                let missed = self.ledger.missed_skip.map_or(*s, |m| m.min(*s));
+                self.ledger.missed_skip = Some(missed);
+            }
             self.ledger.note(event);
         }
         let created = match events.first() {
@@ -479,9 +552,10 @@ impl Pager<'_> {
         if created.is_some() {
             events.remove(0);
         }
+        let skipped = &self.ledger.skipped;
         Ok(Some(Page {
             created,
-            batch: GuestBatch::new(&events),
+            batch: GuestBatch::of(events.iter().filter(|e| !skipped.contains(&e.seq))),
             events: Vec::new(),
         }))
     }

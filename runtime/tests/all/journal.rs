@@ -616,6 +616,11 @@ fn golden_events() -> Vec<(u64, EventBody)> {
         EventBody::GuestFailed {
             message: "wasm trap: all fuel consumed".into(),
         },
+        EventBody::Unparked {
+            skip: Some(19),
+            by: "ops".into(),
+            reason: "the note is too long for this guest".into(),
+        },
         EventBody::GuestChanged {
             from: guest("assistant"),
             to: guest("assistant-v2"),
@@ -633,7 +638,7 @@ fn golden_events() -> Vec<(u64, EventBody)> {
         .collect()
 }
 
-const ALL_KINDS: [&str; 14] = [
+const ALL_KINDS: [&str; 15] = [
     "created",
     "input",
     "requested",
@@ -646,6 +651,7 @@ const ALL_KINDS: [&str; 14] = [
     "sent",
     "guest-changed",
     "guest-failed",
+    "unparked",
     "finished",
     "continued",
 ];

@@ -9,6 +9,7 @@ mod crash;
 mod faults;
 mod fixtures;
 mod guest;
+mod hugeinput;
 mod integrity;
 mod journal;
 mod journal_contract;

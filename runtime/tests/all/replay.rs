@@ -104,8 +104,9 @@ async fn a_session_restored_from_a_snapshot_keeps_its_tenants_limits() {
     );
     let host = open_host_with(data.path(), config);
     for (tenant, stem, trigger, expected) in [
-        // One event's fuel: 1M for the event and 5M for the call.
-        ("lean-fuel", "fixture_looper", "loop", "(6000000 units"),
+        // One event's fuel: 1M for the event, 5M for the call, and 160 a
+        // byte for its 8 bytes of text (`loop` and its sender, `test`).
+        ("lean-fuel", "fixture_looper", "loop", "(6001280 units"),
         ("lean-memory", "fixture_hog", "hog", "(limit 8388608 bytes)"),
     ] {
         let guest = host
@@ -189,7 +190,11 @@ async fn a_guest_that_fails_to_snapshot_keeps_answering_across_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_the_guest_fails_to_restore_costs_only_a_full_replay() {
     let data = data_dir();
-    let host = open_host(data.path());
+    // `restore` gets fuel for each byte of its snapshot: none here, so the
+    // heavy state below runs it out of fuel.
+    let mut config = config();
+    config.limits.fuel_per_byte = 0;
+    let host = open_host_with(data.path(), config);
     let session = start(&host, "fixture_hoard", "h").await;
     let log = session.id();
     say(&session, "hi").await;

@@ -342,6 +342,7 @@ impl<'a> View<'a> {
                 match body {
                     EventBody::Finished { .. } | EventBody::Continued { .. } => flags.0 = true,
                     EventBody::GuestFailed { .. } => flags.1 = Some(true),
+                    EventBody::Unparked { .. } => flags.1 = Some(false),
                     EventBody::GuestChanged { to, .. } => {
                         flags.1 = Some(false);
                         flags.2 = Some(to.clone());

@@ -26,7 +26,8 @@ const ABSORB_PAGE: usize = 256;
 impl Actor {
     /// Fold what other writers appended after this actor's head, then
     /// reconcile. A guest that faults on them parks the session, as on any
-    /// event. A `guest-changed` (an upgrade) stops the actor: `Stopped`.
+    /// event. A `guest-changed` (an upgrade) or an `unparked` stops the
+    /// actor: `Stopped`.
     pub(super) async fn absorb(&mut self) -> Result<(), SessionError> {
         loop {
             let page = self
@@ -43,12 +44,14 @@ impl Actor {
                 self.refold().await?;
                 continue;
             }
-            if page
-                .iter()
-                .any(|s| matches!(s.event.body, EventBody::GuestChanged { .. }))
-            {
-                // An upgrade: the log is folded anew, into the new guest, by
-                // the next activation.
+            if page.iter().any(|s| {
+                matches!(
+                    s.event.body,
+                    EventBody::GuestChanged { .. } | EventBody::Unparked { .. }
+                )
+            }) {
+                // An upgrade or an unpark: the log is folded anew (into the
+                // new guest, without the skipped input) by the next activation.
                 return Err(SessionError::Stopped);
             }
             let mut performs = Vec::new();

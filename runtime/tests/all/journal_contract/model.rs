@@ -45,6 +45,8 @@ enum Ev {
     Fail(u8, bool),
     GuestFailed,
     GuestChanged,
+    /// An operator's `unparked`, skipping seq 1 or nothing.
+    Unparked(bool),
     Finish,
     /// Refused: `created` after seq 0.
     Created,
@@ -120,6 +122,7 @@ fn ev() -> impl Strategy<Value = Ev> {
         1 => (key, any::<bool>()).prop_map(|(k, r)| Ev::Fail(k, r)),
         1 => Just(Ev::GuestFailed),
         1 => Just(Ev::GuestChanged),
+        1 => any::<bool>().prop_map(Ev::Unparked),
         1 => Just(Ev::Finish),
         1 => Just(Ev::Created),
     ]
@@ -574,6 +577,11 @@ fn body(ev: &Ev) -> (u64, EventBody) {
         Ev::GuestChanged => EventBody::GuestChanged {
             from: guest("counter"),
             to: guest("counter-2"),
+        },
+        Ev::Unparked(skip) => EventBody::Unparked {
+            skip: skip.then_some(1),
+            by: "ops".into(),
+            reason: "try again".into(),
         },
         Ev::Finish => EventBody::Finished {
             key: "finish".into(),
