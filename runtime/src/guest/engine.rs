@@ -36,6 +36,12 @@ pub struct GuestEngine {
     cache_dir: Option<PathBuf>,
     compat: String,
     loaded: Mutex<HashMap<String, LoadedGuest>>,
+    /// One lock per digest being compiled: activations of many sessions of
+    /// one guest that is not loaded yet wait for one compilation instead of
+    /// each running their own (a debug build under load takes seconds each).
+    compiling: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Components compiled (or read from the cache) by this engine.
+    compilations: std::sync::atomic::AtomicUsize,
 }
 
 impl GuestEngine {
@@ -71,6 +77,8 @@ impl GuestEngine {
             cache_dir,
             compat,
             loaded: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(HashMap::new()),
+            compilations: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
@@ -84,6 +92,30 @@ impl GuestEngine {
         if let Some(loaded) = self.lock().get(digest) {
             return Ok(loaded.clone());
         }
+        let turn = self
+            .compiling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(digest.to_string())
+            .or_default()
+            .clone();
+        let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
+        // Whoever held the turn before may have loaded it.
+        if let Some(loaded) = self.lock().get(digest) {
+            return Ok(loaded.clone());
+        }
+        let loaded = self.load_now(digest, bytes);
+        self.compiling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(digest);
+        loaded
+    }
+
+    /// [`GuestEngine::load`] for the one caller whose turn it is.
+    fn load_now(&self, digest: &str, bytes: &[u8]) -> Result<LoadedGuest, GuestError> {
+        self.compilations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let component = self.compile(digest, bytes)?;
         check_imports(&self.engine, &component)?;
         let instance_pre = self
@@ -131,7 +163,9 @@ impl GuestEngine {
             .engine
             .precompile_component(bytes)
             .map_err(|e| GuestError::NotAComponent(format!("{e:#}")))?;
-        let tmp = path.with_extension("tmp");
+        // A name of its own: another process sharing the directory may be
+        // writing the same guest (a rename is atomic, a shared file is not).
+        let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::now_v7().simple()));
         let written = std::fs::create_dir_all(dir)
             .and_then(|()| std::fs::write(&tmp, &compiled))
             .and_then(|()| std::fs::rename(&tmp, &path));
@@ -187,4 +221,29 @@ fn check_imports(engine: &Engine, component: &Component) -> Result<(), GuestErro
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_of_one_guest_woken_at_once_compile_it_once() {
+        let engine = GuestEngine::new(Limits::default(), None).expect("an engine");
+        let bytes = crate::examples::get("counter").expect("examples are built in");
+        let digest = "sha256:counter-under-test";
+        std::thread::scope(|scope| {
+            let loads: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| engine.load(digest, bytes).map(|l| l.digest)))
+                .collect();
+            for load in loads {
+                let loaded = load.join().expect("a loader");
+                assert_eq!(loaded.expect("loaded").as_str(), digest);
+            }
+        });
+        let compilations = engine
+            .compilations
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(compilations, 1, "four loads at once compile once");
+    }
 }
