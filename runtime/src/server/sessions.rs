@@ -170,6 +170,9 @@ pub(crate) struct InputQuery {
     wait: Option<String>,
 }
 
+/// Compactions a `wait=idle` answer follows, one after another, at most.
+const MAX_CONTINUATIONS: usize = 16;
+
 pub(crate) async fn input(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -204,20 +207,37 @@ pub(crate) async fn input(
     if !wait {
         return Ok((StatusCode::ACCEPTED, Json(json!({ "seq": seq }))).into_response());
     }
-    let activity = host.wait_idle_after(log, seq, Duration::ZERO).await?;
+    // A session that compacts itself goes on in a new log (the old one ends
+    // `continued`, the name moves): follow it, and answer for the session as
+    // it is named now, with the outputs of every log the turn went through.
     let mut outputs = Vec::new();
-    let mut from = seq;
+    let (mut log, mut from) = (log, seq);
+    let mut activity = host.wait_idle_after(log, seq, Duration::ZERO).await?;
+    let mut hops = 0;
     loop {
-        let page = host.journal().read(log, from, 1024).await?;
-        let Some(last) = page.last() else { break };
-        from = last.event.seq + 1;
-        for stored in &page {
-            if let EventBody::Output { key, content } = &stored.event.body {
-                outputs.push(
-                    json!({"seq": stored.event.seq, "key": key, "content": content,
-                    "text": crate::journal::plain_text(content)}),
-                );
+        let mut continued = None;
+        loop {
+            let page = host.journal().read(log, from, 1024).await?;
+            let Some(last) = page.last() else { break };
+            from = last.event.seq + 1;
+            for stored in &page {
+                match &stored.event.body {
+                    EventBody::Output { key, content } => outputs.push(
+                        json!({"seq": stored.event.seq, "key": key, "content": content,
+                        "text": crate::journal::plain_text(content)}),
+                    ),
+                    EventBody::Continued { log } => continued = LogId::parse_str(log).ok(),
+                    _ => {}
+                }
             }
+        }
+        match continued {
+            Some(next) if activity == Activity::Finished && hops < MAX_CONTINUATIONS => {
+                hops += 1;
+                (log, from) = (next, 0);
+                activity = host.wait_idle(log, Duration::ZERO).await?;
+            }
+            _ => break,
         }
     }
     // The names `GET /v1/sessions/ID` gives (the log's status).

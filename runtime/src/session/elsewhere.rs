@@ -113,7 +113,7 @@ impl Host {
     pub(super) async fn wait_idle_elsewhere(
         &self,
         log: LogId,
-        after: u64,
+        after: Option<u64>,
         horizon: Duration,
     ) -> Result<Activity, SessionError> {
         let journal = &self.shared.journal;
@@ -122,7 +122,7 @@ impl Host {
                 .info(log)
                 .await?
                 .ok_or_else(|| SessionError::UnknownSession(log.to_string()))?;
-            if info.next_seq > after.saturating_add(1)
+            if after.is_none_or(|after| info.next_seq > after.saturating_add(1))
                 && let Some(activity) = quiescent(&info, horizon)
             {
                 return Ok(activity);

@@ -810,7 +810,7 @@ impl Host {
     /// Wait until a log's session has nothing in flight but human decisions
     /// and timers further away than `horizon` (see [`Session::wait_idle`]).
     pub async fn wait_idle(&self, log: LogId, horizon: Duration) -> Result<Activity, SessionError> {
-        self.wait_idle_after(log, 0, horizon).await
+        self.wait_idle_since(log, None, horizon).await
     }
 
     /// [`Host::wait_idle`] for a caller that appended the event at seq
@@ -820,6 +820,17 @@ impl Host {
         &self,
         log: LogId,
         after: u64,
+        horizon: Duration,
+    ) -> Result<Activity, SessionError> {
+        self.wait_idle_since(log, Some(after), horizon).await
+    }
+
+    /// [`Host::wait_idle_after`], or with `None` no event is waited for:
+    /// the log need only be quiescent.
+    async fn wait_idle_since(
+        &self,
+        log: LogId,
+        after: Option<u64>,
         horizon: Duration,
     ) -> Result<Activity, SessionError> {
         match self

@@ -608,6 +608,39 @@ impl SseStream {
     }
 }
 
+/// A session that compacts itself in the turn goes on in a new log: the
+/// `wait=idle` answer follows it, and says what the named session is now
+/// (idle), with the turn's answer from the old log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_idle_follows_a_session_that_compacted_itself() {
+    let server = Server::start(config()).await;
+    let api = &server.api;
+    api.add_guest("assistant").await;
+    let (status, body) = api
+        .put(
+            "/v1/sessions/by-name/c",
+            json!({"guest": "assistant", "config": {"context_budget": 20}}),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let old = body["id"].as_str().expect("an id").to_string();
+    let text = "a message long enough to go over a budget of twenty";
+    let answer = api.send_and_wait("c", text).await;
+    assert_eq!(answer["status"], "idle", "{answer}");
+    assert_eq!(
+        answer["outputs"][0]["text"],
+        format!("echo: {text}"),
+        "{answer}"
+    );
+    let (_, now) = api.get("/v1/sessions/c").await;
+    assert_ne!(now["id"], old, "the name moved to the new log: {now}");
+    assert_eq!(now["status"], "idle", "{now}");
+    // The next turn runs in the new log.
+    let next = api.send_and_wait("c", "and now?").await;
+    assert_eq!(next["status"], "idle", "{next}");
+    assert_eq!(next["outputs"][0]["text"], "echo: and now?", "{next}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_resumed_from_last_event_id_has_no_gap_and_no_duplicate() {
     const FIRST_READ: usize = 10;
