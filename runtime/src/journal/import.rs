@@ -24,7 +24,7 @@ use super::info::LogMeta;
 use super::info::OpenRecord;
 use super::tables::{self, GUESTS};
 use super::tenants;
-use super::writer::{WriteTables, project};
+use super::writer::{WriteTables, encode_open, project};
 use super::{JournalError, LogId};
 
 /// What every journal checks of a log to import before it writes anything:
@@ -175,9 +175,8 @@ pub(crate) fn copy(
                 effect: o.effect.clone(),
                 awaiting_approval: o.awaiting_approval,
             };
-            let bytes = serde_json::to_vec(&record)
-                .map_err(|e| JournalError::Corrupt(format!("open effect: {e}")))?;
-            t.open.insert((log, o.key.as_str()), bytes.as_slice())?;
+            t.open
+                .insert((log, o.key.as_str()), encode_open(&record)?.as_slice())?;
         }
     }
     txn.commit()?;

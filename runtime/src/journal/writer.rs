@@ -130,6 +130,11 @@ pub(crate) fn decode_open(bytes: &[u8]) -> Result<OpenRecord, JournalError> {
     serde_json::from_slice(bytes).map_err(|e| JournalError::Corrupt(format!("open effect: {e}")))
 }
 
+/// The stored value of an open effect: [`decode_open`] reads it back.
+pub(crate) fn encode_open(record: &OpenRecord) -> Result<Vec<u8>, JournalError> {
+    serde_json::to_vec(record).map_err(|e| JournalError::Corrupt(format!("open effect: {e}")))
+}
+
 /// One event ready to write, with its canonical body.
 struct Planned {
     log: u128,
@@ -494,9 +499,8 @@ pub(crate) fn project(
         match OpenAction::of(body, current, leased) {
             OpenAction::Keep => {}
             OpenAction::Put(record) => {
-                let bytes = serde_json::to_vec(&record)
-                    .map_err(|e| JournalError::Corrupt(format!("open effect: {e}")))?;
-                t.open.insert((log, key), bytes.as_slice())?;
+                t.open
+                    .insert((log, key), encode_open(&record)?.as_slice())?;
             }
             OpenAction::Remove => {
                 t.open.remove((log, key))?;
@@ -527,9 +531,8 @@ fn claim(t: &mut WriteTables<'_>, log: u128, key: &str) -> Result<(), JournalErr
             unstarted: false,
             ..current
         };
-        let bytes = serde_json::to_vec(&record)
-            .map_err(|e| JournalError::Corrupt(format!("open effect: {e}")))?;
-        t.open.insert((log, key), bytes.as_slice())?;
+        t.open
+            .insert((log, key), encode_open(&record)?.as_slice())?;
     }
     Ok(())
 }

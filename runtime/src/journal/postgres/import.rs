@@ -15,12 +15,12 @@
 
 use std::collections::BTreeMap;
 
-use deadpool_postgres::Object;
+use deadpool_postgres::{Object, Transaction};
 
 use super::plan::OpenEffectRow;
 use super::{bits, order};
 use crate::journal::copy::{CopiedLog, Prepared};
-use crate::journal::event::StoredEvent;
+use crate::journal::event::{GuestRef, StoredEvent};
 use crate::journal::info::{LogMeta, MetaChange, OpenAction, OpenRecord};
 use crate::journal::{JournalError, LogId};
 
@@ -66,18 +66,7 @@ pub(super) async fn import(
     let id = LogId::now_v7();
 
     let txn = c.transaction().await?;
-    let stored = txn
-        .query_opt(
-            "SELECT 1 FROM guests WHERE digest = $1",
-            &[&meta.guest.digest],
-        )
-        .await?;
-    if stored.is_none() {
-        return Err(JournalError::GuestNotStored {
-            name: meta.guest.name.clone(),
-            digest: meta.guest.digest.clone(),
-        });
-    }
+    require_guest(&txn, &meta.guest).await?;
     if let Some(name) = name {
         let taken = txn
             .execute(
@@ -125,31 +114,9 @@ pub(super) async fn import(
         ],
     )
     .await?;
-    let seqs: Vec<i64> = events.iter().map(|e| bits(e.event.seq)).collect();
-    let ats: Vec<i64> = events.iter().map(|e| bits(e.event.at)).collect();
-    let hashes: Vec<Vec<u8>> = events.iter().map(|e| e.hash.to_vec()).collect();
-    let bodies: Vec<Vec<u8>> = events.iter().map(|e| e.event.body.to_canonical()).collect();
-    txn.execute(
-        "INSERT INTO events (log, seq, at, hash, body) \
-         SELECT $1, * FROM unnest($2::int8[], $3::int8[], $4::bytea[], $5::bytea[])",
-        &[&id, &seqs, &ats, &hashes, &bodies],
-    )
-    .await?;
+    insert_events(&txn, id, events).await?;
     for (key, record) in &open {
-        let row = OpenEffectRow::of(&record.effect)?;
-        txn.execute(
-            "INSERT INTO open (log, key, effect, awaiting_approval, is_ask, sleep_until) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &id,
-                key,
-                &row.json,
-                &record.awaiting_approval,
-                &row.is_ask,
-                &row.sleep_until,
-            ],
-        )
-        .await?;
+        insert_open(&txn, id, key, record).await?;
     }
     txn.commit().await?;
     Ok(id)
@@ -167,18 +134,7 @@ pub(super) async fn copy(
     let id = copy.id;
     let tenant = copy.tenant.as_str();
     let txn = c.transaction().await?;
-    let stored = txn
-        .query_opt(
-            "SELECT 1 FROM guests WHERE digest = $1",
-            &[&meta.guest.digest],
-        )
-        .await?;
-    if stored.is_none() {
-        return Err(JournalError::GuestNotStored {
-            name: meta.guest.name.clone(),
-            digest: meta.guest.digest.clone(),
-        });
-    }
+    require_guest(&txn, &meta.guest).await?;
     let (parent_log, parent_seq) = match &meta.parent {
         Some(p) => (
             Some(
@@ -237,37 +193,73 @@ pub(super) async fn copy(
         &[&tenant, &i64::from(prepared.session)],
     )
     .await?;
-    let seqs: Vec<i64> = copy.events.iter().map(|e| bits(e.event.seq)).collect();
-    let ats: Vec<i64> = copy.events.iter().map(|e| bits(e.event.at)).collect();
-    let hashes: Vec<Vec<u8>> = copy.events.iter().map(|e| e.hash.to_vec()).collect();
-    let bodies: Vec<Vec<u8>> = copy
-        .events
-        .iter()
-        .map(|e| e.event.body.to_canonical())
-        .collect();
+    insert_events(&txn, id, &copy.events).await?;
+    for o in &copy.open {
+        let record = OpenRecord {
+            effect: o.effect.clone(),
+            awaiting_approval: o.awaiting_approval,
+            unstarted: o.unstarted,
+        };
+        insert_open(&txn, id, &o.key, &record).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Refuses a log whose current guest is not stored in this database.
+async fn require_guest(txn: &Transaction<'_>, guest: &GuestRef) -> Result<(), JournalError> {
+    let stored = txn
+        .query_opt("SELECT 1 FROM guests WHERE digest = $1", &[&guest.digest])
+        .await?;
+    match stored {
+        Some(_) => Ok(()),
+        None => Err(JournalError::GuestNotStored {
+            name: guest.name.clone(),
+            digest: guest.digest.clone(),
+        }),
+    }
+}
+
+/// Writes a whole run of stored events of `log` in one statement.
+async fn insert_events(
+    txn: &Transaction<'_>,
+    log: LogId,
+    events: &[StoredEvent],
+) -> Result<(), JournalError> {
+    let seqs: Vec<i64> = events.iter().map(|e| bits(e.event.seq)).collect();
+    let ats: Vec<i64> = events.iter().map(|e| bits(e.event.at)).collect();
+    let hashes: Vec<Vec<u8>> = events.iter().map(|e| e.hash.to_vec()).collect();
+    let bodies: Vec<Vec<u8>> = events.iter().map(|e| e.event.body.to_canonical()).collect();
     txn.execute(
         "INSERT INTO events (log, seq, at, hash, body) \
          SELECT $1, * FROM unnest($2::int8[], $3::int8[], $4::bytea[], $5::bytea[])",
-        &[&id, &seqs, &ats, &hashes, &bodies],
+        &[&log, &seqs, &ats, &hashes, &bodies],
     )
     .await?;
-    for o in &copy.open {
-        let row = OpenEffectRow::of(&o.effect)?;
-        txn.execute(
-            "INSERT INTO open (log, key, effect, awaiting_approval, is_ask, sleep_until, \
-             unstarted) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &id,
-                &o.key,
-                &row.json,
-                &o.awaiting_approval,
-                &row.is_ask,
-                &row.sleep_until,
-                &o.unstarted,
-            ],
-        )
-        .await?;
-    }
-    txn.commit().await?;
+    Ok(())
+}
+
+/// Writes one open effect of `log`.
+async fn insert_open(
+    txn: &Transaction<'_>,
+    log: LogId,
+    key: &str,
+    record: &OpenRecord,
+) -> Result<(), JournalError> {
+    let row = OpenEffectRow::of(&record.effect)?;
+    txn.execute(
+        "INSERT INTO open (log, key, effect, awaiting_approval, is_ask, sleep_until, \
+         unstarted) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &log,
+            &key,
+            &row.json,
+            &record.awaiting_approval,
+            &row.is_ask,
+            &row.sleep_until,
+            &record.unstarted,
+        ],
+    )
+    .await?;
     Ok(())
 }

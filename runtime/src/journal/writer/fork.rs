@@ -92,9 +92,8 @@ impl Writer {
                     unstarted: false,
                     ..super::decode_open(v.value())?
                 };
-                let bytes = serde_json::to_vec(&record)
-                    .map_err(|e| JournalError::Corrupt(format!("open effect: {e}")))?;
-                plan.opens.push((id, key.to_owned(), bytes));
+                plan.opens
+                    .push((id, key.to_owned(), super::encode_open(&record)?));
             }
         }
         Ok(Ok(prev))
