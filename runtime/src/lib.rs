@@ -54,7 +54,7 @@ pub use session::{Activity, Host, HostOptions, Session, SessionError};
 pub mod bench;
 #[doc(hidden)]
 pub mod cli;
-pub mod config;
+pub use logbook_config as config;
 pub mod effects;
 pub mod examples;
 pub mod guest;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 use serde_json::{Value, json};
 
-use crate::journal::{JournalError, StoredEvent, event_from_json, from_jsonl};
+use crate::journal::{FormatError, StoredEvent, event_from_json, from_jsonl};
 
 /// A client of one server.
 pub(crate) struct Remote {
@@ -179,7 +179,7 @@ pub(crate) async fn log(
     let mut out = std::io::stdout().lock();
     // A stream's `data:` is a line of the log format; a page's events come
     // parsed, their keys in JSON's order.
-    let mut print = |line: &str, event: Result<StoredEvent, JournalError>| -> bool {
+    let mut print = |line: &str, event: Result<StoredEvent, FormatError>| -> bool {
         let shown = match event {
             Ok(event) if !json_lines => super::show::timeline_line(&event),
             _ => line.to_string(),

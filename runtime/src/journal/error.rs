@@ -175,6 +175,22 @@ fn bad_log(copy: Option<LogId>, seq: Option<u64>, why: &str) -> String {
     format!("{copy}{seq}{why}")
 }
 
+/// The log format's errors keep their meaning: a stored body that does not
+/// decode is corrupt data, and a bad line of an export is a bad line.
+impl From<logbook_log::FormatError> for JournalError {
+    fn from(e: logbook_log::FormatError) -> Self {
+        use logbook_log::FormatError as F;
+        match e {
+            F::Corrupt(why) => JournalError::Corrupt(why),
+            F::Jsonl(why) => JournalError::Jsonl(why),
+            F::NotCanonical { seq, why } => JournalError::NotCanonical { seq, why },
+            // `FormatError` is non-exhaustive: a kind added there is data
+            // this journal cannot read.
+            other => JournalError::Corrupt(other.to_string()),
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for JournalError {
     fn from(e: tokio_postgres::Error) -> Self {
         JournalError::Postgres(Arc::new(e))

@@ -60,13 +60,10 @@
 mod chain;
 mod commit;
 mod copy;
-mod decode;
 mod error;
-pub mod event;
 mod faulty;
 mod import;
 mod info;
-mod jsonl;
 mod lease;
 mod memory;
 mod migrate;
@@ -77,24 +74,23 @@ pub mod tables;
 mod tenants;
 mod writer;
 
-pub(crate) use self::chain::{ChainCheck, Kind};
-pub use self::chain::{
-    ChainPos, GENESIS_HASH, Verified, chain_events, digest_of, event_hash, verify_events,
-};
 pub use self::commit::{Append, Claim, Commit, CommitTicket, Committed, NameUpdate, NewLog};
 pub use self::copy::CopiedLog;
-pub use self::decode::decode_body;
 pub use self::error::JournalError;
 pub use self::event::*;
 pub use self::faulty::{Fault, FaultyJournal};
 pub use self::info::{LogInfo, LogStatus, OpenEffect};
-pub use self::jsonl::{Utf8Lines, event_from_json, from_jsonl, to_jsonl};
 pub(crate) use self::lease::{Heads, LocalLeases};
 pub use self::lease::{Lease, Timer};
 pub use self::memory::MemoryJournal;
 pub use self::migrate::{MigrateError, MigrateProgress, migrate};
 pub use self::postgres::{PgConfig, PgJournal};
 pub use self::store::RedbJournal;
+pub use logbook_log::event;
+pub use logbook_log::{
+    ChainCheck, ChainPos, FormatError, GENESIS_HASH, Kind, Utf8Lines, Verified, chain_events,
+    decode_body, digest_of, event_from_json, event_hash, from_jsonl, to_jsonl, verify_events,
+};
 
 /// Runs a journal future to its end from synchronous code: the replayer,
 /// which folds pages into a guest on the blocking pool. A backend that

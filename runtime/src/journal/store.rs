@@ -24,7 +24,7 @@ use redb::{
 use super::chain::{ChainCheck, ChainPos, Kind, Verified, digest_of};
 use super::commit::{Commit, CommitTicket};
 use super::copy::CopiedLog;
-use super::decode::decode_body;
+use super::decode_body;
 use super::event::{Event, GuestRef, LogPos, StoredEvent};
 use super::info::{LogInfo, LogMeta, LogStatus, OpenEffect};
 use super::tables::{

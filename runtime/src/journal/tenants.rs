@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
-use super::decode::decode_body;
+use super::decode_body;
 use super::event::{Created, EventBody};
 use super::tables::{self, EVENTS, LOGS, TENANT_COUNTS, TENANT_LOGS};
 use super::writer::{WriteTables, decode_meta};

@@ -657,7 +657,7 @@ const ALL_KINDS: [&str; 15] = [
 ];
 
 fn golden_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all/golden/events.jsonl")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../log/tests/golden/events.jsonl")
 }
 
 /// The log format is pinned by `golden/events.jsonl`; `LOGBOOK_BLESS=1`

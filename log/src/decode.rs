@@ -17,18 +17,18 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
-use super::JournalError;
-use super::event::{
+use crate::FormatError;
+use crate::event::{
     ContentBlock, Created, ErrorKind, EventBody, GuestRef, ModelResponse, Outcome, Question,
     RequestedEffect, Sender, StopReason, ToolCall, Usage,
 };
 
 /// Decodes a canonical body (as stored, and as hashed).
-pub fn decode_body(bytes: &[u8]) -> Result<EventBody, JournalError> {
+pub fn decode_body(bytes: &[u8]) -> Result<EventBody, FormatError> {
     match fast(bytes) {
         Some(body) => Ok(body),
         None => serde_json::from_slice(bytes)
-            .map_err(|e| JournalError::Corrupt(format!("event body: {e}"))),
+            .map_err(|e| FormatError::Corrupt(format!("event body: {e}"))),
     }
 }
 
@@ -414,9 +414,9 @@ impl BlockB {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::jsonl::from_jsonl;
+    use crate::jsonl::from_jsonl;
 
-    const GOLDEN: &str = include_str!("../../tests/all/golden/events.jsonl");
+    const GOLDEN: &str = include_str!("../tests/golden/events.jsonl");
 
     fn golden() -> Vec<EventBody> {
         GOLDEN
@@ -444,7 +444,7 @@ mod tests {
         // A block missing its field: the derived decoder's error.
         let bad = br#"{"kind":"output","key":"k","content":[{"type":"text"}]}"#;
         assert!(fast(bad).is_none());
-        assert!(matches!(decode_body(bad), Err(JournalError::Corrupt(_))));
+        assert!(matches!(decode_body(bad), Err(FormatError::Corrupt(_))));
         // A tool outcome with blocks for content.
         let bad =
             br#"{"kind":"completed","key":"k","outcome":"tool","content":[],"is_error":false}"#;
@@ -454,7 +454,7 @@ mod tests {
         assert!(decode_body(b"").is_err());
     }
 
-    /// `cargo test --release -p logbook --lib -- --ignored decode_speed_of_bodies --nocapture`
+    /// `cargo test --release -p logbook-log --lib -- --ignored decode_speed_of_bodies --nocapture`
     #[test]
     #[ignore = "a measurement, not a test"]
     fn decode_speed_of_bodies() {

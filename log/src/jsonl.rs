@@ -14,8 +14,8 @@ use std::io::{self, BufRead, Read};
 
 use serde_json::{Map, Value};
 
-use super::JournalError;
-use super::event::{Event, EventBody, StoredEvent};
+use crate::FormatError;
+use crate::event::{Event, EventBody, StoredEvent};
 
 /// One event as a JSONL line (no trailing newline).
 pub fn to_jsonl(event: &StoredEvent) -> String {
@@ -36,17 +36,17 @@ pub fn to_jsonl(event: &StoredEvent) -> String {
 }
 
 /// Parses a line written by [`to_jsonl`], refusing with
-/// [`JournalError::NotCanonical`] a line that is not byte for byte the line of
+/// [`FormatError::NotCanonical`] a line that is not byte for byte the line of
 /// the event it decodes to. The hash is taken as written; check the chain with
-/// [`verify_events`](super::verify_events).
-pub fn from_jsonl(line: &str) -> Result<StoredEvent, JournalError> {
+/// [`verify_events`](crate::verify_events).
+pub fn from_jsonl(line: &str) -> Result<StoredEvent, FormatError> {
     let fields: Map<String, Value> =
-        serde_json::from_str(line).map_err(|e| JournalError::Jsonl(e.to_string()))?;
+        serde_json::from_str(line).map_err(|e| FormatError::Jsonl(e.to_string()))?;
     let event = from_fields(fields)?;
     // One encode per line: cheap next to the parse, and it is the rule itself.
     let canonical = to_jsonl(&event);
     if canonical != line {
-        return Err(JournalError::NotCanonical {
+        return Err(FormatError::NotCanonical {
             seq: event.event.seq,
             why: why_not_canonical(line, &canonical),
         });
@@ -58,15 +58,15 @@ pub fn from_jsonl(line: &str) -> Result<StoredEvent, JournalError> {
 /// as a JSON document (a page of events from the HTTP API) hands it over
 /// once parsed. Refused, like [`from_jsonl`], when it holds anything its
 /// event does not, or holds it otherwise.
-pub fn event_from_json(value: &Value) -> Result<StoredEvent, JournalError> {
+pub fn event_from_json(value: &Value) -> Result<StoredEvent, FormatError> {
     let Value::Object(fields) = value else {
-        return Err(JournalError::Jsonl("an event is a JSON object".into()));
+        return Err(FormatError::Jsonl("an event is a JSON object".into()));
     };
     let event = from_fields(fields.clone())?;
     let canonical: Value =
         serde_json::from_str(&to_jsonl(&event)).expect("a line written by to_jsonl is JSON");
     if let Some(why) = difference(value, &canonical, "") {
-        return Err(JournalError::NotCanonical {
+        return Err(FormatError::NotCanonical {
             seq: event.event.seq,
             why,
         });
@@ -74,20 +74,20 @@ pub fn event_from_json(value: &Value) -> Result<StoredEvent, JournalError> {
     Ok(event)
 }
 
-fn from_fields(mut fields: Map<String, Value>) -> Result<StoredEvent, JournalError> {
+fn from_fields(mut fields: Map<String, Value>) -> Result<StoredEvent, FormatError> {
     let seq = take_u64(&mut fields, "seq")?;
     let at = take_u64(&mut fields, "at")?;
     let hash = match fields.remove("hash") {
         Some(Value::String(h)) => {
             let mut hash = [0u8; 32];
             hex::decode_to_slice(&h, &mut hash)
-                .map_err(|e| JournalError::Jsonl(format!("`hash`: {e}")))?;
+                .map_err(|e| FormatError::Jsonl(format!("`hash`: {e}")))?;
             hash
         }
-        _ => return Err(JournalError::Jsonl("`hash` is not a string".into())),
+        _ => return Err(FormatError::Jsonl("`hash` is not a string".into())),
     };
     let body: EventBody = serde_json::from_value(Value::Object(fields))
-        .map_err(|e| JournalError::Jsonl(format!("seq {seq}: {e}")))?;
+        .map_err(|e| FormatError::Jsonl(format!("seq {seq}: {e}")))?;
     Ok(StoredEvent {
         event: Event { seq, at, body },
         hash,
@@ -246,11 +246,11 @@ impl<R: BufRead> Read for Utf8Lines<R> {
     }
 }
 
-fn take_u64(fields: &mut Map<String, Value>, name: &str) -> Result<u64, JournalError> {
+fn take_u64(fields: &mut Map<String, Value>, name: &str) -> Result<u64, FormatError> {
     fields
         .remove(name)
         .and_then(|v| v.as_u64())
-        .ok_or_else(|| JournalError::Jsonl(format!("`{name}` is not an unsigned integer")))
+        .ok_or_else(|| FormatError::Jsonl(format!("`{name}` is not an unsigned integer")))
 }
 
 #[cfg(test)]
@@ -258,8 +258,8 @@ mod tests {
     use std::io::{BufRead, Read};
 
     use super::*;
-    use crate::journal::chain::{GENESIS_HASH, chain_events};
-    use crate::journal::event::{ContentBlock, Sender};
+    use crate::chain::{GENESIS_HASH, chain_events};
+    use crate::event::{ContentBlock, Sender};
 
     #[test]
     fn a_line_is_the_event_fields_then_the_canonical_body() {
@@ -306,7 +306,7 @@ mod tests {
 
     fn not_canonical(line: &str) -> String {
         match from_jsonl(line) {
-            Err(JournalError::NotCanonical { seq, why }) => {
+            Err(FormatError::NotCanonical { seq, why }) => {
                 assert_eq!(seq, 1, "{line}");
                 why
             }
@@ -364,7 +364,7 @@ mod tests {
         extra["extra"] = Value::Bool(true);
         assert!(matches!(
             event_from_json(&extra),
-            Err(JournalError::NotCanonical { why, .. }) if why == r#"unknown field "extra""#
+            Err(FormatError::NotCanonical { why, .. }) if why == r#"unknown field "extra""#
         ));
     }
 
@@ -414,7 +414,7 @@ mod tests {
             ),
         ] {
             assert!(
-                matches!(from_jsonl(line), Err(JournalError::Jsonl(_))),
+                matches!(from_jsonl(line), Err(FormatError::Jsonl(_))),
                 "{line}"
             );
         }

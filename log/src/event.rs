@@ -1,7 +1,7 @@
 //! The events of a log, as the host stores and exports them.
 //!
 //! These types mirror `wit/agent.wit` one for one; `docs/log-format.md` is their
-//! JSON form and `tests/all/golden/` pins it. The JSON of an [`EventBody`] is the
+//! JSON form and `tests/golden/events.jsonl` pins it. The JSON of an [`EventBody`] is the
 //! canonical form: it is what the hash chain covers and what the journal stores,
 //! so a field's name or order changes the format and needs a new version.
 //! Tool arguments and results stay JSON *text*: a model may produce invalid
@@ -567,13 +567,6 @@ pub struct Event {
 pub struct StoredEvent {
     /// The event.
     pub event: Event,
-    /// Its chained hash (see [`event_hash`](super::event_hash)).
+    /// Its chained hash (see [`event_hash`](crate::event_hash)).
     pub hash: [u8; 32],
-}
-
-/// `sha256:` and the hex SHA-256 of `bytes`: how guests and model requests
-/// are named by content.
-pub fn digest_of(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
