@@ -15,11 +15,11 @@
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 
 use crate::FormatError;
 use crate::event::{
-    ContentBlock, Created, ErrorKind, EventBody, GuestRef, ModelResponse, Outcome, Question,
+    ContentBlock, ErrorKind, EventBody, GuestRef, ModelResponse, Outcome, Question,
     RequestedEffect, Sender, StopReason, ToolCall, Usage,
 };
 
@@ -39,24 +39,31 @@ fn kind_of(bytes: &[u8]) -> Option<&[u8]> {
     Some(&rest[..end])
 }
 
-fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
-    serde_json::from_slice(bytes).ok()
+fn parse<'a, T: Deserialize<'a>>(text: &'a str) -> Option<T> {
+    serde_json::from_str(text).ok()
 }
 
 fn fast(bytes: &[u8]) -> Option<EventBody> {
-    Some(match kind_of(bytes)? {
-        b"created" => EventBody::Created(parse::<Created>(bytes)?),
+    let kind = kind_of(bytes)?;
+    // serde_json skips a field a mirror struct does not name without checking
+    // its UTF-8, where the derived decoder (which buffers every field) refuses
+    // it: check the whole body once, so that corrupt bytes are refused alike
+    // (and the parse then checks no string again).
+    let text = std::str::from_utf8(bytes).ok()?;
+    Some(match kind {
+        // `created` is one event a log, and its struct (not a mirror) does
+        // not name `kind`: the derived decoder takes it.
         b"input" => {
-            let b: InputB = parse(bytes)?;
+            let b: InputB = parse(text)?;
             EventBody::Input {
                 from: b.from,
                 content: b.content.0,
             }
         }
-        b"requested" => parse::<RequestedB>(bytes)?.into_body()?,
-        b"completed" => parse::<CompletedB>(bytes)?.into_body()?,
+        b"requested" => parse::<RequestedB>(text)?.into_body()?,
+        b"completed" => parse::<CompletedB>(text)?.into_body()?,
         b"failed" => {
-            let b: FailedB = parse(bytes)?;
+            let b: FailedB = parse(text)?;
             EventBody::Failed {
                 key: b.key,
                 error: b.error,
@@ -66,10 +73,10 @@ fn fast(bytes: &[u8]) -> Option<EventBody> {
             }
         }
         b"cancelled" => EventBody::Cancelled {
-            key: parse::<KeyB>(bytes)?.key,
+            key: parse::<KeyB>(text)?.key,
         },
         b"approval-requested" => {
-            let b: ApprovalRequestedB = parse(bytes)?;
+            let b: ApprovalRequestedB = parse(text)?;
             EventBody::ApprovalRequested {
                 key: b.key,
                 tool: b.tool,
@@ -77,7 +84,7 @@ fn fast(bytes: &[u8]) -> Option<EventBody> {
             }
         }
         b"approval-decided" => {
-            let b: ApprovalDecidedB = parse(bytes)?;
+            let b: ApprovalDecidedB = parse(text)?;
             EventBody::ApprovalDecided {
                 key: b.key,
                 allow: b.allow,
@@ -86,31 +93,31 @@ fn fast(bytes: &[u8]) -> Option<EventBody> {
             }
         }
         b"output" => {
-            let b: OutputB = parse(bytes)?;
+            let b: OutputB = parse(text)?;
             EventBody::Output {
                 key: b.key,
                 content: b.content.0,
             }
         }
         b"sent" => {
-            let b: SentB = parse(bytes)?;
+            let b: SentB = parse(text)?;
             EventBody::Sent {
                 key: b.key,
                 target: b.target,
             }
         }
         b"guest-changed" => {
-            let b: GuestChangedB = parse(bytes)?;
+            let b: GuestChangedB = parse(text)?;
             EventBody::GuestChanged {
                 from: b.from,
                 to: b.to,
             }
         }
         b"guest-failed" => EventBody::GuestFailed {
-            message: parse::<MessageB>(bytes)?.message,
+            message: parse::<MessageB>(text)?.message,
         },
         b"unparked" => {
-            let b: UnparkedB = parse(bytes)?;
+            let b: UnparkedB = parse(text)?;
             EventBody::Unparked {
                 skip: b.skip,
                 by: b.by,
@@ -118,45 +125,55 @@ fn fast(bytes: &[u8]) -> Option<EventBody> {
             }
         }
         b"finished" => {
-            let b: FinishedB = parse(bytes)?;
+            let b: FinishedB = parse(text)?;
             EventBody::Finished {
                 key: b.key,
                 result: b.result,
             }
         }
         b"continued" => EventBody::Continued {
-            log: parse::<LogB>(bytes)?.log,
+            log: parse::<LogB>(text)?.log,
         },
         _ => return None,
     })
 }
 
-// Mirrors of the variants. The `kind` field is an unknown field to them, and
-// serde skips it without allocating.
+// Mirrors of the variants. Each names `kind` (read without allocating) so
+// that a body carrying it twice is refused, as the derived decoder refuses it.
 
 #[derive(Deserialize)]
 struct InputB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
     from: Sender,
     content: Blocks,
 }
 
 #[derive(Deserialize)]
 struct KeyB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
     key: String,
 }
 
 #[derive(Deserialize)]
 struct MessageB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
     message: String,
 }
 
 #[derive(Deserialize)]
 struct LogB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
     log: String,
 }
 
 #[derive(Deserialize)]
 struct FailedB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
     key: String,
     error: ErrorKind,
     message: String,
@@ -166,6 +183,8 @@ struct FailedB {
 
 #[derive(Deserialize)]
 struct ApprovalRequestedB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
     key: String,
     tool: Option<ToolCall>,
     question: Option<Question>,
@@ -173,6 +192,8 @@ struct ApprovalRequestedB {
 
 #[derive(Deserialize)]
 struct ApprovalDecidedB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
     key: String,
     allow: bool,
     by: String,
@@ -181,24 +202,32 @@ struct ApprovalDecidedB {
 
 #[derive(Deserialize)]
 struct OutputB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
     key: String,
     content: Blocks,
 }
 
 #[derive(Deserialize)]
 struct SentB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
     key: String,
     target: String,
 }
 
 #[derive(Deserialize)]
 struct GuestChangedB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
     from: GuestRef,
     to: GuestRef,
 }
 
 #[derive(Deserialize)]
 struct UnparkedB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
     #[serde(default)]
     skip: Option<u64>,
     by: String,
@@ -207,6 +236,8 @@ struct UnparkedB {
 
 #[derive(Deserialize)]
 struct FinishedB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
     key: String,
     result: String,
 }
@@ -223,6 +254,8 @@ enum EffectTag {
 /// `requested` with every field of every effect, flat.
 #[derive(Deserialize)]
 struct RequestedB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
     key: String,
     effect: EffectTag,
     model: Option<String>,
@@ -269,6 +302,8 @@ enum OutcomeTag {
 /// `completed` with every field of every outcome, flat.
 #[derive(Deserialize)]
 struct CompletedB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
     key: String,
     outcome: OutcomeTag,
     content: Option<StrOrBlocks>,
@@ -430,6 +465,14 @@ mod tests {
         for body in golden() {
             let bytes = body.to_canonical();
             let derived: EventBody = serde_json::from_slice(&bytes).expect("derived");
+            if matches!(body, EventBody::Created(_)) {
+                assert!(
+                    fast(&bytes).is_none(),
+                    "`created` takes the derived decoder"
+                );
+                assert_eq!(decode_body(&bytes).expect("decodes"), derived);
+                continue;
+            }
             let quick = fast(&bytes).unwrap_or_else(|| panic!("no fast path for {}", body.kind()));
             assert_eq!(quick, derived);
             assert_eq!(quick, body);
@@ -452,6 +495,28 @@ mod tests {
         assert!(decode_body(bad).is_err());
         assert!(decode_body(b"{\"kind\":\"nope\"}").is_err());
         assert!(decode_body(b"").is_err());
+    }
+
+    /// Found by the `decode_body` fuzz target: a field no mirror struct names
+    /// was skipped unchecked, so the fast path took a body whose bytes are
+    /// not UTF-8 where the derived decoder refuses it.
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_even_in_a_field_nobody_reads() {
+        let mut bad = br#"{"kind":"cancelled","key":"k","note":"x"}"#.to_vec();
+        let x = bad.iter().position(|b| *b == b'x').expect("an x");
+        bad[x] = 0xff;
+        assert!(serde_json::from_slice::<EventBody>(&bad).is_err());
+        assert!(matches!(decode_body(&bad), Err(FormatError::Corrupt(_))));
+    }
+
+    /// Found by the `decode_body` fuzz target: a mirror did not name `kind`,
+    /// so a body that carries it twice decoded where the derived decoder
+    /// refuses a duplicate field.
+    #[test]
+    fn a_body_with_its_kind_twice_is_refused() {
+        let bad = br#"{"kind":"cancelled","kind":"cancelled","key":"k"}"#;
+        assert!(serde_json::from_slice::<EventBody>(bad).is_err());
+        assert!(matches!(decode_body(bad), Err(FormatError::Corrupt(_))));
     }
 
     /// `cargo test --release -p logbook-log --lib -- --ignored decode_speed_of_bodies --nocapture`
