@@ -56,8 +56,13 @@ if [ "${LOGBOOK_SKIP_POSTGRES:-}" != 1 ] && [ -z "${LOGBOOK_TEST_POSTGRES:-}" ];
 fi
 
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# The fuzz targets (fuzz/), each for a bounded time; LOGBOOK_SKIP_FUZZ=1 skips them.
+if [ "${LOGBOOK_SKIP_FUZZ:-}" != 1 ]; then
+  scripts/fuzz.sh
+fi
 # The debug build the tests made: this checks that every benchmark runs. Its
 # figures are a debug build's; the figures we quote come from
 # `cargo build --release -p logbook && target/release/logbook bench`.
