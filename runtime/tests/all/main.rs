@@ -4,6 +4,7 @@ mod absorb;
 mod activation;
 mod bench;
 mod browser;
+mod chaos;
 mod cli;
 mod crash;
 mod faults;

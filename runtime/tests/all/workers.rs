@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -27,13 +28,14 @@ use crate::server::{Api, SseStream};
 /// The lease TTL the workers run with.
 const LEASE_TTL_MS: u64 = 1000;
 
-/// One `logbook serve --journal URL` process.
-struct Worker {
+/// One `logbook serve` process: on PostgreSQL here, on a redb data directory
+/// in the chaos test.
+pub(crate) struct Worker {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     /// Its stderr, line by line: shown when a test fails.
     lines: mpsc::Receiver<String>,
-    _data: TempDir,
+    _data: Option<TempDir>,
 }
 
 impl Worker {
@@ -44,8 +46,17 @@ impl Worker {
             format!("[journal]\nlease_ttl_ms = {LEASE_TTL_MS}\n"),
         )
         .expect("write the configuration");
-        let mut cmd = logbook(data.path());
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--journal", &db.url])
+        let mut worker = Worker::serve(data.path(), &["--journal", &db.url], env);
+        worker._data = Some(data);
+        worker
+    }
+
+    /// `logbook serve` over `data` on a port of its own, with `args` and
+    /// `env`; returns once it says where it serves.
+    pub(crate) fn serve(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Worker {
+        let mut cmd = logbook(data);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         // The workers' trace, shown when a test fails: LOGBOOK_TEST_WORKER_LOG=logbook=debug.
@@ -85,11 +96,11 @@ impl Worker {
             child,
             url,
             lines,
-            _data: data,
+            _data: None,
         }
     }
 
-    fn api(&self) -> Api {
+    pub(crate) fn api(&self) -> Api {
         Api::new(&self.url, None)
     }
 
@@ -102,7 +113,7 @@ impl Worker {
     }
 
     /// SIGKILL, and reap.
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.child.kill().expect("SIGKILL");
         let _ = self.child.wait();
     }
@@ -119,20 +130,21 @@ impl Drop for Worker {
         // A stopped worker must go on to die.
         let _ = std::process::Command::new("kill")
             .args(["-CONT", &self.child.id().to_string()])
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-fn input_text(e: &StoredEvent) -> Option<String> {
+pub(crate) fn input_text(e: &StoredEvent) -> Option<String> {
     match &e.event.body {
         EventBody::Input { content, .. } => Some(logbook::journal::plain_text(content)),
         _ => None,
     }
 }
 
-fn output_texts(answer: &Value) -> Vec<String> {
+pub(crate) fn output_texts(answer: &Value) -> Vec<String> {
     answer["outputs"]
         .as_array()
         .map(|o| {
