@@ -155,6 +155,12 @@ pub enum JournalError {
     /// The redb file failed.
     #[error("storage: {0}")]
     Storage(#[source] Arc<redb::Error>),
+    /// The journal's file failed a write (a full disk) and is out until it
+    /// reopens, which it retries on its own. Commits refused while it is out
+    /// wrote nothing; the one that failed was not committed. Writes resume
+    /// once the file can be written again, with no restart.
+    #[error("the journal cannot write now ({0}); writes resume once it can")]
+    Unwritable(String),
     /// The writer has stopped (the journal was closed or its thread died);
     /// whether the commit was written is unknown to the caller.
     #[error("the journal writer has stopped")]

@@ -68,6 +68,7 @@ mod lease;
 mod memory;
 mod migrate;
 mod postgres;
+mod reopen;
 mod store;
 #[doc(hidden)]
 pub mod tables;
@@ -361,6 +362,13 @@ pub trait Journal: Send + Sync + 'static {
 
     /// The writer's counters.
     fn stats(&self) -> WriterStats;
+
+    /// Why the journal cannot write now, when it knows it cannot (redb's
+    /// file out after a failed write, until it reopens); `None` when it can
+    /// or cannot tell. What `/readyz` reports.
+    fn unwritable(&self) -> Option<String> {
+        None
+    }
 
     /// Takes the writer lease of `log` for this journal's worker. Succeeds
     /// when no live worker holds it, when this worker does, or when the

@@ -27,6 +27,7 @@ use super::copy::CopiedLog;
 use super::decode_body;
 use super::event::{Event, GuestRef, LogPos, StoredEvent};
 use super::info::{LogInfo, LogMeta, LogStatus, OpenEffect};
+use super::reopen::RedbFile;
 use super::tables::{
     self, EVENTS, GUEST_NAMES, GUESTS, LOGS, NAMES, OPEN, SNAPSHOTS, TENANT_COUNTS, TENANT_LOGS,
 };
@@ -40,24 +41,38 @@ use super::{
 /// (it could only be a cycle: each fork is created after its parent).
 const MAX_ANCESTRY: usize = 10_000;
 
-/// The redb file of a journal: open to write (with a writer thread), or
-/// read-only (`logbook migrate`'s source), when every write is refused.
+/// The redb file of a journal: open to write (with a writer thread, and
+/// reopened after a failed write: [`RedbFile`]), or read-only (`logbook
+/// migrate`'s source), when every write is refused.
 enum Db {
-    Writable(Arc<Database>),
+    Writable(Arc<RedbFile>),
     ReadOnly(ReadOnlyDatabase),
 }
 
 impl Db {
-    fn begin_read(&self) -> Result<ReadTransaction, redb::TransactionError> {
+    fn begin_read(&self) -> Result<ReadTransaction, JournalError> {
         match self {
-            Db::Writable(db) => db.begin_read(),
-            Db::ReadOnly(db) => db.begin_read(),
+            Db::Writable(file) => {
+                let db = file.get()?;
+                db.begin_read().map_err(|e| file.failed(e.into()))
+            }
+            Db::ReadOnly(db) => Ok(db.begin_read()?),
         }
     }
 
-    fn writable(&self) -> Result<&Database, JournalError> {
+    /// Runs one write outside the writer thread; an I/O failure takes the
+    /// file out until it reopens.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
         match self {
-            Db::Writable(db) => Ok(db),
+            Db::Writable(file) => {
+                let db = file.get()?;
+                let written = f(&db).map_err(|e| file.failed(e))?;
+                file.wrote();
+                Ok(written)
+            }
             Db::ReadOnly(_) => Err(JournalError::ReadOnly),
         }
     }
@@ -111,13 +126,13 @@ impl RedbJournal {
         }
         txn.commit()?;
 
-        let db = Arc::new(db);
+        let file = Arc::new(RedbFile::new(path, db));
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel();
         let leases = Arc::new(LocalLeases::default());
         let waiters = Arc::new(Heads::default());
         let writer = Writer::new(
-            db.clone(),
+            file.clone(),
             config,
             counters.clone(),
             leases.clone(),
@@ -128,7 +143,7 @@ impl RedbJournal {
             .spawn(move || writer.run(rx))
             .map_err(redb::Error::from)?;
         Ok(Arc::new(RedbJournal {
-            db: Db::Writable(db),
+            db: Db::Writable(file),
             requests: RwLock::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             counters,
@@ -536,17 +551,19 @@ impl Journal for RedbJournal {
         bytes: &[u8],
     ) -> Result<GuestRef, JournalError> {
         let digest = digest_of(bytes);
-        let mut txn = self.db.writable()?.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        {
-            let mut guests = txn.open_table(GUESTS)?;
-            if guests.get(digest.as_str())?.is_none() {
-                guests.insert(digest.as_str(), bytes)?;
+        self.db.write(|db| {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            {
+                let mut guests = txn.open_table(GUESTS)?;
+                if guests.get(digest.as_str())?.is_none() {
+                    guests.insert(digest.as_str(), bytes)?;
+                }
+                let mut names = txn.open_table(GUEST_NAMES)?;
+                names.insert((tenant, name), digest.as_str())?;
             }
-            let mut names = txn.open_table(GUEST_NAMES)?;
-            names.insert((tenant, name), digest.as_str())?;
-        }
-        txn.commit()?;
+            Ok(txn.commit()?)
+        })?;
         Ok(GuestRef {
             name: name.to_owned(),
             digest,
@@ -633,29 +650,30 @@ impl Journal for RedbJournal {
         digest: &str,
         record: &[u8],
     ) -> Result<(), JournalError> {
-        let mut txn = self.db.writable()?.begin_write()?;
-        // A cache: losing it in a crash costs a full replay, nothing more.
-        txn.set_durability(Durability::None)?;
-        {
-            let mut table = txn.open_table(SNAPSHOTS)?;
-            let id = log.as_u128();
-            // Only the newest of a guest is ever restored: older ones would
-            // only pile up (each holds the log's key ledger).
-            let mut older = Vec::new();
-            for entry in table.range((id, 0, "")..(id, seq, ""))? {
-                let (k, _) = entry?;
-                let (_, s, d) = k.value();
-                if d == digest {
-                    older.push(s);
+        self.db.write(|db| {
+            let mut txn = db.begin_write()?;
+            // A cache: losing it in a crash costs a full replay, nothing more.
+            txn.set_durability(Durability::None)?;
+            {
+                let mut table = txn.open_table(SNAPSHOTS)?;
+                let id = log.as_u128();
+                // Only the newest of a guest is ever restored: older ones would
+                // only pile up (each holds the log's key ledger).
+                let mut older = Vec::new();
+                for entry in table.range((id, 0, "")..(id, seq, ""))? {
+                    let (k, _) = entry?;
+                    let (_, s, d) = k.value();
+                    if d == digest {
+                        older.push(s);
+                    }
                 }
+                for s in older {
+                    table.remove((id, s, digest))?;
+                }
+                table.insert((id, seq, digest), record)?;
             }
-            for s in older {
-                table.remove((id, s, digest))?;
-            }
-            table.insert((id, seq, digest), record)?;
-        }
-        txn.commit()?;
-        Ok(())
+            Ok(txn.commit()?)
+        })
     }
 
     async fn latest_snapshot(
@@ -708,16 +726,24 @@ impl Journal for RedbJournal {
         events: &[StoredEvent],
         session_limit: Option<u64>,
     ) -> Result<LogId, JournalError> {
-        super::import::import(self.db.writable()?, tenant, name, events, session_limit)
+        self.db
+            .write(|db| super::import::import(db, tenant, name, events, session_limit))
     }
 
     async fn copy_log(&self, log: &CopiedLog) -> Result<(), JournalError> {
         let prepared = super::copy::prepare(self, log).await?;
-        super::import::copy(self.db.writable()?, log, prepared)
+        self.db.write(|db| super::import::copy(db, log, prepared))
     }
 
     fn stats(&self) -> WriterStats {
         self.counters.snapshot()
+    }
+
+    fn unwritable(&self) -> Option<String> {
+        match &self.db {
+            Db::Writable(file) => file.unwritable(),
+            Db::ReadOnly(_) => Some("the journal is open read-only".into()),
+        }
     }
 
     async fn acquire_lease(&self, log: LogId) -> Result<Lease, JournalError> {

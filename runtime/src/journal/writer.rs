@@ -20,15 +20,16 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 
-use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::chain::{GENESIS_HASH, event_hash};
 use super::commit::{Commit, Committed};
 use super::event::{Event, EventBody, StoredEvent};
 use super::info::{LogMeta, MetaChange, OpenAction, OpenRecord};
+use super::reopen::RedbFile;
 
 mod fork;
 mod tenants;
@@ -75,7 +76,7 @@ struct Head {
 }
 
 pub(crate) struct Writer {
-    db: Arc<Database>,
+    file: Arc<RedbFile>,
     config: JournalConfig,
     counters: Arc<Counters>,
     heads: HashMap<u128, Head>,
@@ -157,14 +158,14 @@ struct Plan {
 
 impl Writer {
     pub(crate) fn new(
-        db: Arc<Database>,
+        file: Arc<RedbFile>,
         config: JournalConfig,
         counters: Arc<Counters>,
         leases: Arc<LocalLeases>,
         waiters: Arc<Heads>,
     ) -> Self {
         Writer {
-            db,
+            file,
             config,
             counters,
             heads: HashMap::new(),
@@ -173,9 +174,27 @@ impl Writer {
         }
     }
 
-    /// Serves requests until every sender is gone.
+    /// Serves requests until every sender is gone. While the file is out
+    /// after a failed write ([`RedbFile`]), it tries to reopen it between
+    /// requests and before each batch, and refuses a batch it cannot write.
     pub(crate) fn run(mut self, requests: Receiver<Request>) {
-        while let Ok(first) = requests.recv() {
+        loop {
+            let first = match self.file.until_next_try() {
+                None => match requests.recv() {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
+                Some(wait) => match requests.recv_timeout(wait) {
+                    Ok(r) => r,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if self.file.reopen() {
+                            self.file.probe();
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+            };
             let mut events = first.commit.event_count();
             let mut batch = vec![first];
             while events < self.config.max_batch_events {
@@ -186,6 +205,14 @@ impl Writer {
                     }
                     Err(_) => break,
                 }
+            }
+            if self.file.is_out() && !self.file.reopen() {
+                for r in batch {
+                    let _ =
+                        r.reply
+                            .send(Err(self.file.get().err().unwrap_or(JournalError::Closed)));
+                }
+                continue;
             }
             self.run_batch(batch);
         }
@@ -204,6 +231,7 @@ impl Writer {
             .fetch_add(requests, Ordering::Relaxed);
         match outcome {
             Ok(results) => {
+                self.file.wrote();
                 let events: usize = results
                     .iter()
                     .filter_map(|r| r.as_ref().ok())
@@ -223,6 +251,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "journal transaction failed");
+                let e = self.file.failed(e);
                 self.heads.clear();
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
@@ -234,7 +263,8 @@ impl Writer {
     /// Writes a batch in one transaction. The outer error fails the whole batch;
     /// the inner results are each request's own answer.
     fn write_batch(&mut self, commits: Vec<Commit>) -> Result<Vec<Answer>, JournalError> {
-        let mut txn = self.db.begin_write()?;
+        let db = self.file.get()?;
+        let mut txn = db.begin_write()?;
         txn.set_durability(if self.config.durable {
             Durability::Immediate
         } else {
@@ -542,14 +572,15 @@ mod tests {
     use super::*;
     use crate::journal::event::{Created, GuestRef};
     use crate::journal::{NewLog, verify_events};
-    use redb::ReadableDatabase;
+    use redb::{Database, ReadableDatabase};
 
     pub(super) fn writer(dir: &tempfile::TempDir) -> (Writer, Arc<Counters>) {
-        let db = Arc::new(Database::create(dir.path().join("j.redb")).expect("create"));
+        let path = dir.path().join("j.redb");
+        let db = Database::create(&path).expect("create");
         let counters = Arc::new(Counters::default());
         (
             Writer::new(
-                db,
+                Arc::new(RedbFile::new(&path, db)),
                 JournalConfig::default(),
                 counters.clone(),
                 Arc::default(),
@@ -641,7 +672,7 @@ mod tests {
         );
 
         // What is stored chains, and the head cache agrees with it.
-        let txn = w.db.begin_read().expect("read");
+        let txn = w.file.get().expect("the file").begin_read().expect("read");
         let table = txn.open_table(EVENTS).expect("events");
         let mut stored = Vec::new();
         for entry in table

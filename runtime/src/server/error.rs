@@ -133,7 +133,7 @@ fn journal(e: &JournalError) -> (StatusCode, &'static str) {
         // The journal cannot write now (a full disk, a closed writer, a
         // lost database): whether the request was written is unknown;
         // the log says.
-        J::Storage(_) | J::Postgres(_) | J::Closed => {
+        J::Storage(_) | J::Unwritable(_) | J::Postgres(_) | J::Closed => {
             (StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable")
         }
         // Damaged data, a commit the host should never have built, a

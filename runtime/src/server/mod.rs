@@ -196,6 +196,7 @@ fn app(
     };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/guests", post(add_guest).get(list_guests))
         .route("/v1/sessions", post(sessions::create).get(sessions::list))
@@ -292,6 +293,21 @@ async fn list_guests(
 
 /// The host's metrics; with `[server] metrics = "token"` (the default) only
 /// for a caller with a tenant's token, when tokens are configured.
+/// Readiness: 200 while the journal can write, 503 `journal_unavailable`
+/// (saying why) while it cannot, for instance after a write failed on a full
+/// disk and until the file reopens. `/healthz` stays the liveness check: the
+/// process serves, and reads go on.
+async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    match state.host.journal().unwritable() {
+        None => Ok("ready\n"),
+        Some(why) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "journal_unavailable",
+            format!("the journal cannot write: {why}"),
+        )),
+    }
+}
+
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if state.host.config().server.metrics == MetricsAccess::Token {
         state.tenants.tenant(&headers)?;

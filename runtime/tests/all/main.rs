@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod faults;
 mod fixtures;
+mod fulldisk;
 mod guest;
 mod hugeinput;
 mod integrity;

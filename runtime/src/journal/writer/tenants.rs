@@ -83,7 +83,7 @@ mod tests {
 
     /// `(logs, sessions)` of a tenant, as stored.
     fn stored_counts(w: &super::super::Writer, tenant: &str) -> (u64, u64) {
-        let txn = w.db.begin_read().expect("read");
+        let txn = w.file.get().expect("the file").begin_read().expect("read");
         let table = txn.open_table(TENANT_COUNTS).expect("counts");
         table
             .get(tenant)
@@ -143,7 +143,7 @@ mod tests {
             .expect("batch");
         assert!(results[0].is_ok());
         assert_eq!(stored_counts(&w, "t"), (4, 4));
-        let txn = w.db.begin_read().expect("read");
+        let txn = w.file.get().expect("the file").begin_read().expect("read");
         let logs = txn.open_table(crate::journal::tables::LOGS).expect("logs");
         for id in ids {
             assert!(logs.get(id.as_u128()).expect("get").is_none());
