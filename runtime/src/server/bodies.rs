@@ -250,7 +250,8 @@ pub(crate) struct UnparkBody {
     /// The seq of an input the guest is never to see again.
     #[serde(default)]
     pub(crate) skip: Option<u64>,
-    /// Why, in the operator's words.
+    /// Why, in the operator's words (required, not empty).
+    #[schema(min_length = 1)]
     pub(crate) reason: String,
 }
 

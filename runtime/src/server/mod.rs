@@ -162,7 +162,16 @@ impl Caller {
     }
 }
 
+/// A request body as `T`. Every body of the API is a JSON object (`null`
+/// where the body is optional): serde would also read a struct from an array
+/// of its fields in order, which the API does not take.
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: an object is expected, not an array",
+        ));
+    }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }

@@ -18,7 +18,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Path, Query};
 use super::{AppState, Caller};
 use crate::journal::{ContentBlock, EventBody, LogId, LogInfo, LogStatus, Sender};
-use crate::session::{Activity, Host};
+use crate::session::{Activity, Host, SessionError};
 
 async fn create_for(
     host: &Host,
@@ -87,6 +87,10 @@ pub(crate) async fn put_by_name(
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
     let body: PutBody = caller.json(body).await?;
+    // Refused whether or not the session exists, like every malformed body.
+    if body.config.as_ref().is_some_and(|c| !c.is_object()) {
+        return Err(SessionError::ConfigNotObject { of: "session" }.into());
+    }
     if let Ok(info) = state.host.resolve(&caller.tenant, &name).await {
         return Ok(Json(SessionView::of(&info)).into_response());
     }

@@ -156,6 +156,9 @@ async fn every_documented_operation_is_in_the_http_api_docs() {
     }
     assert!(missing.is_empty(), "not in docs/http-api.md: {missing:?}");
     assert_eq!(doc["openapi"], "3.1.0");
+    // The unpark that the server refuses without a reason says so.
+    let reason = &doc["components"]["schemas"]["UnparkBody"]["properties"]["reason"];
+    assert_eq!(reason["minLength"], 1, "{reason}");
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
     server.stop().await;
 }
@@ -276,5 +279,64 @@ async fn real_answers_validate_against_the_document() {
         schemas.check("get", "/v1/sessions/{id}", StatusCode::OK, &wrong);
     });
     assert!(caught.is_err(), "a session without its fields is refused");
+    server.stop().await;
+}
+
+// ----- what schemathesis found -----
+
+/// serde reads a struct from a JSON array of its fields in order, so
+/// `[null, null]` was a fork with every default and `["counter"]` a session:
+/// bodies the document (objects) refuses. Every body is an object, or for a
+/// fork nothing or `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_an_array_is_refused() {
+    let server = Server::start(config()).await;
+    let api = &server.api;
+    api.add_guest("counter").await;
+    api.session("counter", "c1").await;
+    let array = |v: Value| Some(v.to_string().into_bytes());
+    for (method, path, body) in [
+        (Method::POST, "/v1/sessions/c1/fork", json!([null, null])),
+        (Method::POST, "/v1/sessions", json!(["counter", "c2"])),
+        (Method::PUT, "/v1/sessions/by-name/c3", json!(["counter"])),
+        (Method::POST, "/v1/sessions/c1/input", json!(["add 2"])),
+        (Method::POST, "/v1/sessions/c1/approvals/k", json!([true])),
+        (Method::POST, "/v1/sessions/c1/unpark", json!([null, "r"])),
+    ] {
+        let shown = format!("{method} {path}");
+        let answer = api.call(method, path, array(body)).await;
+        assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{shown}: {}", answer.1);
+        crate::server::assert_error(&answer, 400, "bad_request");
+    }
+    let (_, page) = api.get("/v1/sessions").await;
+    assert_eq!(page["total"], 1, "nothing was made: {page}");
+    // `null` is still a fork with every default, as documented.
+    let (status, body) = api
+        .call(Method::POST, "/v1/sessions/c1/fork", array(Value::Null))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.stop().await;
+}
+
+/// `PUT /v1/sessions/by-name/NAME` on a session that exists answered 200
+/// without looking at the body: a `config` that is not an object passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_whose_config_is_not_an_object_is_refused_when_the_session_exists() {
+    let server = Server::start(config()).await;
+    let api = &server.api;
+    api.add_guest("counter").await;
+    api.session("counter", "c1").await;
+    let answer = api
+        .call(
+            Method::PUT,
+            "/v1/sessions/by-name/c1",
+            Some(
+                json!({"guest": "counter", "config": 3})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+    crate::server::assert_error(&answer, 400, "bad_config");
     server.stop().await;
 }
