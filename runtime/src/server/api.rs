@@ -135,7 +135,15 @@ fn finish(doc: &mut utoipa::openapi::OpenApi) {
         .into_iter()
         .flatten()
         {
+            // An operation open to anyone (this document) never answers 401.
+            let anonymous = operation
+                .security
+                .as_ref()
+                .is_some_and(|s| s.iter().all(|r| *r == SecurityRequirement::default()));
             for (status, description) in ANY_REQUEST {
+                if anonymous && *status == 401 {
+                    continue;
+                }
                 operation
                     .responses
                     .responses
