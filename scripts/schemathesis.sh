@@ -4,7 +4,7 @@
 # binary) on loopback, over a fresh data directory holding the `counter` guest
 # and a session `c1`, and fails on any 5xx, any answer whose status, content
 # type, headers or body the document does not describe. Bounded in time:
-# LOGBOOK_SCHEMATHESIS_SECONDS (default 90) for schemathesis itself.
+# LOGBOOK_SCHEMATHESIS_SECONDS (default 75) for schemathesis itself.
 # The server is killed and the data directory removed on any exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,7 +61,7 @@ status=0
 "$venv/bin/schemathesis" --config-file scripts/schemathesis.toml run "$url/v1/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
   --phases examples,coverage,fuzzing \
-  --max-time "${LOGBOOK_SCHEMATHESIS_SECONDS:-90}" \
+  --max-time "${LOGBOOK_SCHEMATHESIS_SECONDS:-75}" \
   --max-examples 100 \
   --workers 2 \
   --request-timeout 20 \
