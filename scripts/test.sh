@@ -63,6 +63,12 @@ cargo test --workspace
 if [ "${LOGBOOK_SKIP_FUZZ:-}" != 1 ]; then
   scripts/fuzz.sh
 fi
+# The HTTP API against its OpenAPI document, fuzzed by schemathesis (pip, into
+# a venv under target/) on a live `logbook serve`; bounded at ~2 minutes.
+# LOGBOOK_SKIP_SCHEMATHESIS=1 skips it.
+if [ "${LOGBOOK_SKIP_SCHEMATHESIS:-}" != 1 ]; then
+  scripts/schemathesis.sh
+fi
 # The debug build the tests made: this checks that every benchmark runs. Its
 # figures are a debug build's; the figures we quote come from
 # `cargo build --release -p logbook && target/release/logbook bench`.

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Where a log starts or continues from: event `seq` of log `log`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogPos {
     /// The log's id (a UUIDv7, as text).
     pub log: String,
@@ -19,7 +19,7 @@ pub struct LogPos {
 }
 
 /// The guest component a log runs on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GuestRef {
     /// The name it was uploaded under.
     pub name: String,
@@ -28,7 +28,7 @@ pub struct GuestRef {
 }
 
 /// A tool offered to a session.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ToolSpec {
     /// The name a model calls it by.
     pub name: String,
@@ -39,7 +39,7 @@ pub struct ToolSpec {
 }
 
 /// A model's request to run a tool.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ToolCall {
     /// The call's id, chosen by the model; a tool result refers to it.
     pub id: String,
@@ -50,7 +50,7 @@ pub struct ToolCall {
 }
 
 /// Provider-neutral content.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ContentBlock {
     /// Plain text.
@@ -106,7 +106,7 @@ pub fn plain_text(blocks: &[ContentBlock]) -> String {
 }
 
 /// Who sent an input.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Sender {
     /// A participant, by principal (`cli`, a tenant's user, ...).
@@ -121,7 +121,7 @@ pub enum Sender {
 }
 
 /// Seq 0 of every log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Created {
     /// The guest the log starts on.
     pub guest: GuestRef,
@@ -144,14 +144,14 @@ pub struct Created {
 }
 
 /// A question for a human.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Question {
     /// What to ask.
     pub text: String,
 }
 
 /// What `requested` records of an async effect, before it runs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "effect", rename_all = "kebab-case")]
 pub enum RequestedEffect {
     /// A model call, by digest: the request itself is a pure function of the
@@ -183,7 +183,7 @@ impl RequestedEffect {
 }
 
 /// Why a model stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum StopReason {
     /// The model finished its turn.
@@ -201,7 +201,7 @@ pub enum StopReason {
 }
 
 /// Tokens a model call used.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     /// Tokens read.
     pub input_tokens: u64,
@@ -210,7 +210,7 @@ pub struct Usage {
 }
 
 /// A model's whole answer: what the agent saw.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelResponse {
     /// What the model said.
     pub content: Vec<ContentBlock>,
@@ -225,7 +225,7 @@ pub struct ModelResponse {
 }
 
 /// How an async effect ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
     /// A model's response, whole.
@@ -242,7 +242,7 @@ pub enum Outcome {
 }
 
 /// Why an effect failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorKind {
     /// The host stopped while the effect ran and it is not safe to repeat.
@@ -267,7 +267,7 @@ pub enum ErrorKind {
 }
 
 /// The body of an event: what happened. Serialized with a `kind` tag.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum EventBody {
     /// Seq 0: how the log starts.

@@ -36,7 +36,7 @@ pub struct LogInfo {
 }
 
 /// What a log is doing, as far as the log says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogStatus {
     /// Nothing is open: it waits for input.

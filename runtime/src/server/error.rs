@@ -5,6 +5,8 @@
 //! placed here: 4xx when the request is at fault (it can never succeed as
 //! sent) or lost a race (409, 429, 503: it may go again), 500 `internal`,
 //! logged with `tracing::error!`, when the host is (damaged data, a bug).
+//! [`ErrorBody`] is that shape, as `/v1/openapi.json` describes it (the
+//! component `Error`) and as every answer serializes it.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -41,9 +43,31 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody {
+    /// What went wrong.
+    pub(crate) error: ErrorDetail,
+}
+
+/// An error's stable code and readable message.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Stable, machine-readable: `not_found`, `name_taken`, ... (docs/http-api.md).
+    pub(crate) code: String,
+    /// For people; its wording may change.
+    pub(crate) message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }

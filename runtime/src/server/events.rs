@@ -18,15 +18,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::AppState;
+use super::bodies::{EventPage, EventsQuery};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Path, Query};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-
-use super::AppState;
-use super::error::ApiError;
-use super::extract::{Path, Query};
 use tokio::sync::broadcast;
 
 use crate::effects::ModelDelta;
@@ -36,12 +35,35 @@ use crate::session::{FedEvent, Follower, Host};
 /// Events one read of the journal takes.
 const PAGE: usize = 256;
 
-#[derive(Deserialize)]
-pub(crate) struct EventsQuery {
-    from: Option<u64>,
-    limit: Option<usize>,
-}
-
+/// A page of the log as JSON, or with `Accept: text/event-stream` Server-Sent
+/// Events that follow it live (OpenAPI 3.1 describes the stream only as
+/// text: one SSE event per log event, `id` its seq, `event` its kind, `data`
+/// its JSONL line; `event: delta` without `id` for a model's streamed text).
+#[utoipa::path(
+    get, path = "/v1/sessions/{id}/events", tag = "sessions",
+    params(
+        ("id" = String, Path, description = "The session's id, or a name that reaches it."),
+        EventsQuery,
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "With `Accept: text/event-stream`: resume after this seq."),
+    ),
+    responses(
+        (status = 200,
+            description = "A page of the log (`application/json`), or with \
+                `Accept: text/event-stream` Server-Sent Events from `from` that follow the \
+                log live: each event's `id` is its seq, its `event` its kind and its `data` \
+                its line as in the JSON page; `event: delta` (no `id`) carries a model's \
+                streamed text, which is not in the log; a comment line every \
+                `sse_keep_alive_ms` keeps a quiet stream open.",
+            content(
+                (EventPage = "application/json"),
+                (String = "text/event-stream"),
+            )
+        ),
+        (status = 400, description = "`bad_request`: a `Last-Event-ID` that is not a seq of the log", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -9,13 +9,17 @@
 //! 403; nothing is acknowledged before it is durable; every request, routed
 //! or not, passes the request guard (`origin.rs`) first, so no web page on
 //! another origin reaches a handler; connections are capped and timed out
-//! (`connection.rs`), so idle or half-sent ones cannot take every open file.
+//! (`connection.rs`), so idle or half-sent ones cannot take every open file;
+//! every `/v1` route is in `/v1/openapi.json`, built with it (`api.rs`).
 
+mod api;
 mod auth;
+mod bodies;
 mod connection;
 mod error;
 mod events;
 mod extract;
+mod guests;
 mod limits;
 mod origin;
 mod sessions;
@@ -30,12 +34,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use serde::Deserialize;
+use axum::routing::get;
 
 pub use auth::{ServeError, Tenants};
 pub use error::ApiError;
-use extract::Query;
 pub use limits::{OpenFiles, connection_cap, raise_open_files_limit};
 
 use crate::config::MetricsAccess;
@@ -65,6 +67,8 @@ pub(crate) struct AppState {
     /// Turns true when the server shuts down: live event streams end then,
     /// or graceful shutdown would wait for their clients forever.
     pub(crate) closing: tokio::sync::watch::Receiver<bool>,
+    /// `/v1/openapi.json`, serialized once.
+    pub(crate) openapi: Bytes,
 }
 
 impl AppState {
@@ -158,7 +162,16 @@ impl Caller {
     }
 }
 
+/// A request body as `T`. Every body of the API is a JSON object (`null`
+/// where the body is optional): serde would also read a struct from an array
+/// of its fields in order, which the API does not take.
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: an object is expected, not an array",
+        ));
+    }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
@@ -188,25 +201,21 @@ fn app(
         &host.config().server,
         !tenants.enabled(),
     ));
+    let (v1, document) = api::v1();
     let state = AppState {
         host,
         tenants: Arc::new(tenants),
         settings,
         closing,
+        openapi: Bytes::from(
+            serde_json::to_vec(&document).expect("an OpenAPI document always serializes"),
+        ),
     };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .route("/v1/guests", post(add_guest).get(list_guests))
-        .route("/v1/sessions", post(sessions::create).get(sessions::list))
-        .route("/v1/sessions/by-name/{*name}", put(sessions::put_by_name))
-        .route("/v1/sessions/{id}", get(sessions::get))
-        .route("/v1/sessions/{id}/input", post(sessions::input))
-        .route("/v1/sessions/{id}/events", get(events::events))
-        .route("/v1/sessions/{id}/approvals/{key}", post(sessions::decide))
-        .route("/v1/sessions/{id}/fork", post(sessions::fork))
-        .route("/v1/sessions/{id}/unpark", post(sessions::unpark))
+        .merge(v1)
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -258,37 +267,6 @@ pub async fn run(
     connection::serve(listener, app, limits, shutdown, close).await;
     host.close().await;
     Ok(())
-}
-
-#[derive(Deserialize)]
-struct GuestQuery {
-    name: Option<String>,
-}
-
-async fn add_guest(
-    State(state): State<AppState>,
-    Query(query): Query<GuestQuery>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let caller = state.caller(&headers)?;
-    let Some(name) = query.name else {
-        return Err(ApiError::bad_request(
-            "name the guest: POST /v1/guests?name=NAME",
-        ));
-    };
-    let bytes = caller.body(body).await?;
-    let guest = state.host.add_guest(&caller.tenant, &name, &bytes).await?;
-    Ok((StatusCode::CREATED, axum::Json(guest)).into_response())
-}
-
-async fn list_guests(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let caller = state.caller(&headers)?;
-    let guests = state.host.journal().guests(&caller.tenant).await?;
-    Ok(axum::Json(serde_json::json!({ "guests": guests })).into_response())
 }
 
 /// The host's metrics; with `[server] metrics = "token"` (the default) only

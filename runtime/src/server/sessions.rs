@@ -8,56 +8,17 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::ApiError;
+use super::bodies::{
+    Appended, CreateBody, DecideBody, ForkBody, InputBody, InputQuery, ListQuery, PutBody,
+    SessionPage, SessionView, Turn, TurnOutput, UnparkBody,
+};
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Path, Query};
 use super::{AppState, Caller};
-use crate::journal::{ContentBlock, EventBody, LogId, LogInfo, RequestedEffect, Sender};
-use crate::session::{Activity, Host};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateBody {
-    guest: String,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    config: Option<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PutBody {
-    guest: String,
-    #[serde(default)]
-    config: Option<Value>,
-}
-
-/// A session as the API shows it.
-pub(crate) fn view(info: &LogInfo) -> Value {
-    let approvals: Vec<Value> = info
-        .open
-        .iter()
-        .filter(|o| o.awaiting_approval)
-        .map(|o| match &o.effect {
-            RequestedEffect::Tool(call) => json!({"key": o.key, "tool": call}),
-            RequestedEffect::Ask(question) => json!({"key": o.key, "question": question.text}),
-            _ => json!({"key": o.key}),
-        })
-        .collect();
-    json!({
-        "id": info.id,
-        "name": info.name,
-        "guest": info.guest,
-        "status": info.status,
-        "head": info.next_seq.checked_sub(1),
-        "events": info.next_seq,
-        "created_at": info.created_at,
-        "pending_approvals": approvals,
-    })
-}
+use crate::journal::{ContentBlock, EventBody, LogId, LogInfo, LogStatus, Sender};
+use crate::session::{Activity, Host, SessionError};
 
 async fn create_for(
     host: &Host,
@@ -76,6 +37,17 @@ async fn create_for(
     Ok(host.resolve(&caller.tenant, &id.to_string()).await?)
 }
 
+#[utoipa::path(
+    post, path = "/v1/sessions", tag = "sessions",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created", body = SessionView),
+        (status = 404, description = "`unknown_guest`", body = ErrorBody),
+        (status = 409, description = "`name_taken`", body = ErrorBody),
+        (status = 413, description = "`too_large`", body = ErrorBody),
+        (status = 429, description = "`limit`: the tenant holds its `sessions`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -91,9 +63,22 @@ pub(crate) async fn create(
         body.config,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(view(&info))).into_response())
+    Ok((StatusCode::CREATED, Json(SessionView::of(&info))).into_response())
 }
 
+#[utoipa::path(
+    put, path = "/v1/sessions/by-name/{*name}", tag = "sessions",
+    params(("name" = String, Path, description = "The session's name (it may hold `/`).")),
+    request_body = PutBody,
+    responses(
+        (status = 200, description = "It existed", body = SessionView),
+        (status = 201, description = "Created", body = SessionView),
+        (status = 404, description = "`unknown_guest`", body = ErrorBody),
+        (status = 409, description = "`name_taken`", body = ErrorBody),
+        (status = 413, description = "`too_large`", body = ErrorBody),
+        (status = 429, description = "`limit`: the tenant holds its `sessions`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn put_by_name(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -102,15 +87,19 @@ pub(crate) async fn put_by_name(
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
     let body: PutBody = caller.json(body).await?;
+    // Refused whether or not the session exists, like every malformed body.
+    if body.config.as_ref().is_some_and(|c| !c.is_object()) {
+        return Err(SessionError::ConfigNotObject { of: "session" }.into());
+    }
     if let Ok(info) = state.host.resolve(&caller.tenant, &name).await {
-        return Ok(Json(view(&info)).into_response());
+        return Ok(Json(SessionView::of(&info)).into_response());
     }
     match create_for(&state.host, &caller, &body.guest, Some(&name), body.config).await {
-        Ok(info) => Ok((StatusCode::CREATED, Json(view(&info))).into_response()),
+        Ok(info) => Ok((StatusCode::CREATED, Json(SessionView::of(&info))).into_response()),
         // Created meanwhile by another request: it is there either way.
         Err(_) if state.host.resolve(&caller.tenant, &name).await.is_ok() => {
             let info = state.host.resolve(&caller.tenant, &name).await?;
-            Ok(Json(view(&info)).into_response())
+            Ok(Json(SessionView::of(&info)).into_response())
         }
         Err(e) => Err(e),
     }
@@ -121,12 +110,13 @@ const LIST_PAGE_DEFAULT: usize = 100;
 /// The most sessions in a page of `GET /v1/sessions`.
 const LIST_PAGE_MAX: usize = 1000;
 
-#[derive(Deserialize)]
-pub(crate) struct ListQuery {
-    after: Option<LogId>,
-    limit: Option<usize>,
-}
-
+#[utoipa::path(
+    get, path = "/v1/sessions", tag = "sessions",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of the tenant's sessions", body = SessionPage),
+    )
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
@@ -142,10 +132,23 @@ pub(crate) async fn list(
         .list_page(&caller.tenant, query.after, limit)
         .await?;
     let total = journal.count(&caller.tenant).await?.logs;
-    let sessions: Vec<Value> = page.logs.iter().map(view).collect();
-    Ok(Json(json!({"sessions": sessions, "next": page.next, "total": total})).into_response())
+    let sessions = page.logs.iter().map(SessionView::of).collect();
+    Ok(Json(SessionPage {
+        sessions,
+        next: page.next,
+        total,
+    })
+    .into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "The session's id, or a name that reaches it.")),
+    responses(
+        (status = 200, description = "The session", body = SessionView),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -153,26 +156,25 @@ pub(crate) async fn get(
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
     let info = state.host.resolve(&caller.tenant, &id).await?;
-    Ok(Json(view(&info)).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct InputBody {
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    content: Option<Vec<ContentBlock>>,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct InputQuery {
-    wait: Option<String>,
+    Ok(Json(SessionView::of(&info)).into_response())
 }
 
 /// Compactions a `wait=idle` answer follows, one after another, at most.
 const MAX_CONTINUATIONS: usize = 16;
 
+#[utoipa::path(
+    post, path = "/v1/sessions/{id}/input", tag = "sessions",
+    params(("id" = String, Path, description = "The session's id, or a name that reaches it."), InputQuery),
+    request_body = InputBody,
+    responses(
+        (status = 200, description = "With `?wait=idle`: the turn is over", body = Turn),
+        (status = 202, description = "The input is durable", body = Appended),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`finished`, `parked`, `conflict`", body = ErrorBody),
+        (status = 413, description = "`too_large`, `event_too_large`", body = ErrorBody),
+        (status = 429, description = "`busy`, `limit`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn input(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -205,7 +207,7 @@ pub(crate) async fn input(
     let host = &state.host;
     let seq = host.input(log, from, content).await?;
     if !wait {
-        return Ok((StatusCode::ACCEPTED, Json(json!({ "seq": seq }))).into_response());
+        return Ok((StatusCode::ACCEPTED, Json(Appended { seq })).into_response());
     }
     // A session that compacts itself goes on in a new log (the old one ends
     // `continued`, the name moves): follow it, and answer for the session as
@@ -222,10 +224,12 @@ pub(crate) async fn input(
             from = last.event.seq + 1;
             for stored in &page {
                 match &stored.event.body {
-                    EventBody::Output { key, content } => outputs.push(
-                        json!({"seq": stored.event.seq, "key": key, "content": content,
-                        "text": crate::journal::plain_text(content)}),
-                    ),
+                    EventBody::Output { key, content } => outputs.push(TurnOutput {
+                        seq: stored.event.seq,
+                        key: key.clone(),
+                        content: content.clone(),
+                        text: crate::journal::plain_text(content),
+                    }),
                     EventBody::Continued { log } => continued = LogId::parse_str(log).ok(),
                     _ => {}
                 }
@@ -242,23 +246,31 @@ pub(crate) async fn input(
     }
     // The names `GET /v1/sessions/ID` gives (the log's status).
     let status = match activity {
-        Activity::Idle => "idle",
-        Activity::WaitingApproval => "waiting-approval",
-        Activity::Sleeping => "sleeping",
-        Activity::Finished => "finished",
-        Activity::Failed => "failed",
+        Activity::Idle => LogStatus::Idle,
+        Activity::WaitingApproval => LogStatus::WaitingApproval,
+        Activity::Sleeping => LogStatus::Sleeping,
+        Activity::Finished => LogStatus::Finished,
+        Activity::Failed => LogStatus::Failed,
     };
-    Ok(Json(json!({"seq": seq, "status": status, "outputs": outputs})).into_response())
+    Ok(Json(Turn {
+        seq,
+        status,
+        outputs,
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DecideBody {
-    allow: bool,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
+#[utoipa::path(
+    post, path = "/v1/sessions/{id}/approvals/{key}", tag = "sessions",
+    params(("id" = String, Path, description = "The session's id, or a name that reaches it."), ("key" = String, Path, description = "The pending effect's key.")),
+    request_body = DecideBody,
+    responses(
+        (status = 200, description = "The decision is durable", body = Appended),
+        (status = 404, description = "`not_found`, `no_pending_approval`", body = ErrorBody),
+        (status = 409, description = "`already_decided`, `conflict`", body = ErrorBody),
+        (status = 413, description = "`too_large`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn decide(
     State(state): State<AppState>,
     Path((id, key)): Path<(String, String)>,
@@ -273,24 +285,23 @@ pub(crate) async fn decide(
         .host
         .decide(log, &key, body.allow, &by, body.reason)
         .await?;
-    Ok(Json(json!({ "seq": seq })).into_response())
-}
-
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ForkBody {
-    #[serde(default)]
-    at: Option<u64>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    guest: Option<String>,
-    #[serde(default)]
-    config: Option<Value>,
+    Ok(Json(Appended { seq }).into_response())
 }
 
 /// `POST /v1/sessions/ID/fork`: a new session sharing the parent's log up to
 /// `at` (its head by default), copying no event. No body means no options.
+#[utoipa::path(
+    post, path = "/v1/sessions/{id}/fork", tag = "sessions",
+    params(("id" = String, Path, description = "The session's id, or a name that reaches it.")),
+    request_body(content = Option<ForkBody>, description = "Optional: no body means every default."),
+    responses(
+        (status = 201, description = "The new session", body = SessionView),
+        (status = 404, description = "`not_found`, `unknown_guest`", body = ErrorBody),
+        (status = 409, description = "`name_taken`", body = ErrorBody),
+        (status = 413, description = "`too_large`", body = ErrorBody),
+        (status = 429, description = "`limit`: the tenant holds its `sessions`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn fork(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -298,7 +309,11 @@ pub(crate) async fn fork(
     body: Body,
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&headers)?;
-    let body: ForkBody = caller.json_or_default(body).await?;
+    // No body, or `null`, is every default.
+    let body: ForkBody = caller
+        .json_or_default::<Option<ForkBody>>(body)
+        .await?
+        .unwrap_or_default();
     let guest = match &body.guest {
         Some(guest) => Some(state.host.guest(&caller.tenant, guest).await?),
         None => None,
@@ -311,21 +326,24 @@ pub(crate) async fn fork(
     };
     let id = state.host.fork(&caller.tenant, &id, options).await?;
     let info = state.host.resolve(&caller.tenant, &id.to_string()).await?;
-    Ok((StatusCode::CREATED, Json(view(&info))).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct UnparkBody {
-    #[serde(default)]
-    skip: Option<u64>,
-    reason: String,
+    Ok((StatusCode::CREATED, Json(SessionView::of(&info))).into_response())
 }
 
 /// `POST /v1/sessions/ID/unpark`: let a session whose guest failed go on,
 /// skipping the input at `skip` for good when given (session::unpark).
 /// Made by the session's tenant, like every write; 409 `not_parked` when it
 /// is not parked, 400 when `skip` is not an input of its log.
+#[utoipa::path(
+    post, path = "/v1/sessions/{id}/unpark", tag = "sessions",
+    params(("id" = String, Path, description = "The session's id, or a name that reaches it.")),
+    request_body = UnparkBody,
+    responses(
+        (status = 200, description = "`unparked` is durable", body = Appended),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`not_parked`, `conflict`", body = ErrorBody),
+        (status = 413, description = "`too_large`", body = ErrorBody),
+    )
+)]
 pub(crate) async fn unpark(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -339,5 +357,5 @@ pub(crate) async fn unpark(
         .host
         .unpark(&caller.tenant, &id, body.skip, &by, &body.reason)
         .await?;
-    Ok(Json(json!({ "seq": seq })).into_response())
+    Ok(Json(Appended { seq }).into_response())
 }
