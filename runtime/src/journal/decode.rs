@@ -117,6 +117,16 @@ fn fast(bytes: &[u8]) -> Option<EventBody> {
                 reason: b.reason,
             }
         }
+        b"stopped" => {
+            let b: StoppedB = parse(bytes)?;
+            EventBody::Stopped {
+                by: b.by,
+                reason: b.reason,
+            }
+        }
+        b"resumed" => EventBody::Resumed {
+            by: parse::<ResumedB>(bytes)?.by,
+        },
         b"finished" => {
             let b: FinishedB = parse(bytes)?;
             EventBody::Finished {
@@ -203,6 +213,17 @@ struct UnparkedB {
     skip: Option<u64>,
     by: String,
     reason: String,
+}
+
+#[derive(Deserialize)]
+struct StoppedB {
+    by: String,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+struct ResumedB {
+    by: String,
 }
 
 #[derive(Deserialize)]

@@ -19,6 +19,7 @@ mod extract;
 mod limits;
 mod origin;
 mod sessions;
+mod stop;
 mod wire;
 
 use std::future::Future;
@@ -206,6 +207,8 @@ fn app(
         .route("/v1/sessions/{id}/approvals/{key}", post(sessions::decide))
         .route("/v1/sessions/{id}/fork", post(sessions::fork))
         .route("/v1/sessions/{id}/unpark", post(sessions::unpark))
+        .route("/v1/sessions/{id}/stop", post(stop::stop))
+        .route("/v1/sessions/{id}/resume", post(stop::resume))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

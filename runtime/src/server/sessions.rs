@@ -247,6 +247,7 @@ pub(crate) async fn input(
         Activity::Sleeping => "sleeping",
         Activity::Finished => "finished",
         Activity::Failed => "failed",
+        Activity::Stopped => "stopped",
     };
     Ok(Json(json!({"seq": seq, "status": status, "outputs": outputs})).into_response())
 }

@@ -76,7 +76,7 @@ impl Host {
     /// Append what `events` makes of the log as the journal has it now, at
     /// its head; again from a fresh look when another writer got there first.
     /// With `input`, a log that has finished or parked is refused.
-    async fn append_elsewhere(
+    pub(super) async fn append_elsewhere(
         &self,
         log: LogId,
         input: bool,
@@ -139,6 +139,7 @@ fn quiescent(info: &LogInfo, horizon: Duration) -> Option<Activity> {
         LogStatus::WaitingApproval => Some(Activity::WaitingApproval),
         LogStatus::Finished => Some(Activity::Finished),
         LogStatus::Failed => Some(Activity::Failed),
+        LogStatus::Stopped => Some(Activity::Stopped),
         LogStatus::Running => None,
         LogStatus::Sleeping => {
             let soonest = info
