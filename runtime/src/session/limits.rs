@@ -124,13 +124,12 @@ pub(crate) struct Ask {
     pub(crate) events: u64,
     /// Model calls it starts.
     pub(crate) model_calls: u64,
-    /// Model calls it records as `requested` (new to the log).
-    pub(crate) new_model_calls: u64,
 }
 
 /// The first limit the commit would go past, as the reason of a `stopped`:
 /// the limit, its value and what was counted. `tenant_events` is the
-/// tenant's window, counted before this commit.
+/// tenant's window, counted before this commit; `spent` what the log spent
+/// with this commit's events (a `resumed` among them starts afresh).
 pub(crate) fn over(
     limits: &Limits,
     rates: &mut Rates,
@@ -166,10 +165,10 @@ pub(crate) fn over(
         ));
     }
     let limit = limits.session_model_calls;
-    if limit != 0 && spent.model_calls + ask.new_model_calls > limit {
+    if limit != 0 && spent.model_calls > limit {
         return Some(format!(
-            "limit session_model_calls = {limit}: {} model calls since the session began or was last resumed, and {} more asked",
-            spent.model_calls, ask.new_model_calls
+            "limit session_model_calls = {limit}: {} model calls asked since the session began or was last resumed",
+            spent.model_calls
         ));
     }
     let limit = limits.session_tokens;
@@ -212,7 +211,6 @@ mod tests {
         let ask = Ask {
             events: 2,
             model_calls: 0,
-            new_model_calls: 0,
         };
         let reason = over(&limits, &mut rates, 0, Spent::default(), &ask, 100);
         assert!(
@@ -225,7 +223,6 @@ mod tests {
         let ask = Ask {
             events: 1,
             model_calls: 1,
-            new_model_calls: 1,
         };
         let reason = over(&limits, &mut rates, 0, Spent::default(), &ask, 100);
         assert!(

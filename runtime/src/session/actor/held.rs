@@ -44,34 +44,18 @@ impl Actor {
             .iter()
             .filter(|p| matches!(p, Perform::Model(..)))
             .count() as u64;
-        let new_model_calls = staged
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e.body,
-                    EventBody::Requested {
-                        effect: crate::journal::RequestedEffect::Model { .. },
-                        ..
-                    }
-                )
-            })
-            .count() as u64;
+        let mut spent = self.ledger.keys.spent;
+        for event in staged {
+            spent.note(&event.body);
+        }
         let second = at / 1_000;
         let limits = self.host.limits_for(&self.tenant);
         let tenant = self.host.tenant_events(&self.tenant, second, 0);
         let ask = Ask {
             events: staged.len() as u64,
             model_calls,
-            new_model_calls,
         };
-        limits::over(
-            &limits,
-            &mut self.rates,
-            tenant,
-            self.ledger.keys.spent,
-            &ask,
-            second,
-        )
+        limits::over(&limits, &mut self.rates, tenant, spent, &ask, second)
     }
 
     /// Count a commit's events and the model calls it starts.
