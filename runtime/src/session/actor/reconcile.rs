@@ -53,6 +53,7 @@ impl Actor {
             failure,
         } = off_runtime(|| self.fold_and_reconcile(base, at, external, &mut performs));
         let cancels = &mut cancels_;
+        let faulted = failure.is_some();
         if let Some(error) = failure {
             if !error.is_guest_fault() {
                 return Err(error.into());
@@ -83,7 +84,9 @@ impl Actor {
         let mut unleased = false;
         if stays_stopped {
             unleased = self.withhold(&mut performs);
-        } else if let Some(reason) = self.over_limit(&staged, external_len, &performs, at) {
+        } else if !faulted
+            && let Some(reason) = self.over_limit(&staged, external_len, &performs, at)
+        {
             tracing::warn!(log = %self.log, "session stopped: {reason}");
             // What the guest said past the limit is not logged: its instance
             // folded it, so it is dropped, and folds the log anew when needed.
