@@ -315,3 +315,36 @@ fn stop_and_resume_through_the_cli_on_a_data_directory() {
     assert!(ran.stderr.contains("resumed at seq"), "{}", ran.stderr);
     assert!(ran.stdout.contains("count = 2"), "{}", ran.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_session_round_trips_through_export_and_import_stopped() {
+    let data = data_dir();
+    let host = open_host_with(data.path(), limited(30, 0));
+    let session = start(&host, SPINNER, "s").await;
+    say(&session, "spin").await;
+    assert_eq!(settle(&session).await, Activity::Stopped);
+    let mut jsonl = Vec::new();
+    let exported = host.export(session.id(), &mut jsonl).await.expect("export");
+    let text = String::from_utf8(jsonl.clone()).expect("utf-8");
+    assert!(
+        text.contains(r#""kind":"stopped","by":"logbook""#),
+        "{text}"
+    );
+
+    let other = data_dir();
+    let copy_host = open_host_with(other.path(), limited(30, 0));
+    // The guest must be stored there first.
+    start(&copy_host, SPINNER, "other").await;
+    let copy = copy_host
+        .import(TENANT, &mut jsonl.as_slice(), Some("copy"))
+        .await
+        .expect("import");
+    let info = copy_host.resolve(TENANT, "copy").await.expect("info");
+    assert_eq!(info.status, LogStatus::Stopped);
+    assert_eq!(info.next_seq, exported);
+    // Woken, it stays as it was: no timer fires.
+    let woken = copy_host.session(copy).await.expect("wake");
+    assert_eq!(settle(&woken).await, Activity::Stopped);
+    assert_eq!(events(&copy_host, copy).await.len() as u64, exported);
+    assert_chain_holds(&copy_host, copy).await;
+}
