@@ -189,7 +189,10 @@ impl Actor {
         let message = error.to_string();
         while let Ok(command) = rx.try_recv() {
             match command {
-                Command::Input { reply, .. } | Command::Decide { reply, .. } => {
+                Command::Input { reply, .. }
+                | Command::Decide { reply, .. }
+                | Command::Stop { reply, .. }
+                | Command::Resume { reply, .. } => {
                     let _ = reply.send(Err(match &error {
                         // Another worker advances the log: the caller
                         // appends through the journal instead.

@@ -122,6 +122,10 @@ impl Host {
                 .info(log)
                 .await?
                 .ok_or_else(|| SessionError::UnknownSession(log.to_string()))?;
+            // A stopped log answers nothing: no event follows the one waited after.
+            if info.status == LogStatus::Stopped {
+                return Ok(Activity::Stopped);
+            }
             if after.is_none_or(|after| info.next_seq > after.saturating_add(1))
                 && let Some(activity) = quiescent(&info, horizon)
             {

@@ -348,3 +348,81 @@ async fn a_stopped_session_round_trips_through_export_and_import_stopped() {
     assert_eq!(events(&copy_host, copy).await.len() as u64, exported);
     assert_chain_holds(&copy_host, copy).await;
 }
+
+/// Two workers on one PostgreSQL: the one that does not hold the session's
+/// lease stops it, takes its input and resumes it through the journal; the
+/// holder's actor absorbs each, and performs nothing while it is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_made_on_one_worker_holds_on_the_one_that_runs_the_session() {
+    let Some(db) = crate::postgres::PgDb::create().await else {
+        return;
+    };
+    let mut config = config();
+    config.journal.url = Some(db.url.clone());
+    let (one, two) = (data_dir(), data_dir());
+    let holder = Host::open_configured(one.path(), config.clone(), HostOptions::default())
+        .await
+        .expect("worker one");
+    let other = Host::open_configured(two.path(), config, HostOptions::default())
+        .await
+        .expect("worker two");
+    let session = start(&holder, "counter", "c").await;
+    let log = session.id();
+    say(&session, "inc").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+
+    other
+        .stop(TENANT, "c", "ops", "from the other worker")
+        .await
+        .expect("stop");
+    assert_eq!(
+        holder.resolve(TENANT, "c").await.expect("info").status,
+        LogStatus::Stopped
+    );
+    let seq = other
+        .input(
+            log,
+            logbook::journal::Sender::Principal("ops".into()),
+            vec![logbook::journal::ContentBlock::text("inc")],
+        )
+        .await
+        .expect("input");
+    let waited = other
+        .wait_idle_after(log, seq, Duration::ZERO)
+        .await
+        .expect("wait");
+    assert_eq!(waited, Activity::Stopped);
+    // The holder absorbed it, and answered nothing.
+    let until_absorbed = guard(async {
+        loop {
+            if holder.resident(log).is_some() && settle(&session).await == Activity::Stopped {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    until_absorbed.await;
+    assert_eq!(outputs(&events(&holder, log).await), ["count = 1"]);
+    let refused = other.stop(TENANT, "c", "ops", "again").await;
+    assert!(
+        matches!(refused, Err(SessionError::AlreadyStopped(_))),
+        "{refused:?}"
+    );
+
+    other.resume(TENANT, "c", "ops").await.expect("resume");
+    guard(async {
+        loop {
+            let all = events(&holder, log).await;
+            if outputs(&all) == ["count = 1", "count = 2"] {
+                return;
+            }
+            holder
+                .journal()
+                .wait_events(log, all.len() as u64)
+                .await
+                .expect("wait");
+        }
+    })
+    .await;
+    assert_chain_holds(&holder, log).await;
+}
