@@ -114,43 +114,43 @@ impl Spent {
 /// One session's windows, in its actor.
 #[derive(Debug, Default)]
 pub(crate) struct Rates {
-    pub(crate) events: Window,
+    pub(crate) effects: Window,
     pub(crate) model_calls: Window,
 }
 
 /// What a commit is about to add, for [`over`].
 pub(crate) struct Ask {
-    /// Events in the commit.
-    pub(crate) events: u64,
+    /// Effects the commit starts (model calls, tool calls, timers).
+    pub(crate) effects: u64,
     /// Model calls it starts.
     pub(crate) model_calls: u64,
 }
 
 /// The first limit the commit would go past, as the reason of a `stopped`:
-/// the limit, its value and what was counted. `tenant_events` is the
+/// the limit, its value and what was counted. `tenant_effects` is the
 /// tenant's window, counted before this commit; `spent` what the log spent
 /// with this commit's events (a `resumed` among them starts afresh).
 pub(crate) fn over(
     limits: &Limits,
     rates: &mut Rates,
-    tenant_events: u64,
+    tenant_effects: u64,
     spent: Spent,
     ask: &Ask,
     second: u64,
 ) -> Option<String> {
-    let session_events = rates.events.count(second);
-    let limit = limits.session_events_per_minute;
-    if limit != 0 && session_events + ask.events > limit {
+    let session_effects = rates.effects.count(second);
+    let limit = limits.session_effects_per_minute;
+    if limit != 0 && session_effects + ask.effects > limit {
         return Some(format!(
-            "limit session_events_per_minute = {limit}: {session_events} events in the last minute, and {} more asked",
-            ask.events
+            "limit session_effects_per_minute = {limit}: {session_effects} effects started in the last minute, and {} more asked",
+            ask.effects
         ));
     }
-    let limit = limits.tenant_events_per_minute;
-    if limit != 0 && tenant_events + ask.events > limit {
+    let limit = limits.tenant_effects_per_minute;
+    if limit != 0 && tenant_effects + ask.effects > limit {
         return Some(format!(
-            "limit tenant_events_per_minute = {limit}: {tenant_events} events of the tenant's sessions on this host in the last minute, and {} more asked",
-            ask.events
+            "limit tenant_effects_per_minute = {limit}: {tenant_effects} effects started by the tenant's sessions on this host in the last minute, and {} more asked",
+            ask.effects
         ));
     }
     if ask.model_calls == 0 {
@@ -202,26 +202,26 @@ mod tests {
     #[test]
     fn the_first_limit_passed_is_named() {
         let limits = Limits {
-            session_events_per_minute: 10,
+            session_effects_per_minute: 10,
             session_model_calls_per_minute: 2,
             ..Limits::default()
         };
         let mut rates = Rates::default();
-        rates.events.add(100, 9);
+        rates.effects.add(100, 9);
         let ask = Ask {
-            events: 2,
+            effects: 2,
             model_calls: 0,
         };
         let reason = over(&limits, &mut rates, 0, Spent::default(), &ask, 100);
         assert!(
             reason
                 .as_deref()
-                .is_some_and(|r| r.starts_with("limit session_events_per_minute = 10: 9 events")),
+                .is_some_and(|r| r.starts_with("limit session_effects_per_minute = 10: 9 effects")),
             "{reason:?}"
         );
         rates.model_calls.add(100, 2);
         let ask = Ask {
-            events: 1,
+            effects: 1,
             model_calls: 1,
         };
         let reason = over(&limits, &mut rates, 0, Spent::default(), &ask, 100);

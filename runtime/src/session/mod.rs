@@ -397,15 +397,15 @@ pub(crate) struct Shared {
     waker: std::sync::OnceLock<residency::TimerWaker>,
     pub(crate) feeds: feed::Feeds,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
-    /// Events appended per tenant over the last minute, on this host
+    /// Effects started per tenant over the last minute, on this host
     /// (session::limits).
     pub(crate) tenant_rates: std::sync::Mutex<std::collections::HashMap<String, limits::Window>>,
 }
 
 impl Shared {
-    /// Count `n` events of `tenant` at `second`; answers what the tenant's
+    /// Count `n` effects of `tenant` at `second`; answers what the tenant's
     /// window held before them.
-    pub(crate) fn tenant_events(&self, tenant: &str, second: u64, n: u64) -> u64 {
+    pub(crate) fn tenant_effects(&self, tenant: &str, second: u64, n: u64) -> u64 {
         let mut rates = self
             .tenant_rates
             .lock()
@@ -530,8 +530,8 @@ impl Shared {
             }
             let rates = [
                 (
-                    own.session_events_per_minute,
-                    &mut limits.session_events_per_minute,
+                    own.session_effects_per_minute,
+                    &mut limits.session_effects_per_minute,
                 ),
                 (
                     own.session_model_calls_per_minute,
@@ -540,8 +540,8 @@ impl Shared {
                 (own.session_model_calls, &mut limits.session_model_calls),
                 (own.session_tokens, &mut limits.session_tokens),
                 (
-                    own.tenant_events_per_minute,
-                    &mut limits.tenant_events_per_minute,
+                    own.tenant_effects_per_minute,
+                    &mut limits.tenant_effects_per_minute,
                 ),
             ];
             for (own, limit) in rates {

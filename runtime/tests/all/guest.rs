@@ -130,9 +130,6 @@ async fn a_looping_guest_runs_out_of_fuel_while_other_sessions_keep_working() {
     // so that the counter's inputs below overlap it.
     let mut config = config();
     config.limits.fuel_per_event = 20_000_000_000;
-    // The counter takes inputs as fast as they come (about a thousand a
-    // second), far past the rate that stops a looping session.
-    config.limits.session_events_per_minute = 0;
     let host = open_host_with(dir.path(), config);
     let looper = start(&host, "fixture_looper", "looper").await;
     let counter = start(&host, "counter", "counter").await;

@@ -56,15 +56,31 @@ fn model_requests(events: &[StoredEvent]) -> usize {
         .count()
 }
 
-fn limited(events_per_minute: u64, model_calls_per_minute: u64) -> Config {
+fn limited(effects_per_minute: u64, model_calls_per_minute: u64) -> Config {
     let mut config = config();
-    config.limits.session_events_per_minute = events_per_minute;
+    config.limits.session_effects_per_minute = effects_per_minute;
     config.limits.session_model_calls_per_minute = model_calls_per_minute;
     config
 }
 
+/// Rates count effects started, not events: a client that floods a counter
+/// with inputs (each answered by an output, no effect) is never stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spinning_guest_is_stopped_by_its_event_rate_and_stays_stopped_after_a_restart() {
+async fn a_flood_of_inputs_that_start_no_effect_is_never_stopped() {
+    let data = data_dir();
+    let host = open_host_with(data.path(), limited(5, 5));
+    let session = start(&host, "counter", "flood").await;
+    for _ in 0..50 {
+        say(&session, "inc").await;
+    }
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let all = events(&host, session.id()).await;
+    assert!(stops(&all).is_empty());
+    assert_eq!(outputs(&all).last().map(String::as_str), Some("count = 50"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_guest_is_stopped_by_its_effect_rate_and_stays_stopped_after_a_restart() {
     let data = data_dir();
     let config = limited(40, 0);
     let host = open_host_with(data.path(), config.clone());
@@ -78,13 +94,14 @@ async fn a_spinning_guest_is_stopped_by_its_event_rate_and_stays_stopped_after_a
     let (seq, by, reason) = &found[0];
     assert_eq!(by, "logbook");
     assert!(
-        reason.starts_with("limit session_events_per_minute = 40: "),
+        reason.starts_with("limit session_effects_per_minute = 40: "),
         "{reason}"
     );
     assert_eq!(*seq + 1, all.len() as u64, "nothing after the stop");
-    // The limit counts what this host appended (not `created`); past it,
-    // the timer result that came in and the stop are logged still.
-    assert!(all.len() <= 1 + 40 + 2, "{} events", all.len());
+    // The limit counts the timers this host started, each logged with its
+    // request and its result; past it, the timer result that came in and
+    // the stop are logged still.
+    assert!(all.len() <= 1 + 1 + 2 * 40 + 2, "{} events", all.len());
     let info = host.resolve(TENANT, "s").await.expect("info");
     assert_eq!(info.status, LogStatus::Stopped);
 

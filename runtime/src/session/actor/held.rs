@@ -27,17 +27,17 @@ impl Actor {
     }
 
     /// The reason to stop before committing `staged` and starting
-    /// `performs`, if a limit would be passed; `None` when the commit asks
-    /// nothing of the host's own accord (only inputs, decisions and results:
-    /// those are always logged, and counted).
+    /// `performs`, if a limit would be passed; `None` when the commit starts
+    /// nothing (only inputs, decisions, results and outputs: those are
+    /// always logged). Rates count effects started, not events: a loop must
+    /// start one each turn, while a client's inputs start none of their own.
     pub(super) fn over_limit(
         &mut self,
         staged: &[Event],
-        external: usize,
         performs: &[Perform],
         at: u64,
     ) -> Option<String> {
-        if staged.len() <= external && performs.is_empty() {
+        if performs.is_empty() {
             return None;
         }
         let model_calls = performs
@@ -50,19 +50,23 @@ impl Actor {
         }
         let second = at / 1_000;
         let limits = self.host.limits_for(&self.tenant);
-        let tenant = self.host.tenant_events(&self.tenant, second, 0);
+        let tenant = self.host.tenant_effects(&self.tenant, second, 0);
         let ask = Ask {
-            events: staged.len() as u64,
+            effects: performs.len() as u64,
             model_calls,
         };
         limits::over(&limits, &mut self.rates, tenant, spent, &ask, second)
     }
 
-    /// Count a commit's events and the model calls it starts.
-    pub(super) fn count(&mut self, events: u64, performs: &[Perform]) {
+    /// Count the effects a commit starts, and its model calls.
+    pub(super) fn count(&mut self, performs: &[Perform]) {
+        if performs.is_empty() {
+            return;
+        }
         let second = now_ms() / 1_000;
-        self.rates.events.add(second, events);
-        self.host.tenant_events(&self.tenant, second, events);
+        let effects = performs.len() as u64;
+        self.rates.effects.add(second, effects);
+        self.host.tenant_effects(&self.tenant, second, effects);
         let calls = performs
             .iter()
             .filter(|p| matches!(p, Perform::Model(..)))

@@ -84,9 +84,7 @@ impl Actor {
         let mut unleased = false;
         if stays_stopped {
             unleased = self.withhold(&mut performs);
-        } else if !faulted
-            && let Some(reason) = self.over_limit(&staged, external_len, &performs, at)
-        {
+        } else if !faulted && let Some(reason) = self.over_limit(&staged, &performs, at) {
             tracing::warn!(log = %self.log, "session stopped: {reason}");
             // What the guest said past the limit is not logged: its instance
             // folded it, so it is dropped, and folds the log anew when needed.
@@ -151,7 +149,7 @@ impl Actor {
         for event in &stored {
             self.ledger.note(&event.event);
         }
-        self.count(stored.len() as u64, &performs);
+        self.count(&performs);
         self.host.feeds.advanced(self.log, self.ledger.next_seq);
         for key in cancels.drain(..) {
             if let Some(running) = self.running.remove(&key) {

@@ -12,7 +12,7 @@ use crate::journal::T0;
 fn stopped() -> EventBody {
     EventBody::Stopped {
         by: "logbook".into(),
-        reason: "limit session_events_per_minute = 3: 3 events in the last minute".into(),
+        reason: "limit session_effects_per_minute = 3: 3 events in the last minute".into(),
     }
 }
 
