@@ -16,6 +16,7 @@ const GUESTS: &[(&str, bool)] = &[
     ("fixture-fs", false),
     ("fixture-panic", false),
     ("fixture-hoard", false),
+    ("fixture-spinner", false),
 ];
 
 fn main() {

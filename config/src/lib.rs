@@ -213,6 +213,16 @@ pub struct TenantLimits {
     pub memory_per_instance: Option<usize>,
     /// Largest request body the server accepts from this tenant, in bytes.
     pub max_body_bytes: Option<usize>,
+    /// Effects a session may start in a minute before it is stopped.
+    pub session_effects_per_minute: Option<u64>,
+    /// Model calls a session may start in a minute before it is stopped.
+    pub session_model_calls_per_minute: Option<u64>,
+    /// Model calls a session may request between resumes (0: no limit).
+    pub session_model_calls: Option<u64>,
+    /// Tokens a session may use between resumes (0: no limit).
+    pub session_tokens: Option<u64>,
+    /// Effects the tenant's sessions on this host may start in a minute.
+    pub tenant_effects_per_minute: Option<u64>,
 }
 
 /// Limits on every guest instance and on the host's pool of them.
@@ -250,6 +260,23 @@ pub struct Limits {
     /// Store the guest's snapshot when a session goes idle at least this many
     /// events after its last one, so activation replays only the tail; 0: never.
     pub snapshot_every: u64,
+    /// Effects (model calls, tool calls, timers) one session may start in a
+    /// sliding minute: a loop must start one per turn, a client's inputs
+    /// start none of themselves. The advance that would pass it appends
+    /// `stopped` instead (session::limits). 0: none.
+    pub session_effects_per_minute: u64,
+    /// Model calls one session may start in a sliding minute. 0: none.
+    pub session_model_calls_per_minute: u64,
+    /// Model calls one session may request in its life (since its last
+    /// `resumed`). 0: none, the default.
+    pub session_model_calls: u64,
+    /// Tokens (input + output, from the responses' `usage`) one session may
+    /// use in its life (since its last `resumed`): the next model call after
+    /// they are spent is stopped. 0: none, the default.
+    pub session_tokens: u64,
+    /// Effects the sessions of one tenant may start in a sliding minute on
+    /// this host (per worker with a shared journal). 0: none.
+    pub tenant_effects_per_minute: u64,
 }
 
 impl Default for Limits {
@@ -267,6 +294,11 @@ impl Default for Limits {
             max_resident: 1_000,
             idle_timeout_ms: 60_000,
             snapshot_every: 1_000,
+            session_effects_per_minute: 600,
+            session_model_calls_per_minute: 120,
+            session_model_calls: 0,
+            session_tokens: 0,
+            tenant_effects_per_minute: 60_000,
         }
     }
 }

@@ -124,6 +124,16 @@ fn fast(bytes: &[u8]) -> Option<EventBody> {
                 reason: b.reason,
             }
         }
+        b"stopped" => {
+            let b: StoppedB = parse(text)?;
+            EventBody::Stopped {
+                by: b.by,
+                reason: b.reason,
+            }
+        }
+        b"resumed" => EventBody::Resumed {
+            by: parse::<ResumedB>(text)?.by,
+        },
         b"finished" => {
             let b: FinishedB = parse(text)?;
             EventBody::Finished {
@@ -232,6 +242,21 @@ struct UnparkedB {
     skip: Option<u64>,
     by: String,
     reason: String,
+}
+
+#[derive(Deserialize)]
+struct StoppedB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    by: String,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+struct ResumedB {
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    by: String,
 }
 
 #[derive(Deserialize)]

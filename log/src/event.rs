@@ -376,6 +376,23 @@ pub enum EventBody {
         /// Why, in their words.
         reason: String,
     },
+    /// The session was stopped: the host starts none of its effects and
+    /// fires none of its timers until a `resumed` (session::stop). Inputs,
+    /// decisions and the results of effects already in flight are still
+    /// appended. The guest never sees it.
+    Stopped {
+        /// The principal who stopped it, or `logbook` when the host did for
+        /// a limit.
+        by: String,
+        /// Why; for a limit: which limit, its value and what was counted.
+        reason: String,
+    },
+    /// A stopped session goes on: the host performs what the guest wants
+    /// from here. The guest never sees it.
+    Resumed {
+        /// The principal who resumed it.
+        by: String,
+    },
     /// The guest finished.
     Finished {
         /// The `finish` effect's key.
@@ -407,6 +424,8 @@ impl EventBody {
             EventBody::GuestChanged { .. } => "guest-changed",
             EventBody::GuestFailed { .. } => "guest-failed",
             EventBody::Unparked { .. } => "unparked",
+            EventBody::Stopped { .. } => "stopped",
+            EventBody::Resumed { .. } => "resumed",
             EventBody::Finished { .. } => "finished",
             EventBody::Continued { .. } => "continued",
         }
@@ -513,7 +532,10 @@ impl EventBody {
             EventBody::Cancelled { key } => key.len(),
             EventBody::GuestFailed { message } => message.len(),
             EventBody::Continued { log } => log.len(),
-            EventBody::GuestChanged { .. } | EventBody::Unparked { .. } => 0,
+            EventBody::GuestChanged { .. }
+            | EventBody::Unparked { .. }
+            | EventBody::Stopped { .. }
+            | EventBody::Resumed { .. } => 0,
         };
         n as u64
     }
@@ -541,7 +563,10 @@ impl EventBody {
     /// operator's `unparked` (the input it skips is left out by the
     /// replayer, which knows the skip).
     pub fn for_guest(&self) -> bool {
-        !matches!(self, EventBody::Unparked { .. })
+        !matches!(
+            self,
+            EventBody::Unparked { .. } | EventBody::Stopped { .. } | EventBody::Resumed { .. }
+        )
     }
 
     /// The canonical bytes of this body: what the journal stores and the chain hashes.

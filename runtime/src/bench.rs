@@ -56,7 +56,12 @@ type BenchResult<T> = anyhow::Result<T>;
 /// Run the benchmarks and print their figures. Interrupted (Ctrl-C,
 /// SIGTERM), it stops with an error after dropping what the running bench
 /// made: its databases and its worker processes.
-pub async fn run(config: Config, options: BenchOptions, json: bool) -> BenchResult<()> {
+pub async fn run(mut config: Config, options: BenchOptions, json: bool) -> BenchResult<()> {
+    // The benches drive sessions far faster than any agent, on purpose: the
+    // rate limits that stop a looping guest (session::limits) would stop them.
+    config.limits.session_effects_per_minute = 0;
+    config.limits.session_model_calls_per_minute = 0;
+    config.limits.tenant_effects_per_minute = 0;
     tokio::select! {
         done = run_all(config, options, json) => done,
         () = interrupted() => Err(anyhow::anyhow!("the benchmarks were interrupted")),

@@ -32,7 +32,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "LOGBOOK_CONFIG")]
     config: Option<PathBuf>,
     /// Talk to a Logbook server instead of a data directory (sessions, send,
-    /// log, approve, deny, unpark); the bearer token is read from LOGBOOK_TOKEN.
+    /// log, approve, deny, unpark, stop, resume); the bearer token is read
+    /// from LOGBOOK_TOKEN.
     #[arg(long, global = true, env = "LOGBOOK_URL")]
     url: Option<String>,
     /// The journal in a PostgreSQL database that any number of workers share
@@ -79,6 +80,11 @@ enum Command {
     /// Let a session whose guest failed go on (appends `unparked`), skipping
     /// an input for good with --skip SEQ.
     Unpark(run::UnparkArgs),
+    /// Stop a session (appends `stopped`): the host starts none of its
+    /// effects and fires none of its timers until `logbook resume`.
+    Stop(run::StopArgs),
+    /// Let a stopped session go on (appends `resumed`).
+    Resume(run::ResumeArgs),
     /// Run a guest over a session's log, performing nothing; exit 1 at the first difference.
     Replay(logops::ReplayArgs),
     /// Copy a data directory's journal into PostgreSQL: every log with its id and
@@ -210,6 +216,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Upgrade(args) => logops::upgrade(&open_existing(&data, config).await?, args).await,
         Command::Replay(args) => logops::replay(&open_existing(&data, config).await?, args).await,
         Command::Unpark(args) => run::unpark(&open_existing(&data, config).await?, args).await,
+        Command::Stop(args) => run::stop(&open_existing(&data, config).await?, args).await,
+        Command::Resume(args) => run::resume(&open_existing(&data, config).await?, args).await,
         Command::Migrate(args) => migrate::migrate(&config, args).await,
         Command::Bench(args) => {
             let options = crate::bench::BenchOptions {
@@ -240,8 +248,10 @@ async fn remote(url: &str, command: Command) -> anyhow::Result<ExitCode> {
         Command::Unpark(args) => {
             remote::unpark(&remote, &args.session, args.skip, &args.reason).await
         }
+        Command::Stop(args) => remote::stop(&remote, &args.session, &args.reason).await,
+        Command::Resume(args) => remote::resume(&remote, &args.session).await,
         _ => Err(anyhow!(
-            "with --url, the commands are sessions, send, log, approve, deny and unpark; the others work on a data directory"
+            "with --url, the commands are sessions, send, log, approve, deny, unpark, stop and resume; the others work on a data directory"
         )),
     }
 }

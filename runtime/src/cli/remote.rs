@@ -169,6 +169,30 @@ pub(crate) async fn unpark(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `logbook --url … stop`: `POST /v1/sessions/ID/stop`.
+pub(crate) async fn stop(remote: &Remote, session: &str, reason: &str) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/sessions/{}/stop", path_segment(session));
+    let answer = remote
+        .call(
+            remote
+                .request(reqwest::Method::POST, &path)
+                .json(&json!({ "reason": reason })),
+        )
+        .await?;
+    eprintln!("stopped at seq {}", answer["seq"]);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `logbook --url … resume`: `POST /v1/sessions/ID/resume`.
+pub(crate) async fn resume(remote: &Remote, session: &str) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/sessions/{}/resume", path_segment(session));
+    let answer = remote
+        .call(remote.request(reqwest::Method::POST, &path))
+        .await?;
+    eprintln!("resumed at seq {}", answer["seq"]);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Print a session's log; with `follow`, keep printing as it grows.
 pub(crate) async fn log(
     remote: &Remote,

@@ -1,4 +1,4 @@
-//! `logbook run`, `send`, `approve`, `deny` and `unpark`: drive a session
+//! `logbook run`, `send`, `approve`, `deny`, `unpark`, `stop` and `resume`: drive a session
 //! until it is idle.
 
 use std::path::{Path, PathBuf};
@@ -188,6 +188,43 @@ pub(crate) async fn unpark(host: &Arc<Host>, args: UnparkArgs) -> anyhow::Result
     report(host, &info, activity).await
 }
 
+#[derive(clap::Args, Debug)]
+pub(crate) struct StopArgs {
+    /// The session's name or id.
+    pub(crate) session: String,
+    /// Why: recorded in the log with the stop.
+    #[arg(long)]
+    pub(crate) reason: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ResumeArgs {
+    /// The session's name or id.
+    pub(crate) session: String,
+}
+
+/// `logbook stop` on a data directory: append `stopped`.
+pub(crate) async fn stop(host: &Arc<Host>, args: StopArgs) -> anyhow::Result<ExitCode> {
+    let seq = host
+        .stop(CLI_TENANT, &args.session, "cli", &args.reason)
+        .await?;
+    eprintln!("stopped at seq {seq}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `logbook resume` on a data directory: append `resumed`, then run the
+/// session until idle and print its outputs.
+pub(crate) async fn resume(host: &Arc<Host>, args: ResumeArgs) -> anyhow::Result<ExitCode> {
+    let info = host.resolve(CLI_TENANT, &args.session).await?;
+    let mut printer = Printer::new(host, &args.session, &info).await?;
+    let seq = host.resume(CLI_TENANT, &args.session, "cli").await?;
+    eprintln!("resumed at seq {seq}");
+    let live = host.session(info.id).await?;
+    let horizon = Duration::from_millis(host.config().run.timer_horizon_ms);
+    let activity = settle(&live, horizon, &mut printer).await?;
+    report(host, &info, activity).await
+}
+
 /// Wait until idle, then print the outputs logged meanwhile.
 async fn settle(
     session: &Session,
@@ -225,6 +262,11 @@ async fn report(host: &Host, info: &LogInfo, activity: Activity) -> anyhow::Resu
             return Err(anyhow!(
                 "session {name} is parked: its guest failed (see `logbook log {name}`)"
             ));
+        }
+        Activity::Stopped => {
+            eprintln!(
+                "stopped: the host performs nothing for it (see `logbook log {name}`); `logbook resume {name}` lets it go on"
+            )
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -189,6 +189,8 @@ fn detail(body: &EventBody) -> String {
             Some(seq) => format!("by {by}, skipping seq {seq}: {}", short(reason)),
             None => format!("by {by}: {}", short(reason)),
         },
+        EventBody::Stopped { by, reason } => format!("by {by}: {}", short(reason)),
+        EventBody::Resumed { by } => format!("by {by}"),
         EventBody::Finished { key, result } => format!("[{key}] {}", short(result)),
         EventBody::Continued { log } => format!("in {log}"),
     }

@@ -229,7 +229,9 @@ fn event_body(b: &EventBody) -> Option<wit::EventBody> {
             result: result.clone(),
         }),
         EventBody::Continued { log } => W::Continued(log.clone()),
-        EventBody::Unparked { .. } => return None,
+        EventBody::Unparked { .. } | EventBody::Stopped { .. } | EventBody::Resumed { .. } => {
+            return None;
+        }
     })
 }
 

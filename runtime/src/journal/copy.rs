@@ -41,6 +41,8 @@ pub struct CopiedLog {
     pub finished: bool,
     /// Whether the guest failed and the session is parked.
     pub failed: bool,
+    /// Whether the session is stopped (`stopped`, no `resumed` since).
+    pub stopped: bool,
 }
 
 impl CopiedLog {
@@ -56,6 +58,7 @@ impl CopiedLog {
             open: info.open.clone(),
             finished: info.status == LogStatus::Finished,
             failed: info.status == LogStatus::Failed,
+            stopped: info.stopped,
         }
     }
 
@@ -119,6 +122,7 @@ pub(crate) async fn prepare<J: Journal + ?Sized>(
         created_at: first.event.at,
         finished: false,
         failed: false,
+        stopped: false,
         parent: created.parent.clone(),
     };
     for e in &copy.events {
@@ -139,6 +143,7 @@ pub(crate) async fn prepare<J: Journal + ?Sized>(
     }
     meta.finished = copy.finished;
     meta.failed = copy.failed;
+    meta.stopped = copy.stopped;
     let last = copy.events.last().unwrap_or(first);
     Ok(Prepared {
         session: !continuation(journal, copy, created).await?,

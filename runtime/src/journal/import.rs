@@ -107,6 +107,7 @@ pub(crate) fn import(
             created_at: first.event.at,
             finished: false,
             failed: false,
+            stopped: false,
             // The parent of an imported fork is in another journal: the
             // import holds the whole history as its own rows.
             parent: None,

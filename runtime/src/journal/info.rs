@@ -31,6 +31,9 @@ pub struct LogInfo {
     pub last_hash: [u8; 32],
     /// What it is doing, from the flags and open effects.
     pub status: LogStatus,
+    /// Whether it is stopped (`stopped` and no `resumed` since): its status
+    /// says so unless it finished or failed, which come first.
+    pub stopped: bool,
     /// The effects requested and not yet ended, ordered by key.
     pub open: Vec<OpenEffect>,
 }
@@ -51,17 +54,22 @@ pub enum LogStatus {
     Finished,
     /// The guest failed; it stays parked until its guest is changed.
     Failed,
+    /// An operator or a limit stopped it: the host performs nothing for it
+    /// until it is resumed.
+    Stopped,
 }
 
 impl LogStatus {
     /// The status that follows from a log's flags and open effects: finished,
-    /// then failed, then any approval pending, then any non-sleep effect open,
-    /// then any sleep open, else idle.
-    pub fn of(finished: bool, failed: bool, open: &[OpenEffect]) -> LogStatus {
+    /// then failed, then stopped, then any approval pending, then any
+    /// non-sleep effect open, then any sleep open, else idle.
+    pub fn of(finished: bool, failed: bool, stopped: bool, open: &[OpenEffect]) -> LogStatus {
         if finished {
             LogStatus::Finished
         } else if failed {
             LogStatus::Failed
+        } else if stopped {
+            LogStatus::Stopped
         } else if open.iter().any(|o| o.awaiting_approval) {
             LogStatus::WaitingApproval
         } else if open
@@ -85,6 +93,7 @@ impl LogStatus {
             LogStatus::Sleeping => "sleeping",
             LogStatus::Finished => "finished",
             LogStatus::Failed => "failed",
+            LogStatus::Stopped => "stopped",
         }
     }
 }
@@ -199,6 +208,9 @@ pub(crate) struct LogMeta {
     pub(crate) finished: bool,
     #[serde(default)]
     pub(crate) failed: bool,
+    /// `stopped` and no `resumed` since; never inherited by a fork.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) stopped: bool,
     /// For a fork: the parent log and the last seq it shares with it. The
     /// fork's own rows start at `parent.seq + 1` (docs/log-format.md, Forks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +230,8 @@ impl MetaChange {
                 | EventBody::GuestFailed { .. }
                 | EventBody::GuestChanged { .. }
                 | EventBody::Unparked { .. }
+                | EventBody::Stopped { .. }
+                | EventBody::Resumed { .. }
                 | EventBody::Created(_)
                 | EventBody::Continued { .. }
         )
@@ -225,11 +239,17 @@ impl MetaChange {
 
     /// The rules: `finished` and `continued` set the finished flag; `guest-failed` sets failed;
     /// `guest-changed` clears failed and makes `to` the current guest;
-    /// `unparked` clears failed;
-    /// `created` (a fork's, met inside an imported log) makes its guest current.
+    /// `unparked` clears failed; `stopped` sets stopped and `resumed` clears it;
+    /// `created` (a fork's, met inside an imported log) makes its guest
+    /// current and clears stopped (a fork starts unstopped, session::stop).
     pub(crate) fn of(body: &EventBody, meta: &mut LogMeta) {
         match body {
-            EventBody::Created(c) => meta.guest = c.guest.clone(),
+            EventBody::Created(c) => {
+                meta.guest = c.guest.clone();
+                meta.stopped = false;
+            }
+            EventBody::Stopped { .. } => meta.stopped = true,
+            EventBody::Resumed { .. } => meta.stopped = false,
             // A compacted log lives on in another: this one takes no more.
             EventBody::Finished { .. } | EventBody::Continued { .. } => meta.finished = true,
             EventBody::GuestFailed { .. } => meta.failed = true,
@@ -270,24 +290,32 @@ mod tests {
         let sleep = open(RequestedEffect::Sleep { until: 5 }, false);
         let run = open(RequestedEffect::Tool(tool()), false);
         let ask = open(RequestedEffect::Ask(Question { text: "?".into() }), true);
-        assert_eq!(LogStatus::of(false, false, &[]), LogStatus::Idle);
+        assert_eq!(LogStatus::of(false, false, false, &[]), LogStatus::Idle);
         assert_eq!(
-            LogStatus::of(false, false, std::slice::from_ref(&sleep)),
+            LogStatus::of(false, false, false, std::slice::from_ref(&sleep)),
             LogStatus::Sleeping
         );
         assert_eq!(
-            LogStatus::of(false, false, &[sleep.clone(), run.clone()]),
+            LogStatus::of(false, false, false, &[sleep.clone(), run.clone()]),
             LogStatus::Running
         );
         assert_eq!(
-            LogStatus::of(false, false, &[run.clone(), ask.clone()]),
+            LogStatus::of(false, false, false, &[run.clone(), ask.clone()]),
             LogStatus::WaitingApproval
         );
         assert_eq!(
-            LogStatus::of(false, true, std::slice::from_ref(&ask)),
+            LogStatus::of(false, true, false, std::slice::from_ref(&ask)),
             LogStatus::Failed
         );
-        assert_eq!(LogStatus::of(true, true, &[ask]), LogStatus::Finished);
+        assert_eq!(
+            LogStatus::of(false, false, true, std::slice::from_ref(&run)),
+            LogStatus::Stopped
+        );
+        assert_eq!(LogStatus::of(false, true, true, &[]), LogStatus::Failed);
+        assert_eq!(
+            LogStatus::of(true, true, false, &[ask]),
+            LogStatus::Finished
+        );
     }
 
     #[test]
@@ -406,8 +434,18 @@ mod tests {
             created_at: 1,
             finished: false,
             failed: false,
+            stopped: false,
             parent: None,
         };
+        let stopped = EventBody::Stopped {
+            by: "logbook".into(),
+            reason: "limit".into(),
+        };
+        assert!(MetaChange::applies(&stopped));
+        MetaChange::of(&stopped, &mut meta);
+        assert!(meta.stopped);
+        MetaChange::of(&EventBody::Resumed { by: "ops".into() }, &mut meta);
+        assert!(!meta.stopped);
         let failed = EventBody::GuestFailed {
             message: "trap".into(),
         };

@@ -74,6 +74,8 @@ struct MemLog {
     created_at: u64,
     finished: bool,
     failed: bool,
+    /// `stopped` and no `resumed` since (a fork starts unstopped).
+    stopped: bool,
     parent: Option<LogPos>,
     /// Whether it counts against its tenant's session limit.
     session: bool,
@@ -107,7 +109,12 @@ impl MemLog {
             }
         }
         match body {
-            EventBody::Created(c) => self.guest = c.guest.clone(),
+            EventBody::Created(c) => {
+                self.guest = c.guest.clone();
+                self.stopped = false;
+            }
+            EventBody::Stopped { .. } => self.stopped = true,
+            EventBody::Resumed { .. } => self.stopped = false,
             EventBody::Finished { .. } | EventBody::Continued { .. } => self.finished = true,
             EventBody::GuestFailed { .. } => self.failed = true,
             EventBody::Unparked { .. } => self.failed = false,
@@ -171,7 +178,8 @@ impl State {
             created_at: log.created_at,
             next_seq: log.next_seq(),
             last_hash: log.last_hash(),
-            status: LogStatus::of(log.finished, log.failed, &open),
+            status: LogStatus::of(log.finished, log.failed, log.stopped, &open),
+            stopped: log.stopped,
             open,
         }
     }
@@ -213,6 +221,7 @@ impl State {
             created_at: nl.at,
             finished: false,
             failed: false,
+            stopped: false,
             parent: None,
             session: true,
             events: Vec::new(),
@@ -677,6 +686,7 @@ impl Journal for MemoryJournal {
             created_at: first.event.at,
             finished: false,
             failed: false,
+            stopped: false,
             // The whole history comes with it: an imported fork stands alone.
             parent: None,
             session: true,
@@ -729,6 +739,7 @@ impl Journal for MemoryJournal {
             created_at: meta.created_at,
             finished: meta.finished,
             failed: meta.failed,
+            stopped: meta.stopped,
             parent: meta.parent,
             session: prepared.session,
             events: copy.events.clone(),
@@ -786,6 +797,7 @@ impl Journal for MemoryJournal {
         let mut timers: Vec<Timer> = state
             .logs
             .iter()
+            .filter(|(_, l)| !l.stopped)
             .flat_map(|(id, l)| {
                 l.open
                     .iter()
@@ -814,10 +826,11 @@ impl Journal for MemoryJournal {
             .logs
             .iter()
             .filter(|(_, l)| {
-                l.open.values().any(|record| {
-                    !record.awaiting_approval
-                        && !matches!(record.effect, RequestedEffect::Sleep { .. })
-                })
+                !l.stopped
+                    && l.open.values().any(|record| {
+                        !record.awaiting_approval
+                            && !matches!(record.effect, RequestedEffect::Sleep { .. })
+                    })
             })
             .map(|(id, _)| *id)
             .collect();

@@ -385,7 +385,8 @@ pub trait Journal: Send + Sync + 'static {
     /// Up to `limit` open `sleep` effects due at or before `due_by` (unix ms),
     /// earliest first, of logs that no other live worker holds: the timers
     /// this worker may fire (by taking the log's lease). `timers(u64::MAX, 1)`
-    /// is the next one.
+    /// is the next one. A stopped log's timers are not among them: nobody
+    /// fires them until it is resumed.
     async fn timers(&self, due_by: u64, limit: usize) -> Result<Vec<Timer>, JournalError>;
 
     /// Resolves once `log` holds an event at `from_seq` or later (at once if
@@ -403,7 +404,8 @@ pub trait Journal: Send + Sync + 'static {
     /// Up to `limit` logs with a model or tool call open (not one waiting
     /// for a human, not a timer) whose lease no live worker holds: sessions
     /// that a worker left running when it died (or, for a journal one
-    /// process owns, that no actor here runs), for this worker to resume.
+    /// process owns, that no actor here runs), for this worker to resume;
+    /// not a stopped log, which nobody advances until it is resumed.
     async fn orphans(&self, limit: usize) -> Result<Vec<LogId>, JournalError>;
 
     /// How long a lease outlives its holder's last sign of life, for a

@@ -346,7 +346,8 @@ impl Reader {
         }
         Ok(LogInfo {
             id: LogId::from_u128(id),
-            status: LogStatus::of(meta.finished, meta.failed, &open),
+            status: LogStatus::of(meta.finished, meta.failed, meta.stopped, &open),
+            stopped: meta.stopped,
             tenant: meta.tenant,
             name: meta.name,
             guest: meta.guest,
@@ -769,6 +770,7 @@ impl Journal for RedbJournal {
             if let crate::journal::RequestedEffect::Sleep { until } =
                 writer::decode_open(v.value())?.effect
                 && until <= due_by
+                && !r.meta(log)?.is_some_and(|m| m.stopped)
             {
                 timers.push(Timer {
                     log: LogId::from_u128(log),
@@ -799,6 +801,7 @@ impl Journal for RedbJournal {
             let open = writer::decode_open(v.value())?;
             if !open.awaiting_approval
                 && !matches!(open.effect, crate::journal::RequestedEffect::Sleep { .. })
+                && !r.meta(log.as_u128())?.is_some_and(|m| m.stopped)
             {
                 out.push(log);
                 if out.len() >= limit.max(1) {

@@ -378,6 +378,7 @@ impl Writer {
                 created_at: nl.at,
                 finished: false,
                 failed: false,
+                stopped: false,
                 parent: None,
             };
             let (seq, prev) = match &nl.created.parent {

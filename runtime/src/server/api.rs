@@ -23,7 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{AppState, events, guests, sessions};
+use super::{AppState, events, guests, sessions, stop};
 
 /// The name of the bearer-token security scheme.
 const BEARER: &str = "bearer";
@@ -94,6 +94,8 @@ pub(crate) fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(sessions::decide))
         .routes(routes!(sessions::fork))
         .routes(routes!(sessions::unpark))
+        .routes(routes!(stop::stop))
+        .routes(routes!(stop::resume))
         .split_for_parts();
     finish(&mut doc);
     (router, doc)

@@ -23,6 +23,7 @@ mod guests;
 mod limits;
 mod origin;
 mod sessions;
+mod stop;
 mod wire;
 
 use std::future::Future;

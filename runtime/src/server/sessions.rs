@@ -251,6 +251,7 @@ pub(crate) async fn input(
         Activity::Sleeping => LogStatus::Sleeping,
         Activity::Finished => LogStatus::Finished,
         Activity::Failed => LogStatus::Failed,
+        Activity::Stopped => LogStatus::Stopped,
     };
     Ok(Json(Turn {
         seq,

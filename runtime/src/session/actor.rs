@@ -11,6 +11,7 @@
 mod absorb;
 mod activate;
 mod compact;
+mod held;
 mod reconcile;
 mod snapshot;
 
@@ -96,6 +97,8 @@ struct Actor {
     /// actor is about to run: claimed in the next commit, before they start
     /// (journal::Claim).
     claims: Vec<String>,
+    /// This session's rate windows (session::limits); empty at activation.
+    rates: super::limits::Rates,
 }
 
 /// Activate a log: start its actor, which replays the log into a fresh
@@ -128,6 +131,7 @@ pub(super) fn spawn(
         lease: None,
         workspace: Arc::default(),
         claims: Vec::new(),
+        rates: super::limits::Rates::default(),
     };
     let task = tokio::spawn(async move {
         let started = std::time::Instant::now();
@@ -185,7 +189,10 @@ impl Actor {
         let message = error.to_string();
         while let Ok(command) = rx.try_recv() {
             match command {
-                Command::Input { reply, .. } | Command::Decide { reply, .. } => {
+                Command::Input { reply, .. }
+                | Command::Decide { reply, .. }
+                | Command::Stop { reply, .. }
+                | Command::Resume { reply, .. } => {
                     let _ = reply.send(Err(match &error {
                         // Another worker advances the log: the caller
                         // appends through the journal instead.
@@ -337,6 +344,14 @@ impl Actor {
                     return ControlFlow::Break(e);
                 }
             }
+            Command::Stop { by, reason, reply } => {
+                let result = self.stop(by, reason).await;
+                return answer_refusal(reply, result);
+            }
+            Command::Resume { by, reply } => {
+                let result = self.resume_stopped(by).await;
+                return answer_refusal(reply, result);
+            }
             Command::WaitIdle { horizon, reply } => self.waiters.push((horizon, reply)),
             Command::Hibernate => return ControlFlow::Break(SessionError::Stopped),
             Command::Evict if !self.is_busy() => {
@@ -485,6 +500,9 @@ impl Actor {
         if self.ledger.finished.is_some() {
             return Some(Activity::Finished);
         }
+        if self.ledger.stopped.is_some() {
+            return Some(Activity::Stopped);
+        }
         let horizon = now.saturating_add(horizon.as_millis() as u64);
         let mut sleeping = false;
         for running in self.running.values() {
@@ -533,6 +551,25 @@ fn answer(
             let _ = reply.send(Err(failed_commit(&e)));
             ControlFlow::Break(e)
         }
+    }
+}
+
+/// Answer a caller whose request may be refused before anything is written
+/// (a stop of a stopped session, ...): a refusal leaves the actor running.
+fn answer_refusal(
+    reply: oneshot::Sender<Result<u64, SessionError>>,
+    result: Result<u64, SessionError>,
+) -> ControlFlow<SessionError> {
+    match result {
+        Err(
+            e @ (SessionError::AlreadyStopped(_)
+            | SessionError::NotStopped(_)
+            | SessionError::Finished(_)),
+        ) => {
+            let _ = reply.send(Err(e));
+            ControlFlow::Continue(())
+        }
+        other => answer(reply, other),
     }
 }
 

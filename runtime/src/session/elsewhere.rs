@@ -76,7 +76,7 @@ impl Host {
     /// Append what `events` makes of the log as the journal has it now, at
     /// its head; again from a fresh look when another writer got there first.
     /// With `input`, a log that has finished or parked is refused.
-    async fn append_elsewhere(
+    pub(super) async fn append_elsewhere(
         &self,
         log: LogId,
         input: bool,
@@ -122,6 +122,10 @@ impl Host {
                 .info(log)
                 .await?
                 .ok_or_else(|| SessionError::UnknownSession(log.to_string()))?;
+            // A stopped log answers nothing: no event follows the one waited after.
+            if info.status == LogStatus::Stopped {
+                return Ok(Activity::Stopped);
+            }
             if after.is_none_or(|after| info.next_seq > after.saturating_add(1))
                 && let Some(activity) = quiescent(&info, horizon)
             {
@@ -139,6 +143,7 @@ fn quiescent(info: &LogInfo, horizon: Duration) -> Option<Activity> {
         LogStatus::WaitingApproval => Some(Activity::WaitingApproval),
         LogStatus::Finished => Some(Activity::Finished),
         LogStatus::Failed => Some(Activity::Failed),
+        LogStatus::Stopped => Some(Activity::Stopped),
         LogStatus::Running => None,
         LogStatus::Sleeping => {
             let soonest = info

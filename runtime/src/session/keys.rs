@@ -47,6 +47,10 @@ pub(crate) struct Keys {
     closed: ClosedKeys,
     /// Keys a human has decided (a subset of the recorded ones).
     decided: HashSet<String>,
+    /// What the log spent on models since its last `resumed`: the lifetime
+    /// budgets' count (session::limits), kept here so a snapshot keeps it.
+    #[serde(default)]
+    pub(crate) spent: super::limits::Spent,
 }
 
 impl Keys {
@@ -74,6 +78,7 @@ impl Keys {
 
     /// Fold one event into the key states.
     pub(crate) fn note(&mut self, body: &EventBody) {
+        self.spent.note(body);
         match body {
             EventBody::Requested { key, effect } => {
                 self.open.insert(

@@ -12,11 +12,13 @@ mod actor;
 mod elsewhere;
 mod feed;
 mod keys;
+mod limits;
 mod logops;
 mod perform;
 mod replay;
 mod residency;
 mod snapshot;
+mod stop;
 mod sweep;
 mod unpark;
 mod upgrade;
@@ -60,12 +62,21 @@ pub enum SessionError {
     /// The session's guest failed; it is parked until its guest is fixed.
     #[error("session is parked because its guest failed: {0}")]
     Parked(String),
+    /// The session is stopped already.
+    #[error("session {0:?} is stopped already")]
+    AlreadyStopped(String),
+    /// The session is not stopped: there is nothing to resume.
+    #[error("session {0:?} is not stopped")]
+    NotStopped(String),
     /// The session is not parked: there is nothing to unpark.
     #[error("session {0:?} is not parked (its guest has not failed)")]
     NotParked(String),
     /// An unpark that does not say why. The caller's fault.
     #[error("say why the session is unparked: a reason is required")]
     NoReason,
+    /// A stop was asked without a reason: the log must say why.
+    #[error("say why the session is stopped: a reason is required")]
+    NoStopReason,
     /// An unpark's skip that names no input of the log. The caller's fault.
     #[error("seq {seq} cannot be skipped: {why}")]
     BadSkip {
@@ -224,6 +235,9 @@ pub enum Activity {
     Finished,
     /// The guest failed; the session is parked.
     Failed,
+    /// The session is stopped (an operator or a limit): the host performs
+    /// nothing for it until it is resumed.
+    Stopped,
 }
 
 pub(crate) enum Command {
@@ -246,6 +260,17 @@ pub(crate) enum Command {
     WaitIdle {
         horizon: Duration,
         reply: oneshot::Sender<Activity>,
+    },
+    /// Append `stopped`: start nothing more (session::stop).
+    Stop {
+        by: String,
+        reason: String,
+        reply: oneshot::Sender<Result<u64, SessionError>>,
+    },
+    /// Append `resumed` and perform what the guest wants from here.
+    Resume {
+        by: String,
+        reply: oneshot::Sender<Result<u64, SessionError>>,
     },
     /// Drop the guest instance and stop the actor; the log is all that remains.
     Hibernate,
@@ -308,6 +333,25 @@ impl Session {
         .await?
     }
 
+    /// Stop the session (session::stop); answers the seq of `stopped`.
+    pub async fn stop(&self, by: &str, reason: &str) -> Result<u64, SessionError> {
+        self.ask(|reply| Command::Stop {
+            by: by.to_string(),
+            reason: reason.to_string(),
+            reply,
+        })
+        .await?
+    }
+
+    /// Resume the stopped session; answers the seq of `resumed`.
+    pub async fn resume(&self, by: &str) -> Result<u64, SessionError> {
+        self.ask(|reply| Command::Resume {
+            by: by.to_string(),
+            reply,
+        })
+        .await?
+    }
+
     /// Decide a pending approval; answers the decision's seq once durable.
     pub async fn decide(
         &self,
@@ -353,9 +397,27 @@ pub(crate) struct Shared {
     waker: std::sync::OnceLock<residency::TimerWaker>,
     pub(crate) feeds: feed::Feeds,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Effects started per tenant over the last minute, on this host
+    /// (session::limits).
+    pub(crate) tenant_rates: std::sync::Mutex<std::collections::HashMap<String, limits::Window>>,
 }
 
 impl Shared {
+    /// Count `n` effects of `tenant` at `second`; answers what the tenant's
+    /// window held before them.
+    pub(crate) fn tenant_effects(&self, tenant: &str, second: u64, n: u64) -> u64 {
+        let mut rates = self
+            .tenant_rates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let window = rates.entry(tenant.to_string()).or_default();
+        let before = window.count(second);
+        if n > 0 {
+            window.add(second, n);
+        }
+        before
+    }
+
     /// The live session of a log, activating it if needed. Activating may
     /// ask the least recently used idle sessions to hibernate, to keep the
     /// number of resident instances (host-wide and per tenant) in bounds.
@@ -465,6 +527,27 @@ impl Shared {
             }
             if let Some(bytes) = own.max_event_bytes {
                 limits.max_event_bytes = bytes;
+            }
+            let rates = [
+                (
+                    own.session_effects_per_minute,
+                    &mut limits.session_effects_per_minute,
+                ),
+                (
+                    own.session_model_calls_per_minute,
+                    &mut limits.session_model_calls_per_minute,
+                ),
+                (own.session_model_calls, &mut limits.session_model_calls),
+                (own.session_tokens, &mut limits.session_tokens),
+                (
+                    own.tenant_effects_per_minute,
+                    &mut limits.tenant_effects_per_minute,
+                ),
+            ];
+            for (own, limit) in rates {
+                if let Some(value) = own {
+                    *limit = value;
+                }
             }
             if let Some(memory) = own.memory_per_instance {
                 limits.memory_per_instance = memory;
@@ -583,6 +666,7 @@ impl Host {
             waker: std::sync::OnceLock::new(),
             feeds: feed::Feeds::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            tenant_rates: std::sync::Mutex::default(),
         });
         let weak = Arc::downgrade(&shared);
         let waker = residency::TimerWaker::start(move |log| match weak.upgrade() {
@@ -963,7 +1047,7 @@ impl Host {
             };
             after = Some(*last);
             for log in page {
-                if self.resume(log).await? {
+                if self.resume_open(log).await? {
                     resumed += 1;
                 }
             }
@@ -971,11 +1055,15 @@ impl Host {
         Ok(resumed)
     }
 
-    /// Resume one log with open effects; whether it was activated.
-    async fn resume(&self, log: LogId) -> Result<bool, SessionError> {
+    /// Resume one log with open effects; whether it was activated. A
+    /// stopped log is not: nothing of it runs until it is resumed.
+    async fn resume_open(&self, log: LogId) -> Result<bool, SessionError> {
         let Some(info) = self.shared.journal.info(log).await? else {
             return Ok(false);
         };
+        if info.stopped {
+            return Ok(false);
+        }
         let mut wake_at = None;
         let mut now = false;
         for open in &info.open {

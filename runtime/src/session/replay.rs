@@ -64,6 +64,8 @@ pub(super) struct Ledger {
     pub(super) parked: Option<String>,
     /// How the log ended (`finished`, or `continued` in another log), if it did.
     pub(super) finished: Option<String>,
+    /// Why the log is stopped (`stopped`, no `resumed` since), if it is.
+    pub(super) stopped: Option<String>,
     /// The seqs of the inputs an `unparked` skipped, among the events noted
     /// (and those a replay knew of when it started again).
     pub(super) skipped: BTreeSet<u64>,
@@ -88,6 +90,13 @@ impl Ledger {
                 self.parked = None;
                 self.skipped.extend(*skip);
             }
+            EventBody::Stopped { by, reason } => {
+                self.stopped = Some(format!("stopped by {by}: {reason}"));
+            }
+            EventBody::Resumed { .. } => self.stopped = None,
+            // A fork's own `created` (at its parent's seq + 1): a fork starts
+            // unstopped (session::stop).
+            EventBody::Created(_) => self.stopped = None,
             _ => {}
         }
     }
@@ -388,9 +397,11 @@ impl<'a> Replayer<'a> {
                 let ledger = Ledger {
                     next_seq: seq + 1,
                     keys,
-                    // A snapshot is taken only while neither parked nor finished.
+                    // A snapshot is taken only while neither parked, nor
+                    // finished, nor stopped.
                     parked: None,
                     finished: None,
+                    stopped: None,
                     // Skips before it are in its state; later ones are noted.
                     skipped: BTreeSet::new(),
                     missed_skip: None,

@@ -96,8 +96,8 @@ pub struct SnapshotCheck {
 impl Host {
     /// Store a snapshot of a dormant or live session's state at its last
     /// event, computed off the actor (from the newest snapshot and the tail).
-    /// Answers the seq, or `None` when the session is parked or finished or
-    /// its guest keeps no snapshots.
+    /// Answers the seq, or `None` when the session is parked, finished or
+    /// stopped, or its guest keeps no snapshots.
     pub async fn snapshot_now(&self, log: LogId) -> Result<Option<u64>, SessionError> {
         let shared: Arc<Shared> = self.shared.clone();
         tokio::task::spawn_blocking(move || {
@@ -106,9 +106,11 @@ impl Host {
             if let Some(fault) = replayed.fault {
                 return Err(fault.into());
             }
-            let (Some(mut guest), Some(seq)) =
-                (replayed.guest, replayed.ledger.next_seq.checked_sub(1))
-            else {
+            let (Some(mut guest), Some(seq), None) = (
+                replayed.guest,
+                replayed.ledger.next_seq.checked_sub(1),
+                &replayed.ledger.stopped,
+            ) else {
                 return Ok(None);
             };
             let Some(bytes) = guest.snapshot()? else {

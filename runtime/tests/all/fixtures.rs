@@ -41,6 +41,7 @@ pub const GUESTS: &[&str] = &[
     "fixture_fs",
     "fixture_panic",
     "fixture_hoard",
+    "fixture_spinner",
 ];
 
 /// A guest component's path.

@@ -621,6 +621,11 @@ fn golden_events() -> Vec<(u64, EventBody)> {
             by: "ops".into(),
             reason: "the note is too long for this guest".into(),
         },
+        EventBody::Stopped {
+            by: "logbook".into(),
+            reason: "limit session_model_calls_per_minute = 120: 120 model calls in the last minute, and 1 more asked".into(),
+        },
+        EventBody::Resumed { by: "ops".into() },
         EventBody::GuestChanged {
             from: guest("assistant"),
             to: guest("assistant-v2"),
@@ -638,7 +643,7 @@ fn golden_events() -> Vec<(u64, EventBody)> {
         .collect()
 }
 
-const ALL_KINDS: [&str; 15] = [
+const ALL_KINDS: [&str; 17] = [
     "created",
     "input",
     "requested",
@@ -652,6 +657,8 @@ const ALL_KINDS: [&str; 15] = [
     "guest-changed",
     "guest-failed",
     "unparked",
+    "stopped",
+    "resumed",
     "finished",
     "continued",
 ];

@@ -17,8 +17,10 @@ use crate::journal::{T0, created, guest, input, new_log, tool_call};
 mod copy;
 mod host;
 mod model;
+mod stop;
 
 use self::copy::copies_keep_ids_forks_hashes_and_projections;
+use self::stop::a_stopped_log_is_stopped_until_resumed;
 
 /// A journal under test, with whatever must outlive it (a temp dir, a database).
 pub(crate) struct Backend {
@@ -99,6 +101,7 @@ macro_rules! every_check {
             orphans_are_running_logs_that_nobody_holds,
             copies_keep_ids_forks_hashes_and_projections,
             a_tool_approved_without_the_lease_stays_unstarted_until_claimed,
+            a_stopped_log_is_stopped_until_resumed,
         );
     };
 }

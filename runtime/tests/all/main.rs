@@ -26,6 +26,7 @@ mod replay;
 mod secrets;
 mod server;
 mod session;
+mod stop;
 mod tools;
 mod workers;
 mod workspaces;

@@ -40,6 +40,7 @@ pub(super) async fn import(
         created_at: first.event.at,
         finished: false,
         failed: false,
+        stopped: false,
         // The parent of an imported fork is in another journal: the import
         // holds the whole history as its own rows.
         parent: None,
@@ -99,7 +100,8 @@ pub(super) async fn import(
     }
     txn.execute(
         "INSERT INTO logs (id, tenant, name, guest_name, guest_digest, created_at, next_seq, \
-         last_hash, finished, failed, session) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true)",
+         last_hash, finished, failed, stopped, session) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true)",
         &[
             &id,
             &tenant,
@@ -111,6 +113,7 @@ pub(super) async fn import(
             &last.hash.as_slice(),
             &meta.finished,
             &meta.failed,
+            &meta.stopped,
         ],
     )
     .await?;
@@ -149,8 +152,8 @@ pub(super) async fn copy(
     let inserted = txn
         .execute(
             "INSERT INTO logs (id, tenant, name, guest_name, guest_digest, created_at, next_seq, \
-             last_hash, finished, failed, parent_log, parent_seq, session) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             last_hash, finished, failed, stopped, parent_log, parent_seq, session) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (id) DO NOTHING",
             &[
                 &id,
@@ -163,6 +166,7 @@ pub(super) async fn copy(
                 &prepared.last_hash.as_slice(),
                 &meta.finished,
                 &meta.failed,
+                &meta.stopped,
                 &parent_log,
                 &parent_seq,
                 &prepared.session,

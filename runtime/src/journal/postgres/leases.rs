@@ -68,7 +68,7 @@ impl PgJournal {
         let st = c
             .prepare_cached(
                 "SELECT o.log, o.key, o.sleep_until FROM open o JOIN logs l ON l.id = o.log \
-                 WHERE o.sleep_until IS NOT NULL AND o.sleep_until <= $1 \
+                 WHERE o.sleep_until IS NOT NULL AND o.sleep_until <= $1 AND NOT l.stopped \
                    AND (l.lease_worker IS NULL OR l.lease_worker = $3 \
                      OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = l.lease_worker \
                        AND w.heartbeat > clock_timestamp() - $4::int8 * interval '1 millisecond')) \
@@ -98,7 +98,7 @@ impl PgJournal {
         let st = c
             .prepare_cached(
                 "SELECT DISTINCT o.log FROM open o JOIN logs l ON l.id = o.log \
-                 WHERE NOT o.awaiting_approval AND o.sleep_until IS NULL \
+                 WHERE NOT o.awaiting_approval AND o.sleep_until IS NULL AND NOT l.stopped \
                    AND (l.lease_worker IS NULL \
                      OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = l.lease_worker \
                        AND w.heartbeat > clock_timestamp() - $2::int8 * interval '1 millisecond')) \

@@ -93,6 +93,8 @@ pub(super) enum Op {
         log: LogId,
         finished: bool,
         failed: Option<bool>,
+        /// `Some(true)` after a `stopped`, `Some(false)` after a `resumed`.
+        stopped: Option<bool>,
         guest: Option<GuestRef>,
     },
     /// A `requested`: opens the key, replacing what was there.
@@ -321,6 +323,7 @@ impl<'a> View<'a> {
             }
             let mut rows = EventRows::default();
             let mut flags = (false, None, None);
+            let mut stopped = None;
             let mut opens = Vec::new();
             let mut end = head;
             for (at, body) in &ap.events {
@@ -343,6 +346,8 @@ impl<'a> View<'a> {
                     EventBody::Finished { .. } | EventBody::Continued { .. } => flags.0 = true,
                     EventBody::GuestFailed { .. } => flags.1 = Some(true),
                     EventBody::Unparked { .. } => flags.1 = Some(false),
+                    EventBody::Stopped { .. } => stopped = Some(true),
+                    EventBody::Resumed { .. } => stopped = Some(false),
                     EventBody::GuestChanged { to, .. } => {
                         flags.1 = Some(false);
                         flags.2 = Some(to.clone());
@@ -376,11 +381,12 @@ impl<'a> View<'a> {
                 head: end,
                 events: rows,
             });
-            if flags != (false, None, None) {
+            if flags != (false, None, None) || stopped.is_some() {
                 ops.push(Op::Flags {
                     log: ap.log,
                     finished: flags.0,
                     failed: flags.1,
+                    stopped,
                     guest: flags.2,
                 });
             }

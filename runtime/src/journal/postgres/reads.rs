@@ -40,7 +40,7 @@ SELECT e.seq, e.at, e.hash, e.body, (SELECT max(depth) FROM anc) AS depth
 /// The columns of a log's projection, for [`info_of`]: `l` is the log's row.
 pub(super) const INFO_COLUMNS: &str = "\
 l.id, l.tenant, l.name, l.guest_name, l.guest_digest, l.created_at, l.next_seq, l.last_hash,
-l.finished, l.failed,
+l.finished, l.failed, l.stopped,
 ARRAY(SELECT key FROM open o WHERE o.log = l.id ORDER BY key) AS open_keys,
 ARRAY(SELECT effect FROM open o WHERE o.log = l.id ORDER BY key) AS open_effects,
 ARRAY(SELECT awaiting_approval FROM open o WHERE o.log = l.id ORDER BY key) AS open_awaiting,
@@ -175,6 +175,7 @@ pub(super) fn info_of(row: &Row) -> Result<LogInfo, JournalError> {
         });
     }
     let (finished, failed): (bool, bool) = (row.try_get("finished")?, row.try_get("failed")?);
+    let stopped: bool = row.try_get("stopped")?;
     Ok(LogInfo {
         id: row.try_get("id")?,
         tenant: row.try_get("tenant")?,
@@ -186,7 +187,8 @@ pub(super) fn info_of(row: &Row) -> Result<LogInfo, JournalError> {
         created_at: back(row.try_get("created_at")?),
         next_seq: back(row.try_get("next_seq")?),
         last_hash: hash32(row.try_get("last_hash")?)?,
-        status: LogStatus::of(finished, failed, &open),
+        status: LogStatus::of(finished, failed, stopped, &open),
+        stopped,
         open,
     })
 }

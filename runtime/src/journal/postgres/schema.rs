@@ -25,6 +25,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "unstarted",
         include_str!("../../../migrations/postgres/0002_unstarted.sql"),
     ),
+    (
+        3,
+        "stopped",
+        include_str!("../../../migrations/postgres/0003_stopped.sql"),
+    ),
 ];
 
 /// Whom the advisory lock of the migrations is taken for: `logbook` in ASCII.

@@ -91,7 +91,7 @@ impl Statements {
             flags: c
                 .prepare(
                     "UPDATE logs SET finished = finished OR $2, failed = COALESCE($3, failed), \
-                     guest_name = COALESCE($4, guest_name), \
+                     stopped = COALESCE($6, stopped), guest_name = COALESCE($4, guest_name), \
                      guest_digest = COALESCE($5, guest_digest) WHERE id = $1",
                 )
                 .await?,
@@ -258,12 +258,16 @@ impl Statements {
                     log,
                     finished,
                     failed,
+                    stopped,
                     guest,
                 } => {
                     let name = guest.as_ref().map(|g| g.name.as_str());
                     let digest = guest.as_ref().map(|g| g.digest.as_str());
-                    c.execute(&self.flags, &[log, finished, failed, &name, &digest])
-                        .await
+                    c.execute(
+                        &self.flags,
+                        &[log, finished, failed, &name, &digest, stopped],
+                    )
+                    .await
                 }
                 Op::OpenPut { log, key, effect } => {
                     c.execute(

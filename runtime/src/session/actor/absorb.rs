@@ -54,6 +54,7 @@ impl Actor {
                 // new guest, without the skipped input) by the next activation.
                 return Err(SessionError::Stopped);
             }
+            let was_stopped = self.ledger.stopped.is_some();
             let mut performs = Vec::new();
             let mut events: Vec<Event> = Vec::with_capacity(page.len());
             for stored in page {
@@ -76,6 +77,11 @@ impl Actor {
             }
             if !self.ledger.ended() {
                 self.advance(Vec::new(), performs).await?;
+                if was_stopped && self.ledger.stopped.is_none() {
+                    // Resumed elsewhere: pick up what the log holds open.
+                    self.rates = crate::session::limits::Rates::default();
+                    self.resume(None).await?;
+                }
             }
         }
     }

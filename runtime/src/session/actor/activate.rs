@@ -60,6 +60,11 @@ impl Actor {
             self.answer_waiters();
             return Ok(());
         }
+        if self.ledger.stopped.is_some() {
+            // Stopped: nothing is started or fired until `resumed`.
+            self.answer_waiters();
+            return Ok(());
+        }
         let wanted: HashMap<String, Effect> = match &mut self.guest {
             Some(guest) => match off_runtime(|| guest.effects()) {
                 Ok(wanted) => wanted.into_iter().map(|e| (e.key.clone(), e)).collect(),
@@ -77,6 +82,10 @@ impl Actor {
         let mut events = Vec::new();
         let mut performs = Vec::new();
         for (key, open) in self.ledger.keys.open() {
+            // Running still (a resume after a stop, session::stop).
+            if self.running.contains_key(key) {
+                continue;
+            }
             let key = key.clone();
             let (effect, approval) = (&open.effect, &open.approval);
             match effect {

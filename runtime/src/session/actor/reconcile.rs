@@ -53,6 +53,7 @@ impl Actor {
             failure,
         } = off_runtime(|| self.fold_and_reconcile(base, at, external, &mut performs));
         let cancels = &mut cancels_;
+        let faulted = failure.is_some();
         if let Some(error) = failure {
             if !error.is_guest_fault() {
                 return Err(error.into());
@@ -68,6 +69,36 @@ impl Actor {
             });
             performs.clear();
             cancels.clear();
+            self.guest = None;
+        }
+        // A stopped session starts nothing: not what it asked now, nor an
+        // approved tool (session::stop). Past a limit, it is stopped here.
+        let stays_stopped =
+            staged
+                .iter()
+                .fold(self.ledger.stopped.is_some(), |s, e| match e.body {
+                    EventBody::Stopped { .. } => true,
+                    EventBody::Resumed { .. } => false,
+                    _ => s,
+                });
+        let mut unleased = false;
+        if stays_stopped {
+            unleased = self.withhold(&mut performs);
+        } else if !faulted && let Some(reason) = self.over_limit(&staged, &performs, at) {
+            tracing::warn!(log = %self.log, "session stopped: {reason}");
+            // What the guest said past the limit is not logged: its instance
+            // folded it, so it is dropped, and folds the log anew when needed.
+            staged.truncate(external_len);
+            staged.push(Event {
+                seq: base + external_len as u64,
+                at,
+                body: EventBody::Stopped {
+                    by: "logbook".into(),
+                    reason,
+                },
+            });
+            cancels.clear();
+            unleased = self.withhold(&mut performs);
             self.guest = None;
         }
         let claims: Vec<Claim> = match self.lease {
@@ -93,7 +124,9 @@ impl Actor {
                 log: self.log,
                 expected_seq: base,
                 events: staged.into_iter().map(|e| (e.at, e.body)).collect(),
-                lease: self.lease.map(|l| l.epoch),
+                // An approved tool held back by a stop is logged as a writer
+                // without the lease logs it: `unstarted`, for the resume.
+                lease: self.lease.filter(|_| !unleased).map(|l| l.epoch),
             }]
         };
         let committed = self
@@ -116,6 +149,7 @@ impl Actor {
         for event in &stored {
             self.ledger.note(&event.event);
         }
+        self.count(&performs);
         self.host.feeds.advanced(self.log, self.ledger.next_seq);
         for key in cancels.drain(..) {
             if let Some(running) = self.running.remove(&key) {
@@ -128,6 +162,7 @@ impl Actor {
             }
             self.guest = None;
         }
+        self.hold_timers();
         self.start(performs);
         Ok(stored)
     }
@@ -145,9 +180,15 @@ impl Actor {
         let mut fresh = Keys::default();
         let mut cancels: Vec<String> = Vec::new();
         let mut pending = external;
+        let mut stopped = self.ledger.stopped.is_some();
         for round in 0.. {
             let first_new = staged.len();
             for body in pending.drain(..) {
+                match body {
+                    EventBody::Stopped { .. } => stopped = true,
+                    EventBody::Resumed { .. } => stopped = false,
+                    _ => {}
+                }
                 fresh.note(&body);
                 let seq = base + staged.len() as u64;
                 staged.push(Event { seq, at, body });
@@ -161,6 +202,15 @@ impl Actor {
                     staged,
                     cancels,
                     failure: Some(failure),
+                };
+            }
+            if stopped {
+                // Folded, and nothing asked of the guest (session::stop).
+                let failure = guest.apply(&staged[first_new..]).err();
+                return Folded {
+                    staged,
+                    cancels,
+                    failure,
                 };
             }
             let known = &self.ledger.keys;

@@ -24,6 +24,7 @@ impl Actor {
         if every == 0
             || last < self.snapshot_seq.saturating_add(every)
             || self.ledger.ended()
+            || self.ledger.stopped.is_some()
             || self.is_busy()
         {
             return;
