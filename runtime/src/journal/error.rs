@@ -95,20 +95,12 @@ pub enum JournalError {
     /// Stored or imported data that cannot be what the journal wrote.
     #[error("corrupt journal data: {0}")]
     Corrupt(String),
-    /// A line of an exported log that is not a valid event.
-    #[error("invalid JSONL event: {0}")]
-    Jsonl(String),
-    /// A line of an exported log that decodes to an event but is not byte for
-    /// byte that event's line: it carries a field the event has not (data the
-    /// hash chain, which covers the canonical body, would not protect), or its
-    /// fields are out of order or spaced otherwise.
-    #[error("seq {seq}: not in canonical form: {why}")]
-    NotCanonical {
-        /// The seq the line gives.
-        seq: u64,
-        /// How it differs from its canonical form.
-        why: String,
-    },
+    /// Bytes or a line that are not an event of the log format: a line of
+    /// an export that is not a valid event or not in canonical form (the
+    /// hash chain, which covers the canonical body, would not protect what
+    /// differs), or a stored body that does not decode.
+    #[error(transparent)]
+    Format(#[from] logbook_log::FormatError),
     /// A checked read ([`Journal::read_checked`](super::Journal::read_checked))
     /// met an event that does not hold against its predecessor: the log was
     /// altered or damaged after it was written.
@@ -179,22 +171,6 @@ fn bad_log(copy: Option<LogId>, seq: Option<u64>, why: &str) -> String {
         .unwrap_or_default();
     let seq = seq.map(|seq| format!("seq {seq}: ")).unwrap_or_default();
     format!("{copy}{seq}{why}")
-}
-
-/// The log format's errors keep their meaning: a stored body that does not
-/// decode is corrupt data, and a bad line of an export is a bad line.
-impl From<logbook_log::FormatError> for JournalError {
-    fn from(e: logbook_log::FormatError) -> Self {
-        use logbook_log::FormatError as F;
-        match e {
-            F::Corrupt(why) => JournalError::Corrupt(why),
-            F::Jsonl(why) => JournalError::Jsonl(why),
-            F::NotCanonical { seq, why } => JournalError::NotCanonical { seq, why },
-            // `FormatError` is non-exhaustive: a kind added there is data
-            // this journal cannot read.
-            other => JournalError::Corrupt(other.to_string()),
-        }
-    }
 }
 
 impl From<tokio_postgres::Error> for JournalError {

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::guest::GuestError;
-use crate::journal::JournalError;
+use crate::journal::{FormatError, JournalError};
 use crate::session::SessionError;
 
 /// An error answered to an API client.
@@ -150,7 +150,7 @@ fn journal(e: &JournalError) -> (StatusCode, &'static str) {
         J::UnknownLog(_) => (StatusCode::NOT_FOUND, "not_found"),
         J::NoSeq { .. } => (StatusCode::BAD_REQUEST, "bad_seq"),
         J::GuestNotStored { .. } => (StatusCode::NOT_FOUND, "unknown_guest"),
-        J::BadLog { .. } | J::Jsonl(_) | J::NotCanonical { .. } => {
+        J::BadLog { .. } | J::Format(FormatError::Jsonl(_) | FormatError::NotCanonical { .. }) => {
             (StatusCode::BAD_REQUEST, "bad_import")
         }
         // The session moved to or from another worker as the request
@@ -162,9 +162,11 @@ fn journal(e: &JournalError) -> (StatusCode, &'static str) {
         J::Storage(_) | J::Unwritable(_) | J::Postgres(_) | J::Closed => {
             (StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable")
         }
-        // Damaged data, a commit the host should never have built, a
-        // journal this build must not write to.
+        // Damaged data (a stored body that does not decode, and any kind
+        // of format error a later version adds), a commit the host should
+        // never have built, a journal this build must not write to.
         J::Corrupt(_)
+        | J::Format(_)
         | J::ChainBroken { .. }
         | J::CreatedNotFirst { .. }
         | J::BadParent { .. }

@@ -152,6 +152,19 @@ pub fn open_host_with(data: &Path, config: Config) -> Arc<Host> {
 }
 
 /// A host on `data` with the test configuration.
+/// A host on `data`, retrying while a host closed before it still lets go
+/// of the journal (dropping a host releases it asynchronously).
+pub async fn reopen_host(data: &Path, config: Config) -> Arc<Host> {
+    let deadline = Instant::now() + GUARD;
+    loop {
+        match Host::open(data, config.clone(), logbook::HostOptions::default()) {
+            Ok(host) => return host,
+            Err(e) if Instant::now() > deadline => panic!("reopen the host: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 pub fn open_host(data: &Path) -> Arc<Host> {
     open_host_with(data, config())
 }

@@ -6,13 +6,11 @@
 //! skipping the input for good or trying it again, through the library,
 //! the CLI and HTTP, across a restart.
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use logbook::config::{Config, Limits};
 use logbook::journal::{ErrorKind, EventBody, LogId, StoredEvent};
-use logbook::session::{Activity, Host, HostOptions, SessionError};
+use logbook::session::{Activity, Host, SessionError};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -40,17 +38,6 @@ fn stingy() -> Config {
     let mut config = config();
     config.limits.fuel_per_byte = 0;
     config
-}
-
-async fn reopen(data: &Path, config: Config) -> Arc<Host> {
-    let deadline = Instant::now() + GUARD;
-    loop {
-        match Host::open(data, config.clone(), HostOptions::default()) {
-            Ok(host) => return host,
-            Err(e) if Instant::now() > deadline => panic!("reopen the host: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
 }
 
 fn guest_failures(events: &[StoredEvent]) -> Vec<String> {
@@ -93,7 +80,7 @@ async fn a_six_mib_input_folds_into_the_counter_live_and_on_replay() {
     drop((session, host));
     let mut config = roomy();
     config.limits.snapshot_every = 0;
-    let host = reopen(data.path(), config).await;
+    let host = reopen_host(data.path(), config).await;
     let session = host.session(log).await.expect("wake");
     say(&session, "inc").await;
     assert_eq!(settle(&session).await, Activity::Idle);
@@ -298,7 +285,7 @@ async fn unpark_skips_the_input_for_good_across_a_restart() {
     drop((session, host));
     let mut config = stingy();
     config.limits.snapshot_every = 0;
-    let host = reopen(data.path(), config).await;
+    let host = reopen_host(data.path(), config).await;
     let session = host.session(log).await.expect("wake after restart");
     say(&session, "inc").await;
     assert_eq!(settle(&session).await, Activity::Idle);
@@ -383,7 +370,7 @@ async fn unpark_without_skip_tries_again_under_raised_limits() {
     host.close().await;
     drop((session, host));
     // The operator raises the limits (fuel per byte back to its default).
-    let host = reopen(data.path(), config()).await;
+    let host = reopen_host(data.path(), config()).await;
     host.unpark(TENANT, "c", None, "ops", "fuel per byte raised")
         .await
         .expect("unpark");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use logbook::config::{Config, ModelConfig, Policy, TenantConfig};
 use logbook::effects::DeltaKind;
 use logbook::journal::{ContentBlock, ErrorKind, EventBody, LogId, Outcome, StopReason};
-use logbook::session::{Activity, Host, HostOptions};
+use logbook::session::{Activity, Host};
 use serde_json::json;
 
 use crate::fixtures::*;
@@ -260,18 +260,6 @@ async fn a_tool_using_turn_on_the_anthropic_wire_keeps_signed_thinking() {
     assert_no_keys(&host, session.id()).await;
 }
 
-/// Open a host, retrying while an earlier one of this process still holds the journal.
-async fn reopen(data: &std::path::Path, config: Config) -> std::sync::Arc<Host> {
-    let deadline = Instant::now() + GUARD;
-    loop {
-        match Host::open(data, config.clone(), HostOptions::default()) {
-            Ok(host) => return host,
-            Err(e) if Instant::now() > deadline => panic!("reopen: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_started_on_openai_continues_on_anthropic() {
     let reasoning = json!([{"type": "reasoning.encrypted", "data": "gAAAAABoOPAQUE-OPENAI-ONLY", "id": "rs_1", "format": "openai-responses-v1"}]);
@@ -300,7 +288,7 @@ async fn a_session_started_on_openai_continues_on_anthropic() {
         session.id()
     };
     // The alias now points at the other wire: the next request is rebuilt from the neutral log.
-    let host = reopen(
+    let host = reopen_host(
         dir.path(),
         config_with(model("anthropic", &anthropic, true)),
     )

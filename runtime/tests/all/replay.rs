@@ -2,13 +2,11 @@
 //! exactly as one replayed in full, under its tenant's limits; and a snapshot
 //! that fails, taken or restored, costs only speed, never a `guest-failed`.
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
-use logbook::config::{Config, TenantConfig, TenantLimits};
+use logbook::config::{TenantConfig, TenantLimits};
 use logbook::journal::{EventBody, LogId, StoredEvent};
-use logbook::session::{Activity, Host, HostOptions};
+use logbook::session::{Activity, Host};
 use sha2::{Digest, Sha256};
 
 use crate::fixtures::*;
@@ -25,19 +23,6 @@ fn guest_failed(events: &[StoredEvent]) -> Option<String> {
 async fn snapshot_seqs(host: &Host, log: LogId) -> Vec<u64> {
     let snapshots = host.journal().snapshots(log).await.expect("snapshots");
     snapshots.into_iter().map(|(seq, _, _)| seq).collect()
-}
-
-/// A host on `data`, retrying while the host closed before it lets go of the
-/// journal (dropping a host releases it asynchronously).
-async fn reopen(data: &Path, config: Config) -> Arc<Host> {
-    let deadline = Instant::now() + GUARD;
-    loop {
-        match Host::open(data, config.clone(), HostOptions::default()) {
-            Ok(host) => return host,
-            Err(e) if Instant::now() > deadline => panic!("reopen the host: {e}"),
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-        }
-    }
 }
 
 /// Start a session of `tenant` on `guest`, say `hi`, then wake it again —
@@ -166,7 +151,7 @@ async fn a_guest_that_fails_to_snapshot_keeps_answering_across_a_restart() {
 
     host.close().await;
     drop((session, host));
-    let host = reopen(data.path(), config).await;
+    let host = reopen_host(data.path(), config).await;
     let session = host.session(log).await.expect("wake after the restart");
     say(&session, "hi").await;
     say(&session, "grow").await;

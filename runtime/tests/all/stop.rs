@@ -4,9 +4,7 @@
 //! restart; an operator stops and resumes any session (library, HTTP, CLI);
 //! a stopped session takes input and performs nothing until resumed.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use logbook::config::Config;
 use logbook::journal::{EventBody, LogStatus, RequestedEffect, StoredEvent};
@@ -18,17 +16,6 @@ use crate::fixtures::*;
 use crate::server::{Server, assert_error, tenants_config};
 
 const SPINNER: &str = "fixture_spinner";
-
-async fn reopen(data: &Path, config: Config) -> Arc<Host> {
-    let deadline = Instant::now() + GUARD;
-    loop {
-        match Host::open(data, config.clone(), HostOptions::default()) {
-            Ok(host) => return host,
-            Err(e) if Instant::now() > deadline => panic!("reopen the host: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
 
 /// The `stopped` events of a log: `(seq, by, reason)`.
 fn stops(events: &[StoredEvent]) -> Vec<(u64, String, String)> {
@@ -108,7 +95,7 @@ async fn a_spinning_guest_is_stopped_by_its_effect_rate_and_stays_stopped_after_
     // A new host over the same file: still stopped, its timer never fires.
     host.close().await;
     drop((session, host));
-    let host = reopen(data.path(), config).await;
+    let host = reopen_host(data.path(), config).await;
     let info = host.resolve(TENANT, "s").await.expect("info");
     assert_eq!(info.status, LogStatus::Stopped);
     let session = host.session(log).await.expect("wake");
