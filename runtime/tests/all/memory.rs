@@ -276,3 +276,64 @@ async fn a_wait_idle_answer_past_max_answer_bytes_is_paged() {
     }
     server.stop().await;
 }
+
+/// The peak resident set of this process, in bytes (`VmHWM`).
+fn peak_rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb << 10)
+}
+
+/// The memory attack of issue #10: 60 sessions of `fixture_hoard` holding
+/// 40 MiB each, one after another; prints the process's peak RSS. A
+/// measurement, not a test: run it once per budget, each in its own process
+/// (the peak is the process's):
+///
+/// ```text
+/// LOGBOOK_ATTACK_BUDGET_MIB=512 cargo test -p logbook --test all memory::the_memory_attack -- --ignored --nocapture
+/// LOGBOOK_ATTACK_BUDGET_MIB=0   cargo test -p logbook --test all memory::the_memory_attack -- --ignored --nocapture
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand, see the doc comment"]
+async fn the_memory_attack() {
+    let mib: usize = std::env::var("LOGBOOK_ATTACK_BUDGET_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let mut config = budgeted(mib << 20);
+    config.limits.memory_per_instance = 64 << 20;
+    config.limits.max_instances = 128;
+    config.limits.fuel_per_call = 200_000_000;
+    let data = data_dir();
+    let host = open_host_with(data.path(), config);
+    let start = peak_rss();
+    let mut refused = 0;
+    let mut top = 0;
+    for i in 0..60 {
+        let log = session_of(&host, TENANT, "fixture_hoard", &format!("h{i}")).await;
+        for _ in 0..4 {
+            match input(&host, log, "grow 10").await {
+                Ok(_) => {
+                    guard(host.wait_idle(log, std::time::Duration::from_secs(3600)))
+                        .await
+                        .expect("idle");
+                }
+                Err(SessionError::Guest(GuestError::MemoryBudget(_))) => refused += 1,
+                Err(e) => panic!("h{i}: {e}"),
+            }
+            top = top.max(host.guest_memory(None));
+        }
+    }
+    let resident = host.resident_sessions(None);
+    println!(
+        "memory attack: budget {mib} MiB, 60 sessions x 40 MiB: peak RSS {} MiB (from {} MiB before), \
+         most guest memory counted {} MiB, {resident} sessions resident at the end, {refused} inputs refused",
+        peak_rss() >> 20,
+        start >> 20,
+        top >> 20,
+    );
+    host.close().await;
+}
