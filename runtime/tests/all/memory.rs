@@ -314,8 +314,9 @@ async fn the_memory_attack() {
     let mut top = 0;
     for i in 0..60 {
         let log = session_of(&host, TENANT, "fixture_hoard", &format!("h{i}")).await;
-        for _ in 0..4 {
-            match input(&host, log, "grow 10").await {
+        // In one growth: a Vec grown step by step doubles past 64 MiB.
+        {
+            match input(&host, log, "grow 40").await {
                 Ok(_) => {
                     guard(host.wait_idle(log, std::time::Duration::from_secs(3600)))
                         .await
