@@ -96,6 +96,10 @@ pub struct ServerConfig {
     /// Longest request target (path and query), in bytes; a longer one is
     /// answered 414.
     pub max_uri_bytes: usize,
+    /// Largest `wait=idle` answer to an input, in bytes of its outputs'
+    /// JSON: outputs past it are left out, and the answer says where to
+    /// read them (`more`, `next_seq`).
+    pub max_answer_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +114,7 @@ impl Default for ServerConfig {
             max_connections: None,
             max_head_bytes: 64 << 10,
             max_uri_bytes: 8 << 10,
+            max_answer_bytes: 1 << 20,
         }
     }
 }
@@ -211,6 +216,10 @@ pub struct TenantLimits {
     pub max_event_bytes: Option<usize>,
     /// Linear memory per instance, in bytes.
     pub memory_per_instance: Option<usize>,
+    /// Linear memory the tenant's resident instances may hold together on
+    /// this host, in bytes: its share of the host's `memory_budget_bytes`.
+    /// Unset: only the host's budget applies to it.
+    pub memory_budget_bytes: Option<usize>,
     /// Largest request body the server accepts from this tenant, in bytes.
     pub max_body_bytes: Option<usize>,
     /// Effects a session may start in a minute before it is stopped.
@@ -244,6 +253,13 @@ pub struct Limits {
     pub max_event_bytes: usize,
     /// Linear memory one instance may use, in bytes.
     pub memory_per_instance: usize,
+    /// Linear memory all resident instances may hold together, in bytes
+    /// (counted as wasmtime sizes each store's memories: when an instance
+    /// is created, at every growth, and when it is dropped). Past it the
+    /// least recently used idle instances hibernate, and an activation that
+    /// still finds no room is refused (HTTP 429 `memory_budget`); see
+    /// "Limits" in `docs/http-api.md`. 0: no budget.
+    pub memory_budget_bytes: usize,
     /// Instances the pooling allocator holds at once (slots are reserved up front).
     pub max_instances: u32,
     /// Table elements per table.
@@ -287,6 +303,9 @@ impl Default for Limits {
             fuel_per_byte: FUEL_PER_BYTE,
             max_event_bytes: 4 << 20,
             memory_per_instance: 64 << 20,
+            // A quarter of a 4 GiB machine: 16 instances at their 64 MiB
+            // limit, or thousands of the usual 20-80 KiB ones.
+            memory_budget_bytes: 1 << 30,
             max_instances: 2_000,
             table_elements: 20_000,
             replay_batch: 1_024,

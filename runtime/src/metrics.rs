@@ -26,6 +26,7 @@ pub struct Metrics {
     activation_seconds: Histogram,
     effect_seconds: Family<EffectLabels, Histogram>,
     resident: Gauge,
+    guest_memory: Gauge,
     sessions: Gauge,
     appended_events: Gauge,
     append_requests: Gauge,
@@ -64,6 +65,12 @@ impl Metrics {
             "Sessions with a live actor and guest instance",
             resident.clone(),
         );
+        let guest_memory = Gauge::default();
+        registry.register(
+            "guest_memory_bytes",
+            "Linear memory held by resident guest instances, as counted against [limits] memory_budget_bytes",
+            guest_memory.clone(),
+        );
         let sessions = Gauge::default();
         registry.register(
             "sessions",
@@ -99,6 +106,7 @@ impl Metrics {
             activation_seconds,
             effect_seconds,
             resident,
+            guest_memory,
             sessions,
             appended_events,
             append_requests,
@@ -129,6 +137,8 @@ impl Metrics {
     pub fn render(&self, readings: Readings) -> String {
         let _one_at_a_time = self.encode.lock().unwrap_or_else(|p| p.into_inner());
         self.resident.set(readings.resident as i64);
+        self.guest_memory
+            .set(i64::try_from(readings.guest_memory_bytes).unwrap_or(i64::MAX));
         self.sessions.set(readings.sessions as i64);
         self.appended_events.set(readings.appended_events as i64);
         self.append_requests.set(readings.append_requests as i64);
@@ -146,6 +156,8 @@ impl Metrics {
 pub struct Readings {
     /// Resident sessions.
     pub resident: usize,
+    /// Bytes of linear memory their guest instances hold.
+    pub guest_memory_bytes: usize,
     /// Logs in the journal.
     pub sessions: usize,
     /// Events appended since start.

@@ -179,31 +179,40 @@ impl GuestEngine {
 
     /// A fresh instance of a loaded guest, for a log with this seed.
     pub fn instantiate(&self, guest: &LoadedGuest, seed: u64) -> Result<GuestInstance, GuestError> {
-        self.instantiate_with(guest, seed, &self.limits)
+        self.instantiate_with(guest, seed, &self.limits, None)
     }
 
     /// A fresh instance under `limits` (a tenant's own, say). Its memory is
-    /// capped at the smaller of its limit and the engine's, which sized the pool.
+    /// capped at the smaller of its limit and the engine's, which sized the
+    /// pool, and counted against the budgets of `charge` when given (it
+    /// starts refusing growth past them: see [`GuestInstance::overdraw`]).
     pub fn instantiate_with(
         &self,
         guest: &LoadedGuest,
         seed: u64,
         limits: &Limits,
+        charge: Option<super::MemoryCharge>,
     ) -> Result<GuestInstance, GuestError> {
         let mut limits = limits.clone();
         limits.memory_per_instance = limits
             .memory_per_instance
             .min(self.limits.memory_per_instance);
-        let sandbox = Sandbox::new(limits.memory_per_instance, limits.guest_output_bytes);
+        let sandbox = Sandbox::new(
+            limits.memory_per_instance,
+            limits.guest_output_bytes,
+            charge,
+        );
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limits);
         store
             .set_fuel(limits.fuel_for(0, 0))
             .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
-        let agent = guest
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
+        let agent = guest.pre.instantiate(&mut store).map_err(|e| {
+            match e.downcast_ref::<super::BudgetExceeded>() {
+                Some(spent) => GuestError::MemoryBudget(spent.clone()),
+                None => GuestError::Instantiate(format!("{e:#}")),
+            }
+        })?;
         Ok(GuestInstance::new(store, agent, seed, limits))
     }
 }

@@ -100,6 +100,28 @@ impl GuestInstance {
         result.map_err(|e| classify(e, fuel, self.limits.memory_per_instance, &printed))
     }
 
+    /// Whether this instance's calls may grow its memory past the budgets it
+    /// is charged to (guest::memory): for calls that fold what is durable
+    /// already, which a refusal would lose. Off, a growth past a budget fails
+    /// the call with [`GuestError::MemoryBudget`]. No effect without a charge.
+    pub fn overdraw(&mut self, allowed: bool) {
+        if let Some(charge) = self.store.data().limits.charge() {
+            charge
+                .overdraw_switch()
+                .store(allowed, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Bytes of linear memory the instance holds, as its charge counts them
+    /// (0 without a charge).
+    pub fn memory_bytes(&self) -> usize {
+        self.store
+            .data()
+            .limits
+            .charge()
+            .map_or(0, super::MemoryCharge::held)
+    }
+
     /// Start from a new log's `created` event.
     pub fn init(&mut self, created: &Created, at: u64) -> Result<(), GuestError> {
         let bytes = EventBody::Created(created.clone()).text_bytes();
@@ -181,6 +203,9 @@ impl GuestInstance {
 }
 
 fn classify(error: wasmtime::Error, fuel: u64, limit: usize, printed: &str) -> GuestError {
+    if let Some(spent) = error.downcast_ref::<super::BudgetExceeded>() {
+        return GuestError::MemoryBudget(spent.clone());
+    }
     let trap = error.downcast_ref::<wasmtime::Trap>().copied();
     if trap == Some(wasmtime::Trap::OutOfFuel) {
         return GuestError::OutOfFuel { fuel };

@@ -11,10 +11,12 @@ mod bindings;
 mod convert;
 mod engine;
 mod instance;
+mod memory;
 mod sandbox;
 
 pub use engine::{GuestEngine, LoadedGuest};
 pub use instance::{GuestBatch, GuestInstance};
+pub use memory::{BudgetExceeded, BudgetScope, MemoryBudget, MemoryCharge};
 
 /// Errors of loading or running a guest.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,11 @@ pub enum GuestError {
         /// What wasmtime said.
         detail: String,
     },
+    /// The instance would take the host's or its tenant's guest memory past
+    /// its budget: the call (or the instantiation) failed and the instance
+    /// must be dropped. Not the guest's fault: nothing is logged of it.
+    #[error(transparent)]
+    MemoryBudget(BudgetExceeded),
     /// The instance pool is full or instantiation failed.
     #[error("cannot instantiate guest: {0}")]
     Instantiate(String),

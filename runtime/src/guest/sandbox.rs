@@ -16,10 +16,12 @@ use bytes::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+use super::memory::MemoryCharge;
 
 /// Interfaces a guest may import, by prefix of the import name.
 pub(crate) const ALLOWED_IMPORTS: &[&str] = &[
@@ -39,14 +41,18 @@ pub(crate) const ALLOWED_IMPORTS: &[&str] = &[
 pub(crate) struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Meter,
     clock: Arc<AtomicU64>,
     rng: SharedRng,
     output: GuestOutput,
 }
 
 impl Sandbox {
-    pub(crate) fn new(memory_limit: usize, output_bytes: usize) -> Sandbox {
+    pub(crate) fn new(
+        memory_limit: usize,
+        output_bytes: usize,
+        charge: Option<MemoryCharge>,
+    ) -> Sandbox {
         let clock = Arc::new(AtomicU64::new(0));
         let rng = SharedRng(Arc::new(Mutex::new(StdRng::seed_from_u64(0))));
         let output = GuestOutput::new(output_bytes);
@@ -62,10 +68,14 @@ impl Sandbox {
         Sandbox {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_limit)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Meter {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(memory_limit)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                charge,
+                pending: 0,
+            },
             clock,
             rng,
             output,
@@ -91,6 +101,73 @@ impl WasiView for Sandbox {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// The store's limiter: the instance's own memory and table limits, then
+/// the budgets its [`MemoryCharge`] counts against (guest::memory).
+pub(crate) struct Meter {
+    limits: StoreLimits,
+    charge: Option<MemoryCharge>,
+    /// Bytes taken for the growth under way, given back if it fails.
+    pending: usize,
+}
+
+impl Meter {
+    pub(crate) fn charge(&self) -> Option<&MemoryCharge> {
+        self.charge.as_ref()
+    }
+}
+
+impl ResourceLimiter for Meter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if !self.limits.memory_growing(current, desired, maximum)? {
+            return Ok(false);
+        }
+        self.pending = 0;
+        if let Some(charge) = &self.charge {
+            let bytes = desired.saturating_sub(current);
+            charge.grow(bytes).map_err(wasmtime::Error::new)?;
+            self.pending = bytes;
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        if let Some(charge) = &self.charge {
+            charge.shrink(std::mem::take(&mut self.pending));
+        }
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 

@@ -196,8 +196,19 @@ pub(crate) struct Turn {
     pub(crate) seq: u64,
     /// The session's status, as `GET /v1/sessions/ID` names it.
     pub(crate) status: LogStatus,
-    /// What the guest said in the turn, in order.
+    /// What the guest said in the turn, in order, up to `[server]
+    /// max_answer_bytes` of it (1 MiB by default).
     pub(crate) outputs: Vec<TurnOutput>,
+    /// Whether outputs were left out past `max_answer_bytes`: read them
+    /// with `GET /v1/sessions/{next_log}/events?from={next_seq}`.
+    pub(crate) more: bool,
+    /// With `more`: the seq of the first output left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) next_seq: Option<u64>,
+    /// With `more`: the log it is in (the session's own, or the one it
+    /// continued in after compacting itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) next_log: Option<String>,
 }
 
 /// One `output` event of a turn.

@@ -129,6 +129,9 @@ fn guest(e: &GuestError) -> (StatusCode, &'static str) {
         // The pool is full, or instantiation failed: a later request may
         // succeed.
         G::Instantiate(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        // No room under a memory budget, even after idle instances
+        // hibernated: nothing was written; a later request may succeed.
+        G::MemoryBudget(_) => (StatusCode::TOO_MANY_REQUESTS, "memory_budget"),
         // A guest's own failure parks its session and answers `parked`;
         // reaching a client as such is the host's fault, as is machine code
         // the engine cannot load.

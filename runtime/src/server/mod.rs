@@ -296,6 +296,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
     let sessions = host.journal().count_logs().await.unwrap_or(0);
     let text = host.metrics().render(Readings {
         resident: host.resident_sessions(None),
+        guest_memory_bytes: host.guest_memory(None),
         sessions,
         appended_events: stats.events,
         append_requests: stats.requests,

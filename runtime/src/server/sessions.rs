@@ -172,7 +172,7 @@ const MAX_CONTINUATIONS: usize = 16;
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 409, description = "`finished`, `parked`, `conflict`", body = ErrorBody),
         (status = 413, description = "`too_large`, `event_too_large`", body = ErrorBody),
-        (status = 429, description = "`busy`, `limit`", body = ErrorBody),
+        (status = 429, description = "`busy`, `limit`, `memory_budget`", body = ErrorBody),
     )
 )]
 pub(crate) async fn input(
@@ -211,28 +211,39 @@ pub(crate) async fn input(
     }
     // A session that compacts itself goes on in a new log (the old one ends
     // `continued`, the name moves): follow it, and answer for the session as
-    // it is named now, with the outputs of every log the turn went through.
-    let mut outputs = Vec::new();
+    // it is named now, with the outputs of every log the turn went through,
+    // up to `max_answer_bytes` of them: the rest is paged (`more`).
+    let cap = host.config().server.max_answer_bytes;
+    let mut answer = Answer::new(cap);
     let (mut log, mut from) = (log, seq);
     let mut activity = host.wait_idle_after(log, seq, Duration::ZERO).await?;
     let mut hops = 0;
     loop {
         let mut continued = None;
         loop {
-            let page = host.journal().read(log, from, 1024).await?;
+            let page = host.journal().read(log, from, ANSWER_PAGE).await?;
             let Some(last) = page.last() else { break };
             from = last.event.seq + 1;
             for stored in &page {
                 match &stored.event.body {
-                    EventBody::Output { key, content } => outputs.push(TurnOutput {
-                        seq: stored.event.seq,
-                        key: key.clone(),
-                        content: content.clone(),
-                        text: crate::journal::plain_text(content),
-                    }),
+                    EventBody::Output { key, content } => answer.push(
+                        log,
+                        TurnOutput {
+                            seq: stored.event.seq,
+                            key: key.clone(),
+                            content: content.clone(),
+                            text: crate::journal::plain_text(content),
+                        },
+                    ),
                     EventBody::Continued { log } => continued = LogId::parse_str(log).ok(),
                     _ => {}
                 }
+            }
+            if answer.next.is_some() {
+                // Full: only a `continued`, always a log's last event, is
+                // still wanted from this log.
+                let head = host.journal().info(log).await?.map_or(from, |i| i.next_seq);
+                from = from.max(head.saturating_sub(1));
             }
         }
         match continued {
@@ -256,9 +267,52 @@ pub(crate) async fn input(
     Ok(Json(Turn {
         seq,
         status,
-        outputs,
+        more: answer.next.is_some(),
+        next_seq: answer.next.map(|(_, seq)| seq),
+        next_log: answer.next.map(|(log, _)| log.to_string()),
+        outputs: answer.outputs,
     })
     .into_response())
+}
+
+/// Events a `wait=idle` answer reads at a time.
+const ANSWER_PAGE: usize = 64;
+
+/// The outputs of a `wait=idle` answer, up to `cap` bytes of their JSON;
+/// the first left out is where the rest is read.
+struct Answer {
+    outputs: Vec<TurnOutput>,
+    bytes: usize,
+    cap: usize,
+    /// The log and seq of the first output left out.
+    next: Option<(LogId, u64)>,
+}
+
+impl Answer {
+    fn new(cap: usize) -> Answer {
+        Answer {
+            outputs: Vec::new(),
+            bytes: 0,
+            cap,
+            next: None,
+        }
+    }
+
+    /// Take `output` of `log`, unless the answer is full: then it and every
+    /// output after it are left out, to be read from the log.
+    fn push(&mut self, log: LogId, output: TurnOutput) {
+        if self.next.is_some() {
+            return;
+        }
+        let bytes = serde_json::to_vec(&output).map_or(usize::MAX, |json| json.len());
+        match self.bytes.checked_add(bytes) {
+            Some(total) if total <= self.cap => {
+                self.bytes = total;
+                self.outputs.push(output);
+            }
+            _ => self.next = Some((log, output.seq)),
+        }
+    }
 }
 
 #[utoipa::path(
@@ -270,6 +324,7 @@ pub(crate) async fn input(
         (status = 404, description = "`not_found`, `no_pending_approval`", body = ErrorBody),
         (status = 409, description = "`already_decided`, `conflict`", body = ErrorBody),
         (status = 413, description = "`too_large`", body = ErrorBody),
+        (status = 429, description = "`memory_budget`", body = ErrorBody),
     )
 )]
 pub(crate) async fn decide(

@@ -199,6 +199,11 @@ impl Actor {
                         SessionError::Journal(JournalError::Leased { log }) => {
                             SessionError::Journal(JournalError::Leased { log: *log })
                         }
+                        // No room for the replay: nothing was written, and
+                        // the caller makes room and goes again.
+                        SessionError::Guest(GuestError::MemoryBudget(spent)) => {
+                            SessionError::Guest(GuestError::MemoryBudget(spent.clone()))
+                        }
                         _ => SessionError::Unavailable(message.clone()),
                     }));
                 }
@@ -260,6 +265,9 @@ impl Actor {
             }
             self.answer_waiters();
             self.maybe_snapshot();
+            if !self.after_call_memory() {
+                break;
+            }
         }
         // No more commands: a caller that still holds this session gets
         // `Stopped` at once, and activates a new actor.
@@ -271,7 +279,50 @@ impl Actor {
                 self.host.wake_at(until, self.log);
             }
         }
+        // The instance's memory is given back before the actor leaves the
+        // table: one making room counts it as on its way back until then.
+        self.guest = None;
         self.host.residents.remove(self.log, self.generation);
+    }
+
+    /// After a replay: calls from here may overdraw the memory budgets,
+    /// except where the actor says otherwise (session::memory); note what
+    /// the instance holds.
+    fn settle_memory(&mut self) {
+        if let Some(guest) = &mut self.guest {
+            guest.overdraw(true);
+        }
+        self.note_memory();
+    }
+
+    fn note_memory(&self) {
+        let held = self.guest.as_ref().map_or(0, GuestInstance::memory_bytes);
+        self.state.set_memory(held);
+    }
+
+    /// After a command: note the instance's memory, and if a budget is
+    /// overdrawn, ask idle instances to go. `false` when none could and this
+    /// one is idle: it goes itself.
+    fn after_call_memory(&mut self) -> bool {
+        self.note_memory();
+        self.host.relieve(&self.tenant) || self.is_busy()
+    }
+
+    /// Advance for a request that may still be refused: its fold is refused
+    /// any growth past the memory budgets (session::memory).
+    async fn advance_refusable(
+        &mut self,
+        external: Vec<EventBody>,
+        performs: Vec<Perform>,
+    ) -> Result<Vec<crate::journal::StoredEvent>, SessionError> {
+        if let Some(guest) = &mut self.guest {
+            guest.overdraw(false);
+        }
+        let advanced = self.advance(external, performs).await;
+        if let Some(guest) = &mut self.guest {
+            guest.overdraw(true);
+        }
+        advanced
     }
 
     /// Whether an effect other than a timer is in flight, or a caller waits.
@@ -312,7 +363,9 @@ impl Actor {
                     }
                     return answer(
                         reply,
-                        self.advance(vec![input], Vec::new()).await.map(|_| seq),
+                        self.advance_refusable(vec![input], Vec::new())
+                            .await
+                            .map(|_| seq),
                     );
                 }
             }
@@ -328,7 +381,10 @@ impl Actor {
                 }
                 Ok((events, performs)) => {
                     let seq = self.ledger.next_seq;
-                    return answer(reply, self.advance(events, performs).await.map(|_| seq));
+                    return answer(
+                        reply,
+                        self.advance_refusable(events, performs).await.map(|_| seq),
+                    );
                 }
             },
             Command::Done { key, result } => {
@@ -577,6 +633,10 @@ fn answer_refusal(
 fn failed_commit(e: &SessionError) -> SessionError {
     match e {
         SessionError::Journal(e) => SessionError::Journal(e.clone()),
+        // Refused memory before the commit: nothing was written.
+        SessionError::Guest(GuestError::MemoryBudget(spent)) => {
+            SessionError::Guest(GuestError::MemoryBudget(spent.clone()))
+        }
         other => SessionError::Unavailable(other.to_string()),
     }
 }

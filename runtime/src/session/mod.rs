@@ -14,6 +14,7 @@ mod feed;
 mod keys;
 mod limits;
 mod logops;
+mod memory;
 mod perform;
 mod replay;
 mod residency;
@@ -394,6 +395,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     workspaces: PathBuf,
     pub(crate) residents: residency::Residents,
+    /// What resident guest instances hold against the memory budgets.
+    pub(crate) memory: Arc<crate::guest::MemoryBudget>,
     waker: std::sync::OnceLock<residency::TimerWaker>,
     pub(crate) feeds: feed::Feeds,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
@@ -467,6 +470,10 @@ impl Shared {
         }
         self.residents
             .evict_down_to(limits.max_resident.saturating_sub(1), None);
+        // Room for at least a page of memory: the replay is refused any
+        // growth past the budgets, and the caller makes room for what it
+        // was short of and tries again (`on_session`).
+        self.make_room(&info.tenant, WASM_PAGE).await?;
         let tenant = info.tenant.clone();
         Ok(self
             .residents
@@ -655,6 +662,7 @@ impl Host {
         let engine = GuestEngine::new(config.limits.clone(), Some(cache))?;
         let models = ModelRegistry::for_config(&config, options.echo_delay)?;
         let tools = ToolRegistry::for_config(&config)?;
+        let memory = crate::guest::MemoryBudget::new(config.limits.memory_budget_bytes);
         let shared = Arc::new(Shared {
             journal,
             engine,
@@ -663,6 +671,7 @@ impl Host {
             config,
             workspaces: data.join("workspaces"),
             residents: residency::Residents::default(),
+            memory,
             waker: std::sync::OnceLock::new(),
             feeds: feed::Feeds::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
@@ -939,8 +948,30 @@ impl Host {
     {
         let session = || self.shared.activate_if(log, input);
         let mut tries = 1;
+        let mut room_tries = 1;
         loop {
             match op(session().await?).await {
+                // The actor was refused memory where nothing of this request
+                // was written (its replay, or the fold of this input):
+                // hibernate idle instances for what it was short of, and go
+                // again on a fresh actor.
+                Err(e) if room_tries < memory::ROOM_TRIES && memory::refused_for(&e).is_some() => {
+                    room_tries += 1;
+                    let short =
+                        memory::refused_for(&e).map_or(0, |s| s.instance.saturating_add(s.wanted));
+                    let tenant = match self.shared.residents.tenant_of(log) {
+                        Some(tenant) => tenant,
+                        None => {
+                            self.shared
+                                .journal
+                                .info(log)
+                                .await?
+                                .ok_or_else(|| SessionError::UnknownSession(log.to_string()))?
+                                .tenant
+                        }
+                    };
+                    self.shared.make_room(&tenant, short).await?;
+                }
                 // The actor stopped having written nothing of this request:
                 // it was evicted, its lease was taken (fenced), or another
                 // writer appended first (conflict; its guest had folded
@@ -1033,6 +1064,15 @@ impl Host {
         self.shared.residents.count(tenant)
     }
 
+    /// Bytes of linear memory the resident guest instances hold (of
+    /// `tenant`, when given), as counted against the memory budgets.
+    pub fn guest_memory(&self, tenant: Option<&str>) -> usize {
+        match tenant {
+            Some(t) => self.shared.memory.tenant_used(t),
+            None => self.shared.memory.used(),
+        }
+    }
+
     /// Resume, after a restart, every log that the journal says has effects
     /// in flight: activate those with a model or tool call open (it is
     /// re-run or recorded as interrupted), and schedule a wake-up for those
@@ -1091,6 +1131,9 @@ impl Host {
         self.shared.workspace_dir(log)
     }
 }
+
+/// A WebAssembly page: the least room an activation asks for.
+const WASM_PAGE: usize = 64 << 10;
 
 /// How many actors one request may go to before its error is answered.
 const ON_SESSION_TRIES: usize = 3;

@@ -145,6 +145,9 @@ pub(super) struct Replayer<'a> {
     /// The seq after the last event to read; `None`: to the end of the log.
     upto: Option<u64>,
     use_snapshots: bool,
+    /// Whether its instances count against the memory budgets (a resident
+    /// session's do; a one-off check's do not).
+    charged: bool,
 }
 
 /// Replays of one log before [`Replayer::run`] gives up on its skips.
@@ -171,7 +174,16 @@ impl<'a> Replayer<'a> {
             limits: shared.limits_for(&info.tenant),
             upto: None,
             use_snapshots: false,
+            charged: false,
         }
+    }
+
+    /// Count the instances against the memory budgets (guest::memory): an
+    /// instance that would pass one fails the replay with
+    /// [`GuestError::MemoryBudget`].
+    pub(super) fn charged(mut self) -> Self {
+        self.charged = true;
+        self
     }
 
     /// Fold into guest `digest` instead of the log's current one.
@@ -341,7 +353,13 @@ impl<'a> Replayer<'a> {
                 engine.load(self.digest, &bytes)?
             }
         };
-        Ok(engine.instantiate_with(&loaded, seed, &self.limits)?)
+        let charge = self.charged.then(|| {
+            let tenant = &self.info.tenant;
+            self.shared
+                .memory
+                .charge(tenant, self.shared.tenant_memory_budget(tenant))
+        });
+        Ok(engine.instantiate_with(&loaded, seed, &self.limits, charge)?)
     }
 
     /// Fold one page, starting the guest on seq 0's `created`.

@@ -8,11 +8,15 @@
 //!   timer) or a caller waiting on it refuses it, so the bound on resident
 //!   instances can be exceeded while every resident is busy, never by
 //!   abandoning work;
+//! - eviction for memory (session::memory) picks the least recently used
+//!   idle actors until what they hold, as they last reported it, covers
+//!   what is short; memory of actors asked to leave is counted as on its
+//!   way back;
 //! - a dormant session with a pending timer is woken by the `TimerWaker` when
 //!   the timer is due: sleeping costs no memory.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,11 +33,22 @@ pub(crate) struct ActorState {
     /// The host asked it to go and it has not refused: it no longer counts
     /// toward the bound, and is not asked again.
     leaving: AtomicBool,
+    /// Bytes of linear memory its guest instance held after its last call.
+    memory: AtomicUsize,
 }
 
 impl ActorState {
     pub(crate) fn set_busy(&self, busy: bool) {
         self.busy.store(busy, Ordering::Relaxed);
+    }
+
+    /// Note what the actor's guest instance holds now.
+    pub(crate) fn set_memory(&self, bytes: usize) {
+        self.memory.store(bytes, Ordering::Relaxed);
+    }
+
+    fn memory(&self) -> usize {
+        self.memory.load(Ordering::Relaxed)
     }
 
     fn is_busy(&self) -> bool {
@@ -195,6 +210,37 @@ impl Residents {
             asked += 1;
         }
         asked
+    }
+
+    /// Ask the least recently used idle actors (of `tenant` only, when
+    /// given) to go until the memory of those leaving covers `short` bytes.
+    /// Returns the bytes on their way back: those of actors asked now and
+    /// of those asked before; 0 when none is leaving nor can be asked.
+    pub(crate) fn evict_memory(&self, short: usize, tenant: Option<&str>) -> usize {
+        let table = self.lock();
+        let in_scope = |r: &Resident| tenant.is_none_or(|t| t == r.tenant);
+        let mut coming = table
+            .by_log
+            .values()
+            .filter(|r| in_scope(r) && r.state.is_leaving())
+            .map(|r| r.state.memory())
+            .sum::<usize>();
+        for (_, log) in &table.lru {
+            if coming >= short {
+                break;
+            }
+            let Some(resident) = table.by_log.get(log) else {
+                continue;
+            };
+            let memory = resident.state.memory();
+            if !staying(resident, tenant) || resident.state.is_busy() || memory == 0 {
+                continue;
+            }
+            resident.state.leaving.store(true, Ordering::Relaxed);
+            let _ = resident.session.commands.send(Command::Evict);
+            coming = coming.saturating_add(memory);
+        }
+        coming
     }
 
     /// The live session of a log, without marking it used.

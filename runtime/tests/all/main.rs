@@ -18,6 +18,7 @@ mod journal_contract;
 mod logops;
 mod loopback;
 mod mcp;
+mod memory;
 mod openapi;
 mod origin;
 mod postgres;

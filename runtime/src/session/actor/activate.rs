@@ -20,8 +20,12 @@ impl Actor {
         let from_snapshot = self.host.config.limits.snapshot_every != 0;
         let replayed = Replayer::new(&self.host, info)
             .use_snapshots(from_snapshot)
+            .charged()
             .run()?;
         self.guest = replayed.guest;
+        // Replayed: what it folds from here is durable or refusable as the
+        // actor decides (session::memory).
+        self.settle_memory();
         self.ledger = replayed.ledger;
         // Never earlier than before: after a failed snapshot, the next try
         // waits for another `snapshot_every` events.

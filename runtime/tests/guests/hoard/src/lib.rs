@@ -1,4 +1,5 @@
-//! Test fixture: on the input `grow`, adds a MiB to its state; answers every
+//! Test fixture: on the input `grow`, adds a MiB to its state (`grow N`: N
+//! MiB); answers every
 //! input with the state's size. Its snapshot writes that state as JSON, a
 //! number per byte: far more fuel than one call has in the tests' limits.
 use logbook_guest::prelude::*;
@@ -14,8 +15,14 @@ struct Hoard {
 impl Agent for Hoard {
     fn apply(&mut self, event: &Event, fx: &mut Effects) {
         if let Some(text) = event.input_text() {
-            if text == "grow" {
-                self.hoard.resize(self.hoard.len() + GROWTH, 7);
+            // `grow` adds a MiB; `grow N`, N MiB.
+            let mibs = match text.strip_prefix("grow") {
+                Some("") => 1,
+                Some(n) => n.trim().parse().unwrap_or(0),
+                None => 0,
+            };
+            if mibs > 0 {
+                self.hoard.resize(self.hoard.len() + mibs * GROWTH, 7);
             }
             fx.output(format!("ok: {text} ({} bytes)", self.hoard.len()));
         }
