@@ -9,7 +9,6 @@
 //!   [`redacted_url`](crate::journal::redacted_url).
 
 use serde_json::json;
-use tokio_postgres::NoTls;
 
 use super::BenchResult;
 use crate::journal::redacted_url;
@@ -100,11 +99,9 @@ impl Drop for BenchDb {
 }
 
 async fn connect(url: &str) -> BenchResult<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
+    crate::journal::pg_connect(url)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", redacted_url(url)))?;
-    tokio::spawn(connection);
-    Ok(client)
+        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", redacted_url(url)))
 }
 
 /// `url` naming database `name` instead of its own (query parameters kept).

@@ -163,8 +163,11 @@ fn journal(e: &JournalError) -> (StatusCode, &'static str) {
             (StatusCode::SERVICE_UNAVAILABLE, "journal_unavailable")
         }
         // Damaged data, a commit the host should never have built, a
-        // journal this build must not write to.
-        J::Corrupt(_)
+        // journal this build must not write to, a journal URL or TLS check
+        // that refused the connect (at start, before any request).
+        J::BadUrl(_)
+        | J::Tls(_)
+        | J::Corrupt(_)
         | J::ChainBroken { .. }
         | J::CreatedNotFirst { .. }
         | J::BadParent { .. }
