@@ -16,10 +16,6 @@ use crate::journal::redacted_url;
 /// Why each bench that does not run on PostgreSQL is skipped there.
 pub(super) fn skipped(bench: &str) -> Option<&'static str> {
     match bench {
-        "wake" | "wake-concurrent" | "fork" | "wake-snapshot" | "export" | "read" => Some(
-            "builds its logs on a redb file without fsync and reopens that file; \
-             not ported to PostgreSQL (its figures are the redb file's)",
-        ),
         "memory" => Some(
             "measures the memory of live guest instances, which does not depend on the journal \
              (see the redb run)",
