@@ -223,13 +223,54 @@ fn human(value: &serde_json::Value) -> String {
     line
 }
 
-/// A host for one bench, on its own journal: a redb file in a temporary
-/// directory, or a fresh PostgreSQL database. The fields drop in order: the
-/// host before its database.
+/// Where one bench keeps its logs, for every host it opens on them, one
+/// after another or side by side: a temporary data directory (the redb file
+/// is there), and on PostgreSQL a fresh database of its own. The fields drop
+/// in order: the database before the directory.
+struct Store {
+    /// The bench's configuration, its journal URL naming the database.
+    config: Config,
+    db: Option<postgres::BenchDb>,
+    dir: tempfile::TempDir,
+}
+
+impl Store {
+    /// A new store for `config`'s journal: a redb file, or a new database
+    /// on the PostgreSQL server of its URL.
+    async fn new(config: &Config) -> BenchResult<Store> {
+        let dir = tempdir()?;
+        let Some(admin) = &config.journal.url else {
+            return Ok(Store {
+                config: config.clone(),
+                db: None,
+                dir,
+            });
+        };
+        let db = postgres::BenchDb::create(admin).await?;
+        Ok(Store {
+            config: on_database(config, &db.url),
+            db: Some(db),
+            dir,
+        })
+    }
+
+    /// A host on this store (on PostgreSQL, where every commit is durable,
+    /// `no_fsync` changes nothing).
+    async fn host(&self, cache: &Path, no_fsync: bool) -> BenchResult<Arc<Host>> {
+        Ok(Host::open_configured(
+            self.dir.path(),
+            self.config.clone(),
+            options(cache, no_fsync),
+        )
+        .await?)
+    }
+}
+
+/// A host for one bench, on a store of its own. The fields drop in order:
+/// the host before its store.
 struct Bed {
     host: Arc<Host>,
-    db: Option<postgres::BenchDb>,
-    _dir: tempfile::TempDir,
+    store: Store,
 }
 
 impl Bed {
@@ -241,6 +282,7 @@ impl Bed {
         cache: &Path,
     ) -> BenchResult<(Arc<Host>, tempfile::TempDir)> {
         let db = self
+            .store
             .db
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("a second worker needs a PostgreSQL journal"))?;
@@ -280,24 +322,9 @@ fn options(cache: &Path, no_fsync: bool) -> HostOptions {
 /// directory, or a new database on the PostgreSQL server of its URL
 /// (where `no_fsync` changes nothing: every commit is durable there).
 async fn bed(config: &Config, cache: &Path, no_fsync: bool) -> BenchResult<Bed> {
-    let dir = tempdir()?;
-    let options = options(cache, no_fsync);
-    let Some(admin) = &config.journal.url else {
-        let host = Host::open(dir.path(), config.clone(), options)?;
-        return Ok(Bed {
-            host,
-            db: None,
-            _dir: dir,
-        });
-    };
-    let db = postgres::BenchDb::create(admin).await?;
-    let config = on_database(config, &db.url);
-    let host = Host::open_configured(dir.path(), config, options).await?;
-    Ok(Bed {
-        host,
-        db: Some(db),
-        _dir: dir,
-    })
+    let store = Store::new(config).await?;
+    let host = store.host(cache, no_fsync).await?;
+    Ok(Bed { host, store })
 }
 
 async fn new_session(host: &Arc<Host>, example: &str) -> BenchResult<LogId> {
@@ -325,8 +352,8 @@ fn percentile(samples: &mut [Duration], p: f64) -> u64 {
 
 /// A counter session of at least `events` events, driven through its actor
 /// without fsync (it is setup), on a host that is closed again: dormant.
-async fn counter_log(config: &Config, cache: &Path, dir: &Path, events: u64) -> BenchResult<LogId> {
-    let host = Host::open(dir, config.clone(), options(cache, true))?;
+async fn counter_log(store: &Store, cache: &Path, events: u64) -> BenchResult<LogId> {
+    let host = store.host(cache, true).await?;
     let id = new_session(&host, "counter").await?;
     let session = host.session(id).await?;
     while host.journal().info(id).await?.map_or(0, |i| i.next_seq) < events {
@@ -355,10 +382,9 @@ async fn wake(
     events: u64,
     rounds: usize,
 ) -> BenchResult<serde_json::Value> {
-    let config = &without_snapshots(config);
-    let dir = tempdir()?;
-    let id = counter_log(config, cache, dir.path(), events).await?;
-    let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
+    let store = Store::new(&without_snapshots(config)).await?;
+    let id = counter_log(&store, cache, events).await?;
+    let host = store.host(cache, false).await?;
     let mut samples = Vec::with_capacity(rounds);
     for round in 0..=rounds {
         host.hibernate(id);
@@ -390,13 +416,12 @@ async fn wake_concurrent(
     events: u64,
     rounds: usize,
 ) -> BenchResult<serde_json::Value> {
-    let config = &without_snapshots(config);
-    let dir = tempdir()?;
-    let first = counter_log(config, cache, dir.path(), events).await?;
+    let store = Store::new(&without_snapshots(config)).await?;
+    let first = counter_log(&store, cache, events).await?;
     // The other logs are imported copies: their own rows, the same history.
     let mut ids = vec![first];
     {
-        let host = Host::open(dir.path(), config.clone(), options(cache, true))?;
+        let host = store.host(cache, true).await?;
         let mut log = Vec::new();
         loop {
             let page = host.journal().read(first, log.len() as u64, 4096).await?;
@@ -410,7 +435,7 @@ async fn wake_concurrent(
         }
         host.close().await;
     }
-    let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
+    let host = store.host(cache, false).await?;
     let wake_one = |id: LogId| {
         let host = host.clone();
         async move {
@@ -513,7 +538,7 @@ async fn throughput(
     let events = after.events - before.events;
     let commits = (after.commits - before.commits).max(1);
     // A redb commit is one fsync; a PostgreSQL one is one transaction.
-    let per_commit = if bed.db.is_some() {
+    let per_commit = if bed.store.db.is_some() {
         "events_per_transaction"
     } else {
         "events_per_fsync"

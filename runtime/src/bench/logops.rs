@@ -3,16 +3,17 @@
 //!
 //! Big logs are built with direct journal commits of real events on a host
 //! without fsync (setup, not what is measured); the measured host is durable.
+//! Both are on the bench's [`Store`]: a redb file, or a PostgreSQL database.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{BenchResult, from, new_session, options, percentile, tempdir, text};
+use super::{BenchResult, Store, from, new_session, percentile, text};
 use crate::config::Config;
 use crate::journal::{ChainPos, Commit, ContentBlock, EventBody, LogId, Sender};
-use crate::session::{ForkOptions, Host};
+use crate::session::ForkOptions;
 
 /// Events per direct commit while building a log.
 const BUILD_BATCH: u64 = 4096;
@@ -21,8 +22,8 @@ const BUILD_BATCH: u64 = 4096;
 const READ_PAGE: usize = 4096;
 
 /// A counter log of `events` events (a created, then inputs), in `dir`.
-async fn big_log(config: &Config, cache: &Path, dir: &Path, events: u64) -> BenchResult<LogId> {
-    let host = Host::open(dir, config.clone(), options(cache, true))?;
+async fn big_log(store: &Store, cache: &Path, events: u64) -> BenchResult<LogId> {
+    let host = store.host(cache, true).await?;
     let id = new_session(&host, "counter").await?;
     let mut next = 1;
     while next < events {
@@ -54,9 +55,9 @@ pub(super) async fn fork(
     events: u64,
     rounds: usize,
 ) -> BenchResult<serde_json::Value> {
-    let dir = tempdir()?;
-    let id = big_log(config, cache, dir.path(), events).await?;
-    let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
+    let store = Store::new(config).await?;
+    let id = big_log(&store, cache, events).await?;
+    let host = store.host(cache, false).await?;
     // On a worker thread, as a server's request handler would run.
     let (mut samples, mut commits) = tokio::spawn(async move {
         let mut samples = Vec::with_capacity(rounds);
@@ -98,9 +99,9 @@ pub(super) async fn export(
     cache: &Path,
     events: u64,
 ) -> BenchResult<serde_json::Value> {
-    let dir = tempdir()?;
-    let id = big_log(config, cache, dir.path(), events).await?;
-    let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
+    let store = Store::new(config).await?;
+    let id = big_log(&store, cache, events).await?;
+    let host = store.host(cache, false).await?;
     let start = Instant::now();
     let written = host.export(id, &mut std::io::sink()).await?;
     let secs = start.elapsed().as_secs_f64();
@@ -120,9 +121,9 @@ pub(super) async fn read(
     events: u64,
     rounds: usize,
 ) -> BenchResult<serde_json::Value> {
-    let dir = tempdir()?;
-    let id = big_log(config, cache, dir.path(), events).await?;
-    let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
+    let store = Store::new(config).await?;
+    let id = big_log(&store, cache, events).await?;
+    let host = store.host(cache, false).await?;
     let journal = host.journal();
     let time = |start: Instant, read: u64| -> BenchResult<Duration> {
         if read != events {
@@ -172,9 +173,9 @@ pub(super) async fn wake_snapshot(
     events: u64,
     rounds: usize,
 ) -> BenchResult<serde_json::Value> {
-    let dir = tempdir()?;
-    let id = super::counter_log(config, cache, dir.path(), events).await?;
-    let host = Host::open(dir.path(), config.clone(), options(cache, false))?;
+    let store = Store::new(config).await?;
+    let id = super::counter_log(&store, cache, events).await?;
+    let host = store.host(cache, false).await?;
     let mut samples = Vec::with_capacity(rounds);
     let mut answered = Vec::with_capacity(rounds);
     for round in 0..=rounds {

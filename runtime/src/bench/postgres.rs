@@ -9,7 +9,6 @@
 //!   [`redacted_url`](crate::journal::redacted_url).
 
 use serde_json::json;
-use tokio_postgres::NoTls;
 
 use super::BenchResult;
 use crate::journal::redacted_url;
@@ -17,10 +16,6 @@ use crate::journal::redacted_url;
 /// Why each bench that does not run on PostgreSQL is skipped there.
 pub(super) fn skipped(bench: &str) -> Option<&'static str> {
     match bench {
-        "wake" | "wake-concurrent" | "fork" | "wake-snapshot" | "export" | "read" => Some(
-            "builds its logs on a redb file without fsync and reopens that file; \
-             not ported to PostgreSQL (its figures are the redb file's)",
-        ),
         "memory" => Some(
             "measures the memory of live guest instances, which does not depend on the journal \
              (see the redb run)",
@@ -100,11 +95,9 @@ impl Drop for BenchDb {
 }
 
 async fn connect(url: &str) -> BenchResult<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
+    crate::journal::pg_connect(url)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", redacted_url(url)))?;
-    tokio::spawn(connection);
-    Ok(client)
+        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", redacted_url(url)))
 }
 
 /// `url` naming database `name` instead of its own (query parameters kept).

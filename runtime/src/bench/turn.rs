@@ -98,7 +98,7 @@ pub(super) async fn turn(
         sessions.push(assistant_session(&bed.host).await?);
     }
     lines.push(line(1, turns_per_s(sessions, shape.turns_each).await?));
-    if bed.db.is_some() {
+    if bed.store.db.is_some() {
         let (second, _dir) = bed.worker(config, cache).await?;
         let mut sessions = Vec::with_capacity(shape.sessions);
         for i in 0..shape.sessions {

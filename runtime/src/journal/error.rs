@@ -133,6 +133,16 @@ pub enum JournalError {
     /// commit, whether it was written is unknown to the caller.
     #[error("postgres: {0}")]
     Postgres(#[source] Arc<tokio_postgres::Error>),
+    /// A journal URL that cannot be used as written (an unknown `sslmode`,
+    /// an `sslrootcert` that cannot be read). The message names the
+    /// parameter, never the password.
+    #[error("the journal URL: {0}")]
+    BadUrl(String),
+    /// TLS to PostgreSQL failed a check the URL's `sslmode` asks for (the
+    /// server's certificate is not signed by a trusted CA, or does not name
+    /// the host).
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(String),
     /// The PostgreSQL database holds a schema newer than this build knows:
     /// a newer build migrated it, and this one must not write to it.
     #[error(

@@ -85,7 +85,8 @@ pub(crate) use self::lease::{Heads, LocalLeases};
 pub use self::lease::{Lease, Timer};
 pub use self::memory::MemoryJournal;
 pub use self::migrate::{MigrateError, MigrateProgress, migrate};
-pub use self::postgres::{PgConfig, PgJournal};
+pub(crate) use self::postgres::connect_client as pg_connect;
+pub use self::postgres::{PgConfig, PgJournal, SslMode};
 pub use self::store::RedbJournal;
 pub use logbook_log::event;
 pub use logbook_log::{
@@ -125,11 +126,28 @@ pub(crate) fn blocking<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-/// A journal URL as it may be shown: its password replaced by `***`.
+/// A journal URL as it may be shown: its password, in the user part or as
+/// a `password=` query parameter (libpq takes both), replaced by `***`.
 pub fn redacted_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
+    let (rest, query) = rest
+        .split_once('?')
+        .map_or((rest, None), |(r, q)| (r, Some(q)));
+    let query = query.map_or(String::new(), |q| {
+        let pairs: Vec<&str> = q
+            .split('&')
+            .map(|pair| {
+                if pair.starts_with("password=") {
+                    "password=***"
+                } else {
+                    pair
+                }
+            })
+            .collect();
+        format!("?{}", pairs.join("&"))
+    });
     let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
     let shown = match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
@@ -139,9 +157,30 @@ pub fn redacted_url(url: &str) -> String {
         None => authority.to_string(),
     };
     if rest.contains('/') {
-        format!("{scheme}://{shown}/{path}")
+        format!("{scheme}://{shown}/{path}{query}")
     } else {
-        format!("{scheme}://{shown}")
+        format!("{scheme}://{shown}{query}")
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redacted_url;
+
+    #[test]
+    fn passwords_are_hidden_wherever_the_url_holds_them() {
+        assert_eq!(
+            redacted_url("postgres://u:pw@h:5432/db?sslmode=require"),
+            "postgres://u:***@h:5432/db?sslmode=require"
+        );
+        assert_eq!(
+            redacted_url("postgres://u@h/db?password=pw&sslmode=verify-full"),
+            "postgres://u@h/db?password=***&sslmode=verify-full"
+        );
+        assert_eq!(
+            redacted_url("postgres://u:pw@h?password=x"),
+            "postgres://u:***@h?password=***"
+        );
     }
 }
 

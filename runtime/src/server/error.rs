@@ -167,8 +167,12 @@ fn journal(e: &JournalError) -> (StatusCode, &'static str) {
         }
         // Damaged data (a stored body that does not decode, and any kind
         // of format error a later version adds), a commit the host should
-        // never have built, a journal this build must not write to.
-        J::Corrupt(_)
+        // never have built, a journal this build must not write to, a
+        // journal URL or TLS check that refused the connect (at start,
+        // before any request).
+        J::BadUrl(_)
+        | J::Tls(_)
+        | J::Corrupt(_)
         | J::Format(_)
         | J::ChainBroken { .. }
         | J::CreatedNotFirst { .. }

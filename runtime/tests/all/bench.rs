@@ -1,5 +1,6 @@
-//! `logbook bench` on PostgreSQL: every line names its journal, the benches
-//! that make no sense there say why, `failover` kills a real worker and
+//! `logbook bench` on PostgreSQL: every line names its journal, the log
+//! operations (wake, fork, export, read) run there, the bench that makes no
+//! sense there (memory) says why, `failover` kills a real worker and
 //! reports its figures, and every database a bench made is gone after.
 //! Figures are printed, never asserted.
 
@@ -53,21 +54,32 @@ async fn on_postgres_benches_run_on_databases_they_drop() {
         logbook(dir.path())
             .env("LOGBOOK_LOG", "logbook::bench=info")
             .args(["bench", "--quick", "--json", "--journal", &admin])
-            .args(["--only", "wake,step,failover"]),
+            .args(["--only", "wake,fork,export,read,memory,step,failover"]),
     );
     let lines = lines(&ran);
     assert!(
         lines.iter().all(|l| l["journal"] == "postgres"),
         "{lines:?}"
     );
-    assert!(line(&lines, "wake")["skipped"].is_string(), "{lines:?}");
-    assert!(line(&lines, "step")["p50_us"].as_u64() > Some(0));
+    assert!(line(&lines, "memory")["skipped"].is_string(), "{lines:?}");
+    for bench in ["wake", "fork", "step"] {
+        assert!(
+            line(&lines, bench)["p50_us"].as_u64() > Some(0),
+            "{lines:?}"
+        );
+    }
+    assert_eq!(line(&lines, "wake")["events"], 1000, "{lines:?}");
+    for bench in ["export", "read"] {
+        let l = line(&lines, bench);
+        assert_eq!(l["events"], 10_000, "{l}");
+        assert!(l["events_per_s"].as_u64() > Some(0), "{l}");
+    }
     let failover = line(&lines, "failover");
     assert_eq!(failover["rounds"], 1, "{failover}");
     assert_eq!(failover["lease_ttl_ms"], 1000, "{failover}");
     assert!(failover["p50_us"].as_u64() > Some(0), "{failover}");
 
-    // One database for step, one for failover; each dropped.
+    // One database for each bench that ran (memory did not); each dropped.
     let named = |what: &str| -> Vec<String> {
         ran.stderr
             .lines()
@@ -78,7 +90,7 @@ async fn on_postgres_benches_run_on_databases_they_drop() {
             .collect()
     };
     let created = named(" created");
-    assert_eq!(created.len(), 2, "{}", ran.stderr);
+    assert_eq!(created.len(), 6, "{}", ran.stderr);
     assert_eq!(named(" dropped"), created, "{}", ran.stderr);
     let (client, connection) = tokio_postgres::connect(&admin, NoTls)
         .await

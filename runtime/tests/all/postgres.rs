@@ -19,6 +19,7 @@ use tokio_postgres::NoTls;
 use crate::journal::{T0, input, new_log};
 
 mod migrate;
+mod tls;
 mod workers;
 
 /// A database of one test, dropped (with its connections) when this is.

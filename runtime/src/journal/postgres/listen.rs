@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
-use super::back;
+use super::{Tls, back};
 use crate::journal::lease::Heads;
 use crate::journal::{JournalError, LogId};
 
@@ -39,12 +39,13 @@ fn payload(p: &str) -> Option<(LogId, u64)> {
 /// pause. `ready` is answered once the first session listens.
 pub(super) async fn run(
     config: tokio_postgres::Config,
+    tls: Tls,
     heads: Arc<Heads>,
     mut ready: Option<tokio::sync::oneshot::Sender<Result<(), JournalError>>>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let ended = session(&config, &heads, &mut ready).await;
+        let ended = session(&config, &tls, &heads, &mut ready).await;
         if let Some(ready) = ready.take() {
             // The journal's connect reports the first failure itself.
             let _ = ready.send(ended);
@@ -62,10 +63,11 @@ pub(super) async fn run(
 /// One connection's life: listen, catch up, then dispatch until it ends.
 async fn session(
     config: &tokio_postgres::Config,
+    tls: &Tls,
     heads: &Heads,
     ready: &mut Option<tokio::sync::oneshot::Sender<Result<(), JournalError>>>,
 ) -> Result<(), JournalError> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {

@@ -5,8 +5,9 @@
 //! its own connection ([`writer`]); reads use a small pool of connections
 //! and see the last committed state; one more connection listens for the
 //! heads every worker's writer notifies ([`listen`]). A heartbeat task keeps
-//! this worker's row young, which keeps its leases live. Connections are
-//! plain TCP without TLS (`NoTls`).
+//! this worker's row young, which keeps its leases live. Every connection
+//! uses TLS as the URL's `sslmode` says ([`tls`]; libpq's `prefer` when
+//! absent).
 //!
 //! Invariants (beside the [`Journal`](super::Journal) contract's):
 //! - The schema is brought to this build's version at [`PgJournal::connect`],
@@ -26,7 +27,10 @@ mod plan;
 mod reads;
 mod schema;
 mod statements;
+mod tls;
 mod writer;
+
+pub use self::tls::SslMode;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +38,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use self::writer::{Counters, Request, Writer};
 use super::chain::{ChainPos, Verified};
@@ -135,13 +139,36 @@ impl From<PoolError> for JournalError {
     }
 }
 
+/// One connection to the database at `url`, TLS as its `sslmode` says,
+/// driven by a task of its own (for tools around the journal: the bench's
+/// admin connection).
+pub(crate) async fn connect_client(url: &str) -> Result<tokio_postgres::Client, JournalError> {
+    let tls::Target { pg, tls, mode } = tls::target(url)?;
+    let (client, connection) = pg
+        .connect(tls)
+        .await
+        .map_err(|e| tls::failure(&e, mode).unwrap_or_else(|| e.into()))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// The connector type every connection of a [`PgJournal`] uses.
+type Tls = MakeRustlsConnect;
+
 impl PgJournal {
-    /// Connects to the database at `url` (`postgres://user:password@host:port/db`),
-    /// brings its schema to this build's version, registers this worker, and
-    /// starts the writer, the heartbeat and the listener.
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`,
+    /// with `?sslmode=…&sslrootcert=…` as libpq takes them), brings its schema
+    /// to this build's version, registers this worker, and starts the writer,
+    /// the heartbeat and the listener.
     ///
     /// Refused with [`JournalError::SchemaTooNew`] when a newer build has
-    /// migrated the database.
+    /// migrated the database, [`JournalError::BadUrl`] for TLS settings it
+    /// cannot use, and [`JournalError::Tls`] when the server's certificate
+    /// fails a check `sslmode` asks for.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), logbook::journal::JournalError> {
@@ -162,9 +189,12 @@ impl PgJournal {
     /// # Ok(()) }
     /// ```
     pub async fn connect(url: &str, config: PgConfig) -> Result<Arc<PgJournal>, JournalError> {
-        let pg: tokio_postgres::Config = url.parse()?;
+        let tls::Target { pg, tls, mode } = tls::target(url)?;
         {
-            let (mut client, connection) = pg.connect(NoTls).await?;
+            let (mut client, connection) = pg
+                .connect(tls.clone())
+                .await
+                .map_err(|e| tls::failure(&e, mode).unwrap_or_else(|| e.into()))?;
             let driver = tokio::spawn(connection);
             let migrated = schema::migrate(&mut client).await;
             drop(client);
@@ -175,7 +205,7 @@ impl PgJournal {
         }
         let manager = Manager::from_config(
             role(&pg, "logbook"),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -193,6 +223,7 @@ impl PgJournal {
         let (ready_tx, ready) = oneshot::channel();
         let listener = tokio::spawn(listen::run(
             role(&pg, listen::APPLICATION),
+            tls.clone(),
             heads.clone(),
             Some(ready_tx),
         ));
@@ -216,6 +247,7 @@ impl PgJournal {
         tokio::spawn(
             Writer::new(
                 role(&pg, writer::APPLICATION),
+                tls,
                 config.max_batch_events.max(1),
                 counters.clone(),
             )

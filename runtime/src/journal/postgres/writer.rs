@@ -35,8 +35,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
 
 use super::plan::{Fetched, FetchedLog, Head, Op, Plan, View};
 use super::statements::Statements;
@@ -97,6 +97,7 @@ struct Conn {
 
 pub(super) struct Writer {
     config: tokio_postgres::Config,
+    tls: super::Tls,
     conn: Option<Conn>,
     max_batch_events: usize,
     counters: Arc<Counters>,
@@ -109,11 +110,13 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn new(
         config: tokio_postgres::Config,
+        tls: super::Tls,
         max_batch_events: usize,
         counters: Arc<Counters>,
     ) -> Self {
         Writer {
             config,
+            tls,
             conn: None,
             max_batch_events,
             counters,
@@ -184,7 +187,7 @@ impl Writer {
             self.conn = None;
         }
         if self.conn.is_none() {
-            let (client, connection) = self.config.connect(NoTls).await?;
+            let (client, connection) = self.config.connect(self.tls.clone()).await?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!(error = %e, "postgres journal writer connection ended");

@@ -1,15 +1,16 @@
-//! Model-based test: random sequences of operations applied to a
-//! [`RedbJournal`] and to the [`MemoryJournal`] model; after every step each
-//! answer (accepted, or refused and why; reads, info, pages, counts,
-//! snapshots, verify, the writer's counters) must be the same.
+//! Model-based test: random sequences of operations applied to a real
+//! journal ([`RedbJournal`], and [`PgJournal`] in [`postgres`]) and to the
+//! [`MemoryJournal`] model; after every step each answer (accepted, or
+//! refused and why; reads, info, pages, counts, snapshots, verify, the
+//! writer's counters) must be the same.
 //!
-//! `PROPTEST_CASES` sets the number of cases (64 by default, of up to 40
-//! operations each). Ids are the test's, so both journals see the same ones;
-//! only an import picks its own id, so the memory journal's imported ids are
-//! mapped to redb's before answers are compared.
+//! `PROPTEST_CASES` sets the number of cases on redb (64 by default, of up to
+//! 40 operations each). Ids are the test's, so both journals see the same
+//! ones; only an import picks its own id, so the memory journal's imported
+//! ids are mapped to the real journal's before answers are compared.
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use logbook::journal::*;
 use proptest::prelude::*;
@@ -18,11 +19,38 @@ use tempfile::TempDir;
 
 use crate::journal::{T0, guest, input, new_log, tool_call};
 
-/// redb and the memory journal answer reads at the first poll: the model
-/// runs them synchronously (commits still wait for redb's writer).
+mod postgres;
+
+/// The runtime a journal over the network runs on (its connections' tasks),
+/// and that the model blocks on for its answers.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for the model test")
+    })
+}
+
+/// The model runs synchronously: redb and the memory journal answer reads at
+/// the first poll; PostgreSQL's answers are waited for on [`runtime`]
+/// (commits wait for the writer either way).
 trait Now: std::future::Future + Sized {
     fn now(self) -> Self::Output {
-        futures_util::FutureExt::now_or_never(self).expect("redb and memory answer reads at once")
+        // In the runtime's context even for the first poll: a PostgreSQL
+        // read may open a pool connection there.
+        let _context = runtime().enter();
+        let mut future = std::pin::pin!(self);
+        let waker = std::task::Waker::noop();
+        match future
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+        {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => runtime().block_on(future),
+        }
     }
 }
 
@@ -159,25 +187,29 @@ fn op() -> impl Strategy<Value = Op> {
 /// Which journal an operation is built for: ids of imported logs differ.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
-    Redb,
+    Real,
     Memory,
 }
 
 /// The id of a log on one side.
 fn on(pair: (LogId, LogId), side: Side) -> LogId {
     match side {
-        Side::Redb => pair.0,
+        Side::Real => pair.0,
         Side::Memory => pair.1,
     }
 }
 
-/// Both journals and the logs they hold: `(redb id, memory id)`.
+/// Both journals and the logs they hold: `(real id, memory id)`.
 struct Pair {
-    redb: Arc<RedbJournal>,
+    /// The journal under test, and its name in messages.
+    real: Arc<dyn Journal>,
+    name: &'static str,
     memory: Arc<MemoryJournal>,
     logs: Vec<(LogId, LogId)>,
     ghost: LogId,
-    _dir: TempDir,
+    /// What the real journal lives in (a temporary directory, a database),
+    /// dropped after it.
+    _home: Box<dyn std::any::Any>,
 }
 
 /// A refusal as compared: its kind and fields, but not the wording of a
@@ -198,13 +230,18 @@ fn answer<T: Debug>(r: &Result<T, JournalError>) -> String {
 }
 
 impl Pair {
-    fn new() -> Pair {
+    /// A new redb file beside the model.
+    fn redb() -> Option<Pair> {
         let dir = TempDir::new().expect("temp dir");
         let redb = RedbJournal::open(&dir.path().join("journal.redb"), JournalConfig::default())
             .expect("open");
+        Some(Pair::new(redb, "redb", Box::new(dir)))
+    }
+
+    fn new(real: Arc<dyn Journal>, name: &'static str, home: Box<dyn std::any::Any>) -> Pair {
         let memory = MemoryJournal::new();
         for tenant in TENANTS {
-            let j: [&dyn Journal; 2] = [&*redb, &*memory];
+            let j: [&dyn Journal; 2] = [&*real, &*memory];
             for j in j {
                 j.put_guest(tenant, "counter", b"counter")
                     .now()
@@ -212,11 +249,12 @@ impl Pair {
             }
         }
         Pair {
-            redb,
+            real,
+            name,
             memory,
             logs: Vec::new(),
             ghost: LogId::now_v7(),
-            _dir: dir,
+            _home: home,
         }
     }
 
@@ -229,7 +267,7 @@ impl Pair {
             .unwrap_or((self.ghost, self.ghost))
     }
 
-    /// Debug text with the memory journal's ids replaced by redb's.
+    /// Debug text with the memory journal's ids replaced by the real one's.
     fn same<T: Debug>(&self, what: &str, r: T, m: T) -> Result<(), TestCaseError> {
         let r = format!("{r:?}");
         let mut m = format!("{m:?}");
@@ -242,14 +280,16 @@ impl Pair {
             Ok(())
         } else {
             Err(TestCaseError::fail(format!(
-                "{what}: redb and memory disagree\n redb:   {r}\n memory: {m}"
+                "{what}: {} and memory disagree\n {:<7} {r}\n memory: {m}",
+                self.name,
+                format!("{}:", self.name)
             )))
         }
     }
 
     /// Commits what `make` builds for each side; both must answer alike.
     fn commit(&mut self, make: impl Fn(Side) -> Commit) -> Result<(), TestCaseError> {
-        let r = self.redb.commit(make(Side::Redb)).wait();
+        let r = self.real.commit(make(Side::Real)).wait();
         let m = self.memory.commit(make(Side::Memory)).wait();
         self.same("commit", answer(&r), answer(&m))?;
         if let Ok(c) = r {
@@ -274,7 +314,7 @@ impl Pair {
     }
 
     fn next_seq(&self, log: LogId) -> u64 {
-        self.redb
+        self.real
             .info(log)
             .now()
             .expect("info")
@@ -327,7 +367,7 @@ impl Pair {
                 let pair = self.pick_shared(log);
                 let next = self.next_seq(pair.0);
                 let at = u64::from(at) % (next + 2);
-                let tenant = match self.redb.info(pair.0).now().expect("info") {
+                let tenant = match self.real.info(pair.0).now().expect("info") {
                     Some(info) if !other_tenant => info.tenant,
                     _ => "elsewhere".to_owned(),
                 };
@@ -344,7 +384,7 @@ impl Pair {
             }
             Op::Compact { log, limit } => {
                 let pair = self.pick_shared(log);
-                let Some(info) = self.redb.info(pair.0).now().expect("info") else {
+                let Some(info) = self.real.info(pair.0).now().expect("info") else {
                     return Ok(());
                 };
                 let mut nl = new_log(&info.tenant, None);
@@ -399,7 +439,7 @@ impl Pair {
                 let digest = DIGESTS[usize::from(guest)];
                 let record = format!("{seq}:{digest}").into_bytes();
                 let r = self
-                    .redb
+                    .real
                     .put_snapshot(pair.0, u64::from(seq), digest, &record)
                     .now();
                 let m = self
@@ -418,9 +458,9 @@ impl Pair {
                 let tenant = TENANTS[usize::from(tenant)];
                 let name = name.map(|n| NAMES[usize::from(n)]);
                 let limit = limit.map(u64::from);
-                let r_events = self.redb.read(pair.0, 0, 10_000).now().expect("read");
+                let r_events = self.real.read(pair.0, 0, 10_000).now().expect("read");
                 let m_events = self.memory.read(pair.1, 0, 10_000).now().expect("read");
-                let r = self.redb.import(tenant, name, &r_events, limit).now();
+                let r = self.real.import(tenant, name, &r_events, limit).now();
                 let m = self.memory.import(tenant, name, &m_events, limit).now();
                 if let (Ok(r), Ok(m)) = (&r, &m) {
                     self.logs.push((*r, *m));
@@ -432,7 +472,7 @@ impl Pair {
                 let (from, limit) = (u64::from(from), usize::from(limit));
                 self.same(
                     "read",
-                    answer(&self.redb.read(pair.0, from, limit).now()),
+                    answer(&self.real.read(pair.0, from, limit).now()),
                     answer(&self.memory.read(pair.1, from, limit).now()),
                 )
             }
@@ -447,7 +487,7 @@ impl Pair {
                 let limit = usize::from(limit);
                 self.same(
                     "list_page",
-                    answer(&self.redb.list_page(tenant, ra, limit).now()),
+                    answer(&self.real.list_page(tenant, ra, limit).now()),
                     answer(&self.memory.list_page(tenant, ma, limit).now()),
                 )
             }
@@ -456,7 +496,7 @@ impl Pair {
 
     /// Every read of the whole state, on both sides.
     fn check(&self) -> Result<(), TestCaseError> {
-        let (r, m): (&dyn Journal, &dyn Journal) = (&*self.redb, &*self.memory);
+        let (r, m): (&dyn Journal, &dyn Journal) = (&*self.real, &*self.memory);
         for &(rid, mid) in &self.logs {
             self.same(
                 "info",
@@ -592,9 +632,12 @@ fn body(ev: &Ev) -> (u64, EventBody) {
     (T0, body)
 }
 
-/// Applies `ops` to a fresh pair, checking everything after each step.
-fn run(ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut pair = Pair::new();
+/// Applies `ops` to a fresh pair, checking everything after each step
+/// (nothing when `make` has no journal to test: PostgreSQL skipped).
+fn run(make: fn() -> Option<Pair>, ops: &[Op]) -> Result<(), TestCaseError> {
+    let Some(mut pair) = make() else {
+        return Ok(());
+    };
     for (i, op) in ops.iter().enumerate() {
         pair.apply(op)
             .and_then(|()| pair.check())
@@ -619,7 +662,7 @@ proptest! {
 
     #[test]
     fn redb_answers_as_the_memory_model_does(ops in proptest::collection::vec(op(), 1..40)) {
-        run(&ops)?;
+        run(Pair::redb, &ops)?;
     }
 }
 
@@ -652,7 +695,7 @@ fn a_fork_of_a_fork_before_its_parents_fork_point() {
             limit: None,
         },
     ];
-    if let Err(e) = run(&ops) {
+    if let Err(e) = run(Pair::redb, &ops) {
         panic!("{e}");
     }
 }
