@@ -186,11 +186,17 @@ fn client_config(
         // `require` with CAs is `verify-ca`, as in libpq; `prefer` never checks.
         (SslMode::VerifyCa | SslMode::Require, Some(roots)) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly { roots, provider }))
+            .with_custom_certificate_verifier(Arc::new(NamesUnchecked {
+                roots: Some(roots),
+                provider,
+            }))
             .with_no_client_auth(),
         _ => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unchecked { provider }))
+            .with_custom_certificate_verifier(Arc::new(NamesUnchecked {
+                roots: None,
+                provider,
+            }))
             .with_no_client_auth(),
     };
     Ok(config)
@@ -257,57 +263,17 @@ fn signatures(provider: &CryptoProvider) -> &rustls::crypto::WebPkiSupportedAlgo
     &provider.signature_verification_algorithms
 }
 
-/// `prefer`, and `require` without CAs: any certificate (the session is
-/// encrypted, but not against a man in the middle, as in libpq).
+/// A verifier that never checks the certificate's names: with no `roots`
+/// (`prefer`, and `require` without CAs) it takes any certificate (the
+/// session is encrypted, but not against a man in the middle, as in libpq);
+/// with `roots` (`verify-ca`) the certificate must chain to one of them.
 #[derive(Debug)]
-struct Unchecked {
+struct NamesUnchecked {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-/// `verify-ca`: the certificate must chain to one of `roots`; its names are
-/// not checked.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, signatures(&self.provider))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, signatures(&self.provider))
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        signatures(&self.provider).supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NamesUnchecked {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -316,14 +282,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            signatures(&self.provider).all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                signatures(&self.provider).all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
