@@ -413,7 +413,13 @@ impl Shared {
             .tenant_rates
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let window = rates.entry(tenant.to_string()).or_default();
+        // Allocate the tenant's name once, not on every effectful commit.
+        if !rates.contains_key(tenant) {
+            rates.insert(tenant.to_string(), limits::Window::default());
+        }
+        let Some(window) = rates.get_mut(tenant) else {
+            return 0;
+        };
         let before = window.count(second);
         if n > 0 {
             window.add(second, n);
