@@ -70,6 +70,13 @@ pub struct ChatAgent {
     /// built from them when the host asks (`Agent::build`), never on replay.
     #[serde(default)]
     model_upto: usize,
+    /// The two latest model calls, by key, with how many messages each was
+    /// asked over: a request may then be said as the one before it plus
+    /// the messages since (`Agent::build_after`).
+    #[serde(default)]
+    last_call: Option<(String, usize)>,
+    #[serde(default)]
+    previous_call: Option<(String, usize)>,
     /// Tool calls of the last answer, by effect key.
     calls: BTreeMap<String, Pending>,
     /// Every tool-call key used, so that a model that repeats an id does not
@@ -108,6 +115,11 @@ impl ChatAgent {
     }
 
     fn context_of(&self, messages: &[Message]) -> Vec<Message> {
+        messages[self.context_start(messages)..].to_vec()
+    }
+
+    /// Where the context over `messages` starts.
+    fn context_start(&self, messages: &[Message]) -> usize {
         let mut total: u64 = messages.iter().map(message_size).sum();
         let mut start = 0;
         let last = messages.len().saturating_sub(1);
@@ -118,7 +130,7 @@ impl ChatAgent {
         while start < last && !is_plain_user(&messages[start]) {
             start += 1;
         }
-        messages[start..].to_vec()
+        start
     }
 
     /// The request of the model call in flight, over the messages it was
@@ -128,10 +140,37 @@ impl ChatAgent {
         ModelRequest {
             model: self.config.model.clone(),
             system: self.system(),
+            extends: None,
             messages: self.context_of(&self.messages[..upto]),
             tools: self.offered_tools(),
             max_tokens: self.config.max_tokens,
         }
+    }
+
+    /// The request of the model call in flight as model call `base`'s
+    /// context and the messages since, when its context starts where
+    /// `base`'s did (it was not cut from the front since).
+    fn request_after(&self, base: &str) -> Option<ModelRequest> {
+        let (_, base_upto) = [&self.previous_call, &self.last_call]
+            .into_iter()
+            .flatten()
+            .find(|(key, _)| key == base)?;
+        let upto = self.model_upto.min(self.messages.len());
+        let base_upto = *base_upto;
+        if base_upto > upto
+            || self.context_start(&self.messages[..base_upto])
+                != self.context_start(&self.messages[..upto])
+        {
+            return None;
+        }
+        Some(ModelRequest {
+            model: self.config.model.clone(),
+            system: self.system(),
+            extends: Some(base.to_string()),
+            messages: self.messages[base_upto..upto].to_vec(),
+            tools: self.offered_tools(),
+            max_tokens: self.config.max_tokens,
+        })
     }
 
     /// After a turn: when the whole conversation is over the context budget,
@@ -212,7 +251,9 @@ impl ChatAgent {
     fn ask_model(&mut self, fx: &mut Effects) {
         self.steps += 1;
         self.model_upto = self.messages.len();
-        self.model_key = Some(fx.want_built("model"));
+        let key = fx.want_built("model");
+        self.previous_call = self.last_call.replace((key.clone(), self.model_upto));
+        self.model_key = Some(key);
     }
 
     fn answered(&mut self, content: Vec<ContentBlock>, fx: &mut Effects) {
@@ -346,6 +387,13 @@ impl Agent for ChatAgent {
 
     fn build(&self, key: &str) -> Option<crate::EffectBody> {
         (self.model_key.as_deref() == Some(key)).then(|| crate::EffectBody::Model(self.request()))
+    }
+
+    fn build_after(&self, key: &str, base: &str) -> Option<crate::EffectBody> {
+        if self.model_key.as_deref() != Some(key) {
+            return None;
+        }
+        self.request_after(base).map(crate::EffectBody::Model)
     }
 
     fn apply(&mut self, event: &Event, fx: &mut Effects) {

@@ -230,10 +230,12 @@ impl<A: Agent> Runtime<A> {
         self.wanted.keys().cloned().collect()
     }
 
-    pub fn effect(&self, key: &str) -> Option<EffectBody> {
+    pub fn effect(&self, key: &str, base: Option<&str>) -> Option<EffectBody> {
         match self.wanted.get(key)? {
             Wanted::Body(body) => Some(body.clone()),
-            Wanted::Built => self.agent.build(key),
+            Wanted::Built => base
+                .and_then(|base| self.agent.build_after(key, base))
+                .or_else(|| self.agent.build(key)),
         }
     }
 
@@ -244,7 +246,7 @@ impl<A: Agent> Runtime<A> {
             .filter_map(|key| {
                 Some(Effect {
                     key: key.clone(),
-                    body: self.effect(key)?,
+                    body: self.effect(key, None)?,
                 })
             })
             .collect()

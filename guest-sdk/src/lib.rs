@@ -91,6 +91,18 @@ pub trait Agent: Default + serde::Serialize + serde::de::DeserializeOwned + 'sta
         let _ = key;
         None
     }
+
+    /// The body of `key` as [`build`](Agent::build) would give it, but when
+    /// it is a model request whose context is that of model call `base`
+    /// followed by more messages: only those messages, with
+    /// `extends: Some(base)`. The host holds `base`'s whole request and puts
+    /// the context together, so a turn never copies the conversation across
+    /// the boundary. `None` (the default) when the agent can't say it so:
+    /// the host then gets the whole body from `build`.
+    fn build_after(&self, key: &str, base: &str) -> Option<EffectBody> {
+        let _ = (key, base);
+        None
+    }
 }
 
 #[doc(hidden)]
@@ -122,8 +134,11 @@ macro_rules! export_agent {
             fn wanted_keys() -> ::std::vec::Vec<::std::string::String> {
                 __LOGBOOK_RUNTIME.with_borrow(|rt| rt.wanted_keys())
             }
-            fn effect(key: ::std::string::String) -> ::std::option::Option<$crate::EffectBody> {
-                __LOGBOOK_RUNTIME.with_borrow(|rt| rt.effect(&key))
+            fn effect(
+                key: ::std::string::String,
+                base: ::std::option::Option<::std::string::String>,
+            ) -> ::std::option::Option<$crate::EffectBody> {
+                __LOGBOOK_RUNTIME.with_borrow(|rt| rt.effect(&key, base.as_deref()))
             }
             fn snapshot() -> ::std::option::Option<::std::vec::Vec<u8>> {
                 __LOGBOOK_RUNTIME.with_borrow(|rt| rt.snapshot())

@@ -47,8 +47,16 @@ pub struct ModelRequest {
     /// The system prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
-    /// The conversation.
-    pub messages: Vec<Message>,
+    /// Set only on a request as a guest said it: the key of the model call
+    /// whose messages this one's follow (`model-request.extends`). The actor
+    /// puts the whole context together before anything else sees the
+    /// request (session::actor::context), so no provider, digest or check
+    /// ever sees it set.
+    #[serde(skip)]
+    pub extends: Option<String>,
+    /// The conversation. Shared, not copied, between the requests of one
+    /// session's model calls: each extends the one before.
+    pub messages: Vec<Arc<Message>>,
     /// Tools the model may call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolSpec>,
@@ -428,7 +436,8 @@ mod tests {
         ModelRequest {
             model: "default".into(),
             system: None,
-            messages,
+            extends: None,
+            messages: messages.into_iter().map(Arc::new).collect(),
             tools: vec![],
             max_tokens: None,
         }

@@ -1,6 +1,8 @@
 //! Conversions between the journal's event types and the WIT types a guest
 //! sees. One function per direction and type; no logic beyond the mapping.
 
+use std::sync::Arc;
+
 use super::bindings::wit;
 use crate::effects::{Effect, EffectBody, Message, ModelRequest, Role};
 use crate::journal::{
@@ -272,15 +274,18 @@ pub(crate) fn from_effect(key: String, body: wit::EffectBody) -> Effect {
         wit::EffectBody::Model(r) => EffectBody::Model(ModelRequest {
             model: r.model,
             system: r.system,
+            extends: r.extends,
             messages: r
                 .messages
                 .into_iter()
-                .map(|m| Message {
-                    role: match m.role {
-                        wit::Role::User => Role::User,
-                        wit::Role::Assistant => Role::Assistant,
-                    },
-                    content: from_blocks(m.content),
+                .map(|m| {
+                    Arc::new(Message {
+                        role: match m.role {
+                            wit::Role::User => Role::User,
+                            wit::Role::Assistant => Role::Assistant,
+                        },
+                        content: from_blocks(m.content),
+                    })
                 })
                 .collect(),
             tools: r

@@ -13,7 +13,7 @@ use super::bindings::Agent;
 use super::convert;
 use super::sandbox::Sandbox;
 use crate::config::Limits;
-use crate::effects::Effect;
+use crate::effects::{Effect, EffectBody};
 use crate::journal::{Created, Event, EventBody};
 
 /// Events in the guest's own types, ready to fold. Converting is apart from
@@ -168,14 +168,29 @@ impl GuestInstance {
     }
 
     /// The effect the guest wants under `key`; `None` when it wants none.
-    pub fn effect(&mut self, key: &str) -> Result<Option<Effect>, GuestError> {
+    /// `base`: the key of a model call whose whole request the caller holds,
+    /// which a model request may extend (`model-request.extends`); a request
+    /// that extends anything else breaks the contract, and is a trap.
+    pub fn effect(&mut self, key: &str, base: Option<&str>) -> Result<Option<Effect>, GuestError> {
         let fuel = self.limits.fuel_for(0, key.len() as u64);
         self.store
             .set_fuel(fuel)
             .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
-        let result = self.agent.call_effect(&mut self.store, key);
+        let result = self.agent.call_effect(&mut self.store, key, base);
         let body = self.finish("effect", fuel, result)?;
-        Ok(body.map(|body| convert::from_effect(key.to_string(), body)))
+        let effect = body.map(|body| convert::from_effect(key.to_string(), body));
+        if let Some(Effect {
+            body: EffectBody::Model(request),
+            ..
+        }) = &effect
+            && let Some(extends) = &request.extends
+            && Some(extends.as_str()) != base
+        {
+            return Err(GuestError::Trap(format!(
+                "model request {key:?} extends model call {extends:?}, which the host did not offer as its base"
+            )));
+        }
+        Ok(effect)
     }
 
     /// Every effect the guest wants outstanding now, with its body: for the
@@ -184,7 +199,7 @@ impl GuestInstance {
     pub fn effects(&mut self) -> Result<Vec<Effect>, GuestError> {
         let mut effects = Vec::new();
         for key in self.wanted_keys()? {
-            if let Some(effect) = self.effect(&key)? {
+            if let Some(effect) = self.effect(&key, None)? {
                 effects.push(effect);
             }
         }

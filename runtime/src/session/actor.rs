@@ -11,6 +11,7 @@
 mod absorb;
 mod activate;
 mod compact;
+mod context;
 mod held;
 mod reconcile;
 mod snapshot;
@@ -99,6 +100,9 @@ struct Actor {
     claims: Vec<String>,
     /// This session's rate windows (session::limits); empty at activation.
     rates: super::limits::Rates,
+    /// The whole request of the latest model call, which the next one may
+    /// extend (actor::context); none at activation.
+    model_base: Option<context::ModelBase>,
 }
 
 /// Activate a log: start its actor, which replays the log into a fresh
@@ -132,6 +136,7 @@ pub(super) fn spawn(
         workspace: Arc::default(),
         claims: Vec::new(),
         rates: super::limits::Rates::default(),
+        model_base: None,
     };
     let task = tokio::spawn(async move {
         let started = std::time::Instant::now();

@@ -6,6 +6,7 @@ mod bench;
 mod browser;
 mod chaos;
 mod cli;
+mod context;
 mod crash;
 mod faults;
 mod fixtures;

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 
+use super::context::ModelBase;
 use super::{Actor, MAX_ROUNDS, Perform};
 use crate::config::Policy;
 use crate::effects::{Effect, EffectBody};
@@ -214,9 +215,10 @@ impl Actor {
                 };
             }
             let known = &self.ledger.keys;
+            let base = &mut self.model_base;
             let wanted = match guest
                 .apply(&staged[first_new..])
-                .and_then(|()| wanted(guest, known, &fresh))
+                .and_then(|()| wanted(guest, known, &fresh, base))
             {
                 Ok(wanted) => wanted,
                 Err(e) => {
@@ -278,11 +280,17 @@ impl Actor {
                     attempt: 1,
                 }),
                 EffectBody::Model(request) => {
+                    // Digested from where the base's digest left off when
+                    // this is the request the base holds now.
+                    let digest = match &self.model_base {
+                        Some(base) if base.key() == key => base.digest(),
+                        _ => request.digest(),
+                    };
                     events.push(EventBody::Requested {
                         key: key.clone(),
                         effect: RequestedEffect::Model {
                             model: request.model.clone(),
-                            digest: request.digest(),
+                            digest,
                             summary: request.summary(),
                         },
                     });
@@ -340,11 +348,14 @@ impl Actor {
 /// What the guest wants now: every key, and the effects under the keys that
 /// neither the log (`known`) nor this advance (`fresh`) has recorded, with
 /// their bodies. Only those bodies cross from the guest, so a round costs
-/// the guest's outstanding keys and its new effects, never its history.
+/// the guest's outstanding keys and its new effects, never its history; and
+/// a new model request may cross as the messages after those of the call
+/// `base` holds, which it then holds whole in its place (actor::context).
 fn wanted(
     guest: &mut GuestInstance,
     known: &Keys,
     fresh: &Keys,
+    base: &mut Option<ModelBase>,
 ) -> Result<(HashSet<String>, Vec<Effect>), GuestError> {
     let keys = guest.wanted_keys()?;
     let mut new = Vec::new();
@@ -352,8 +363,22 @@ fn wanted(
         if known.is_recorded(key) || fresh.is_recorded(key) {
             continue;
         }
-        if let Some(effect) = guest.effect(key)? {
-            new.push(effect);
+        match guest.effect(key, base.as_ref().map(ModelBase::key))? {
+            Some(Effect {
+                key,
+                body: EffectBody::Model(request),
+            }) => {
+                let held = ModelBase::take(base.as_ref(), &key, request)
+                    .map_err(|e| GuestError::Trap(e.to_string()))?;
+                let request = held.request().clone();
+                *base = Some(held);
+                new.push(Effect {
+                    key,
+                    body: EffectBody::Model(request),
+                });
+            }
+            Some(effect) => new.push(effect),
+            None => {}
         }
     }
     Ok((keys.into_iter().collect(), new))

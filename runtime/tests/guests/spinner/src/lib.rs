@@ -15,6 +15,7 @@ fn ask(fx: &mut Effects, lap: u64) {
     fx.model(ModelRequest {
         model: "default".into(),
         system: None,
+        extends: None,
         messages: vec![Message {
             role: Role::User,
             content: vec![ContentBlock::Text(format!("lap {lap}"))],
