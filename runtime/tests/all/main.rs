@@ -23,6 +23,7 @@ mod openapi;
 mod origin;
 mod postgres;
 mod providers;
+mod readme;
 mod replay;
 mod secrets;
 mod server;
