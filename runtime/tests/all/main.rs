@@ -15,6 +15,7 @@ mod hugeinput;
 mod integrity;
 mod journal;
 mod journal_contract;
+mod litellm;
 mod logops;
 mod loopback;
 mod mcp;

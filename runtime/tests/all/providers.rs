@@ -145,6 +145,8 @@ async fn a_tool_using_turn_on_the_openai_wire_streams_and_logs_once() {
         first.body["messages"][1],
         json!({"role": "user", "content": "what does note.txt say?"})
     );
+    // Said out loud: llama-cpp-python ignores tools without it.
+    assert_eq!(first.body["tool_choice"], "auto");
     let tools = first.body["tools"].as_array().unwrap();
     let fs_read = tools
         .iter()
@@ -156,6 +158,8 @@ async fn a_tool_using_turn_on_the_openai_wire_streams_and_logs_once() {
     let messages = requests[1].body["messages"].as_array().unwrap();
     let call = &messages[2];
     assert_eq!(call["role"], "assistant");
+    // A string, never null: llama-cpp-python refuses null, LiteLLM drops it.
+    assert_eq!(call["content"], "");
     assert_eq!(call["tool_calls"][0]["id"], "call_DdmO9pD3xa9XTPNJ32zg2hcA");
     assert_eq!(call["tool_calls"][0]["function"]["name"], "fs_read");
     assert_eq!(
