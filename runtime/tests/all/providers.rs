@@ -140,6 +140,11 @@ async fn a_tool_using_turn_on_the_openai_wire_streams_and_logs_once() {
     assert_eq!(first.body["model"], "gpt-4o-mini");
     assert_eq!(first.body["stream"], true);
     assert_eq!(first.body["stream_options"]["include_usage"], true);
+    assert!(
+        first.body.get("max_tokens").is_none(),
+        "neither the assistant nor the alias sets it: {}",
+        first.body
+    );
     assert_eq!(first.body["messages"][0]["role"], "system");
     assert_eq!(
         first.body["messages"][1],
@@ -229,7 +234,10 @@ async fn a_tool_using_turn_on_the_anthropic_wire_keeps_signed_thinking() {
     assert_eq!(first.headers["anthropic-version"], "2023-06-01");
     assert!(!first.headers.contains_key("authorization"));
     assert_eq!(first.body["model"], "claude-sonnet-4-5");
-    assert_eq!(first.body["max_tokens"], 1024, "the assistant's max_tokens");
+    assert_eq!(
+        first.body["max_tokens"], 4096,
+        "the host's default: the assistant leaves it unset"
+    );
     assert!(first.body["system"].as_str().unwrap().contains("helpful"));
     assert_eq!(first.body["messages"][0]["role"], "user");
     let tools = first.body["tools"].as_array().unwrap();
@@ -539,6 +547,35 @@ async fn a_tenants_alias_and_the_sessions_chat_config_shape_the_request() {
         tools,
         vec!["fs_read"],
         "only the tools the session's config picks"
+    );
+}
+
+/// The assistant leaves `max_tokens` unset unless its config sets it, so the
+/// alias's `max_tokens` applies (regression: it always sent 1024).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alias_max_tokens_applies_unless_the_session_config_sets_it() {
+    let server = Loopback::start(vec![oa_whole_text("Fine.")]).await;
+    let dir = data_dir();
+    let mut alias = model("openai", &server, false);
+    alias.max_tokens = Some(300);
+    let host = open_host_with(dir.path(), config_with(alias));
+    let plain = start(&host, "assistant", "plain").await;
+    say(&plain, "hi").await;
+    settle(&plain).await;
+    let guest = host.guest(TENANT, "assistant").await.unwrap();
+    let id = host
+        .create_session(TENANT, Some("set"), guest, json!({"max_tokens": 77}))
+        .await
+        .unwrap();
+    let set = host.session(id).await.unwrap();
+    say(&set, "hi").await;
+    settle(&set).await;
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].body["max_tokens"], 300, "the alias's");
+    assert_eq!(
+        requests[1].body["max_tokens"], 77,
+        "the session's config wins"
     );
 }
 
