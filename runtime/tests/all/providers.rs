@@ -579,6 +579,81 @@ async fn the_alias_max_tokens_applies_unless_the_session_config_sets_it() {
     );
 }
 
+/// A model call open at the fork point goes, on the branch, to the alias the
+/// branch's config names (`--session-config '{"model": …}'`), and the parent's
+/// to its own; both across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_open_at_the_fork_point_goes_to_the_branch_alias() {
+    let old = Loopback::start(vec![Reply::Hang, oa_whole_text("from the old alias")]).await;
+    let new = Loopback::start(vec![oa_whole_text("from the new alias")]).await;
+    let dir = data_dir();
+    let mut config = config();
+    config
+        .models
+        .insert("default".into(), model("openai", &old, false));
+    config
+        .models
+        .insert("other".into(), model("openai", &new, false));
+    let host = open_host_with(dir.path(), config.clone());
+    let parent = start(&host, "assistant", "parent").await;
+    say(&parent, "hello").await;
+    // The call is open: the old alias's server has it and does not answer.
+    let deadline = Instant::now() + GUARD;
+    while old.requests().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the call never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let branch = host
+        .fork(
+            TENANT,
+            "parent",
+            logbook::session::ForkOptions {
+                name: Some("branch".into()),
+                config: Some(json!({"model": "other"})),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("fork");
+    let session = host.session(branch).await.expect("wake the branch");
+    assert_eq!(settle(&session).await, Activity::Idle);
+    assert_eq!(
+        outputs(&events(&host, branch).await),
+        ["from the new alias"]
+    );
+    assert_eq!(new.requests().len(), 1);
+    assert_eq!(
+        old.requests().len(),
+        1,
+        "the branch's call is not the old alias's"
+    );
+
+    // After a restart: the branch replays to the same state and stays on
+    // its alias; the parent's open call is re-run on its own.
+    host.close().await;
+    drop((session, parent, host));
+    let host = reopen_host(dir.path(), config).await;
+    let session = host.session(branch).await.expect("wake the branch again");
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let parent = host.resolve(TENANT, "parent").await.expect("parent").id;
+    let parent = host.session(parent).await.expect("wake the parent");
+    assert_eq!(settle(&parent).await, Activity::Idle);
+    let parent_log = events(&host, parent.id()).await;
+    assert_eq!(outputs(&parent_log), ["from the old alias"]);
+    assert_eq!(new.requests().len(), 1);
+    let guest = host.guest(TENANT, "assistant").await.expect("guest");
+    for name in ["branch", "parent"] {
+        let report = host
+            .replay_check(TENANT, name, guest.clone())
+            .await
+            .expect("replay check");
+        assert_eq!(report.difference, None, "{name}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_does_not_answer_times_out_into_a_recorded_failure() {
     let server = Loopback::start(vec![Reply::Hang]).await;
