@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::fixtures::*;
 use crate::loopback::{
-    Loopback, Reply, an_stream_text, oa_stream_text, oa_stream_tool_call, oa_whole_text,
+    Loopback, Reply, an_stream_text, oa_chunk, oa_stream_text, oa_stream_tool_call, oa_whole_text,
 };
 
 const OPENAI_KEY_VAR: &str = "LOGBOOK_TEST_OPENAI_KEY";
@@ -178,9 +178,9 @@ async fn a_tool_using_turn_on_the_openai_wire_streams_and_logs_once() {
     let responses = model_responses(&log);
     assert_eq!(responses.len(), 2);
     assert_eq!(responses[0].stop_reason, StopReason::ToolUse);
-    assert_eq!(responses[0].usage.input_tokens, 82);
+    assert_eq!(responses[0].usage.expect("usage").input_tokens, 82);
     assert_eq!(responses[1].stop_reason, StopReason::EndTurn);
-    assert_eq!(responses[1].usage.output_tokens, 9);
+    assert_eq!(responses[1].usage.expect("usage").output_tokens, 9);
     assert_eq!(responses[1].provider, "openai");
     // The neutral call keeps the host's tool name.
     assert!(matches!(&responses[0].content[0], ContentBlock::ToolCall(c) if c.name == "fs.read"));
@@ -266,8 +266,8 @@ async fn a_tool_using_turn_on_the_anthropic_wire_keeps_signed_thinking() {
     let responses = model_responses(&log);
     assert!(matches!(&responses[0].content[0],
         ContentBlock::Reasoning { signature: Some(s), provider, .. } if s == SIGNATURE && provider == "anthropic"));
-    assert_eq!(responses[0].usage.input_tokens, 472);
-    assert_eq!(responses[1].usage.output_tokens, 15);
+    assert_eq!(responses[0].usage.expect("usage").input_tokens, 472);
+    assert_eq!(responses[1].usage.expect("usage").output_tokens, 15);
     assert_eq!(responses[1].stop_reason, StopReason::EndTurn);
     assert_no_keys(&host, session.id()).await;
 }
@@ -548,6 +548,39 @@ async fn a_tenants_alias_and_the_sessions_chat_config_shape_the_request() {
         vec!["fs_read"],
         "only the tools the session's config picks"
     );
+}
+
+/// A stream that ends without its usage chunk (`stream_options` is not
+/// honoured by every server) logs the usage as unknown, not as 0 and 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_missing_from_a_stream_is_logged_unknown() {
+    let server = Loopback::start(vec![Reply::sse(&[
+        (
+            "",
+            oa_chunk(json!({"role": "assistant", "content": ""}), None),
+        ),
+        ("", oa_chunk(json!({"content": "No usage here."}), None)),
+        ("", oa_chunk(json!({}), Some("stop"))),
+        ("", "[DONE]".into()),
+    ])])
+    .await;
+    let dir = data_dir();
+    let host = open_host_with(dir.path(), config_with(model("openai", &server, true)));
+    let session = assistant(&host, "nousage").await;
+    say(&session, "hi").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let log = events(&host, session.id()).await;
+    assert_eq!(outputs(&log), ["No usage here."]);
+    let responses = model_responses(&log);
+    assert_eq!(responses.len(), 1);
+    assert_eq!(responses[0].usage, None, "unknown, not zero");
+    // And it is left out of the stored JSON.
+    let completed = log
+        .iter()
+        .find(|e| matches!(e.event.body, EventBody::Completed { .. }))
+        .expect("completed");
+    let json = serde_json::to_value(&completed.event.body).unwrap();
+    assert!(json.get("usage").is_none(), "{json}");
 }
 
 /// The assistant leaves `max_tokens` unset unless its config sets it, so the

@@ -219,7 +219,8 @@ struct Answer<'r> {
     /// By the index the wire gives them: (id, name, arguments).
     calls: BTreeMap<u64, (String, String, String)>,
     finish_reason: Option<String>,
-    usage: Usage,
+    /// `None` unless the wire reports it (a stream without its usage chunk).
+    usage: Option<Usage>,
     model: Option<String>,
 }
 
@@ -233,7 +234,7 @@ impl<'r> Answer<'r> {
             reasoning_details: Vec::new(),
             calls: BTreeMap::new(),
             finish_reason: None,
-            usage: Usage::default(),
+            usage: None,
             model: None,
         }
     }
@@ -327,10 +328,10 @@ impl<'r> Answer<'r> {
     fn meta(&mut self, value: &Value) {
         if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
             let n = |f: &str| usage.get(f).and_then(Value::as_u64).unwrap_or(0);
-            self.usage = Usage {
+            self.usage = Some(Usage {
                 input_tokens: n("prompt_tokens"),
                 output_tokens: n("completion_tokens"),
-            };
+            });
         }
         if let Some(model) = value.get("model").and_then(Value::as_str) {
             self.model = Some(model.to_string());
