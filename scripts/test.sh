@@ -55,6 +55,10 @@ if [ "${LOGBOOK_SKIP_POSTGRES:-}" != 1 ] && [ -z "${LOGBOOK_TEST_POSTGRES:-}" ];
   echo "== PostgreSQL $pg_version/$pg_cluster on port $pg_port for the journal tests"
 fi
 
+# LiteLLM's proxy for runtime/tests/all/litellm.rs (pip, into a venv under
+# target/; needs Python 3 with venv). LOGBOOK_SKIP_LITELLM=1 skips both.
+scripts/litellm.sh
+
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets -- -D warnings

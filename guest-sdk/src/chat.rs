@@ -30,7 +30,9 @@ pub struct ChatConfig {
     pub tools: Option<Vec<String>>,
     /// Model calls one input may lead to before the agent stops.
     pub max_steps: u32,
-    /// Most tokens the model may generate per call.
+    /// Most tokens the model may generate per call; `None` (the default):
+    /// the alias's `max_tokens` in the host's configuration, or the host's
+    /// default for the provider.
     pub max_tokens: Option<u32>,
     /// The context budget, in estimated tokens (4 bytes each): the oldest
     /// turns are left out of the model's context past it.
@@ -44,7 +46,7 @@ impl Default for ChatConfig {
             model: "default".into(),
             tools: None,
             max_steps: 8,
-            max_tokens: Some(1024),
+            max_tokens: None,
             context_budget: 100_000,
         }
     }

@@ -346,7 +346,7 @@ impl CompletedB {
                 Outcome::Model(ModelResponse {
                     content,
                     stop_reason: self.stop_reason?,
-                    usage: self.usage?,
+                    usage: self.usage,
                     provider: self.provider?,
                     model: self.model?,
                 })

@@ -216,8 +216,11 @@ pub struct ModelResponse {
     pub content: Vec<ContentBlock>,
     /// Why it stopped.
     pub stop_reason: StopReason,
-    /// What it cost.
-    pub usage: Usage,
+    /// What it cost; `None` when the provider did not say (a stream that
+    /// ended without a usage chunk). Left out of the JSON then, so a log
+    /// written before this was optional reads and hashes as it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
     /// The provider that answered.
     pub provider: String,
     /// The provider's model that answered.

@@ -26,8 +26,9 @@ pub(crate) struct ForkArgs {
     #[arg(long)]
     guest: Option<String>,
     /// Config keys to change on the fork, as a JSON object (e.g. '{"model":"other"}').
-    #[arg(long)]
-    config: Option<String>,
+    /// Named like `run`'s: the global `--config FILE` is the host's configuration.
+    #[arg(long = "session-config")]
+    session_config: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -84,10 +85,10 @@ pub(crate) async fn fork(host: &Arc<Host>, args: ForkArgs) -> anyhow::Result<Exi
         Some(g) => Some(super::run::guest_ref(host, g).await?),
         None => None,
     };
-    let config = match &args.config {
-        Some(text) => {
-            Some(serde_json::from_str(text).map_err(|e| anyhow!("--config is not JSON: {e}"))?)
-        }
+    let config = match &args.session_config {
+        Some(text) => Some(
+            serde_json::from_str(text).map_err(|e| anyhow!("--session-config is not JSON: {e}"))?,
+        ),
         None => None,
     };
     let options = ForkOptions {

@@ -130,12 +130,14 @@ fn detail(body: &EventBody) -> String {
         },
         EventBody::Completed { key, outcome } => match outcome {
             Outcome::Model(r) => format!(
-                "[{key}] {}/{} ({:?}, {} in, {} out): {}",
+                "[{key}] {}/{} ({:?}, {}): {}",
                 r.provider,
                 r.model,
                 r.stop_reason,
-                r.usage.input_tokens,
-                r.usage.output_tokens,
+                match r.usage {
+                    Some(u) => format!("{} in, {} out", u.input_tokens, u.output_tokens),
+                    None => "usage unknown".to_string(),
+                },
                 short(&describe_blocks(&r.content))
             ),
             Outcome::Tool { content, is_error } => {
@@ -229,4 +231,34 @@ pub(crate) async fn sessions(host: &Arc<Host>) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{ContentBlock, ModelResponse, StopReason, Usage};
+
+    fn completed(usage: Option<Usage>) -> String {
+        detail(&EventBody::Completed {
+            key: "model-1".into(),
+            outcome: Outcome::Model(ModelResponse {
+                content: vec![ContentBlock::text("hi")],
+                stop_reason: StopReason::EndTurn,
+                usage,
+                provider: "openai".into(),
+                model: "m".into(),
+            }),
+        })
+    }
+
+    #[test]
+    fn usage_is_shown_or_said_to_be_unknown_never_zero() {
+        let known = completed(Some(Usage {
+            input_tokens: 12,
+            output_tokens: 3,
+        }));
+        assert!(known.contains("(EndTurn, 12 in, 3 out)"), "{known}");
+        let unknown = completed(None);
+        assert!(unknown.contains("(EndTurn, usage unknown)"), "{unknown}");
+    }
 }

@@ -259,10 +259,10 @@ impl EchoModel {
         ModelResponse {
             content,
             stop_reason,
-            usage: Usage {
+            usage: Some(Usage {
                 input_tokens,
                 output_tokens,
-            },
+            }),
             provider: "echo".to_string(),
             model: "echo".to_string(),
         }

@@ -118,9 +118,13 @@ fn model_response(r: &ModelResponse) -> wit::ModelResponse {
     wit::ModelResponse {
         content: blocks(&r.content),
         stop_reason: stop_reason(r.stop_reason),
-        usage: wit::Usage {
-            input_tokens: r.usage.input_tokens,
-            output_tokens: r.usage.output_tokens,
+        // The WIT's usage predates unknown usage: a guest reads 0 and 0.
+        usage: {
+            let usage = r.usage.unwrap_or_default();
+            wit::Usage {
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+            }
         },
         provider: r.provider.clone(),
         model: r.model.clone(),

@@ -28,7 +28,8 @@ pub(crate) struct GuestQuery {
 /// `GET /v1/guests`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct GuestList {
-    /// The tenant's guests.
+    /// The tenant's guests: its uploads, and the built-in examples it has
+    /// used (stored for it when first named).
     pub(crate) guests: Vec<GuestRef>,
 }
 
@@ -36,7 +37,9 @@ pub(crate) struct GuestList {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateBody {
-    /// The guest's name, or its digest (`sha256:...`).
+    /// The guest's name, or its digest (`sha256:...`): one the tenant
+    /// uploaded, or a built-in example (`counter`, `counter-v2`,
+    /// `assistant`), which every tenant has without uploading it.
     pub(crate) guest: String,
     /// A name to reach the session by, besides its id.
     #[serde(default)]
@@ -51,7 +54,9 @@ pub(crate) struct CreateBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PutBody {
-    /// The guest's name, or its digest (`sha256:...`).
+    /// The guest's name, or its digest (`sha256:...`): one the tenant
+    /// uploaded, or a built-in example (`counter`, `counter-v2`,
+    /// `assistant`), which every tenant has without uploading it.
     pub(crate) guest: String,
     /// The session's configuration, when it is created: an object.
     #[serde(default)]
@@ -245,7 +250,8 @@ pub(crate) struct ForkBody {
     /// The new session's name.
     #[serde(default)]
     pub(crate) name: Option<String>,
-    /// Another guest to run the fork on, by name or digest.
+    /// Another guest to run the fork on, by name or digest (an upload of
+    /// the tenant's, or a built-in example).
     #[serde(default)]
     pub(crate) guest: Option<String>,
     /// Another configuration: an object.

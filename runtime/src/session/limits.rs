@@ -100,10 +100,13 @@ impl Spent {
                 outcome: Outcome::Model(r),
                 ..
             } => {
+                // Unknown usage counts nothing: the limit sees only what
+                // providers report.
+                let usage = r.usage.unwrap_or_default();
                 self.tokens = self
                     .tokens
-                    .saturating_add(r.usage.input_tokens)
-                    .saturating_add(r.usage.output_tokens);
+                    .saturating_add(usage.input_tokens)
+                    .saturating_add(usage.output_tokens);
             }
             EventBody::Resumed { .. } | EventBody::Created(_) => *self = Spent::default(),
             _ => {}

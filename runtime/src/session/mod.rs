@@ -733,7 +733,9 @@ impl Host {
     }
 
     /// A guest by name or digest. A digest resolves only to a guest that the
-    /// tenant stored itself: another tenant's component is not there for it.
+    /// tenant stored itself (another tenant's component is not there for it)
+    /// or to a built-in example ([`crate::examples`]), which is stored for the
+    /// tenant when first named.
     pub async fn guest(
         &self,
         tenant: &str,
@@ -758,7 +760,32 @@ impl Host {
         {
             return Ok(guest);
         }
+        // The built-in examples are every tenant's, by name or digest; a
+        // tenant's own guest of the same name comes first (above).
+        let builtin = crate::examples::get(name_or_digest)
+            .map(|bytes| (name_or_digest, bytes))
+            .or_else(|| crate::examples::by_digest(name_or_digest));
+        if let Some((example, bytes)) = builtin {
+            return self.add_builtin(tenant, example, bytes).await;
+        }
         Err(SessionError::UnknownGuest(name_or_digest.to_string()))
+    }
+
+    /// Store a built-in example for `tenant`: under its name when the tenant
+    /// has no other guest of that name, else under its digest, so that a
+    /// tenant's own `counter` is never rebound.
+    pub(crate) async fn add_builtin(
+        &self,
+        tenant: &str,
+        example: &str,
+        bytes: &[u8],
+    ) -> Result<GuestRef, SessionError> {
+        let digest = crate::journal::digest_of(bytes);
+        let name = match self.shared.journal.guest_by_name(tenant, example).await? {
+            Some(other) if other.digest != digest => digest.as_str(),
+            _ => example,
+        };
+        self.add_guest(tenant, name, bytes).await
     }
 
     /// The most sessions `tenant` may hold (`[tenants.T.limits] sessions`);

@@ -243,3 +243,57 @@ fn an_approval_survives_the_process_and_a_new_one_decides_it() {
         "{sessions:?}"
     );
 }
+
+/// `import` into another data directory: a built-in example's log is taken
+/// as is (the example is stored there); another guest's is refused with the
+/// command that fixes it, and taken once that command ran.
+#[test]
+fn import_stores_a_built_in_example_and_names_the_fix_for_another_guest() {
+    let from = data_dir();
+    let to = data_dir();
+    run_ok(logbook(from.path()).args(["run", "assistant", "--session", "a", "-i", "hi"]));
+    run_ok(
+        logbook(from.path())
+            .arg("run")
+            .arg(guest_file("fixture_panic"))
+            .args(["--session", "p"]),
+    );
+    for session in ["a", "p"] {
+        run_ok(
+            logbook(from.path())
+                .args(["export", session, "-o"])
+                .arg(from.path().join(format!("{session}.jsonl"))),
+        );
+    }
+
+    let ran = run_ok(
+        logbook(to.path())
+            .arg("import")
+            .arg(from.path().join("a.jsonl"))
+            .args(["--as", "a"]),
+    );
+    assert!(ran.stdout.starts_with("a "), "{ran:?}");
+    let ran = run_ok(logbook(to.path()).args(["run", "--session", "a", "-i", "again"]));
+    assert_eq!(ran.stdout, "echo: again\n");
+
+    let ran = run(logbook(to.path())
+        .arg("import")
+        .arg(from.path().join("p.jsonl"))
+        .args(["--as", "p"]));
+    let line = one_line_error(&ran);
+    assert!(
+        line.contains("not stored here") && line.contains("logbook guest add fixture_panic FILE"),
+        "{line}"
+    );
+    run_ok(
+        logbook(to.path())
+            .args(["guest", "add", "fixture_panic"])
+            .arg(guest_file("fixture_panic")),
+    );
+    run_ok(
+        logbook(to.path())
+            .arg("import")
+            .arg(from.path().join("p.jsonl"))
+            .args(["--as", "p"]),
+    );
+}

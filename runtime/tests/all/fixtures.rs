@@ -119,6 +119,12 @@ fn link_files(from: &Path, to: &Path) {
     }
 }
 
+/// Fill `data/cache/` with every compiled guest, so that a data directory a
+/// command creates itself (the README's `.logbook`, `elsewhere`) starts warm.
+pub fn warm_data_dir(data: &Path) {
+    link_files(compiled_guests(), &data.join("cache"));
+}
+
 /// A fresh data directory whose `cache/` already holds every compiled guest.
 pub fn data_dir() -> TempDir {
     let dir = bare_data_dir();

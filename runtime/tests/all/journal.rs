@@ -495,10 +495,10 @@ fn golden_events() -> Vec<(u64, EventBody)> {
                     ContentBlock::ToolCall(call.clone()),
                 ],
                 stop_reason: StopReason::ToolUse,
-                usage: Usage {
+                usage: Some(Usage {
                     input_tokens: 120,
                     output_tokens: 31,
-                },
+                }),
                 provider: "anthropic".into(),
                 model: "claude-sonnet".into(),
             }),
@@ -583,10 +583,10 @@ fn golden_events() -> Vec<(u64, EventBody)> {
                     ContentBlock::text("You need milk and eggs."),
                 ],
                 stop_reason: StopReason::EndTurn,
-                usage: Usage {
+                usage: Some(Usage {
                     input_tokens: 180,
                     output_tokens: 9,
-                },
+                }),
                 provider: "openai".into(),
                 model: "gpt".into(),
             }),
@@ -629,6 +629,18 @@ fn golden_events() -> Vec<(u64, EventBody)> {
         EventBody::GuestChanged {
             from: guest("assistant"),
             to: guest("assistant-v2"),
+        },
+        // A stream that ended without its usage chunk: usage unknown, and
+        // left out of the JSON.
+        EventBody::Completed {
+            key: "model-3".into(),
+            outcome: Outcome::Model(ModelResponse {
+                content: vec![ContentBlock::text("Done.")],
+                stop_reason: StopReason::EndTurn,
+                usage: None,
+                provider: "openai".into(),
+                model: "qwen2.5:7b".into(),
+            }),
         },
         EventBody::Finished {
             key: "finish-1".into(),

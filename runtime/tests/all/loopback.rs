@@ -106,6 +106,16 @@ pub struct Loopback {
 impl Loopback {
     /// Serve `script` in order; the last reply repeats.
     pub async fn start(script: Vec<Reply>) -> Loopback {
+        Loopback::start_checked(script, |_| None).await
+    }
+
+    /// Like [`Loopback::start`], but a request for which `check` gives a
+    /// reply gets that reply instead of its turn of the script (and is
+    /// recorded all the same): a server that refuses what it cannot read.
+    pub async fn start_checked(
+        script: Vec<Reply>,
+        check: fn(&serde_json::Value) -> Option<Reply>,
+    ) -> Loopback {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}/v1", listener.local_addr().expect("addr"));
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -122,12 +132,15 @@ impl Loopback {
                         return;
                     };
                     let headers = request.headers.clone();
+                    let refused = check(&request.body);
                     let n = {
                         let mut all = recorded.lock().unwrap();
                         all.push(request);
                         all.len() - 1
                     };
-                    let reply = script[n.min(script.len() - 1)].echoing(&headers);
+                    let reply = refused
+                        .unwrap_or_else(|| script[n.min(script.len() - 1)].clone())
+                        .echoing(&headers);
                     let _ = write_reply(&mut socket, reply).await;
                 });
             }

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::fixtures::*;
 use crate::loopback::{
-    Loopback, Reply, an_stream_text, oa_stream_text, oa_stream_tool_call, oa_whole_text,
+    Loopback, Reply, an_stream_text, oa_chunk, oa_stream_text, oa_stream_tool_call, oa_whole_text,
 };
 
 const OPENAI_KEY_VAR: &str = "LOGBOOK_TEST_OPENAI_KEY";
@@ -140,11 +140,18 @@ async fn a_tool_using_turn_on_the_openai_wire_streams_and_logs_once() {
     assert_eq!(first.body["model"], "gpt-4o-mini");
     assert_eq!(first.body["stream"], true);
     assert_eq!(first.body["stream_options"]["include_usage"], true);
+    assert!(
+        first.body.get("max_tokens").is_none(),
+        "neither the assistant nor the alias sets it: {}",
+        first.body
+    );
     assert_eq!(first.body["messages"][0]["role"], "system");
     assert_eq!(
         first.body["messages"][1],
         json!({"role": "user", "content": "what does note.txt say?"})
     );
+    // Said out loud: llama-cpp-python ignores tools without it.
+    assert_eq!(first.body["tool_choice"], "auto");
     let tools = first.body["tools"].as_array().unwrap();
     let fs_read = tools
         .iter()
@@ -156,6 +163,8 @@ async fn a_tool_using_turn_on_the_openai_wire_streams_and_logs_once() {
     let messages = requests[1].body["messages"].as_array().unwrap();
     let call = &messages[2];
     assert_eq!(call["role"], "assistant");
+    // A string, never null: llama-cpp-python refuses null, LiteLLM drops it.
+    assert_eq!(call["content"], "");
     assert_eq!(call["tool_calls"][0]["id"], "call_DdmO9pD3xa9XTPNJ32zg2hcA");
     assert_eq!(call["tool_calls"][0]["function"]["name"], "fs_read");
     assert_eq!(
@@ -169,9 +178,9 @@ async fn a_tool_using_turn_on_the_openai_wire_streams_and_logs_once() {
     let responses = model_responses(&log);
     assert_eq!(responses.len(), 2);
     assert_eq!(responses[0].stop_reason, StopReason::ToolUse);
-    assert_eq!(responses[0].usage.input_tokens, 82);
+    assert_eq!(responses[0].usage.expect("usage").input_tokens, 82);
     assert_eq!(responses[1].stop_reason, StopReason::EndTurn);
-    assert_eq!(responses[1].usage.output_tokens, 9);
+    assert_eq!(responses[1].usage.expect("usage").output_tokens, 9);
     assert_eq!(responses[1].provider, "openai");
     // The neutral call keeps the host's tool name.
     assert!(matches!(&responses[0].content[0], ContentBlock::ToolCall(c) if c.name == "fs.read"));
@@ -225,7 +234,10 @@ async fn a_tool_using_turn_on_the_anthropic_wire_keeps_signed_thinking() {
     assert_eq!(first.headers["anthropic-version"], "2023-06-01");
     assert!(!first.headers.contains_key("authorization"));
     assert_eq!(first.body["model"], "claude-sonnet-4-5");
-    assert_eq!(first.body["max_tokens"], 1024, "the assistant's max_tokens");
+    assert_eq!(
+        first.body["max_tokens"], 4096,
+        "the host's default: the assistant leaves it unset"
+    );
     assert!(first.body["system"].as_str().unwrap().contains("helpful"));
     assert_eq!(first.body["messages"][0]["role"], "user");
     let tools = first.body["tools"].as_array().unwrap();
@@ -254,8 +266,8 @@ async fn a_tool_using_turn_on_the_anthropic_wire_keeps_signed_thinking() {
     let responses = model_responses(&log);
     assert!(matches!(&responses[0].content[0],
         ContentBlock::Reasoning { signature: Some(s), provider, .. } if s == SIGNATURE && provider == "anthropic"));
-    assert_eq!(responses[0].usage.input_tokens, 472);
-    assert_eq!(responses[1].usage.output_tokens, 15);
+    assert_eq!(responses[0].usage.expect("usage").input_tokens, 472);
+    assert_eq!(responses[1].usage.expect("usage").output_tokens, 15);
     assert_eq!(responses[1].stop_reason, StopReason::EndTurn);
     assert_no_keys(&host, session.id()).await;
 }
@@ -536,6 +548,143 @@ async fn a_tenants_alias_and_the_sessions_chat_config_shape_the_request() {
         vec!["fs_read"],
         "only the tools the session's config picks"
     );
+}
+
+/// A stream that ends without its usage chunk (`stream_options` is not
+/// honoured by every server) logs the usage as unknown, not as 0 and 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_missing_from_a_stream_is_logged_unknown() {
+    let server = Loopback::start(vec![Reply::sse(&[
+        (
+            "",
+            oa_chunk(json!({"role": "assistant", "content": ""}), None),
+        ),
+        ("", oa_chunk(json!({"content": "No usage here."}), None)),
+        ("", oa_chunk(json!({}), Some("stop"))),
+        ("", "[DONE]".into()),
+    ])])
+    .await;
+    let dir = data_dir();
+    let host = open_host_with(dir.path(), config_with(model("openai", &server, true)));
+    let session = assistant(&host, "nousage").await;
+    say(&session, "hi").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let log = events(&host, session.id()).await;
+    assert_eq!(outputs(&log), ["No usage here."]);
+    let responses = model_responses(&log);
+    assert_eq!(responses.len(), 1);
+    assert_eq!(responses[0].usage, None, "unknown, not zero");
+    // And it is left out of the stored JSON.
+    let completed = log
+        .iter()
+        .find(|e| matches!(e.event.body, EventBody::Completed { .. }))
+        .expect("completed");
+    let json = serde_json::to_value(&completed.event.body).unwrap();
+    assert!(json.get("usage").is_none(), "{json}");
+}
+
+/// The assistant leaves `max_tokens` unset unless its config sets it, so the
+/// alias's `max_tokens` applies (regression: it always sent 1024).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alias_max_tokens_applies_unless_the_session_config_sets_it() {
+    let server = Loopback::start(vec![oa_whole_text("Fine.")]).await;
+    let dir = data_dir();
+    let mut alias = model("openai", &server, false);
+    alias.max_tokens = Some(300);
+    let host = open_host_with(dir.path(), config_with(alias));
+    let plain = start(&host, "assistant", "plain").await;
+    say(&plain, "hi").await;
+    settle(&plain).await;
+    let guest = host.guest(TENANT, "assistant").await.unwrap();
+    let id = host
+        .create_session(TENANT, Some("set"), guest, json!({"max_tokens": 77}))
+        .await
+        .unwrap();
+    let set = host.session(id).await.unwrap();
+    say(&set, "hi").await;
+    settle(&set).await;
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].body["max_tokens"], 300, "the alias's");
+    assert_eq!(
+        requests[1].body["max_tokens"], 77,
+        "the session's config wins"
+    );
+}
+
+/// A model call open at the fork point goes, on the branch, to the alias the
+/// branch's config names (`--session-config '{"model": …}'`), and the parent's
+/// to its own; both across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_open_at_the_fork_point_goes_to_the_branch_alias() {
+    let old = Loopback::start(vec![Reply::Hang, oa_whole_text("from the old alias")]).await;
+    let new = Loopback::start(vec![oa_whole_text("from the new alias")]).await;
+    let dir = data_dir();
+    let mut config = config();
+    config
+        .models
+        .insert("default".into(), model("openai", &old, false));
+    config
+        .models
+        .insert("other".into(), model("openai", &new, false));
+    let host = open_host_with(dir.path(), config.clone());
+    let parent = start(&host, "assistant", "parent").await;
+    say(&parent, "hello").await;
+    // The call is open: the old alias's server has it and does not answer.
+    let deadline = Instant::now() + GUARD;
+    while old.requests().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the call never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let branch = host
+        .fork(
+            TENANT,
+            "parent",
+            logbook::session::ForkOptions {
+                name: Some("branch".into()),
+                config: Some(json!({"model": "other"})),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("fork");
+    let session = host.session(branch).await.expect("wake the branch");
+    assert_eq!(settle(&session).await, Activity::Idle);
+    assert_eq!(
+        outputs(&events(&host, branch).await),
+        ["from the new alias"]
+    );
+    assert_eq!(new.requests().len(), 1);
+    assert_eq!(
+        old.requests().len(),
+        1,
+        "the branch's call is not the old alias's"
+    );
+
+    // After a restart: the branch replays to the same state and stays on
+    // its alias; the parent's open call is re-run on its own.
+    host.close().await;
+    drop((session, parent, host));
+    let host = reopen_host(dir.path(), config).await;
+    let session = host.session(branch).await.expect("wake the branch again");
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let parent = host.resolve(TENANT, "parent").await.expect("parent").id;
+    let parent = host.session(parent).await.expect("wake the parent");
+    assert_eq!(settle(&parent).await, Activity::Idle);
+    let parent_log = events(&host, parent.id()).await;
+    assert_eq!(outputs(&parent_log), ["from the old alias"]);
+    assert_eq!(new.requests().len(), 1);
+    let guest = host.guest(TENANT, "assistant").await.expect("guest");
+    for name in ["branch", "parent"] {
+        let report = host
+            .replay_check(TENANT, name, guest.clone())
+            .await
+            .expect("replay check");
+        assert_eq!(report.difference, None, "{name}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

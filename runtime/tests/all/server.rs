@@ -25,6 +25,7 @@ use tempfile::TempDir;
 
 use crate::fixtures::*;
 
+mod builtins;
 mod connections;
 mod limits;
 
@@ -953,6 +954,8 @@ async fn tenants_see_only_their_own_sessions() {
 
     a.add_guest("counter").await;
     a.add_guest("assistant").await;
+    // Not a built-in example (those are every tenant's): A's own.
+    a.add_guest("fixture_looper").await;
     let id = a.session("assistant", "s").await;
     let waited = a.send_and_wait("s", WRITE_A).await;
     assert_eq!(waited["status"], "waiting-approval", "{waited}");
@@ -1022,13 +1025,14 @@ async fn tenants_see_only_their_own_sessions() {
     let (_, guests) = b.get("/v1/guests").await;
     assert_eq!(guests["guests"], json!([]), "{guests}");
     assert_error(
-        &b.post("/v1/sessions", json!({"guest": "counter"})).await,
+        &b.post("/v1/sessions", json!({"guest": "fixture_looper"}))
+            .await,
         404,
         "unknown_guest",
     );
     // B's name `s` is not A's `s`: B has none.
     assert_error(
-        &b.put("/v1/sessions/by-name/s", json!({"guest": "counter"}))
+        &b.put("/v1/sessions/by-name/s", json!({"guest": "fixture_looper"}))
             .await,
         404,
         "unknown_guest",
@@ -1124,8 +1128,9 @@ async fn another_tenants_guest_digest_is_a_404() {
     let server = Server::start(config).await;
     let a = server.api(Some(token_a));
     let b = server.api(Some(token_b));
-    let counter = a.add_guest("counter").await;
-    for guest in ["counter", counter.as_str()] {
+    // Not a built-in example: those are every tenant's (server/builtins.rs).
+    let looper = a.add_guest("fixture_looper").await;
+    for guest in ["fixture_looper", looper.as_str()] {
         assert_error(
             &b.post("/v1/sessions", json!({"guest": guest})).await,
             404,

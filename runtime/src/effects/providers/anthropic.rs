@@ -196,7 +196,8 @@ struct Answer<'r> {
     deltas: Deltas<'r>,
     blocks: BTreeMap<u64, Block>,
     stop_reason: Option<String>,
-    usage: Usage,
+    /// `None` until the wire reports some: a stream may end without it.
+    usage: Option<Usage>,
     model: Option<String>,
 }
 
@@ -207,7 +208,7 @@ impl<'r> Answer<'r> {
             deltas: Deltas::new(redact, sink),
             blocks: BTreeMap::new(),
             stop_reason: None,
-            usage: Usage::default(),
+            usage: None,
             model: None,
         }
     }
@@ -253,11 +254,16 @@ impl<'r> Answer<'r> {
         .iter()
         .filter_map(|f| n(f))
         .reduce(|a, b| a + b);
-        if let Some(input) = input {
-            self.usage.input_tokens = input;
+        let output = n("output_tokens");
+        if input.is_none() && output.is_none() {
+            return;
         }
-        if let Some(output) = n("output_tokens") {
-            self.usage.output_tokens = output;
+        let usage = self.usage.get_or_insert_with(Usage::default);
+        if let Some(input) = input {
+            usage.input_tokens = input;
+        }
+        if let Some(output) = output {
+            usage.output_tokens = output;
         }
     }
 
@@ -492,8 +498,9 @@ mod tests {
         names.wire("fs.read");
         let response = answer.into_response(&names, "m").unwrap();
         assert_eq!(response.stop_reason, StopReason::ToolUse);
-        assert_eq!(response.usage.input_tokens, 15);
-        assert_eq!(response.usage.output_tokens, 42);
+        let usage = response.usage.expect("reported");
+        assert_eq!(usage.input_tokens, 15);
+        assert_eq!(usage.output_tokens, 42);
         assert_eq!(
             response.content[0],
             ContentBlock::Reasoning {

@@ -1,6 +1,10 @@
 //! The OpenAI Chat Completions wire (`POST {base}/chat/completions`), also
 //! spoken by Ollama, vLLM, llama.cpp's server, LM Studio and OpenRouter.
 //!
+//! What every one of them accepts (docs/models-and-tools.md, "OpenAI-compatible
+//! servers"): an assistant message's `content` is always a string (`""` beside
+//! tool calls, never `null`), and `tool_choice: "auto"` goes with any tools.
+//!
 //! Reasoning: `reasoning_content` / `reasoning` text is kept readable;
 //! `reasoning_details` (OpenRouter's encrypted reasoning) is kept opaque and
 //! sent back on the assistant message, to this wire only. Readable reasoning
@@ -64,6 +68,9 @@ impl OpenAi {
                 })
                 .collect();
             body["tools"] = Value::Array(tools);
+            // The OpenAI default, said out loud: llama-cpp-python ignores the
+            // tools without it.
+            body["tool_choice"] = json!("auto");
         }
         if let Some(max) = request.max_tokens.or(self.max_tokens) {
             body["max_tokens"] = json!(max);
@@ -173,12 +180,10 @@ fn assistant_message(content: &[ContentBlock], names: &mut ToolNames) -> Value {
                    "function": {"name": names.wire(&c.name), "arguments": c.arguments}})
         })
         .collect();
-    let mut message = json!({"role": "assistant"});
-    message["content"] = if text.is_empty() && !calls.is_empty() {
-        Value::Null
-    } else {
-        json!(text)
-    };
+    // Always a string, `""` beside tool calls: `null` is refused by
+    // llama-cpp-python's validation, and LiteLLM drops a `null` key, which
+    // chat templates that read `message.content` then fail on.
+    let mut message = json!({"role": "assistant", "content": text});
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);
     }
@@ -214,7 +219,8 @@ struct Answer<'r> {
     /// By the index the wire gives them: (id, name, arguments).
     calls: BTreeMap<u64, (String, String, String)>,
     finish_reason: Option<String>,
-    usage: Usage,
+    /// `None` unless the wire reports it (a stream without its usage chunk).
+    usage: Option<Usage>,
     model: Option<String>,
 }
 
@@ -228,7 +234,7 @@ impl<'r> Answer<'r> {
             reasoning_details: Vec::new(),
             calls: BTreeMap::new(),
             finish_reason: None,
-            usage: Usage::default(),
+            usage: None,
             model: None,
         }
     }
@@ -322,10 +328,10 @@ impl<'r> Answer<'r> {
     fn meta(&mut self, value: &Value) {
         if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
             let n = |f: &str| usage.get(f).and_then(Value::as_u64).unwrap_or(0);
-            self.usage = Usage {
+            self.usage = Some(Usage {
                 input_tokens: n("prompt_tokens"),
                 output_tokens: n("completion_tokens"),
-            };
+            });
         }
         if let Some(model) = value.get("model").and_then(Value::as_str) {
             self.model = Some(model.to_string());

@@ -305,7 +305,7 @@ impl StreamRedactor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{StopReason, ToolCall, Usage};
+    use crate::journal::{StopReason, ToolCall};
 
     const KEY: &str = "sk-test-LEAKCANARY-0123456789abcdef";
 
@@ -431,7 +431,7 @@ mod tests {
                 }),
             ],
             stop_reason: StopReason::EndTurn,
-            usage: Usage::default(),
+            usage: None,
             provider: "openai".into(),
             model: format!("m-{KEY}"),
         };
