@@ -55,6 +55,10 @@ if [ "${LOGBOOK_SKIP_POSTGRES:-}" != 1 ] && [ -z "${LOGBOOK_TEST_POSTGRES:-}" ];
   echo "== PostgreSQL $pg_version/$pg_cluster on port $pg_port for the journal tests"
 fi
 
+# runtime/tests/all/metrics.rs reads /metrics with the Python client's OpenMetrics
+# parser: it installs prometheus_client (pinned, pure Python, ~6 s once) into a
+# venv under target/tmp on first use, with python3 -m venv and pip.
+
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -99,6 +99,9 @@ struct Actor {
     claims: Vec<String>,
     /// This session's rate windows (session::limits); empty at activation.
     rates: super::limits::Rates,
+    /// When the current turn's first input was committed, until no model
+    /// or tool call is in flight (the turn latency metric).
+    turn: Option<std::time::Instant>,
 }
 
 /// Activate a log: start its actor, which replays the log into a fresh
@@ -132,6 +135,7 @@ pub(super) fn spawn(
         workspace: Arc::default(),
         claims: Vec::new(),
         rates: super::limits::Rates::default(),
+        turn: None,
     };
     let task = tokio::spawn(async move {
         let started = std::time::Instant::now();
@@ -264,6 +268,7 @@ impl Actor {
                 }
             }
             self.answer_waiters();
+            self.end_turn();
             self.maybe_snapshot();
             if !self.after_call_memory() {
                 break;
@@ -356,17 +361,18 @@ impl Actor {
                     let _ = reply.send(Err(SessionError::Parked(message.clone())));
                 } else {
                     let seq = self.ledger.next_seq;
+                    let started = std::time::Instant::now();
                     let input = EventBody::Input { from, content };
                     if let Err(e) = self.host.check_size(&self.tenant, "input", &input) {
                         let _ = reply.send(Err(e));
                         return ControlFlow::Continue(());
                     }
-                    return answer(
-                        reply,
-                        self.advance_refusable(vec![input], Vec::new())
-                            .await
-                            .map(|_| seq),
-                    );
+                    let advanced = self.advance_refusable(vec![input], Vec::new()).await;
+                    if advanced.is_ok() {
+                        self.host.metrics.input(&self.tenant);
+                        self.turn.get_or_insert(started);
+                    }
+                    return answer(reply, advanced.map(|_| seq));
                 }
             }
             Command::Decide {
@@ -393,7 +399,9 @@ impl Actor {
                     return ControlFlow::Continue(());
                 };
                 let seconds = running.started.elapsed().as_secs_f64();
-                self.host.metrics.effect_done(running.kind, seconds);
+                self.host
+                    .metrics
+                    .effect_done(&self.tenant, running.kind, seconds);
                 let limit = self.host.limits_for(&self.tenant).max_event_bytes;
                 let event = result.into_event(key, limit);
                 if let Err(e) = self.advance(vec![event], Vec::new()).await {
@@ -532,6 +540,19 @@ impl Actor {
     }
 
     /// Answer every waiter whose idea of idle holds now.
+    /// A turn ends when no model or tool call is in flight: what is left
+    /// waits on a human or a timer.
+    fn end_turn(&mut self) {
+        if let Some(started) = self.turn
+            && !self.running.values().any(|r| r.until.is_none())
+        {
+            self.turn = None;
+            self.host
+                .metrics
+                .turn_done(&self.tenant, started.elapsed().as_secs_f64());
+        }
+    }
+
     fn answer_waiters(&mut self) {
         if self.waiters.is_empty() {
             return;

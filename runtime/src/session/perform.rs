@@ -100,6 +100,7 @@ pub(crate) fn model(
     let provider = host.models.get_for(tenant, &request.model);
     let tx = tx.clone();
     let deltas = deltas.clone();
+    let host = host.clone();
     tokio::spawn(async move {
         let Some(provider) = provider else {
             let error = ModelError::fatal(
@@ -129,10 +130,12 @@ pub(crate) fn model(
         };
         let mut attempt = 1;
         let result = loop {
-            match provider
+            let started = std::time::Instant::now();
+            let answer = provider
                 .complete_streaming(request.clone(), sink.clone())
-                .await
-            {
+                .await;
+            host.metrics.model_call(started.elapsed().as_secs_f64());
+            match answer {
                 Err(e) if e.retryable && attempt <= policy.max_retries => {
                     let wait = policy.backoff(attempt, e.retry_after);
                     let (ack, acked) = oneshot::channel();

@@ -19,6 +19,7 @@ mod logops;
 mod loopback;
 mod mcp;
 mod memory;
+mod metrics;
 mod openapi;
 mod origin;
 mod postgres;
