@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 pub(super) use self::reconcile::off_runtime;
 use super::keys::{Approval, OpenEffect};
@@ -137,40 +138,45 @@ pub(super) fn spawn(
         rates: super::limits::Rates::default(),
         turn: None,
     };
-    let task = tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        match host.journal.acquire_lease(log).await {
-            Ok(lease) => actor.lease = Some(lease),
-            Err(e) => return actor.refuse(rx, e.into()),
-        }
-        // Watched from before the replay: whatever another writer appends
-        // after it is absorbed.
-        let head = host.journal.watch_head(log);
-        let replayed = tokio::task::spawn_blocking(move || {
-            let result = actor.replay(&info);
-            (actor, result)
-        })
-        .await;
-        let (actor, result) = match replayed {
-            Ok(done) => done,
-            Err(e) => {
-                tracing::error!(%log, "the replay stopped: {e}");
-                host.residents.remove(log, generation);
-                return;
+    // Everything the actor does, and the effects it starts, is inside this.
+    let span = tracing::info_span!("session", log = %log, tenant = %info.tenant);
+    let task = tokio::spawn(
+        async move {
+            let started = std::time::Instant::now();
+            match host.journal.acquire_lease(log).await {
+                Ok(lease) => actor.lease = Some(lease),
+                Err(e) => return actor.refuse(rx, e.into()),
             }
-        };
-        let lease = actor.lease;
-        host.metrics.activated(started.elapsed().as_secs_f64());
-        match result {
-            Ok(replay_error) => actor.run(rx, head, replay_error).await,
-            Err(e) => actor.refuse(rx, e),
+            // Watched from before the replay: whatever another writer appends
+            // after it is absorbed.
+            let head = host.journal.watch_head(log);
+            let replayed = tokio::task::spawn_blocking(move || {
+                let result = actor.replay(&info);
+                (actor, result)
+            })
+            .await;
+            let (actor, result) = match replayed {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(%log, "the replay stopped: {e}");
+                    host.residents.remove(log, generation);
+                    return;
+                }
+            };
+            let lease = actor.lease;
+            host.metrics.activated(started.elapsed().as_secs_f64());
+            match result {
+                Ok(replay_error) => actor.run(rx, head, replay_error).await,
+                Err(e) => actor.refuse(rx, e),
+            }
+            if let Some(lease) = lease
+                && let Err(e) = host.journal.release_lease(lease).await
+            {
+                tracing::warn!(%log, "cannot release the lease: {e}");
+            }
         }
-        if let Some(lease) = lease
-            && let Err(e) = host.journal.release_lease(lease).await
-        {
-            tracing::warn!(%log, "cannot release the lease: {e}");
-        }
-    });
+        .instrument(span),
+    );
     let session = Session {
         log,
         commands: tx,
@@ -482,7 +488,7 @@ impl Actor {
                         &self.host,
                         &self.tx,
                         &self.deltas,
-                        &self.tenant,
+                        (self.log, &self.tenant),
                         key.clone(),
                         request,
                     );
@@ -521,7 +527,7 @@ impl Actor {
                 }
                 Perform::Compact(..) => continue,
                 Perform::Timer(key, until) => {
-                    let handle = perform::timer(&self.tx, key.clone(), until);
+                    let handle = perform::timer(&self.tx, self.log, key.clone(), until);
                     (
                         key,
                         Running {
@@ -539,7 +545,6 @@ impl Actor {
         }
     }
 
-    /// Answer every waiter whose idea of idle holds now.
     /// A turn ends when no model or tool call is in flight: what is left
     /// waits on a human or a timer.
     fn end_turn(&mut self) {
@@ -553,6 +558,7 @@ impl Actor {
         }
     }
 
+    /// Answer every waiter whose idea of idle holds now.
     fn answer_waiters(&mut self) {
         if self.waiters.is_empty() {
             return;

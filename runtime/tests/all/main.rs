@@ -28,6 +28,7 @@ mod replay;
 mod secrets;
 mod server;
 mod session;
+mod spans;
 mod stop;
 mod tools;
 mod workers;
