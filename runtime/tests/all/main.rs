@@ -30,6 +30,7 @@ mod server;
 mod session;
 mod spans;
 mod stop;
+mod telemetry;
 mod tools;
 mod workers;
 mod workspaces;
