@@ -529,7 +529,7 @@ async fn the_api_end_to_end() {
     assert_eq!(metric(text, "logbook_sessions"), Some(4.0), "{text}");
     let resident = metric(text, "logbook_resident_sessions").expect("a resident gauge");
     assert!((1.0..=4.0).contains(&resident), "{text}");
-    assert!(metric(text, "logbook_fsync_batches").unwrap_or(0.0) >= 1.0);
+    assert!(metric(text, "logbook_fsync_batches_total").unwrap_or(0.0) >= 1.0);
     assert!(
         text.contains(r#"logbook_effect_seconds_count{kind="tool"} 1"#),
         "one tool ran:\n{text}"

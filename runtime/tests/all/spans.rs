@@ -1,15 +1,19 @@
 //! Tracing spans: one per HTTP request (tower-http's `TraceLayer`), one per
 //! session actor (its log and tenant), one per effect (log, key, attempt).
-//! A layer captures every span's name and fields in-process; the test runs
-//! on a current-thread runtime, so a thread-local subscriber sees every task
-//! of the server and the host.
+//! A layer captures the name and fields of every span of those names
+//! in-process. It is the test process's global subscriber (a thread-local
+//! one misses spans whose callsites other tests' threads registered first),
+//! enabled for those spans only, so other tests pay for nothing else; this
+//! test picks out its own session's spans by their log id.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing::field::{Field, Visit};
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::fixtures::*;
 use crate::server::Server;
@@ -59,6 +63,22 @@ where
     }
 }
 
+/// The process's capture, installed as the global subscriber on first use.
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        let only_ours = tracing_subscriber::filter::filter_fn(|meta| {
+            meta.is_span() && matches!(meta.name(), "request" | "session" | "effect")
+        });
+        tracing_subscriber::registry()
+            .with(capture.clone().with_filter(only_ours))
+            .try_init()
+            .expect("no other global subscriber in the test process");
+        capture
+    })
+}
+
 impl Capture {
     fn named(&self, name: &str) -> Vec<Seen> {
         self.0
@@ -71,11 +91,9 @@ impl Capture {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_sessions_and_effects_have_spans() {
-    let capture = Capture::default();
-    let _default =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let capture = capture();
     let server = Server::start(config()).await;
     let api = server.api(None);
     api.add_guest("assistant").await;
@@ -105,7 +123,10 @@ async fn requests_sessions_and_effects_have_spans() {
     let of = |kind: &str| {
         effects
             .iter()
-            .find(|e| e.fields.get("kind").map(String::as_str) == Some(kind))
+            .find(|e| {
+                e.fields.get("kind").map(String::as_str) == Some(kind)
+                    && e.fields.get("log") == Some(&id)
+            })
             .unwrap_or_else(|| panic!("no {kind} effect span in {effects:?}"))
             .clone()
     };

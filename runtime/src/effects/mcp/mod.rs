@@ -121,13 +121,19 @@ impl McpTool {
             return Err(ToolError("arguments must be a JSON object".into()));
         };
         let server = &self.server;
-        let connected = server
-            .client()
+        let timeout = server.timeout();
+        // Starting the server again (after its backoff) counts against the call's time.
+        let connected = tokio::time::timeout(timeout, server.client())
             .await
+            .map_err(|_| {
+                ToolError(format!(
+                    "the MCP server {:?} did not start within {timeout:?}",
+                    server.name
+                ))
+            })?
             .map_err(|e| ToolError(e.to_string()))?;
         let client = connected.client;
         let params = CallToolRequestParams::new(self.tool.clone()).with_arguments(arguments);
-        let timeout = server.timeout();
         let result = match tokio::time::timeout(timeout, client.call_tool(params)).await {
             Ok(Ok(result)) => result,
             Ok(Err(e)) if lost(&e) => {
