@@ -359,3 +359,51 @@ fn read_only_commands_do_not_start_mcp_servers() {
     assert!(!ran.status.success(), "{ran:?}");
     assert!(ran.stderr.contains("broken"), "{ran:?}");
 }
+
+/// The case: the server restarts between two calls. rmcp's client
+/// waits on the old session's `400`, so the first call after the restart
+/// ends at its timeout (kept short here) and drops the connection; the next
+/// call opens a new session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_hangs_on_a_restarted_http_server_lets_the_next_one_reconnect() {
+    let (server, url) = serve_http("127.0.0.1:0");
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_string();
+    let dir = data_dir();
+    let mut config = config();
+    config.mcp.insert(
+        "remote".into(),
+        McpServerConfig {
+            url: Some(url.clone()),
+            timeout_ms: Some(1_500),
+            ..McpServerConfig::default()
+        },
+    );
+    config.tools.policy.insert("remote.*".into(), Policy::Allow);
+    let host = open_host_with(dir.path(), config);
+    let session = start(&host, "assistant", "mcp-http-hang").await;
+    say(&session, "/tool remote.add {\"a\": 1, \"b\": 2}").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    assert_eq!(
+        tool_result(&events(&host, session.id()).await, 1),
+        ("3".to_string(), false)
+    );
+
+    drop(server);
+    let (_server, again) = serve_http(&addr);
+    assert_eq!(again, url, "the same address");
+    say(&session, "/tool remote.add {\"a\": 3, \"b\": 4}").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let (content, is_error) = tool_result(&events(&host, session.id()).await, 2);
+    assert!(is_error, "{content}");
+    assert!(content.contains("started again"), "{content}");
+    say(&session, "/tool remote.add {\"a\": 20, \"b\": 22}").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    assert_eq!(
+        tool_result(&events(&host, session.id()).await, 3),
+        ("42".to_string(), false),
+        "the call after that reaches the new server"
+    );
+}
