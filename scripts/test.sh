@@ -59,6 +59,10 @@ fi
 # target/; needs Python 3 with venv). LOGBOOK_SKIP_LITELLM=1 skips both.
 scripts/litellm.sh
 
+# runtime/tests/all/metrics.rs reads /metrics with the Python client's OpenMetrics
+# parser: it installs prometheus_client (pinned, pure Python, ~6 s once) into a
+# venv under target/tmp on first use, with python3 -m venv and pip.
+
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets -- -D warnings

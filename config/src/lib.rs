@@ -52,6 +52,21 @@ pub struct Config {
     pub tenants: BTreeMap<String, TenantConfig>,
     /// What `logbook serve` lets browsers do.
     pub server: ServerConfig,
+    /// Where the host sends its own traces.
+    pub telemetry: TelemetryConfig,
+}
+
+/// Where the host sends its own spans (`[telemetry]`): to an OpenTelemetry
+/// collector over OTLP/HTTP (protobuf), or nowhere.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`; spans
+    /// are sent to `URL/v1/traces`. Unset: `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) when set, else no exporter.
+    pub otlp: Option<String>,
+    /// The spans' `service.name` (default `logbook`).
+    pub service_name: Option<String>,
 }
 
 /// What `logbook serve` lets browsers do (see `docs/http-api.md`, "Browsers

@@ -62,3 +62,4 @@ pub mod journal;
 pub mod metrics;
 pub mod server;
 pub mod session;
+pub mod telemetry;

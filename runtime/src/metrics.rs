@@ -1,8 +1,11 @@
 //! The host's metrics, in Prometheus (OpenMetrics) text form at `/metrics`.
 //!
 //! Counters of the journal are read from its writer when scraped; latencies
-//! are recorded where they happen (activation in the host, effects in the
-//! actor). Nothing here carries a tenant's data: labels are kinds, not names.
+//! are recorded where they happen (activation in the host, effects, turns
+//! and inputs in the actor, model calls where they are performed). Counters
+//! only go up (`_total` in the exposition). Nothing here carries a session's
+//! data: labels are kinds and tenant names (which the operator configures),
+//! never session names or content.
 
 use std::sync::Mutex;
 
@@ -20,17 +23,37 @@ pub struct EffectLabels {
     pub kind: &'static str,
 }
 
+/// Labels of a per-tenant series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct TenantLabels {
+    /// The tenant.
+    pub tenant: String,
+}
+
+/// Labels of the per-tenant effect counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct TenantEffectLabels {
+    /// The tenant.
+    pub tenant: String,
+    /// `model`, `tool` or `timer`.
+    pub kind: &'static str,
+}
+
 /// The host's metrics.
 pub struct Metrics {
     registry: Registry,
     activation_seconds: Histogram,
     effect_seconds: Family<EffectLabels, Histogram>,
+    turn_seconds: Family<TenantLabels, Histogram>,
+    model_call_seconds: Histogram,
+    inputs: Family<TenantLabels, Counter>,
+    effects: Family<TenantEffectLabels, Counter>,
     resident: Gauge,
     guest_memory: Gauge,
     sessions: Gauge,
-    appended_events: Gauge,
-    append_requests: Gauge,
-    fsync_batches: Gauge,
+    appended_events: Counter,
+    append_requests: Counter,
+    fsync_batches: Counter,
     fed_events: Counter,
     encode: Mutex<()>,
 }
@@ -59,6 +82,32 @@ impl Metrics {
             "Time from an effect's request to its result, by kind",
             effect_seconds.clone(),
         );
+        let turn_seconds = Family::<TenantLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_1, 2.0, 20))
+        });
+        registry.register(
+            "turn_seconds",
+            "Time from an input's commit until the session has no model call or tool call in flight (waiting on a human or a timer ends a turn), by tenant",
+            turn_seconds.clone(),
+        );
+        let model_call_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 18));
+        registry.register(
+            "model_call_seconds",
+            "Time of one attempt at a model call (a provider's answer, whole), retries counted apart",
+            model_call_seconds.clone(),
+        );
+        let inputs = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "inputs",
+            "Inputs appended by this host's sessions, by tenant",
+            inputs.clone(),
+        );
+        let effects = Family::<TenantEffectLabels, Counter>::default();
+        registry.register(
+            "effects",
+            "Effects completed (or failed for good) by this host's sessions, by tenant and kind",
+            effects.clone(),
+        );
         let resident = Gauge::default();
         registry.register(
             "resident_sessions",
@@ -77,19 +126,19 @@ impl Metrics {
             "Sessions (logs) in the journal",
             sessions.clone(),
         );
-        let appended_events = Gauge::default();
+        let appended_events = Counter::default();
         registry.register(
             "appended_events",
             "Events appended to the journal since start",
             appended_events.clone(),
         );
-        let append_requests = Gauge::default();
+        let append_requests = Counter::default();
         registry.register(
             "append_requests",
             "Commit requests answered by the journal writer since start",
             append_requests.clone(),
         );
-        let fsync_batches = Gauge::default();
+        let fsync_batches = Counter::default();
         registry.register(
             "fsync_batches",
             "Group commits (one transaction and one fsync each) since start; appended_events / fsync_batches is the mean batch size",
@@ -105,6 +154,10 @@ impl Metrics {
             registry,
             activation_seconds,
             effect_seconds,
+            turn_seconds,
+            model_call_seconds,
+            inputs,
+            effects,
             resident,
             guest_memory,
             sessions,
@@ -126,23 +179,58 @@ impl Metrics {
         self.fed_events.inc_by(events as u64);
     }
 
-    /// Record how long an effect took, from request to result.
-    pub fn effect_done(&self, kind: &'static str, seconds: f64) {
+    /// Record how long an effect of `tenant` took, from request to result.
+    pub fn effect_done(&self, tenant: &str, kind: &'static str, seconds: f64) {
         self.effect_seconds
             .get_or_create(&EffectLabels { kind })
             .observe(seconds);
+        self.effects
+            .get_or_create(&TenantEffectLabels {
+                tenant: tenant.to_string(),
+                kind,
+            })
+            .inc();
     }
 
-    /// The text exposition, with the gauges set from the given readings.
+    /// Count an input appended to a session of `tenant`.
+    pub fn input(&self, tenant: &str) {
+        self.inputs
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .inc();
+    }
+
+    /// Record how long a turn of a session of `tenant` took.
+    pub fn turn_done(&self, tenant: &str, seconds: f64) {
+        self.turn_seconds
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// Record how long one attempt at a model call took.
+    pub fn model_call(&self, seconds: f64) {
+        self.model_call_seconds.observe(seconds);
+    }
+
+    /// The text exposition, with the gauges set and the journal's counters
+    /// brought up to the given readings.
     pub fn render(&self, readings: Readings) -> String {
         let _one_at_a_time = self.encode.lock().unwrap_or_else(|p| p.into_inner());
         self.resident.set(readings.resident as i64);
         self.guest_memory
             .set(i64::try_from(readings.guest_memory_bytes).unwrap_or(i64::MAX));
         self.sessions.set(readings.sessions as i64);
-        self.appended_events.set(readings.appended_events as i64);
-        self.append_requests.set(readings.append_requests as i64);
-        self.fsync_batches.set(readings.fsync_batches as i64);
+        // The writer counts since the journal opened; a counter only goes up.
+        for (counter, reading) in [
+            (&self.appended_events, readings.appended_events),
+            (&self.append_requests, readings.append_requests),
+            (&self.fsync_batches, readings.fsync_batches),
+        ] {
+            counter.inc_by(reading.saturating_sub(counter.get()));
+        }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();

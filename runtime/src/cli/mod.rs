@@ -136,13 +136,15 @@ struct BenchArgs {
 /// Run the command line; returns the process's exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOGBOOK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Read before tracing starts: `[telemetry]` says where spans go. With
+    // --url nothing local is read.
+    let config = match &cli.url {
+        Some(_) => None,
+        None => match Config::load(cli.config.as_deref(), &cli.data) {
+            Ok(config) => Some(config),
+            Err(e) => return fail(e.to_string()),
+        },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -150,7 +152,16 @@ pub fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(dispatch(cli)) {
+    let telemetry = config
+        .as_ref()
+        .map(|c| c.telemetry.clone())
+        .unwrap_or_default();
+    // Dropped before the runtime: it flushes the exporter's last spans on it.
+    let _telemetry = match crate::telemetry::init(&telemetry, runtime.handle()) {
+        Ok(telemetry) => telemetry,
+        Err(e) => return fail(e.to_string()),
+    };
+    match runtime.block_on(dispatch(cli, config)) {
         Ok(code) => code,
         Err(e) => fail(e.to_string()),
     }
@@ -161,18 +172,18 @@ fn fail(message: String) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn dispatch(cli: Cli, config: Option<Config>) -> anyhow::Result<ExitCode> {
     let Cli {
         data,
-        config,
         url,
         journal,
         command,
+        ..
     } = cli;
     if let Some(url) = url {
         return remote(&url, command).await;
     }
-    let mut config = Config::load(config.as_deref(), &data)?;
+    let mut config = config.ok_or_else(|| anyhow!("no configuration was read"))?;
     if journal.is_some() {
         config.journal.url = journal;
     }

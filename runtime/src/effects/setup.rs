@@ -42,10 +42,6 @@ pub enum SetupError {
     /// The `http.fetch` tool's HTTP client cannot be built.
     #[error("http.fetch: cannot build an HTTP client: {0}")]
     HttpFetchClient(#[source] reqwest::Error),
-    /// MCP servers are configured, but the host runs on a current-thread
-    /// tokio runtime, where their connections cannot live.
-    #[error("MCP servers need the host to run on a multi-threaded tokio runtime")]
-    McpRuntime,
     /// An MCP server that cannot be started, reached or listed.
     #[error("MCP server {server:?}: {why}")]
     Mcp {

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::SetupError;
+use super::mcp::McpServers;
 use crate::config::{Config, Policy, ToolsConfig};
 use crate::journal::ToolSpec;
 
@@ -47,9 +48,12 @@ pub trait Tool: Send + Sync + 'static {
 }
 
 /// The tools a host offers, each with its policy, host-wide and per tenant.
+/// The tools of MCP servers are known once the servers have been started
+/// ([`ToolRegistry::start_mcp`]); until then they are unknown here.
 #[derive(Clone)]
 pub struct ToolRegistry {
     tools: BTreeMap<String, Arc<dyn Tool>>,
+    mcp: Arc<McpServers>,
     policy: BTreeMap<String, Policy>,
     tenants: BTreeMap<String, BTreeMap<String, Policy>>,
 }
@@ -60,6 +64,7 @@ impl ToolRegistry {
         let max_read = config.max_read_bytes.unwrap_or(1 << 20);
         let mut registry = ToolRegistry {
             tools: BTreeMap::new(),
+            mcp: Arc::new(McpServers::default()),
             policy: config.policy.clone(),
             tenants: BTreeMap::new(),
         };
@@ -72,7 +77,7 @@ impl ToolRegistry {
 
     /// Everything the configuration offers: the built-ins, `http.fetch` when
     /// hosts are allowed, the tools of every MCP server, and each tenant's
-    /// policies. MCP servers are started and asked for their tools here.
+    /// policies. MCP servers are not started here: see [`ToolRegistry::start_mcp`].
     pub fn for_config(config: &Config) -> Result<ToolRegistry, SetupError> {
         let mut registry = ToolRegistry::builtin(&config.tools);
         for (tenant, settings) in &config.tenants {
@@ -83,10 +88,33 @@ impl ToolRegistry {
         if !config.http_fetch.allow_hosts.is_empty() {
             registry.add(Arc::new(super::HttpFetch::new(&config.http_fetch)?));
         }
-        for tool in super::mcp::connect_all(&config.mcp)? {
-            registry.add(tool);
-        }
+        registry.mcp = Arc::new(McpServers::new(&config.mcp)?);
         Ok(registry)
+    }
+
+    /// Start the MCP servers, if that has not been done, and learn their
+    /// tools. Whatever creates or wakes a session calls this first: before
+    /// it, the servers' tools are unknown (and so denied). A failure is not
+    /// kept; the next call tries again.
+    pub async fn start_mcp(&self) -> Result<(), SetupError> {
+        if self.mcp.is_empty() {
+            return Ok(());
+        }
+        self.mcp.start().await.map(|_| ())
+    }
+
+    /// Every tool known now.
+    fn all(&self) -> impl Iterator<Item = &Arc<dyn Tool>> {
+        self.tools
+            .values()
+            .chain(self.mcp.started().into_iter().flat_map(|m| m.values()))
+    }
+
+    /// A tool known now, by name.
+    fn find(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools
+            .get(name)
+            .or_else(|| self.mcp.started().and_then(|m| m.get(name)))
     }
 
     /// Offer another tool.
@@ -96,13 +124,13 @@ impl ToolRegistry {
 
     /// A tool by name.
     pub fn get(&self, name: &str) -> Option<Arc<dyn Tool>> {
-        self.tools.get(name).cloned()
+        self.find(name).cloned()
     }
 
     /// The host-wide policy for a tool: configured (exactly, else by the most
     /// specific glob), else the tool's own default; unknown tools are denied.
     pub fn policy(&self, name: &str) -> Policy {
-        let Some(tool) = self.tools.get(name) else {
+        let Some(tool) = self.find(name) else {
             return Policy::Deny;
         };
         lookup(&self.policy, name).unwrap_or_else(|| tool.default_policy())
@@ -111,7 +139,7 @@ impl ToolRegistry {
     /// The policy for a tool in a session of `tenant`: the tenant's entries
     /// first, then the host-wide ones.
     pub fn policy_for(&self, tenant: &str, name: &str) -> Policy {
-        if !self.tools.contains_key(name) {
+        if self.find(name).is_none() {
             return Policy::Deny;
         }
         match self.tenants.get(tenant).and_then(|p| lookup(p, name)) {
@@ -122,20 +150,24 @@ impl ToolRegistry {
 
     /// The specs of every tool that is not denied host-wide.
     pub fn specs(&self) -> Vec<ToolSpec> {
-        self.tools
-            .values()
+        let mut specs: Vec<ToolSpec> = self
+            .all()
             .map(|t| t.spec())
             .filter(|s| self.policy(&s.name) != Policy::Deny)
-            .collect()
+            .collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs
     }
 
     /// The specs of every tool `tenant` may use, for its sessions' `created` event.
     pub fn specs_for(&self, tenant: &str) -> Vec<ToolSpec> {
-        self.tools
-            .values()
+        let mut specs: Vec<ToolSpec> = self
+            .all()
             .map(|t| t.spec())
             .filter(|s| self.policy_for(tenant, &s.name) != Policy::Deny)
-            .collect()
+            .collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs
     }
 }
 

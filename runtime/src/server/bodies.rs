@@ -272,7 +272,7 @@ pub(crate) struct UnparkBody {
     pub(crate) reason: String,
 }
 
-/// `GET /v1/sessions/ID/events?from=SEQ&limit=N`.
+/// `GET /v1/sessions/ID/events?from=SEQ&limit=N&events=kind|message`.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
@@ -281,6 +281,25 @@ pub(crate) struct EventsQuery {
     /// Events in the page: default 100, at most 1,000 (larger is 1,000, 0 is 1).
     #[param(minimum = 0)]
     pub(crate) limit: Option<usize>,
+    /// With `Accept: text/event-stream`: the SSE event name of each event.
+    /// `kind` (the default): its kind (`created`, `input`, …, `delta`), for
+    /// `addEventListener(kind)`. `message`: every event is a plain SSE message
+    /// (no `event:` line), so that `EventSource.onmessage` receives them all;
+    /// the kind is in the data (`"kind"` of the line; a delta is
+    /// `{"kind":"delta","delta":{…}}`).
+    #[param(inline)]
+    pub(crate) events: Option<EventNames>,
+}
+
+/// How Server-Sent Events are named (`?events=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum EventNames {
+    /// `event:` is the kind.
+    #[default]
+    Kind,
+    /// No `event:` line: every event is a `message`.
+    Message,
 }
 
 /// A page of a session's log. Described, not serialized: the handler writes

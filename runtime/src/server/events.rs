@@ -11,7 +11,9 @@
 //! follower of a log in this host shares one read and one encoding of each
 //! new event (session::feed). While a model call streams, its deltas come as
 //! `event: delta` without an `id`: they are not in the log, so they neither
-//! advance nor break a resume.
+//! advance nor break a resume. With `?events=message` no event has an
+//! `event:` name (each is a plain `message`, its kind in its data), ids and
+//! resumption unchanged.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::AppState;
-use super::bodies::{EventPage, EventsQuery};
+use super::bodies::{EventNames, EventPage, EventsQuery};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Path, Query};
 use axum::extract::State;
@@ -38,7 +40,8 @@ const PAGE: usize = 256;
 /// A page of the log as JSON, or with `Accept: text/event-stream` Server-Sent
 /// Events that follow it live (OpenAPI 3.1 describes the stream only as
 /// text: one SSE event per log event, `id` its seq, `event` its kind, `data`
-/// its JSONL line; `event: delta` without `id` for a model's streamed text).
+/// its JSONL line; `event: delta` without `id` for a model's streamed text;
+/// with `?events=message`, no `event` name at all).
 #[utoipa::path(
     get, path = "/v1/sessions/{id}/events", tag = "sessions",
     params(
@@ -54,7 +57,10 @@ const PAGE: usize = 256;
                 log live: each event's `id` is its seq, its `event` its kind and its `data` \
                 its line as in the JSON page; `event: delta` (no `id`) carries a model's \
                 streamed text, which is not in the log; a comment line every \
-                `sse_keep_alive_ms` keeps a quiet stream open.",
+                `sse_keep_alive_ms` keeps a quiet stream open. With `?events=message` \
+                no event carries an `event` name (each is a plain `message`, for \
+                `EventSource.onmessage`): the kind is the `kind` of the data, and a \
+                delta's data is `{\"kind\":\"delta\",\"delta\":{…}}`.",
             content(
                 (EventPage = "application/json"),
                 (String = "text/event-stream"),
@@ -99,6 +105,7 @@ pub(crate) async fn events(
         log: info.id,
         closing: state.closing.clone(),
         deltas: None,
+        names: query.events.unwrap_or_default(),
     };
     let stream = futures_util::stream::unfold(follow, |mut follow| async move {
         let event = follow.next_event().await?;
@@ -140,6 +147,8 @@ struct Follow {
     closing: tokio::sync::watch::Receiver<bool>,
     /// Deltas of the session's streaming model calls, while it is resident.
     deltas: Option<broadcast::Receiver<ModelDelta>>,
+    /// How events are named.
+    names: EventNames,
 }
 
 impl Follow {
@@ -151,12 +160,12 @@ impl Follow {
                 return None;
             }
             if let Some(fed) = self.buffer.pop_front() {
-                return Some(
-                    Event::default()
-                        .id(fed.seq.to_string())
-                        .event(fed.kind)
-                        .data(&fed.json),
-                );
+                // The JSONL line names its kind already: a `message` loses nothing.
+                let event = Event::default().id(fed.seq.to_string()).data(&fed.json);
+                return Some(match self.names {
+                    EventNames::Kind => event.event(fed.kind),
+                    EventNames::Message => event,
+                });
             }
             // Deltas stream before the event that logs the whole answer is
             // committed: those already sent go out before the journal is read
@@ -164,7 +173,7 @@ impl Follow {
             // the answer.
             if let Some(deltas) = &mut self.deltas {
                 match deltas.try_recv() {
-                    Ok(delta) => return Some(delta_event(&delta)),
+                    Ok(delta) => return Some(delta_event(&delta, self.names)),
                     Err(broadcast::error::TryRecvError::Closed) => self.deltas = None,
                     Err(_) => {}
                 }
@@ -189,7 +198,7 @@ impl Follow {
                         // Deltas first: they precede the commit that ends them.
                         biased;
                         delta = next_delta(&mut self.deltas) => match delta {
-                            Ok(delta) => return Some(delta_event(&delta)),
+                            Ok(delta) => return Some(delta_event(&delta, self.names)),
                             Err(broadcast::error::RecvError::Lagged(_)) => {}
                             // The session hibernated: look again next time.
                             Err(broadcast::error::RecvError::Closed) => self.deltas = None,
@@ -209,9 +218,19 @@ impl Follow {
 }
 
 /// A streamed model delta as an SSE event: no `id`, it is not in the log.
-fn delta_event(delta: &ModelDelta) -> Event {
-    let data = serde_json::to_string(delta).unwrap_or_default();
-    Event::default().event("delta").data(data)
+/// As a `message`, the data says its kind, as a log event's line does (the
+/// delta's own `kind` is what it adds to, so it goes one level down).
+fn delta_event(delta: &ModelDelta, names: EventNames) -> Event {
+    match names {
+        EventNames::Kind => {
+            let data = serde_json::to_string(delta).unwrap_or_default();
+            Event::default().event("delta").data(data)
+        }
+        EventNames::Message => {
+            let data = serde_json::json!({"kind": "delta", "delta": delta});
+            Event::default().data(data.to_string())
+        }
+    }
 }
 
 /// The next delta, or never when there is no subscription.

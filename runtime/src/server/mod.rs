@@ -227,6 +227,17 @@ fn app(
         })
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(guard, origin::guard))
+        // Outermost: a request refused by the guard has its span too. The
+        // span names the method and path (never headers: tokens are there).
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(
+                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+                )
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG),
+                ),
+        )
 }
 
 /// Serve the API on `listener` until `shutdown` completes; then stop taking

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 pub(super) use self::reconcile::off_runtime;
 use super::keys::{Approval, OpenEffect};
@@ -103,6 +104,9 @@ struct Actor {
     /// The whole request of the latest model call, which the next one may
     /// extend (actor::context); none at activation.
     model_base: Option<context::ModelBase>,
+    /// When the current turn's first input was committed, until no model
+    /// or tool call is in flight (the turn latency metric).
+    turn: Option<std::time::Instant>,
 }
 
 /// Activate a log: start its actor, which replays the log into a fresh
@@ -137,41 +141,47 @@ pub(super) fn spawn(
         claims: Vec::new(),
         rates: super::limits::Rates::default(),
         model_base: None,
+        turn: None,
     };
-    let task = tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        match host.journal.acquire_lease(log).await {
-            Ok(lease) => actor.lease = Some(lease),
-            Err(e) => return actor.refuse(rx, e.into()),
-        }
-        // Watched from before the replay: whatever another writer appends
-        // after it is absorbed.
-        let head = host.journal.watch_head(log);
-        let replayed = tokio::task::spawn_blocking(move || {
-            let result = actor.replay(&info);
-            (actor, result)
-        })
-        .await;
-        let (actor, result) = match replayed {
-            Ok(done) => done,
-            Err(e) => {
-                tracing::error!(%log, "the replay stopped: {e}");
-                host.residents.remove(log, generation);
-                return;
+    // Everything the actor does, and the effects it starts, is inside this.
+    let span = tracing::info_span!("session", log = %log, tenant = %info.tenant);
+    let task = tokio::spawn(
+        async move {
+            let started = std::time::Instant::now();
+            match host.journal.acquire_lease(log).await {
+                Ok(lease) => actor.lease = Some(lease),
+                Err(e) => return actor.refuse(rx, e.into()),
             }
-        };
-        let lease = actor.lease;
-        host.metrics.activated(started.elapsed().as_secs_f64());
-        match result {
-            Ok(replay_error) => actor.run(rx, head, replay_error).await,
-            Err(e) => actor.refuse(rx, e),
+            // Watched from before the replay: whatever another writer appends
+            // after it is absorbed.
+            let head = host.journal.watch_head(log);
+            let replayed = tokio::task::spawn_blocking(move || {
+                let result = actor.replay(&info);
+                (actor, result)
+            })
+            .await;
+            let (actor, result) = match replayed {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(%log, "the replay stopped: {e}");
+                    host.residents.remove(log, generation);
+                    return;
+                }
+            };
+            let lease = actor.lease;
+            host.metrics.activated(started.elapsed().as_secs_f64());
+            match result {
+                Ok(replay_error) => actor.run(rx, head, replay_error).await,
+                Err(e) => actor.refuse(rx, e),
+            }
+            if let Some(lease) = lease
+                && let Err(e) = host.journal.release_lease(lease).await
+            {
+                tracing::warn!(%log, "cannot release the lease: {e}");
+            }
         }
-        if let Some(lease) = lease
-            && let Err(e) = host.journal.release_lease(lease).await
-        {
-            tracing::warn!(%log, "cannot release the lease: {e}");
-        }
-    });
+        .instrument(span),
+    );
     let session = Session {
         log,
         commands: tx,
@@ -269,6 +279,7 @@ impl Actor {
                 }
             }
             self.answer_waiters();
+            self.end_turn();
             self.maybe_snapshot();
             if !self.after_call_memory() {
                 break;
@@ -361,17 +372,18 @@ impl Actor {
                     let _ = reply.send(Err(SessionError::Parked(message.clone())));
                 } else {
                     let seq = self.ledger.next_seq;
+                    let started = std::time::Instant::now();
                     let input = EventBody::Input { from, content };
                     if let Err(e) = self.host.check_size(&self.tenant, "input", &input) {
                         let _ = reply.send(Err(e));
                         return ControlFlow::Continue(());
                     }
-                    return answer(
-                        reply,
-                        self.advance_refusable(vec![input], Vec::new())
-                            .await
-                            .map(|_| seq),
-                    );
+                    let advanced = self.advance_refusable(vec![input], Vec::new()).await;
+                    if advanced.is_ok() {
+                        self.host.metrics.input(&self.tenant);
+                        self.turn.get_or_insert(started);
+                    }
+                    return answer(reply, advanced.map(|_| seq));
                 }
             }
             Command::Decide {
@@ -398,7 +410,9 @@ impl Actor {
                     return ControlFlow::Continue(());
                 };
                 let seconds = running.started.elapsed().as_secs_f64();
-                self.host.metrics.effect_done(running.kind, seconds);
+                self.host
+                    .metrics
+                    .effect_done(&self.tenant, running.kind, seconds);
                 let limit = self.host.limits_for(&self.tenant).max_event_bytes;
                 let event = result.into_event(key, limit);
                 if let Err(e) = self.advance(vec![event], Vec::new()).await {
@@ -479,7 +493,7 @@ impl Actor {
                         &self.host,
                         &self.tx,
                         &self.deltas,
-                        &self.tenant,
+                        (self.log, &self.tenant),
                         key.clone(),
                         request,
                     );
@@ -518,7 +532,7 @@ impl Actor {
                 }
                 Perform::Compact(..) => continue,
                 Perform::Timer(key, until) => {
-                    let handle = perform::timer(&self.tx, key.clone(), until);
+                    let handle = perform::timer(&self.tx, self.log, key.clone(), until);
                     (
                         key,
                         Running {
@@ -533,6 +547,19 @@ impl Actor {
             if let Some(old) = self.running.insert(key, running) {
                 old.handle.abort();
             }
+        }
+    }
+
+    /// A turn ends when no model or tool call is in flight: what is left
+    /// waits on a human or a timer.
+    fn end_turn(&mut self) {
+        if let Some(started) = self.turn
+            && !self.running.values().any(|r| r.until.is_none())
+        {
+            self.turn = None;
+            self.host
+                .metrics
+                .turn_done(&self.tenant, started.elapsed().as_secs_f64());
         }
     }
 

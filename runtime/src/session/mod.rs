@@ -449,6 +449,8 @@ impl Shared {
         if let Some(session) = self.residents.touch(log) {
             return Ok(session);
         }
+        // The MCP servers' tools decide the policies the actor applies.
+        self.tools.start_mcp().await?;
         let info = self
             .journal
             .info(log)
@@ -815,6 +817,8 @@ impl Host {
         if !config.is_object() {
             return Err(SessionError::ConfigNotObject { of: "session" });
         }
+        // The new log records the tools it may use, MCP servers' included.
+        self.shared.tools.start_mcp().await?;
         let id = uuid::Uuid::now_v7();
         let created = Created {
             guest,

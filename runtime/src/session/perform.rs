@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use super::workspace::Workspace;
 use super::{Command, Shared};
@@ -93,13 +94,14 @@ pub(crate) fn model(
     host: &Arc<Shared>,
     tx: &mpsc::UnboundedSender<Command>,
     deltas: &broadcast::Sender<ModelDelta>,
-    tenant: &str,
+    (log, tenant): (LogId, &str),
     key: String,
     request: ModelRequest,
 ) -> AbortHandle {
     let provider = host.models.get_for(tenant, &request.model);
     let tx = tx.clone();
     let deltas = deltas.clone();
+    let host = host.clone();
     tokio::spawn(async move {
         let Some(provider) = provider else {
             let error = ModelError::fatal(
@@ -129,10 +131,14 @@ pub(crate) fn model(
         };
         let mut attempt = 1;
         let result = loop {
-            match provider
+            let started = std::time::Instant::now();
+            let span = tracing::info_span!("effect", kind = "model", %log, %key, attempt, model = %request.model);
+            let answer = provider
                 .complete_streaming(request.clone(), sink.clone())
-                .await
-            {
+                .instrument(span)
+                .await;
+            host.metrics.model_call(started.elapsed().as_secs_f64());
+            match answer {
                 Err(e) if e.retryable && attempt <= policy.max_retries => {
                     let wait = policy.backoff(attempt, e.retry_after);
                     let (ack, acked) = oneshot::channel();
@@ -186,45 +192,56 @@ pub(crate) fn tool(
     let tx = tx.clone();
     let host = host.clone();
     let workspace = workspace.clone();
-    tokio::spawn(async move {
-        // Held until the result is sent (see above).
-        let mut turn = None;
-        let result = async {
-            let tool = tool.ok_or_else(|| ToolError(format!("no tool named {:?}", call.name)))?;
-            let arguments = serde_json::from_str(&call.arguments)
-                .map_err(|e| ToolError(format!("arguments are not valid JSON: {e}")))?;
-            if tool.uses_workspace() {
-                let entered = workspace.enter(&host, log, upto).await.map_err(|e| {
-                    tracing::error!(%log, "cannot rebuild the workspace: {e}");
-                    ToolError::from(e)
-                })?;
-                turn = Some(entered);
+    // Tools run once per request (a re-run after a crash is a new actor's).
+    let span = tracing::info_span!("effect", kind = "tool", %log, key = %call.id, attempt = 1u32, tool = %call.name);
+    tokio::spawn(
+        async move {
+            // Held until the result is sent (see above).
+            let mut turn = None;
+            let result = async {
+                let tool =
+                    tool.ok_or_else(|| ToolError(format!("no tool named {:?}", call.name)))?;
+                let arguments = serde_json::from_str(&call.arguments)
+                    .map_err(|e| ToolError(format!("arguments are not valid JSON: {e}")))?;
+                if tool.uses_workspace() {
+                    let entered = workspace.enter(&host, log, upto).await.map_err(|e| {
+                        tracing::error!(%log, "cannot rebuild the workspace: {e}");
+                        ToolError::from(e)
+                    })?;
+                    turn = Some(entered);
+                }
+                tool.call(cx, arguments).await
             }
-            tool.call(cx, arguments).await
+            .await;
+            let _ = tx.send(Command::Done {
+                key: call.id,
+                result: Done::Tool(result),
+            });
+            drop(turn);
         }
-        .await;
-        let _ = tx.send(Command::Done {
-            key: call.id,
-            result: Done::Tool(result),
-        });
-        drop(turn);
-    })
+        .instrument(span),
+    )
     .abort_handle()
 }
 
 pub(crate) fn timer(
     tx: &mpsc::UnboundedSender<Command>,
+    log: LogId,
     key: String,
     until_ms: u64,
 ) -> AbortHandle {
     let tx = tx.clone();
-    tokio::spawn(async move {
-        let wait = until_ms.saturating_sub(super::now_ms());
-        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
-        let _ = tx.send(Command::Done {
-            key,
-            result: Done::Timer,
-        });
-    })
+    let span = tracing::info_span!("effect", kind = "timer", %log, %key, attempt = 1u32, until_ms);
+    tokio::spawn(
+        async move {
+            let wait = until_ms.saturating_sub(super::now_ms());
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            let _ = tx.send(Command::Done {
+                key,
+                result: Done::Timer,
+            });
+        }
+        .instrument(span),
+    )
     .abort_handle()
 }

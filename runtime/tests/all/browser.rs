@@ -205,7 +205,8 @@ fn attack(api: &str, key: &str) -> String {
 }
 
 /// What a listed origin's page does: decide the approval and send an input,
-/// as a cors-mode JSON client.
+/// as a cors-mode JSON client, then follow the log with a plain
+/// `EventSource` and its `onmessage`.
 fn control(api: &str, key: &str) -> String {
     let script = format!(
         r#"
@@ -215,6 +216,14 @@ fn control(api: &str, key: &str) -> String {
   await attempt("cors json input", api + "/input",
     {{method: "POST", mode: "cors", headers: {{"content-type": "application/json"}},
       body: '{{"text": "hello from a listed origin"}}'}});
+  // A plain EventSource: with `?events=message`, `onmessage` sees the log.
+  await new Promise(done => {{
+    const source = new EventSource(api + "/events?events=message");
+    const end = line => {{ say(line); clearTimeout(timer); source.close(); done(); }};
+    const timer = setTimeout(() => end("eventsource: no message"), 5000);
+    source.onmessage = m => end("eventsource message: " + m.lastEventId + " " + JSON.parse(m.data).kind);
+    source.onerror = () => end("eventsource: error");
+  }});
 "#
     );
     page(api, &script)
@@ -299,7 +308,7 @@ async fn a_page_on_another_origin_cannot_approve_or_inject_and_a_listed_one_can(
     page.abort();
     let seen = report(&dom);
     eprintln!("the listed origin's page saw:\n{}", seen.join("\n"));
-    assert_eq!(seen.len(), 3, "{dom}");
+    assert_eq!(seen.len(), 4, "{dom}");
     assert!(
         seen[0].starts_with("cors json approval: answered cors 200 {\"seq\":"),
         "{seen:?}"
@@ -308,6 +317,7 @@ async fn a_page_on_another_origin_cannot_approve_or_inject_and_a_listed_one_can(
         seen[1].starts_with("cors json input: answered cors 202 {\"seq\":"),
         "{seen:?}"
     );
+    assert_eq!(seen[2], "eventsource message: 0 created", "{seen:?}");
     api.wait_status("victim", "idle").await;
     let after = api.all_events(&id).await;
     assert_eq!(decisions(&after), 1);

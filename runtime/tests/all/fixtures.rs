@@ -277,6 +277,8 @@ pub fn logbook(data: &Path) -> Command {
         "LOGBOOK_CONFIG",
         "LOGBOOK_ECHO_DELAY_MS",
         "LOGBOOK_LOG",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     ] {
         cmd.env_remove(var);
     }

@@ -176,3 +176,234 @@ async fn an_mcp_server_over_streamable_http_serves_its_tools() {
     );
     drop(server);
 }
+
+/// The tool calls requested so far, in log order.
+fn tool_calls(log: &[logbook::journal::StoredEvent]) -> Vec<String> {
+    log.iter()
+        .filter_map(|e| match &e.event.body {
+            EventBody::Requested {
+                key,
+                effect: logbook::journal::RequestedEffect::Tool(_),
+            } => Some(key.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Poll the log until `n` tool calls have been requested; the last one's key.
+async fn until_tool_calls(host: &logbook::Host, log: logbook::journal::LogId, n: usize) -> String {
+    guard(async {
+        loop {
+            let calls = tool_calls(&events(host, log).await);
+            if calls.len() >= n {
+                return calls[n - 1].clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// The content and error flag of the result of the `n`th tool call (from 1).
+fn tool_result(log: &[logbook::journal::StoredEvent], n: usize) -> (String, bool) {
+    let key = tool_calls(log)
+        .get(n - 1)
+        .cloned()
+        .unwrap_or_else(|| panic!("no tool call {n}"));
+    log.iter()
+        .find_map(|e| match &e.event.body {
+            EventBody::Completed {
+                key: k,
+                outcome: Outcome::Tool { content, is_error },
+            } if *k == key => Some((content.clone(), *is_error)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no tool result for {key}"))
+}
+
+fn sigkill(pid: &str) {
+    let status = Command::new("kill")
+        .args(["-KILL", pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -KILL {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_mcp_server_killed_mid_call_is_started_again_for_the_next_call() {
+    let dir = data_dir();
+    let host = open_host_with(dir.path(), config_with_echo_server(Some(Policy::Allow)));
+    let session = start(&host, "assistant", "mcp-kill").await;
+    say(&session, "/tool echo.pid {}").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let (pid, is_error) = tool_result(&events(&host, session.id()).await, 1);
+    assert!(!is_error, "{pid}");
+
+    say(&session, "/tool echo.sleep {\"ms\": 600000}").await;
+    until_tool_calls(&host, session.id(), 2).await;
+    sigkill(&pid);
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let log = events(&host, session.id()).await;
+    let (content, is_error) = tool_result(&log, 2);
+    assert!(is_error, "the call in flight fails: {content}");
+    assert!(content.contains("Transport closed"), "{content}");
+    // The log says the host noticed, and what it does about it.
+    assert!(content.contains("started again"), "{content}");
+
+    say(&session, "/tool echo.echo {\"text\": \"after the crash\"}").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let log = events(&host, session.id()).await;
+    assert_eq!(
+        tool_result(&log, 3),
+        ("after the crash".to_string(), false),
+        "the next call reaches a new server"
+    );
+    say(&session, "/tool echo.pid {}").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let (new_pid, _) = tool_result(&events(&host, session.id()).await, 4);
+    assert_ne!(new_pid, pid, "a new process");
+}
+
+/// `mcp-echo --http ADDR --unknown-session-400` (answering a session it does
+/// not know as the TypeScript SDK's servers do), and the URL it serves.
+fn serve_http(addr: &str) -> (KillOnDrop, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(mcp_echo())
+        .args(["--http", addr, "--unknown-session-400"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start mcp-echo --http");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let server = KillOnDrop(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the address");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("the first line names the URL")
+        .to_string();
+    (server, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamable_http_mcp_server_that_restarts_is_reached_again() {
+    let (server, url) = serve_http("127.0.0.1:0");
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_string();
+    let dir = data_dir();
+    let mut config = config();
+    config.mcp.insert(
+        "remote".into(),
+        McpServerConfig {
+            url: Some(url.clone()),
+            // Long enough for a loaded machine, short enough that a call that
+            // hangs fails the test rather than its guard.
+            timeout_ms: Some(20_000),
+            ..McpServerConfig::default()
+        },
+    );
+    config.tools.policy.insert("remote.*".into(), Policy::Allow);
+    let host = open_host_with(dir.path(), config);
+    let session = start(&host, "assistant", "mcp-http-restart").await;
+    say(&session, "/tool remote.add {\"a\": 1, \"b\": 2}").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    assert_eq!(
+        tool_result(&events(&host, session.id()).await, 1),
+        ("3".to_string(), false)
+    );
+
+    // The server goes away: a call while it is down fails, and says so.
+    drop(server);
+    say(&session, "/tool remote.add {\"a\": 3, \"b\": 4}").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let (content, is_error) = tool_result(&events(&host, session.id()).await, 2);
+    assert!(is_error, "{content}");
+    assert!(content.contains("started again"), "{content}");
+
+    // It is back, on the same address, knowing no sessions.
+    let (_server, again) = serve_http(&addr);
+    assert_eq!(again, url, "the same address");
+    say(&session, "/tool remote.add {\"a\": 20, \"b\": 22}").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let log = events(&host, session.id()).await;
+    assert_eq!(
+        tool_result(&log, 3),
+        ("42".to_string(), false),
+        "the call after the restart reaches the new server"
+    );
+}
+
+#[test]
+fn read_only_commands_do_not_start_mcp_servers() {
+    let dir = data_dir();
+    let data = dir.path();
+    run_ok(logbook(data).args(["run", "counter", "--session", "c", "-i", "inc"]));
+    // A server that cannot start: only commands that run sessions need it.
+    std::fs::write(
+        data.join("logbook.toml"),
+        "[mcp.broken]\ncommand = \"/nonexistent/mcp-server\"\n",
+    )
+    .expect("write the configuration");
+    let listed = run_ok(logbook(data).arg("sessions"));
+    assert!(listed.stdout.contains('c'), "{listed:?}");
+    let log = run_ok(logbook(data).args(["log", "c"]));
+    assert!(log.stdout.contains("created"), "{log:?}");
+    run_ok(logbook(data).args(["export", "c"]));
+    run_ok(logbook(data).args(["verify", "c"]));
+    // A command that advances a session still says what is wrong, by name.
+    let ran = run(logbook(data).args(["run", "--session", "c", "-i", "inc"]));
+    assert!(!ran.status.success(), "{ran:?}");
+    assert!(ran.stderr.contains("broken"), "{ran:?}");
+}
+
+/// The case: the server restarts between two calls. rmcp's client
+/// waits on the old session's `400`, so the first call after the restart
+/// ends at its timeout (kept short here) and drops the connection; the next
+/// call opens a new session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_hangs_on_a_restarted_http_server_lets_the_next_one_reconnect() {
+    let (server, url) = serve_http("127.0.0.1:0");
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_string();
+    let dir = data_dir();
+    let mut config = config();
+    config.mcp.insert(
+        "remote".into(),
+        McpServerConfig {
+            url: Some(url.clone()),
+            timeout_ms: Some(1_500),
+            ..McpServerConfig::default()
+        },
+    );
+    config.tools.policy.insert("remote.*".into(), Policy::Allow);
+    let host = open_host_with(dir.path(), config);
+    let session = start(&host, "assistant", "mcp-http-hang").await;
+    say(&session, "/tool remote.add {\"a\": 1, \"b\": 2}").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    assert_eq!(
+        tool_result(&events(&host, session.id()).await, 1),
+        ("3".to_string(), false)
+    );
+
+    drop(server);
+    let (_server, again) = serve_http(&addr);
+    assert_eq!(again, url, "the same address");
+    say(&session, "/tool remote.add {\"a\": 3, \"b\": 4}").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    let (content, is_error) = tool_result(&events(&host, session.id()).await, 2);
+    assert!(is_error, "{content}");
+    assert!(content.contains("started again"), "{content}");
+    say(&session, "/tool remote.add {\"a\": 20, \"b\": 22}").await;
+    assert_eq!(settle(&session).await, Activity::Idle);
+    assert_eq!(
+        tool_result(&events(&host, session.id()).await, 3),
+        ("42".to_string(), false),
+        "the call after that reaches the new server"
+    );
+}

@@ -530,7 +530,7 @@ async fn the_api_end_to_end() {
     assert_eq!(metric(text, "logbook_sessions"), Some(4.0), "{text}");
     let resident = metric(text, "logbook_resident_sessions").expect("a resident gauge");
     assert!((1.0..=4.0).contains(&resident), "{text}");
-    assert!(metric(text, "logbook_fsync_batches").unwrap_or(0.0) >= 1.0);
+    assert!(metric(text, "logbook_fsync_batches_total").unwrap_or(0.0) >= 1.0);
     assert!(
         text.contains(r#"logbook_effect_seconds_count{kind="tool"} 1"#),
         "one tool ran:\n{text}"
@@ -560,8 +560,21 @@ pub(crate) struct SseStream {
 
 impl SseStream {
     pub(crate) async fn open(api: &Api, session: &str, last_event_id: Option<u64>) -> SseStream {
+        SseStream::open_query(api, session, "", last_event_id).await
+    }
+
+    /// [`SseStream::open`] with a query string (`?…`, or empty).
+    pub(crate) async fn open_query(
+        api: &Api,
+        session: &str,
+        query: &str,
+        last_event_id: Option<u64>,
+    ) -> SseStream {
         let mut request = api
-            .request(Method::GET, &format!("/v1/sessions/{session}/events"))
+            .request(
+                Method::GET,
+                &format!("/v1/sessions/{session}/events{query}"),
+            )
             .header(reqwest::header::ACCEPT, "text/event-stream");
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
@@ -640,6 +653,37 @@ async fn wait_idle_follows_a_session_that_compacted_itself() {
     let next = api.send_and_wait("c", "and now?").await;
     assert_eq!(next["status"], "idle", "{next}");
     assert_eq!(next["outputs"][0]["text"], "echo: and now?", "{next}");
+}
+
+/// `?events=message`: no event is named (each is a plain `message`, what
+/// `EventSource.onmessage` receives), the kind is in the data, and a resume
+/// from `Last-Event-ID` still starts right after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_as_messages_carry_their_kind_in_the_data_and_resume() {
+    let server = Server::start(config()).await;
+    let api = server.api(None);
+    api.add_guest("counter").await;
+    api.session("counter", "m").await;
+    api.send_and_wait("m", "inc").await;
+    let mut stream = SseStream::open_query(&api, "m", "?events=message", None).await;
+    let mut seen = Vec::new();
+    for seq in 0..3 {
+        let event = stream.next().await.expect("the stream goes on");
+        assert_eq!(event.id, seq);
+        assert_eq!(event.kind, "", "no `event:` name: {event:?}");
+        let data: Value = serde_json::from_str(&event.data).expect("JSON data");
+        assert_eq!(data["seq"], seq, "{data}");
+        seen.push(data["kind"].as_str().expect("the kind").to_string());
+    }
+    assert_eq!(seen[..2], ["created", "input"]);
+    drop(stream);
+    let mut resumed = SseStream::open_query(&api, "m", "?events=message", Some(1)).await;
+    let event = resumed.next().await.expect("the stream goes on");
+    assert_eq!((event.id, event.kind.as_str()), (2, ""), "{event:?}");
+    // The default names each event by its kind, as before.
+    let mut named = SseStream::open(&api, "m", None).await;
+    assert_eq!(named.next().await.expect("an event").kind, "created");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
