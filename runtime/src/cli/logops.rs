@@ -65,6 +65,23 @@ pub(crate) struct ImportArgs {
     /// A name for the imported session.
     #[arg(long = "as")]
     name: Option<String>,
+    /// What wrote the file: Logbook's own export, or a Claude Code session
+    /// transcript (`~/.claude/projects/*/*.jsonl`).
+    #[arg(long, value_enum, default_value_t = ImportFrom::Logbook)]
+    from: ImportFrom,
+    /// With `--from claude-code`: the guest the session runs on (a stored
+    /// name or digest, a .wasm file, or an example).
+    #[arg(long, default_value = "assistant")]
+    guest: String,
+}
+
+/// The formats `logbook import` reads.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ImportFrom {
+    /// Logbook's own export (`logbook export`).
+    Logbook,
+    /// A Claude Code session transcript.
+    ClaudeCode,
 }
 
 #[derive(clap::Args, Debug)]
@@ -125,6 +142,9 @@ pub(crate) async fn export(host: &Arc<Host>, args: ExportArgs) -> anyhow::Result
 }
 
 pub(crate) async fn import(host: &Arc<Host>, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    if args.from == ImportFrom::ClaudeCode {
+        return import_claude_code(host, args).await;
+    }
     let name = args.name.as_deref();
     // Lines are checked for UTF-8 one by one, so a bad byte names its line.
     let id = if args.file.as_os_str() == "-" {
@@ -148,6 +168,65 @@ pub(crate) async fn import(host: &Arc<Host>, args: ImportArgs) -> anyhow::Result
     match name {
         Some(name) => println!("{name} {id}"),
         None => println!("{id}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `import --from claude-code`: prints the session, then a report of what
+/// was not imported as events.
+async fn import_claude_code(host: &Arc<Host>, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let guest = super::run::guest_ref(host, &args.guest).await?;
+    let name = args.name.as_deref();
+    let imported = if args.file.as_os_str() == "-" {
+        host.import_claude_code(
+            CLI_TENANT,
+            &mut std::io::BufReader::new(std::io::stdin()),
+            name,
+            guest,
+        )
+        .await
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .map_err(|e| anyhow!("cannot read {}: {e}", args.file.display()))?;
+        host.import_claude_code(
+            CLI_TENANT,
+            &mut std::io::BufReader::with_capacity(1 << 20, file),
+            name,
+            guest,
+        )
+        .await
+    }
+    .map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
+    match name {
+        Some(name) => println!("{name} {}", imported.id),
+        None => println!("{}", imported.id),
+    }
+    let kept: usize = imported.kept.values().sum();
+    eprintln!(
+        "imported {} lines as {} events",
+        imported.lines, imported.events
+    );
+    if kept > 0 {
+        let by_type: Vec<String> = imported
+            .kept
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        eprintln!(
+            "kept verbatim (in created.config.import.kept): {kept} lines ({})",
+            by_type.join(", ")
+        );
+    }
+    if !imported.blocks_left_out.is_empty() {
+        let by_type: Vec<String> = imported
+            .blocks_left_out
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        eprintln!("content blocks left out: {}", by_type.join(", "));
+    }
+    if let Some((line, bytes)) = imported.torn {
+        eprintln!("torn last line {line} ({bytes} bytes, no end of line): left out");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,8 +9,10 @@
 //! append whose expected seq is stale, so two writers can never interleave.
 
 mod actor;
+mod claude_code;
 mod elsewhere;
 mod feed;
+mod import_from;
 mod keys;
 mod limits;
 mod logops;
@@ -26,6 +28,7 @@ mod upgrade;
 mod workspace;
 
 pub use self::feed::{FedEvent, Follower};
+pub use self::import_from::{CLAUDE_CODE_SENDER, ForeignImport};
 pub use self::logops::ForkOptions;
 pub use self::snapshot::SnapshotCheck;
 pub use self::upgrade::{Difference, ReplayReport};
