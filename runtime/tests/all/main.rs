@@ -5,6 +5,7 @@ mod activation;
 mod bench;
 mod browser;
 mod chaos;
+mod claude_code;
 mod cli;
 mod context;
 mod crash;
