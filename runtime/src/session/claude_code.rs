@@ -415,6 +415,6 @@ mod tests {
         assert_eq!(r.stop_reason, StopReason::ToolUse);
         assert_eq!(r.usage.map(|u| u.output_tokens), Some(5));
         assert_eq!(t.kept.len(), 1);
-        assert_eq!(t.torn, Some((4, 39)));
+        assert_eq!(t.torn, Some((4, 43)));
     }
 }

@@ -32,7 +32,10 @@ fn import_session(data: &std::path::Path) -> String {
 fn a_transcript_imports_verifies_agrees_on_replay_and_reports_what_it_kept() {
     let data = data_dir();
     let report = import_session(data.path());
-    assert!(report.contains("imported 11 lines as 13 events"), "{report}");
+    assert!(
+        report.contains("imported 11 lines as 13 events"),
+        "{report}"
+    );
     assert!(
         report.contains("kept verbatim (in created.config.import.kept): 3 lines (file-history-snapshot 1, summary 1, system 1)"),
         "{report}"
@@ -48,8 +51,7 @@ fn a_transcript_imports_verifies_agrees_on_replay_and_reports_what_it_kept() {
     // same keys, so waking the session re-performs nothing.
     let ran = run_ok(logbook(data.path()).args(["replay", "cc", "--guest", "assistant"]));
     assert_eq!(
-        ran.stdout,
-        "assistant agrees with the log of cc (13 events)\n",
+        ran.stdout, "assistant agrees with the log of cc (13 events)\n",
         "{ran:?}"
     );
 }
@@ -65,8 +67,19 @@ async fn the_imported_log_keeps_times_thinking_signatures_tool_calls_and_kept_li
     assert_eq!(
         kinds,
         [
-            "created", "input", "requested", "completed", "requested", "completed", "requested",
-            "completed", "output", "input", "requested", "completed", "output"
+            "created",
+            "input",
+            "requested",
+            "completed",
+            "requested",
+            "completed",
+            "requested",
+            "completed",
+            "output",
+            "input",
+            "requested",
+            "completed",
+            "output"
         ]
     );
     // Times are the transcript's.
@@ -199,4 +212,44 @@ fn a_transcript_the_guest_cannot_continue_writes_nothing() {
     assert!(ran.stderr.contains("compact"), "{ran:?}");
     let ran = run_ok(logbook(data.path()).args(["verify", "--all"]));
     assert_eq!(ran.stdout, "", "no log was written");
+}
+
+#[test]
+fn an_answer_the_guest_was_not_waiting_for_is_kept_verbatim_and_the_log_still_agrees() {
+    let data = data_dir();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("twice.jsonl");
+    let answer = |uuid: &str, id: &str, text: &str| {
+        serde_json::json!({"type": "assistant", "uuid": uuid, "timestamp": "2025-05-26T07:27:41.000Z",
+            "message": {"id": id, "role": "assistant", "model": "claude", "stop_reason": "end_turn",
+                "content": [{"type": "text", "text": text}]}})
+        .to_string()
+    };
+    // A retried answer: two messages for one user turn.
+    let lines = [
+        serde_json::json!({"type": "user", "uuid": "u1", "timestamp": "2025-05-26T07:27:40.079Z",
+            "message": {"role": "user", "content": "Hello?"}})
+        .to_string(),
+        answer("u2", "m1", "Hi."),
+        answer("u3", "m2", "Hi again."),
+    ];
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write");
+    let ran = run_ok(
+        logbook(data.path())
+            .args(["import", "--from", "claude-code"])
+            .arg(&path)
+            .args(["--as", "t"]),
+    );
+    assert!(
+        ran.stderr
+            .contains("kept verbatim (in created.config.import.kept): 1 lines (assistant 1)"),
+        "{ran:?}"
+    );
+    let (_, log) = log_json(data.path(), "t");
+    let kept = &log[0]["config"]["import"]["kept"][0];
+    assert_eq!(kept["line"], 3);
+    assert_eq!(kept["text"], lines[2].as_str());
+    assert_eq!(kept["why"], "an answer with no model call in flight");
+    let ran = run_ok(logbook(data.path()).args(["replay", "t", "--guest", "assistant"]));
+    assert!(ran.stdout.contains("agrees"), "{ran:?}");
 }

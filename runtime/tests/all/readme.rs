@@ -212,6 +212,25 @@ fn steps() -> Vec<Step> {
             code: 0,
             shows: &["guest-changed"],
         },
+        // "Bringing a Claude Code session in": session.jsonl is the test fixture.
+        Readme {
+            line: "logbook import --from claude-code session.jsonl --as cc",
+            dir: ".",
+            code: 0,
+            shows: &["cc ", "kept verbatim", "torn last line"],
+        },
+        Readme {
+            line: "logbook replay cc --guest assistant",
+            dir: ".",
+            code: 0,
+            shows: &["assistant agrees with the log of cc"],
+        },
+        Readme {
+            line: "logbook run --session cc -i \"and the third file?\"",
+            dir: ".",
+            code: 0,
+            shows: &["echo: and the third file?"],
+        },
         Skip {
             line: "logbook migrate --from .logbook --to postgres://logbook:logbook@127.0.0.1:5432/logbook",
             why: POSTGRES,
@@ -383,6 +402,14 @@ fn every_command_the_readme_shows_runs_as_shown() {
     }
     std::fs::write(root.path().join(".logbook/logbook.toml"), CONFIG).expect("config");
     std::fs::write(root.path().join("parked/.logbook/logbook.toml"), STINGY).expect("config");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/claude-code/session.jsonl"
+        ),
+        root.path().join("session.jsonl"),
+    )
+    .expect("the Claude Code fixture");
 
     for step in &steps {
         let (line, dir, code, shows) = match step {
