@@ -70,9 +70,9 @@ pub(crate) struct ImportArgs {
     #[arg(long, value_enum, default_value_t = ImportFrom::Logbook)]
     from: ImportFrom,
     /// With `--from claude-code`: the guest the session runs on (a stored
-    /// name or digest, a .wasm file, or an example).
-    #[arg(long, default_value = "assistant")]
-    guest: String,
+    /// name or digest, a .wasm file, or an example); default `assistant`.
+    #[arg(long)]
+    guest: Option<String>,
 }
 
 /// The formats `logbook import` reads.
@@ -145,6 +145,11 @@ pub(crate) async fn import(host: &Arc<Host>, args: ImportArgs) -> anyhow::Result
     if args.from == ImportFrom::ClaudeCode {
         return import_claude_code(host, args).await;
     }
+    if args.guest.is_some() {
+        return Err(anyhow!(
+            "--guest is for --from claude-code: an exported log names its own guest"
+        ));
+    }
     let name = args.name.as_deref();
     // Lines are checked for UTF-8 one by one, so a bad byte names its line.
     let id = if args.file.as_os_str() == "-" {
@@ -175,7 +180,7 @@ pub(crate) async fn import(host: &Arc<Host>, args: ImportArgs) -> anyhow::Result
 /// `import --from claude-code`: prints the session, then a report of what
 /// was not imported as events.
 async fn import_claude_code(host: &Arc<Host>, args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let guest = super::run::guest_ref(host, &args.guest).await?;
+    let guest = super::run::guest_ref(host, args.guest.as_deref().unwrap_or("assistant")).await?;
     let name = args.name.as_deref();
     let imported = if args.file.as_os_str() == "-" {
         host.import_claude_code(
