@@ -180,7 +180,15 @@ pub(crate) async fn import(host: &Arc<Host>, args: ImportArgs) -> anyhow::Result
 /// `import --from claude-code`: prints the session, then a report of what
 /// was not imported as events.
 async fn import_claude_code(host: &Arc<Host>, args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let guest = super::run::guest_ref(host, args.guest.as_deref().unwrap_or("assistant")).await?;
+    let wanted = args.guest.as_deref().unwrap_or("assistant");
+    let guest = match crate::examples::get(wanted) {
+        // A built-in example is stored by the import, and only if it succeeds.
+        Some(bytes) if !std::path::Path::new(wanted).is_file() => crate::journal::GuestRef {
+            name: wanted.to_string(),
+            digest: crate::journal::digest_of(bytes),
+        },
+        _ => super::run::guest_ref(host, wanted).await?,
+    };
     let name = args.name.as_deref();
     let imported = if args.file.as_os_str() == "-" {
         host.import_claude_code(

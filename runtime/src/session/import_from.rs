@@ -63,7 +63,8 @@ pub struct ForeignImport {
 impl Host {
     /// Import a Claude Code session transcript as a new session of
     /// `tenant` that runs on `guest` (see the module doc). The guest must
-    /// be stored here. Nothing is written when it fails.
+    /// be stored here or be a built-in example (stored once the transcript
+    /// has gone through). Nothing is written when it fails.
     pub async fn import_claude_code(
         &self,
         tenant: &str,
@@ -75,11 +76,15 @@ impl Host {
             validate_name(name)?;
         }
         let transcript = read(input)?;
-        let bytes = self
-            .journal()
-            .guest_bytes(&guest.digest)
-            .await?
-            .ok_or_else(|| SessionError::UnknownGuest(guest.name.clone()))?;
+        // A built-in example is here whenever this binary is: it is stored
+        // only once the import has gone through.
+        let (bytes, builtin) = match self.journal().guest_bytes(&guest.digest).await? {
+            Some(bytes) => (bytes, None),
+            None => match crate::examples::by_digest(&guest.digest) {
+                Some((example, bytes)) => (bytes.to_vec(), Some((example, bytes))),
+                None => return Err(SessionError::UnknownGuest(guest.name.clone())),
+            },
+        };
         let shared = self.shared.clone();
         let limits = shared.limits_for(tenant);
         let (bodies, transcript) = tokio::task::spawn_blocking(move || {
@@ -103,6 +108,9 @@ impl Host {
         })??;
         let events = chain_events(GENESIS_HASH, 0, bodies);
         let count = events.len() as u64;
+        if let Some((example, bytes)) = builtin {
+            self.add_builtin(tenant, example, bytes).await?;
+        }
         let id = match self
             .journal()
             .import(tenant, name, &events, self.session_limit(tenant))

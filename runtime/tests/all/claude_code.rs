@@ -187,8 +187,8 @@ fn an_imported_session_forks() {
     assert!(ran.stdout.contains("agrees"), "{ran:?}");
 }
 
-#[test]
-fn a_transcript_the_guest_cannot_continue_writes_nothing() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcript_the_guest_cannot_continue_writes_nothing() {
     let data = data_dir();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("long.jsonl");
@@ -212,6 +212,13 @@ fn a_transcript_the_guest_cannot_continue_writes_nothing() {
     assert!(ran.stderr.contains("compact"), "{ran:?}");
     let ran = run_ok(logbook(data.path()).args(["verify", "--all"]));
     assert_eq!(ran.stdout, "", "no log was written");
+    let host = open_host(data.path());
+    let stored = host
+        .journal()
+        .guest_by_name(TENANT, "assistant")
+        .await
+        .expect("read the guests");
+    assert_eq!(stored, None, "nor the built-in guest");
 }
 
 #[test]
