@@ -191,13 +191,13 @@ impl Drive {
         fresh: &dyn Fn() -> Result<GuestInstance, SessionError>,
     ) -> Result<Transcript, SessionError> {
         let at0 = t.first_at.unwrap_or(0);
+        // A turn of n model calls needs max_steps above n.
+        let longest = t.longest_turn() + 1;
         let steps = std::mem::take(&mut t.steps);
         // An answer needs a model call in flight, a result its tool call:
         // a step with no place is kept verbatim.
         let mut unplaced = Vec::new();
         let mut config = serde_json::Map::new();
-        // A turn of n model calls needs max_steps above n.
-        let longest = t.longest_turn() + 1;
         if longest > 8 {
             config.insert("max_steps".into(), json!(longest));
         }

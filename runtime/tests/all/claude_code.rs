@@ -260,3 +260,42 @@ fn an_answer_the_guest_was_not_waiting_for_is_kept_verbatim_and_the_log_still_ag
     let ran = run_ok(logbook(data.path()).args(["replay", "t", "--guest", "assistant"]));
     assert!(ran.stdout.contains("agrees"), "{ran:?}");
 }
+
+#[test]
+fn a_turn_longer_than_the_assistants_max_steps_imports_whole() {
+    let data = data_dir();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("long-turn.jsonl");
+    let at = "2025-05-26T07:27:40.079Z";
+    let mut lines = vec![serde_json::json!({"type": "user", "timestamp": at,
+        "message": {"role": "user", "content": "Run it ten times."}})];
+    // Ten model calls that each run a tool, then the answer: eleven calls
+    // for one input, past the assistant's default max_steps of 8.
+    for i in 0..10 {
+        lines.push(serde_json::json!({"type": "assistant", "timestamp": at,
+            "message": {"id": format!("m{i}"), "role": "assistant", "model": "claude",
+                "content": [{"type": "tool_use", "id": format!("t{i}"), "name": "Bash", "input": {"n": i}}]}}));
+        lines.push(serde_json::json!({"type": "user", "timestamp": at,
+            "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": format!("t{i}"),
+                "content": [{"type": "text", "text": format!("ran {i}")}]}]}}));
+    }
+    lines.push(serde_json::json!({"type": "assistant", "timestamp": at,
+        "message": {"id": "m10", "role": "assistant", "model": "claude", "stop_reason": "end_turn",
+            "content": [{"type": "text", "text": "Done ten times."}]}}));
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, text).expect("write");
+    let ran = run_ok(
+        logbook(data.path())
+            .args(["import", "--from", "claude-code"])
+            .arg(&path)
+            .args(["--as", "long"]),
+    );
+    assert!(!ran.stderr.contains("kept verbatim"), "{ran:?}");
+    let (_, log) = log_json(data.path(), "long");
+    assert_eq!(log[0]["config"]["max_steps"], 12, "{}", log[0]);
+    let outputs: Vec<&serde_json::Value> = log.iter().filter(|e| e["kind"] == "output").collect();
+    assert_eq!(outputs.len(), 1, "{outputs:?}");
+    assert_eq!(outputs[0]["content"][0]["text"], "Done ten times.");
+    let ran = run_ok(logbook(data.path()).args(["replay", "long", "--guest", "assistant"]));
+    assert!(ran.stdout.contains("agrees"), "{ran:?}");
+}
