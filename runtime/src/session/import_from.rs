@@ -8,8 +8,10 @@
 //! guest newly wants is recorded under the guest's own keys (`requested` for
 //! model and tool calls, `output`), folded in turn, round after round, and
 //! an open effect it stops wanting is `cancelled`. A model's answer completes
-//! the open model call; a tool's result completes the open tool call with
-//! its call id. So the replay check agrees with the log by construction, and
+//! the newest open model call; older ones (an input came while they were in
+//! flight) have no answer and are recorded as `failed`, so that no model is
+//! asked them again; a tool's result completes the open tool call with its
+//! call id. So the replay check agrees with the log by construction, and
 //! a woken session wants nothing the log has not recorded.
 //!
 //! Invariants:
@@ -35,8 +37,8 @@ use super::keys::{Keys, OpenEffect};
 use crate::effects::{Effect, EffectBody};
 use crate::guest::GuestInstance;
 use crate::journal::{
-    Created, Event, EventBody, GENESIS_HASH, GuestRef, LogId, Outcome, RequestedEffect, Sender,
-    chain_events,
+    Created, ErrorKind, Event, EventBody, GENESIS_HASH, GuestRef, LogId, Outcome, RequestedEffect,
+    Sender, chain_events,
 };
 use crate::session::{Host, SessionError, validate_name};
 
@@ -290,6 +292,7 @@ impl Drive {
                     body,
                 }])?;
                 self.round(step.at, line)?;
+                self.supersede(step.at, line)?;
             }
             if pass == 0 {
                 unplaced = missed;
@@ -348,21 +351,50 @@ impl Drive {
         }
     }
 
-    /// The model call in flight, if one is.
-    fn open_model(&self) -> Option<String> {
-        let mut open: Vec<&String> = self
-            .keys
-            .open()
-            .filter(|(_, o)| {
-                matches!(
-                    o.effect,
-                    OpenEffect::Requested(RequestedEffect::Model { .. })
-                )
+    /// The open model calls, oldest first (by the seq that requested them).
+    fn open_models(&self) -> Vec<String> {
+        self.bodies
+            .iter()
+            .filter_map(|(_, body)| match body {
+                EventBody::Requested {
+                    key,
+                    effect: RequestedEffect::Model { .. },
+                } if self.keys.open().any(|(k, _)| k == key) => Some(key.clone()),
+                _ => None,
             })
-            .map(|(k, _)| k)
-            .collect();
-        open.sort();
-        open.first().map(|k| (*k).clone())
+            .collect()
+    }
+
+    /// The model call in flight: the newest open one.
+    fn open_model(&self) -> Option<String> {
+        self.open_models().pop()
+    }
+
+    /// Model calls a later one superseded (an input came while they were in
+    /// flight: Claude Code interrupted them) have no answer in the
+    /// transcript. Left open, they would be asked again when the session
+    /// wakes; they are recorded as failed, as a live host records a call
+    /// that ended without an answer.
+    fn supersede(&mut self, at: u64, line: usize) -> Result<(), SessionError> {
+        let mut stale = self.open_models();
+        stale.pop();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let mut events = Vec::new();
+        for key in stale {
+            let body = EventBody::Failed {
+                key,
+                error: ErrorKind::Other,
+                message: "interrupted in Claude Code: the transcript has no answer for it".into(),
+                retryable: false,
+                attempt: 1,
+            };
+            let seq = self.push(at, body.clone());
+            events.push(Event { seq, at, body });
+        }
+        self.guest.apply(&events)?;
+        self.round(at, line)
     }
 
     /// The open tool call that a result for `call_id` answers: its key is

@@ -299,3 +299,58 @@ fn a_turn_longer_than_the_assistants_max_steps_imports_whole() {
     let ran = run_ok(logbook(data.path()).args(["replay", "long", "--guest", "assistant"]));
     assert!(ran.stdout.contains("agrees"), "{ran:?}");
 }
+
+#[test]
+fn a_turn_interrupted_in_claude_code_is_not_asked_again_when_the_session_wakes() {
+    let data = data_dir();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("interrupted.jsonl");
+    let at = "2025-05-26T07:27:40.079Z";
+    let user = |content: serde_json::Value| {
+        serde_json::json!({"type": "user", "timestamp": at,
+            "message": {"role": "user", "content": content}})
+    };
+    // The user refuses a tool call and interrupts, then says what to do
+    // instead: the model calls that the tool's result and the interruption
+    // led to have no answer in the transcript.
+    let lines = [
+        user(serde_json::json!("delete it")),
+        serde_json::json!({"type": "assistant", "timestamp": at, "message": {"id": "m1",
+            "role": "assistant", "model": "claude",
+            "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {"c": "rm"}}]}}),
+        user(
+            serde_json::json!([{"type": "tool_result", "tool_use_id": "t1", "is_error": true,
+            "content": "The user doesn't want to proceed with this tool use."}]),
+        ),
+        user(
+            serde_json::json!([{"type": "text", "text": "[Request interrupted by user for tool use]"}]),
+        ),
+        user(serde_json::json!("move it instead")),
+        serde_json::json!({"type": "assistant", "timestamp": at, "message": {"id": "m2",
+            "role": "assistant", "model": "claude", "stop_reason": "end_turn",
+            "content": [{"type": "text", "text": "Moved."}]}}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, text).expect("write");
+    run_ok(
+        logbook(data.path())
+            .args(["import", "--from", "claude-code"])
+            .arg(&path)
+            .args(["--as", "i"]),
+    );
+    let ran = run_ok(logbook(data.path()).args(["replay", "i", "--guest", "assistant"]));
+    assert!(ran.stdout.contains("agrees"), "{ran:?}");
+    // The answer went to the call the guest was waiting on, and the calls
+    // it superseded are closed: waking asks no model but for the new input.
+    let ran = run_ok(logbook(data.path()).args(["run", "--session", "i", "-i", "ok?"]));
+    assert_eq!(ran.stdout, "echo: ok?\n");
+    let (_, log) = log_json(data.path(), "i");
+    let outputs: Vec<&str> = log
+        .iter()
+        .filter(|e| e["kind"] == "output")
+        .filter_map(|e| e["content"][0]["text"].as_str())
+        .collect();
+    assert_eq!(outputs, ["Moved.", "echo: ok?"]);
+    let failed = log.iter().filter(|e| e["kind"] == "failed").count();
+    assert_eq!(failed, 2, "the two superseded model calls");
+}
