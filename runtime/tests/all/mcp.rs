@@ -287,8 +287,20 @@ fn serve_http(addr: &str) -> (KillOnDrop, String) {
     (server, url)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streamable_http_mcp_server_that_restarts_is_reached_again() {
+/// A host whose MCP server `remote` is `mcp-echo` serving streamable HTTP,
+/// and an assistant session on it whose first call reached it.
+struct Remote {
+    server: KillOnDrop,
+    url: String,
+    /// The server's address, to start it again there.
+    addr: String,
+    dir: tempfile::TempDir,
+    host: std::sync::Arc<logbook::session::Host>,
+    session: logbook::session::Session,
+}
+
+/// [`Remote`], with calls that time out after `timeout_ms`.
+async fn remote_session(timeout_ms: u64, name: &str) -> Remote {
     let (server, url) = serve_http("127.0.0.1:0");
     let addr = url
         .trim_start_matches("http://")
@@ -300,21 +312,41 @@ async fn a_streamable_http_mcp_server_that_restarts_is_reached_again() {
         "remote".into(),
         McpServerConfig {
             url: Some(url.clone()),
-            // Long enough for a loaded machine, short enough that a call that
-            // hangs fails the test rather than its guard.
-            timeout_ms: Some(20_000),
+            timeout_ms: Some(timeout_ms),
             ..McpServerConfig::default()
         },
     );
     config.tools.policy.insert("remote.*".into(), Policy::Allow);
     let host = open_host_with(dir.path(), config);
-    let session = start(&host, "assistant", "mcp-http-restart").await;
+    let session = start(&host, "assistant", name).await;
     say(&session, "/tool remote.add {\"a\": 1, \"b\": 2}").await;
     assert_eq!(settle(&session).await, Activity::Idle);
     assert_eq!(
         tool_result(&events(&host, session.id()).await, 1),
         ("3".to_string(), false)
     );
+    Remote {
+        server,
+        url,
+        addr,
+        dir,
+        host,
+        session,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamable_http_mcp_server_that_restarts_is_reached_again() {
+    // Long enough for a loaded machine, short enough that a call that hangs
+    // fails the test rather than its guard.
+    let Remote {
+        server,
+        url,
+        addr,
+        dir: _dir,
+        host,
+        session,
+    } = remote_session(20_000, "mcp-http-restart").await;
 
     // The server goes away: a call while it is down fails, and says so.
     drop(server);
@@ -366,30 +398,14 @@ fn read_only_commands_do_not_start_mcp_servers() {
 /// call opens a new session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_hangs_on_a_restarted_http_server_lets_the_next_one_reconnect() {
-    let (server, url) = serve_http("127.0.0.1:0");
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .to_string();
-    let dir = data_dir();
-    let mut config = config();
-    config.mcp.insert(
-        "remote".into(),
-        McpServerConfig {
-            url: Some(url.clone()),
-            timeout_ms: Some(1_500),
-            ..McpServerConfig::default()
-        },
-    );
-    config.tools.policy.insert("remote.*".into(), Policy::Allow);
-    let host = open_host_with(dir.path(), config);
-    let session = start(&host, "assistant", "mcp-http-hang").await;
-    say(&session, "/tool remote.add {\"a\": 1, \"b\": 2}").await;
-    assert_eq!(settle(&session).await, Activity::Idle);
-    assert_eq!(
-        tool_result(&events(&host, session.id()).await, 1),
-        ("3".to_string(), false)
-    );
+    let Remote {
+        server,
+        url,
+        addr,
+        dir: _dir,
+        host,
+        session,
+    } = remote_session(1_500, "mcp-http-hang").await;
 
     drop(server);
     let (_server, again) = serve_http(&addr);
