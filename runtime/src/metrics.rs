@@ -39,6 +39,31 @@ pub struct TenantEffectLabels {
     pub kind: &'static str,
 }
 
+/// The kinds of effect an actor performs, as the effect series label them.
+const EFFECT_KINDS: [&str; 3] = ["model", "tool", "timer"];
+
+/// One tenant's series ([`Metrics::tenant`]): handles on the same counters
+/// and histogram that the exposition reads.
+#[derive(Clone, Debug)]
+pub struct TenantSeries {
+    inputs: Counter,
+    turn_seconds: Histogram,
+    /// By [`EFFECT_KINDS`].
+    effects: [Counter; 3],
+}
+
+impl TenantSeries {
+    /// Count an input appended to one of the tenant's sessions.
+    pub fn input(&self) {
+        self.inputs.inc();
+    }
+
+    /// Record how long a turn of one of the tenant's sessions took.
+    pub fn turn_done(&self, seconds: f64) {
+        self.turn_seconds.observe(seconds);
+    }
+}
+
 /// The host's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -179,35 +204,37 @@ impl Metrics {
         self.fed_events.inc_by(events as u64);
     }
 
-    /// Record how long an effect of `tenant` took, from request to result.
-    pub fn effect_done(&self, tenant: &str, kind: &'static str, seconds: f64) {
+    /// The per-tenant series of `tenant`, as handles an actor keeps: taken
+    /// once when it starts, so its inputs, effects and turns are counted
+    /// without looking the tenant's labels up (and copying its name) each time.
+    pub fn tenant(&self, tenant: &str) -> TenantSeries {
+        let labels = TenantLabels {
+            tenant: tenant.to_string(),
+        };
+        let effects = EFFECT_KINDS.map(|kind| {
+            self.effects
+                .get_or_create(&TenantEffectLabels {
+                    tenant: tenant.to_string(),
+                    kind,
+                })
+                .clone()
+        });
+        TenantSeries {
+            inputs: self.inputs.get_or_create(&labels).clone(),
+            turn_seconds: self.turn_seconds.get_or_create(&labels).clone(),
+            effects,
+        }
+    }
+
+    /// Record how long an effect of a tenant's session took, from request to
+    /// result, and count it in the tenant's `series`.
+    pub fn effect_done(&self, series: &TenantSeries, kind: &'static str, seconds: f64) {
         self.effect_seconds
             .get_or_create(&EffectLabels { kind })
             .observe(seconds);
-        self.effects
-            .get_or_create(&TenantEffectLabels {
-                tenant: tenant.to_string(),
-                kind,
-            })
-            .inc();
-    }
-
-    /// Count an input appended to a session of `tenant`.
-    pub fn input(&self, tenant: &str) {
-        self.inputs
-            .get_or_create(&TenantLabels {
-                tenant: tenant.to_string(),
-            })
-            .inc();
-    }
-
-    /// Record how long a turn of a session of `tenant` took.
-    pub fn turn_done(&self, tenant: &str, seconds: f64) {
-        self.turn_seconds
-            .get_or_create(&TenantLabels {
-                tenant: tenant.to_string(),
-            })
-            .observe(seconds);
+        if let Some(i) = EFFECT_KINDS.iter().position(|k| *k == kind) {
+            series.effects[i].inc();
+        }
     }
 
     /// Record how long one attempt at a model call took.

@@ -107,6 +107,8 @@ struct Actor {
     /// When the current turn's first input was committed, until no model
     /// or tool call is in flight (the turn latency metric).
     turn: Option<std::time::Instant>,
+    /// The tenant's metric series, looked up once.
+    series: crate::metrics::TenantSeries,
 }
 
 /// Activate a log: start its actor, which replays the log into a fresh
@@ -142,6 +144,7 @@ pub(super) fn spawn(
         rates: super::limits::Rates::default(),
         model_base: None,
         turn: None,
+        series: host.metrics.tenant(&info.tenant),
     };
     // Everything the actor does, and the effects it starts, is inside this.
     let span = tracing::info_span!("session", log = %log, tenant = %info.tenant);
@@ -380,7 +383,7 @@ impl Actor {
                     }
                     let advanced = self.advance_refusable(vec![input], Vec::new()).await;
                     if advanced.is_ok() {
-                        self.host.metrics.input(&self.tenant);
+                        self.series.input();
                         self.turn.get_or_insert(started);
                     }
                     return answer(reply, advanced.map(|_| seq));
@@ -412,7 +415,7 @@ impl Actor {
                 let seconds = running.started.elapsed().as_secs_f64();
                 self.host
                     .metrics
-                    .effect_done(&self.tenant, running.kind, seconds);
+                    .effect_done(&self.series, running.kind, seconds);
                 let limit = self.host.limits_for(&self.tenant).max_event_bytes;
                 let event = result.into_event(key, limit);
                 if let Err(e) = self.advance(vec![event], Vec::new()).await {
@@ -557,9 +560,7 @@ impl Actor {
             && !self.running.values().any(|r| r.until.is_none())
         {
             self.turn = None;
-            self.host
-                .metrics
-                .turn_done(&self.tenant, started.elapsed().as_secs_f64());
+            self.series.turn_done(started.elapsed().as_secs_f64());
         }
     }
 
