@@ -210,8 +210,9 @@ async fn sigkilled_under_load_again_and_again_it_loses_nothing_it_acknowledged()
                 "{name}: {answer}"
             );
         } else {
-            // Every model call asked for ended once (an answer or a failure):
-            // a call cut by a kill was made again and recorded once.
+            // Every model call asked for ended once (an answer, a failure, or
+            // `cancelled` when the guest stopped wanting it, as when an input
+            // came while a call cut by a kill was made again): recorded once.
             api.send_and_wait(&name, "hello").await;
             let log = api.all_events(&name).await;
             let mut ends: BTreeMap<&str, usize> = BTreeMap::new();
@@ -220,7 +221,9 @@ async fn sigkilled_under_load_again_and_again_it_loses_nothing_it_acknowledged()
                     EventBody::Requested { key, .. } => {
                         ends.entry(key).or_default();
                     }
-                    EventBody::Completed { key, .. } | EventBody::Failed { key, .. } => {
+                    EventBody::Completed { key, .. }
+                    | EventBody::Failed { key, .. }
+                    | EventBody::Cancelled { key } => {
                         *ends.entry(key).or_default() += 1;
                     }
                     _ => {}
