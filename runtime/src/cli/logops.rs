@@ -1,8 +1,8 @@
 //! `logbook fork`, `export`, `import` and `verify`: operations on whole logs.
 //! Exit codes: 0 when all is well, 1 when a check fails or a command is refused.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -152,29 +152,25 @@ pub(crate) async fn import(host: &Arc<Host>, args: ImportArgs) -> anyhow::Result
     }
     let name = args.name.as_deref();
     // Lines are checked for UTF-8 one by one, so a bad byte names its line.
-    let id = if args.file.as_os_str() == "-" {
-        host.import(
-            CLI_TENANT,
-            &mut Utf8Lines::new(std::io::BufReader::new(std::io::stdin())),
-            name,
-        )
+    let id = host
+        .import(CLI_TENANT, &mut Utf8Lines::new(input(&args.file)?), name)
         .await
-    } else {
-        let file = std::fs::File::open(&args.file)
-            .map_err(|e| anyhow!("cannot read {}: {e}", args.file.display()))?;
-        host.import(
-            CLI_TENANT,
-            &mut Utf8Lines::new(std::io::BufReader::with_capacity(1 << 20, file)),
-            name,
-        )
-        .await
-    }
-    .map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
+        .map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
     match name {
         Some(name) => println!("{name} {id}"),
         None => println!("{id}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What an import reads: the file, or standard input for `-`.
+fn input(file: &Path) -> anyhow::Result<Box<dyn BufRead + Send>> {
+    if file.as_os_str() == "-" {
+        return Ok(Box::new(std::io::BufReader::new(std::io::stdin())));
+    }
+    let opened =
+        std::fs::File::open(file).map_err(|e| anyhow!("cannot read {}: {e}", file.display()))?;
+    Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, opened)))
 }
 
 /// `import --from claude-code`: prints the session, then a report of what
@@ -190,26 +186,10 @@ async fn import_claude_code(host: &Arc<Host>, args: ImportArgs) -> anyhow::Resul
         _ => super::run::guest_ref(host, wanted).await?,
     };
     let name = args.name.as_deref();
-    let imported = if args.file.as_os_str() == "-" {
-        host.import_claude_code(
-            CLI_TENANT,
-            &mut std::io::BufReader::new(std::io::stdin()),
-            name,
-            guest,
-        )
+    let imported = host
+        .import_claude_code(CLI_TENANT, &mut input(&args.file)?, name, guest)
         .await
-    } else {
-        let file = std::fs::File::open(&args.file)
-            .map_err(|e| anyhow!("cannot read {}: {e}", args.file.display()))?;
-        host.import_claude_code(
-            CLI_TENANT,
-            &mut std::io::BufReader::with_capacity(1 << 20, file),
-            name,
-            guest,
-        )
-        .await
-    }
-    .map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
+        .map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
     match name {
         Some(name) => println!("{name} {}", imported.id),
         None => println!("{}", imported.id),
