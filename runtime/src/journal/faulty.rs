@@ -19,7 +19,8 @@ use super::copy::CopiedLog;
 use super::event::{GuestRef, LogPos, StoredEvent};
 use super::info::LogInfo;
 use super::{
-    Journal, JournalError, Lease, LogId, LogPage, TenantCount, Timer, Verified, WriterStats,
+    IndexedKey, IndexedKeys, Journal, JournalError, Lease, LogId, LogPage, TenantCount, Timer,
+    Verified, WriterStats,
 };
 
 /// What happens to one commit.
@@ -209,6 +210,19 @@ impl Journal for FaultyJournal {
 
     async fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError> {
         self.inner.snapshots(log).await
+    }
+
+    async fn indexed_keys(&self, log: LogId, keys: &[&str]) -> Result<IndexedKeys, JournalError> {
+        self.inner.indexed_keys(log, keys).await
+    }
+
+    async fn index_keys(
+        &self,
+        log: LogId,
+        mark: u64,
+        keys: &[IndexedKey],
+    ) -> Result<(), JournalError> {
+        self.inner.index_keys(log, mark, keys).await
     }
 
     async fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError> {

@@ -30,8 +30,8 @@ use super::event::{Event, EventBody, GuestRef, LogPos, RequestedEffect, StoredEv
 use super::info::{LogInfo, LogStatus, OpenAction, OpenEffect, OpenRecord};
 use super::tenants::{compacted_from, continues_into};
 use super::{
-    Heads, Journal, JournalError, Lease, LocalLeases, LogId, LogPage, TenantCount, Timer,
-    WriterStats,
+    Heads, IndexedKey, IndexedKeys, Journal, JournalError, Lease, LocalLeases, LogId, LogPage,
+    TenantCount, Timer, WriterStats,
 };
 
 /// A journal in memory: every call is answered at once, nothing survives it.
@@ -63,6 +63,8 @@ struct State {
     guest_names: BTreeMap<(String, String), String>,
     /// `(log, seq, digest) -> record`.
     snapshots: BTreeMap<(LogId, u64, String), Vec<u8>>,
+    /// Each log's key index: its mark and `key -> decided`.
+    key_index: HashMap<LogId, (u64, HashMap<String, bool>)>,
     stats: WriterStats,
 }
 
@@ -636,6 +638,38 @@ impl Journal for MemoryJournal {
         state
             .snapshots
             .insert((log, seq, digest.to_owned()), record.to_vec());
+        Ok(())
+    }
+
+    async fn indexed_keys(&self, log: LogId, keys: &[&str]) -> Result<IndexedKeys, JournalError> {
+        let state = self.state();
+        let Some((mark, index)) = state.key_index.get(&log) else {
+            return Ok(IndexedKeys::default());
+        };
+        let found = keys
+            .iter()
+            .filter_map(|k| {
+                index.get(*k).map(|decided| IndexedKey {
+                    key: (*k).to_owned(),
+                    decided: *decided,
+                })
+            })
+            .collect();
+        Ok(IndexedKeys { mark: *mark, found })
+    }
+
+    async fn index_keys(
+        &self,
+        log: LogId,
+        mark: u64,
+        keys: &[IndexedKey],
+    ) -> Result<(), JournalError> {
+        let mut state = self.state();
+        let (old, index) = state.key_index.entry(log).or_default();
+        for k in keys {
+            *index.entry(k.key.clone()).or_default() |= k.decided;
+        }
+        *old = (*old).max(mark);
         Ok(())
     }
 

@@ -243,6 +243,24 @@ pub struct WriterStats {
     pub requests: u64,
 }
 
+/// One effect key in a log's key index (see [`Journal::index_keys`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexedKey {
+    /// The key, as the guest chose it.
+    pub key: String,
+    /// Whether a human decided it (an `approval-decided` names it).
+    pub decided: bool,
+}
+
+/// What a log's key index answers about some keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexedKeys {
+    /// The index holds every key of the log closed at a seq below this.
+    pub mark: u64,
+    /// Those of the keys asked about that it holds.
+    pub found: Vec<IndexedKey>,
+}
+
 /// The storage of logs: what the host needs, whatever the backend (DESIGN §7).
 ///
 /// Async, so that a backend may be a database across the network; nothing
@@ -365,6 +383,27 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Every snapshot of `log`: `(seq, guest digest, record)`, by seq.
     async fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError>;
+
+    /// The log's key index: its mark, and which of `keys` it holds.
+    ///
+    /// The index is a cache of the effect keys a log has closed, so that a
+    /// resident session need not hold every key of its history
+    /// (session::keys): it holds every key of the log's whole view (a fork's
+    /// inherited events included) that an event at a seq below the mark
+    /// closed, and maybe others. A log that was never indexed has mark 0.
+    /// Losing it costs only speed: the next replay rebuilds what it lacks.
+    async fn indexed_keys(&self, log: LogId, keys: &[&str]) -> Result<IndexedKeys, JournalError>;
+
+    /// Adds `keys` to `log`'s key index and moves its mark to `mark`,
+    /// never back (see [`Journal::indexed_keys`]). The caller vouches that
+    /// every key of the log closed below `mark` is now in the index. Durable
+    /// when it returns.
+    async fn index_keys(
+        &self,
+        log: LogId,
+        mark: u64,
+        keys: &[IndexedKey],
+    ) -> Result<(), JournalError>;
 
     /// For a fork, the parent log and the last seq it shares with it (the
     /// fork's own events start after it); `None` for a log of its own.

@@ -29,12 +29,13 @@ use super::event::{Event, GuestRef, LogPos, StoredEvent};
 use super::info::{LogInfo, LogMeta, LogStatus, OpenEffect};
 use super::reopen::RedbFile;
 use super::tables::{
-    self, EVENTS, GUEST_NAMES, GUESTS, LOGS, NAMES, OPEN, SNAPSHOTS, TENANT_COUNTS, TENANT_LOGS,
+    self, EVENTS, GUEST_NAMES, GUESTS, KEY_INDEX, KEY_MARKS, LOGS, NAMES, OPEN, SNAPSHOTS,
+    TENANT_COUNTS, TENANT_LOGS,
 };
 use super::writer::{self, Counters, Request, Writer};
 use super::{
-    Heads, Journal, JournalConfig, JournalError, Lease, LocalLeases, LogId, LogPage, TenantCount,
-    Timer, WriterStats, tenants,
+    Heads, IndexedKey, IndexedKeys, Journal, JournalConfig, JournalError, Lease, LocalLeases,
+    LogId, LogPage, TenantCount, Timer, WriterStats, tenants,
 };
 
 /// More forks of forks than this and a log's ancestry is taken as corrupt
@@ -116,6 +117,8 @@ impl RedbJournal {
         txn.open_table(GUEST_NAMES)?;
         txn.open_table(OPEN)?;
         txn.open_table(SNAPSHOTS)?;
+        txn.open_table(KEY_INDEX)?;
+        txn.open_table(KEY_MARKS)?;
         if let Some(rebuilt) = tenants::rebuild_if_missing(&txn)? {
             tracing::info!(
                 logs = rebuilt.logs,
@@ -697,6 +700,58 @@ impl Journal for RedbJournal {
             }
         }
         Ok(None)
+    }
+
+    async fn indexed_keys(&self, log: LogId, keys: &[&str]) -> Result<IndexedKeys, JournalError> {
+        let txn = self.db.begin_read()?;
+        let id = log.as_u128();
+        // A file opened read-only from before the index has no such tables.
+        let (marks, index) = match (txn.open_table(KEY_MARKS), txn.open_table(KEY_INDEX)) {
+            (Ok(marks), Ok(index)) => (marks, index),
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => {
+                return Ok(IndexedKeys::default());
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        };
+        let mark = marks.get(id)?.map_or(0, |m| m.value());
+        let mut found = Vec::new();
+        if mark > 0 {
+            for key in keys {
+                if let Some(decided) = index.get((id, *key))? {
+                    found.push(IndexedKey {
+                        key: (*key).to_owned(),
+                        decided: decided.value(),
+                    });
+                }
+            }
+        }
+        Ok(IndexedKeys { mark, found })
+    }
+
+    async fn index_keys(
+        &self,
+        log: LogId,
+        mark: u64,
+        keys: &[IndexedKey],
+    ) -> Result<(), JournalError> {
+        self.db.write(|db| {
+            let txn = db.begin_write()?;
+            {
+                let id = log.as_u128();
+                let mut index = txn.open_table(KEY_INDEX)?;
+                for k in keys {
+                    // A decision once indexed stays: the log cannot undo it.
+                    let decided =
+                        k.decided || index.get((id, k.key.as_str()))?.is_some_and(|d| d.value());
+                    index.insert((id, k.key.as_str()), decided)?;
+                }
+                let mut marks = txn.open_table(KEY_MARKS)?;
+                let old = marks.get(id)?.map_or(0, |m| m.value());
+                marks.insert(id, old.max(mark))?;
+            }
+            Ok(txn.commit()?)
+        })
     }
 
     async fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError> {

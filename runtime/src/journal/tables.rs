@@ -14,6 +14,8 @@
 //! | `snapshots`   | `(u128 log, u64 seq, &str digest)` | SHA-256 of the rest ‖ u32 BE length ‖ host ledger JSON ‖ guest snapshot |
 //! | `tenant_logs` | `(&str tenant, u128 log)`         | `()` |
 //! | `tenant_counts` | `&str tenant`                   | `(u64 logs, u64 sessions)` |
+//! | `key_index`   | `(u128 log, &str key)`            | `bool` decided |
+//! | `key_marks`   | `u128 log`                        | `u64` mark: `key_index` holds every key closed below it |
 //!
 //! A log id is its UUID as a `u128` (big-endian UUID order), so UUIDv7 ids
 //! sort in creation order. Invariants: rows of `events` are only ever inserted,
@@ -53,6 +55,15 @@ pub const TENANT_LOGS: TableDefinition<(&str, u128), ()> = TableDefinition::new(
 /// of them are sessions of their own rather than a compaction's continuation.
 /// The writer checks a tenant's session limit against it.
 pub const TENANT_COUNTS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("tenant_counts");
+
+/// `(log, key) -> decided`: the effect keys a log has closed, a cache that
+/// spares a resident session holding them all (session::keys). Written
+/// aside from the events, by the session, in batches; never by the writer.
+pub const KEY_INDEX: TableDefinition<(u128, &str), bool> = TableDefinition::new("key_index");
+
+/// `log -> mark`: `key_index` holds every key of the log closed at a seq
+/// below the mark. A log without a row has mark 0.
+pub const KEY_MARKS: TableDefinition<u128, u64> = TableDefinition::new("key_marks");
 
 /// Bytes before the body in an `events` value.
 pub const EVENT_HEADER_LEN: usize = 8 + 32;

@@ -13,6 +13,7 @@ mod activate;
 mod compact;
 mod context;
 mod held;
+mod index;
 mod reconcile;
 mod snapshot;
 
@@ -25,7 +26,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-pub(super) use self::reconcile::off_runtime;
+pub(super) use self::context::ModelBase;
+pub(super) use self::reconcile::{model_requested, off_runtime, wanted};
 use super::keys::{Approval, OpenEffect};
 use super::perform;
 use super::replay::Ledger;
@@ -109,6 +111,8 @@ struct Actor {
     turn: Option<std::time::Instant>,
     /// The tenant's metric series, looked up once.
     series: crate::metrics::TenantSeries,
+    /// Closed keys on their way to the journal's key index (actor::index).
+    indexing: Option<index::Indexing>,
 }
 
 /// Activate a log: start its actor, which replays the log into a fresh
@@ -143,6 +147,7 @@ pub(super) fn spawn(
         claims: Vec::new(),
         rates: super::limits::Rates::default(),
         model_base: None,
+        indexing: None,
         turn: None,
         series: host.metrics.tenant(&info.tenant),
     };
@@ -395,7 +400,7 @@ impl Actor {
                 by,
                 reason,
                 reply,
-            } => match self.decision(&key, allow, &by, reason) {
+            } => match self.decide(&key, allow, &by, reason).await {
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
@@ -452,15 +457,37 @@ impl Actor {
         ControlFlow::Continue(())
     }
 
+    /// [`Actor::decision`], with the journal's key index asked first when
+    /// only it knows whether `key` was decided (an old key: session::keys).
+    async fn decide(
+        &mut self,
+        key: &str,
+        allow: bool,
+        by: &str,
+        reason: Option<String>,
+    ) -> Result<(Vec<EventBody>, Vec<Perform>), SessionError> {
+        let indexed =
+            if self.ledger.keys.get(key).is_none() && self.ledger.keys.was_decided(key).is_none() {
+                let (journal, log) = (self.host.journal.clone(), self.log);
+                let found = journal.indexed_keys(log, &[key]).await?.found;
+                Some(found.iter().any(|k| k.decided))
+            } else {
+                None
+            };
+        self.decision(key, allow, by, reason, indexed)
+    }
+
     fn decision(
         &self,
         key: &str,
         allow: bool,
         by: &str,
         reason: Option<String>,
+        indexed: Option<bool>,
     ) -> Result<(Vec<EventBody>, Vec<Perform>), SessionError> {
         let Some(open) = self.ledger.keys.get(key) else {
-            return Err(if self.ledger.keys.was_decided(key) {
+            let decided = self.ledger.keys.was_decided(key).or(indexed) == Some(true);
+            return Err(if decided {
                 SessionError::AlreadyDecided(key.to_string())
             } else {
                 SessionError::NoPendingApproval(key.to_string())

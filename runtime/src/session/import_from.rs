@@ -27,11 +27,12 @@
 //!   timer, a compaction, a message to another session, finishing) fails the
 //!   import: the log would not be one the guest could continue.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io::BufRead;
 
 use serde_json::json;
 
+use super::actor::{ModelBase, model_requested, wanted};
 use super::claude_code::{Kept, Transcript, What};
 use super::keys::{Keys, OpenEffect};
 use crate::effects::{Effect, EffectBody};
@@ -97,6 +98,8 @@ impl Host {
             let mut drive = Drive {
                 bodies: Vec::new(),
                 keys: Keys::default(),
+                base: None,
+                models: BTreeMap::new(),
                 guest: fresh()?,
             };
             drive
@@ -182,6 +185,10 @@ fn read(input: &mut (dyn BufRead + Send)) -> Result<Transcript, SessionError> {
 struct Drive {
     bodies: Vec<(u64, EventBody)>,
     keys: Keys,
+    /// The latest model call's whole request, as a live actor holds it.
+    base: Option<ModelBase>,
+    /// Each model call requested so far, by the seq that requested it.
+    models: BTreeMap<u64, String>,
     guest: GuestInstance,
 }
 
@@ -234,6 +241,8 @@ impl Drive {
         for pass in 0..2 {
             self.bodies.clear();
             self.keys = Keys::default();
+            self.base = None;
+            self.models.clear();
             let mut kept = t.kept.clone();
             kept.extend(unplaced.iter().cloned());
             kept.sort_by_key(|k| k.line);
@@ -310,7 +319,14 @@ impl Drive {
 
     fn push(&mut self, at: u64, body: EventBody) -> u64 {
         let seq = self.bodies.len() as u64;
-        self.keys.note(&body);
+        self.keys.note(seq, &body);
+        if let EventBody::Requested {
+            key,
+            effect: RequestedEffect::Model { .. },
+        } = &body
+        {
+            self.models.insert(seq, key.clone());
+        }
         self.bodies.push((at, body));
         seq
     }
@@ -319,22 +335,27 @@ impl Drive {
     /// new; an open effect it no longer wants is cancelled.
     fn round(&mut self, at: u64, line: usize) -> Result<(), SessionError> {
         loop {
-            let wanted = self.guest.wanted_keys()?;
+            // As a live session asks (actor::reconcile): bodies only for keys
+            // the log has not recorded, a model request as the messages after
+            // the call before it.
+            // Its ledger holds every key (session::keys): no index to ask.
+            let mut ask = |_: &[&str]| Ok(HashSet::new());
+            let (wanted, effects) = wanted(
+                &mut self.guest,
+                &self.keys,
+                &Keys::default(),
+                &mut self.base,
+                &mut ask,
+            )?;
             let mut new = Vec::new();
-            for key in &wanted {
-                if self.keys.is_recorded(key) {
-                    continue;
-                }
-                if let Some(effect) = self.guest.effect(key, None)? {
-                    new.push(record(effect, line)?);
-                }
+            for effect in effects {
+                new.push(record(effect, self.base.as_ref(), line)?);
             }
-            let wanted: BTreeSet<&String> = wanted.iter().collect();
             let gone: Vec<String> = self
                 .keys
                 .open()
                 .filter(|(k, o)| {
-                    !wanted.contains(k) && matches!(o.effect, OpenEffect::Requested(_))
+                    !wanted.contains(*k) && matches!(o.effect, OpenEffect::Requested(_))
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
@@ -352,21 +373,15 @@ impl Drive {
     }
 
     /// The open model calls, oldest first (by the seq that requested them).
-    fn open_models(&self) -> Vec<String> {
-        self.bodies
-            .iter()
-            .filter_map(|(_, body)| match body {
-                EventBody::Requested {
-                    key,
-                    effect: RequestedEffect::Model { .. },
-                } if self.keys.open().any(|(k, _)| k == key) => Some(key.clone()),
-                _ => None,
-            })
-            .collect()
+    fn open_models(&mut self) -> Vec<String> {
+        // Closed calls leave the map as they are met: it holds the open
+        // ones and those closed since the last look.
+        self.models.retain(|_, key| self.keys.get(key).is_some());
+        self.models.values().cloned().collect()
     }
 
     /// The model call in flight: the newest open one.
-    fn open_model(&self) -> Option<String> {
+    fn open_model(&mut self) -> Option<String> {
         self.open_models().pop()
     }
 
@@ -417,17 +432,14 @@ impl Drive {
 
 /// The event the host writes for an effect the guest wants; an effect a
 /// transcript cannot answer fails the import.
-fn record(effect: Effect, line: usize) -> Result<EventBody, SessionError> {
+fn record(
+    effect: Effect,
+    base: Option<&ModelBase>,
+    line: usize,
+) -> Result<EventBody, SessionError> {
     let Effect { key, body } = effect;
     Ok(match body {
-        EffectBody::Model(request) => EventBody::Requested {
-            key,
-            effect: RequestedEffect::Model {
-                model: request.model.clone(),
-                digest: request.digest(),
-                summary: request.summary(),
-            },
-        },
+        EffectBody::Model(request) => model_requested(base, &key, &request),
         EffectBody::Tool(call) => EventBody::Requested {
             key,
             effect: RequestedEffect::Tool(call),

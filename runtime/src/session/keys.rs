@@ -2,12 +2,33 @@
 //!
 //! Invariant: a key that the log records is never performed again except to
 //! resume it after a crash, and only if that is safe (DESIGN §4).
+//!
+//! A long log closes many thousands of keys, and a resident session must
+//! still know every one of them (a closed key the guest wants again is not
+//! performed again). So the closed keys live in the journal's key index of
+//! the log ([`Journal::indexed_keys`](crate::journal::Journal::indexed_keys)),
+//! not in memory: [`Keys`] holds the open keys and the keys closed since the
+//! index's mark, and a session moves the latter to the index in batches of
+//! [`INDEX_BATCH`] ([`Keys::to_index`], [`Keys::indexed`]). What a session
+//! holds of its keys is bounded by the effects in flight and one batch,
+//! however long its log, and a snapshot holds no more.
+//!
+//! Invariants:
+//! - every key of the log is open, or in `unindexed`, or closed below `mark`
+//!   (then the journal's index has it);
+//! - `mark` only grows, and only once the journal has the keys below it;
+//! - a ledger with `mark` 0 holds every key itself: its answers need no
+//!   journal (a replay of part of a log, a check, an advance's own keys).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{EventBody, RequestedEffect};
+use crate::journal::{EventBody, IndexedKey, RequestedEffect};
+
+/// How many closed keys a session holds before it moves them to the
+/// journal's key index.
+pub(crate) const INDEX_BATCH: usize = 1024;
 
 /// Where a tool call stands with its approval.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,33 +59,77 @@ pub(crate) enum OpenEffect {
     Question,
 }
 
-/// Every key the log has recorded, and the open ones in detail. Stored with
-/// each snapshot (session::snapshot), so that a session restored from one
-/// knows every key of the log as a full replay would.
+/// What a log has recorded of its keys, as far as a session must hold it
+/// (module doc). Stored with each snapshot (session::snapshot).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Keys {
     open: HashMap<String, Open>,
-    closed: ClosedKeys,
-    /// Keys a human has decided (a subset of the recorded ones).
-    decided: HashSet<String>,
+    /// Keys closed at or after `mark`, which the journal's index may lack.
+    unindexed: HashMap<String, Closed>,
+    /// The journal's key index holds every key closed below this seq; 0
+    /// when this ledger holds every key itself. No default: a snapshot
+    /// from before the index (which held every key) is not read as one.
+    mark: u64,
     /// What the log spent on models since its last `resumed`: the lifetime
     /// budgets' count (session::limits), kept here so a snapshot keeps it.
     #[serde(default)]
     pub(crate) spent: super::limits::Spent,
 }
 
+/// A closed key not in the journal's index (yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Closed {
+    /// The seq of the event that closed it.
+    seq: u64,
+    /// Whether a human decided it.
+    decided: bool,
+}
+
+/// Whether the log has recorded a key, as far as [`Keys`] knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    Yes,
+    No,
+    /// Closed below the mark, if at all: the journal's key index knows.
+    AskJournal,
+}
+
 impl Keys {
-    pub(crate) fn is_recorded(&self, key: &str) -> bool {
-        self.open.contains_key(key) || self.closed.contains(key)
+    /// An empty ledger for a log whose journal index holds every key closed
+    /// below `mark` (what a replay of the whole log starts from).
+    pub(crate) fn indexed_below(mark: u64) -> Keys {
+        Keys {
+            mark,
+            ..Keys::default()
+        }
+    }
+
+    /// Whether the log has recorded `key`.
+    pub(crate) fn recorded(&self, key: &str) -> Recorded {
+        if self.open.contains_key(key) || self.unindexed.contains_key(key) {
+            Recorded::Yes
+        } else if self.mark == 0 {
+            Recorded::No
+        } else {
+            Recorded::AskJournal
+        }
     }
 
     pub(crate) fn open(&self) -> impl Iterator<Item = (&String, &Open)> {
         self.open.iter()
     }
 
-    /// Whether a human decision on this key is in the log.
-    pub(crate) fn was_decided(&self, key: &str) -> bool {
-        self.decided.contains(key)
+    /// Whether a human decision on this key is in the log; `None` when only
+    /// the journal's key index can tell.
+    pub(crate) fn was_decided(&self, key: &str) -> Option<bool> {
+        if let Some(open) = self.open.get(key) {
+            return Some(matches!(open.approval, Approval::Decided { .. }));
+        }
+        match self.unindexed.get(key) {
+            Some(closed) => Some(closed.decided),
+            None if self.mark == 0 => Some(false),
+            None => None,
+        }
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<&Open> {
@@ -76,8 +141,69 @@ impl Keys {
         self.open.values().any(|o| o.approval == Approval::Pending)
     }
 
-    /// Fold one event into the key states.
-    pub(crate) fn note(&mut self, body: &EventBody) {
+    /// The journal index's mark this ledger counts on.
+    #[cfg(test)]
+    pub(crate) fn mark(&self) -> u64 {
+        self.mark
+    }
+
+    /// How many closed keys this ledger holds: what it has not moved to the
+    /// journal's index.
+    pub(crate) fn unindexed(&self) -> usize {
+        self.unindexed.len()
+    }
+
+    /// Takes a snapshot's ledger onto a journal whose index of the log has
+    /// mark `journal`: drops what the index holds. `false` when the index
+    /// lacks keys the ledger counts on (it was lost, or the log was copied
+    /// without it): the ledger must not be used.
+    pub(crate) fn rebase(&mut self, journal: u64) -> bool {
+        if journal < self.mark {
+            return false;
+        }
+        self.mark = journal;
+        self.unindexed.retain(|_, c| c.seq >= journal);
+        true
+    }
+
+    /// The keys to move to the journal's index: all closed below the seq
+    /// after the last event noted.
+    pub(crate) fn to_index(&self) -> Vec<IndexedKey> {
+        self.unindexed
+            .iter()
+            .map(|(key, c)| IndexedKey {
+                key: key.clone(),
+                decided: c.decided,
+            })
+            .collect()
+    }
+
+    /// The journal's index now holds every key closed below `through`.
+    pub(crate) fn indexed(&mut self, through: u64) {
+        self.mark = self.mark.max(through);
+        let mark = self.mark;
+        self.unindexed.retain(|_, c| c.seq >= mark);
+    }
+
+    /// Whether a snapshot's ledger (`self`) says what a full replay's
+    /// (`full`, which holds every key: mark 0) says of the same seq, as far
+    /// as the snapshot's own mark lets it.
+    pub(crate) fn agrees_with(&self, full: &Keys) -> bool {
+        self.open == full.open
+            && self.spent == full.spent
+            && self
+                .unindexed
+                .iter()
+                .all(|(k, c)| full.unindexed.get(k) == Some(c))
+            && full
+                .unindexed
+                .iter()
+                .filter(|(_, c)| c.seq >= self.mark)
+                .all(|(k, c)| self.unindexed.get(k) == Some(c))
+    }
+
+    /// Fold the event at `seq` into the key states.
+    pub(crate) fn note(&mut self, seq: u64, body: &EventBody) {
         self.spent.note(body);
         match body {
             EventBody::Requested { key, effect } => {
@@ -109,155 +235,47 @@ impl Keys {
                 allow,
                 by,
                 reason,
-            } => {
-                self.decided.insert(key.clone());
-                match self.open.get_mut(key) {
-                    Some(Open {
-                        effect: OpenEffect::Question,
-                        ..
-                    }) => self.close(key),
-                    Some(open) => {
-                        open.approval = Approval::Decided {
-                            allow: *allow,
-                            by: by.clone(),
-                            reason: reason.clone(),
-                        }
+            } => match self.open.get_mut(key) {
+                Some(Open {
+                    effect: OpenEffect::Question,
+                    ..
+                }) => self.close(seq, key, true),
+                Some(open) => {
+                    open.approval = Approval::Decided {
+                        allow: *allow,
+                        by: by.clone(),
+                        reason: reason.clone(),
                     }
-                    None => {}
                 }
-            }
+                None => {
+                    if let Some(closed) = self.unindexed.get_mut(key) {
+                        closed.decided = true;
+                    }
+                }
+            },
             EventBody::Failed {
                 key,
                 retryable: false,
                 ..
-            } => self.close(key),
+            } => self.close(seq, key, false),
             EventBody::Completed { key, .. }
             | EventBody::Cancelled { key }
             | EventBody::Output { key, .. }
             | EventBody::Sent { key, .. }
-            | EventBody::Finished { key, .. } => self.close(key),
+            | EventBody::Finished { key, .. } => self.close(seq, key, false),
             _ => {}
         }
     }
 
-    fn close(&mut self, key: &str) {
-        self.open.remove(key);
-        self.closed.insert(key.to_string());
-    }
-}
-
-/// The keys the log has closed. Those closed since the session was restored
-/// are a set; those a snapshot brought stay one sorted text of keys, each
-/// ending in `\n`, searched by bisection: a long log closes thousands of
-/// keys, and building a set of them on every wake would cost more than the
-/// rest of the wake together. Keys holding a `\n` (a guest may choose any)
-/// are kept apart in `odd`.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ClosedKeys {
-    recent: HashSet<String>,
-    sealed: String,
-    /// Where each key of `sealed` starts.
-    starts: Vec<usize>,
-}
-
-impl ClosedKeys {
-    pub(crate) fn contains(&self, key: &str) -> bool {
-        self.recent.contains(key) || self.sealed_contains(key)
-    }
-
-    pub(crate) fn insert(&mut self, key: String) {
-        if !self.sealed_contains(&key) {
-            self.recent.insert(key);
-        }
-    }
-
-    fn sealed_key(&self, i: usize) -> &str {
-        let end = self.starts.get(i + 1).copied().unwrap_or(self.sealed.len());
-        self.sealed
-            .get(self.starts[i]..end.saturating_sub(1))
-            .unwrap_or_default()
-    }
-
-    fn sealed_contains(&self, key: &str) -> bool {
-        let (mut lo, mut hi) = (0, self.starts.len());
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match self.sealed_key(mid).cmp(key) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return true,
-            }
-        }
-        false
-    }
-
-    fn all(&self) -> BTreeSet<&str> {
-        let mut all: BTreeSet<&str> = self.recent.iter().map(String::as_str).collect();
-        all.extend((0..self.starts.len()).map(|i| self.sealed_key(i)));
-        all
-    }
-}
-
-impl PartialEq for ClosedKeys {
-    fn eq(&self, other: &Self) -> bool {
-        self.all() == other.all()
-    }
-}
-
-/// How closed keys are stored in a snapshot's ledger.
-#[derive(Serialize, Deserialize)]
-struct ClosedText {
-    text: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    odd: Vec<String>,
-}
-
-impl Serialize for ClosedKeys {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut text = String::new();
-        let mut odd = Vec::new();
-        for key in self.all() {
-            if key.contains('\n') {
-                odd.push(key.to_owned());
-            } else {
-                text.push_str(key);
-                text.push('\n');
-            }
-        }
-        ClosedText { text, odd }.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for ClosedKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let ClosedText { text, odd } = ClosedText::deserialize(d)?;
-        let mut starts = Vec::with_capacity(text.len() / 8);
-        let mut at = 0;
-        for line in text.split_inclusive('\n') {
-            starts.push(at);
-            at += line.len();
-        }
-        let mut keys = ClosedKeys {
-            recent: odd.into_iter().collect(),
-            sealed: text,
-            starts,
+    fn close(&mut self, seq: u64, key: &str, decided: bool) {
+        let decided = match self.open.remove(key) {
+            Some(open) => decided || matches!(open.approval, Approval::Decided { .. }),
+            None => decided,
         };
-        // Written sorted; anything else (or a last key without its `\n`) is
-        // rebuilt so that bisection holds.
-        let sorted = keys.sealed.ends_with('\n') || keys.sealed.is_empty();
-        let sorted =
-            sorted && (1..keys.starts.len()).all(|i| keys.sealed_key(i - 1) < keys.sealed_key(i));
-        if !sorted {
-            let all: Vec<String> = keys
-                .sealed
-                .lines()
-                .map(str::to_owned)
-                .chain(keys.recent.drain())
-                .collect();
-            keys = ClosedKeys::default();
-            keys.recent = all.into_iter().collect();
+        if seq >= self.mark {
+            self.unindexed
+                .insert(key.to_string(), Closed { seq, decided });
         }
-        Ok(keys)
     }
 }
 
@@ -265,28 +283,84 @@ impl<'de> Deserialize<'de> for ClosedKeys {
 mod tests {
     use super::*;
 
-    #[test]
-    fn closed_keys_survive_a_snapshot_and_are_found_by_bisection() {
-        let mut keys = ClosedKeys::default();
-        for k in ["output-10", "output-2", "odd\nkey", "model-1", ""] {
-            keys.insert(k.to_owned());
+    fn output(key: &str) -> EventBody {
+        EventBody::Output {
+            key: key.into(),
+            content: Vec::new(),
         }
-        let json = serde_json::to_string(&keys).expect("encode");
-        let mut back: ClosedKeys = serde_json::from_str(&json).expect("decode");
-        assert_eq!(back, keys);
-        for k in ["output-10", "output-2", "odd\nkey", "model-1", ""] {
-            assert!(back.contains(k), "{k:?}");
-        }
-        for k in ["output-1", "output-3", "zzz", "odd"] {
-            assert!(!back.contains(k), "{k:?}");
-        }
-        back.insert("output-3".into());
-        back.insert("output-2".into());
-        assert!(back.contains("output-3"));
-        assert_eq!(back.all().len(), 6);
+    }
 
-        // An unsorted text (not what we write) is still read right.
-        let unsorted: ClosedKeys = serde_json::from_str(r#"{"text":"b\na\nc"}"#).expect("decode");
-        assert!(unsorted.contains("a") && unsorted.contains("b") && unsorted.contains("c"));
+    #[test]
+    fn keys_closed_below_the_mark_are_asked_of_the_journal() {
+        let mut keys = Keys::indexed_below(3);
+        keys.note(1, &output("a"));
+        keys.note(3, &output("b"));
+        assert_eq!(keys.recorded("a"), Recorded::AskJournal);
+        assert_eq!(keys.recorded("b"), Recorded::Yes);
+        assert_eq!(keys.unindexed(), 1);
+
+        let mut all = Keys::default();
+        all.note(1, &output("a"));
+        assert_eq!(all.recorded("a"), Recorded::Yes);
+        assert_eq!(all.recorded("c"), Recorded::No);
+    }
+
+    #[test]
+    fn moving_keys_to_the_index_bounds_the_ledger() {
+        let mut keys = Keys::default();
+        for seq in 0..10 {
+            keys.note(seq, &output(&format!("o-{seq}")));
+        }
+        assert_eq!(keys.to_index().len(), 10);
+        keys.indexed(10);
+        assert_eq!(keys.unindexed(), 0);
+        assert_eq!(keys.mark(), 10);
+        assert_eq!(keys.recorded("o-3"), Recorded::AskJournal);
+        keys.note(10, &output("o-10"));
+        assert_eq!(keys.recorded("o-10"), Recorded::Yes);
+    }
+
+    #[test]
+    fn a_snapshot_counting_on_more_than_the_index_holds_is_refused() {
+        let mut keys = Keys::default();
+        keys.note(0, &output("a"));
+        keys.note(5, &output("b"));
+        keys.indexed(3);
+        let mut lost = keys.clone();
+        assert!(!lost.rebase(0), "the index lost what the ledger counts on");
+        let mut later = keys.clone();
+        assert!(later.rebase(6));
+        assert_eq!(later.unindexed(), 0);
+        assert_eq!(later.mark(), 6);
+        // A ledger from before the index (every key in `closed`) is not one.
+        let old = r#"{"open":{},"closed":{"text":"a\n"},"decided":[]}"#;
+        assert!(serde_json::from_str::<Keys>(old).is_err());
+    }
+
+    #[test]
+    fn a_decision_stays_with_its_closed_key() {
+        let mut keys = Keys::default();
+        keys.note(
+            0,
+            &EventBody::ApprovalRequested {
+                key: "q".into(),
+                tool: None,
+                question: None,
+            },
+        );
+        assert_eq!(keys.was_decided("q"), Some(false));
+        keys.note(
+            1,
+            &EventBody::ApprovalDecided {
+                key: "q".into(),
+                allow: true,
+                by: "ann".into(),
+                reason: None,
+            },
+        );
+        assert_eq!(keys.was_decided("q"), Some(true));
+        assert_eq!(keys.to_index()[0].decided, true);
+        keys.indexed(2);
+        assert_eq!(keys.was_decided("q"), None);
     }
 }

@@ -78,7 +78,7 @@ impl Ledger {
     /// The rule every reader of a log follows, event after event.
     pub(super) fn note(&mut self, event: &Event) {
         self.next_seq = event.seq + 1;
-        self.keys.note(&event.body);
+        self.keys.note(event.seq, &event.body);
         match &event.body {
             EventBody::Finished { result, .. } => self.finished = Some(result.clone()),
             EventBody::Continued { log } => {
@@ -245,11 +245,21 @@ impl<'a> Replayer<'a> {
             && matches!(self.info.status, LogStatus::Failed | LogStatus::Finished);
         let fold = !ended_at_head;
         let mut guest = None;
-        let mut start = Ledger::default();
+        // A replay of the whole log leaves the keys closed below its key
+        // index's mark to the index (session::keys); one of part of a log
+        // holds every key of that part.
+        let mark = match self.upto {
+            None => blocking(self.shared.journal.indexed_keys(self.log(), &[]))?.mark,
+            Some(_) => 0,
+        };
+        let mut start = Ledger {
+            keys: Keys::indexed_below(mark),
+            ..Ledger::default()
+        };
         let mut restored = None;
         if fold
             && self.use_snapshots
-            && let Some((instance, ledger, seq)) = self.restore(below)
+            && let Some((instance, ledger, seq)) = self.restore(below, mark)
         {
             guest = Some(instance);
             start = ledger;
@@ -379,7 +389,7 @@ impl<'a> Replayer<'a> {
     /// restored into a fresh instance: the instance, the ledger as of the
     /// snapshot, and its seq. `None`, after a warning in the trace if a
     /// snapshot was there but unusable, means a full replay.
-    fn restore(&self, below: Option<u64>) -> Option<(GuestInstance, Ledger, u64)> {
+    fn restore(&self, below: Option<u64>, mark: u64) -> Option<(GuestInstance, Ledger, u64)> {
         let log = self.log();
         let started = std::time::Instant::now();
         let end = below.map_or(self.end(), |b| b.min(self.end()));
@@ -392,13 +402,21 @@ impl<'a> Replayer<'a> {
                     return None;
                 }
             };
-        let (keys, bytes) = match snapshot::decode(&record) {
+        let (mut keys, bytes) = match snapshot::decode(&record) {
             Ok(decoded) => decoded,
             Err(why) => {
                 tracing::warn!(%log, seq, "snapshot is corrupt ({why}): full replay");
                 return None;
             }
         };
+        if !keys.rebase(mark) {
+            tracing::warn!(
+                %log,
+                seq,
+                "the journal's key index lacks keys the snapshot counts on: full replay"
+            );
+            return None;
+        }
         let restored = self.created().and_then(|(created, _)| {
             let mut guest = self.instance(created.seed)?;
             Ok((guest.restore(bytes)?, guest))

@@ -3,12 +3,15 @@
 //!
 //! A record is keyed by (log, seq, guest digest) and holds two halves:
 //! the guest's own `snapshot()` bytes, and the host's ledger of the log's
-//! keys ([`Keys`]: every key recorded, open or closed, and the decisions).
+//! keys ([`Keys`]: the open keys, and the closed ones that the journal's key
+//! index did not hold yet, with the index's mark it counts on).
 //! Invariant: restoring a record at `seq` and folding `seq + 1..` gives the
-//! same guest state and the same keys as a full replay; the ledger is what
-//! makes this hold for the host, whatever keys the guest asks for later (a
-//! closed key the guest wants again is known to be closed, as after a full
-//! replay). A record is written only when the session is idle and neither
+//! same guest state and the same keys as a full replay; the ledger and the
+//! key index together are what make this hold for the host, whatever keys
+//! the guest asks for later (a closed key the guest wants again is known to
+//! be closed, as after a full replay). A record whose mark the journal's
+//! index has not reached (it was lost, or the log copied without it) is not
+//! restored. A record is written only when the session is idle and neither
 //! parked nor finished. A missing, corrupt or foreign-guest record, or one
 //! the guest fails to restore, is never an error: the replayer
 //! (session::replay) falls back to a full replay and says so in the trace.
@@ -159,7 +162,7 @@ impl Host {
                                 state.len()
                             )),
                             None => Some("the guest keeps no snapshots".into()),
-                            Some(_) if keys != full.ledger.keys => {
+                            Some(_) if !keys.agrees_with(&full.ledger.keys) => {
                                 Some("the key ledger differs from a full replay's".into())
                             }
                             Some(_) => None,

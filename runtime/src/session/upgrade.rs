@@ -21,7 +21,7 @@ use std::ops::ControlFlow;
 use crate::effects::{Effect, EffectBody};
 use crate::guest::{GuestBatch, GuestError, GuestInstance};
 use crate::journal::{ErrorKind, Event, EventBody, GuestRef, LogInfo, RequestedEffect};
-use crate::session::keys::Keys;
+use crate::session::keys::{Keys, Recorded};
 use crate::session::replay::{Replayer, Walked};
 use crate::session::{Host, SessionError, Shared, now_ms};
 
@@ -232,7 +232,8 @@ fn unrecorded(
     let wants = c.fresh_wants(guest)?;
     let mut missing: Vec<_> = wants
         .iter()
-        .filter(|(k, _)| !keys.is_recorded(k))
+        // A walk's ledger holds every key (session::keys): no journal to ask.
+        .filter(|(k, _)| keys.recorded(k) != Recorded::Yes)
         .map(|(k, w)| show_effect(k, w))
         .collect();
     missing.sort();

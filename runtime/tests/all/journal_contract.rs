@@ -90,6 +90,7 @@ macro_rules! every_check {
             guests_are_stored_once_by_digest,
             forks_read_through_their_ancestry,
             snapshots_keep_the_newest_per_guest,
+            the_key_index_keeps_keys_decisions_and_its_highest_mark,
             the_limit_holds_for_forks_and_imports_not_compactions,
             pages_walk_each_tenants_logs_once_and_never_mix_them,
             import_checks_the_chain_and_stands_alone,
@@ -1114,6 +1115,48 @@ async fn forks_read_through_their_ancestry(journal: Arc<dyn Journal>) {
         Err(JournalError::BadParent { parent }) if parent == "not-a-log"
     ));
     assert_eq!(journal.count("t").await.unwrap().logs, 5);
+}
+
+async fn the_key_index_keeps_keys_decisions_and_its_highest_mark(journal: Arc<dyn Journal>) {
+    let (log, other) = (
+        create(&*journal, "t", None).await,
+        create(&*journal, "t", None).await,
+    );
+    let key = |k: &str, decided| IndexedKey {
+        key: k.into(),
+        decided,
+    };
+    // Never indexed: mark 0, nothing found.
+    assert_eq!(
+        journal.indexed_keys(log, &["a"]).await.unwrap(),
+        IndexedKeys::default()
+    );
+    journal
+        .index_keys(log, 5, &[key("a", false), key("q", true)])
+        .await
+        .unwrap();
+    let found = journal.indexed_keys(log, &["a", "q", "zz"]).await.unwrap();
+    assert_eq!(found.mark, 5);
+    let mut keys = found.found;
+    keys.sort_by(|x, y| x.key.cmp(&y.key));
+    assert_eq!(keys, vec![key("a", false), key("q", true)]);
+    // The mark never goes back; a decision once indexed stays; keys are the
+    // log's own.
+    journal
+        .index_keys(log, 3, &[key("a", true), key("q", false), key("b", false)])
+        .await
+        .unwrap();
+    let found = journal.indexed_keys(log, &["a", "b", "q"]).await.unwrap();
+    assert_eq!(found.mark, 5);
+    assert_eq!(found.found.iter().filter(|k| k.decided).count(), 2);
+    assert_eq!(found.found.len(), 3);
+    assert_eq!(
+        journal.indexed_keys(other, &["a"]).await.unwrap(),
+        IndexedKeys::default()
+    );
+    // Asking about no key answers the mark.
+    journal.index_keys(log, 9, &[]).await.unwrap();
+    assert_eq!(journal.indexed_keys(log, &[]).await.unwrap().mark, 9);
 }
 
 async fn snapshots_keep_the_newest_per_guest(journal: Arc<dyn Journal>) {

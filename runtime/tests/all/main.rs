@@ -17,6 +17,7 @@ mod hugeinput;
 mod integrity;
 mod journal;
 mod journal_contract;
+mod keyindex;
 mod litellm;
 mod logops;
 mod loopback;

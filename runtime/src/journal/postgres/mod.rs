@@ -21,6 +21,7 @@
 
 mod guests;
 mod import;
+mod keys;
 mod leases;
 mod listen;
 mod plan;
@@ -47,7 +48,10 @@ use super::copy::CopiedLog;
 use super::event::{GuestRef, LogPos, StoredEvent};
 use super::info::LogInfo;
 use super::lease::Heads;
-use super::{Journal, JournalError, Lease, LogId, LogPage, TenantCount, Timer, WriterStats};
+use super::{
+    IndexedKey, IndexedKeys, Journal, JournalError, Lease, LogId, LogPage, TenantCount, Timer,
+    WriterStats,
+};
 
 /// Settings of a [`PgJournal`].
 #[derive(Clone, Debug)]
@@ -417,6 +421,19 @@ impl Journal for PgJournal {
 
     async fn snapshots(&self, log: LogId) -> Result<Vec<(u64, String, Vec<u8>)>, JournalError> {
         PgJournal::snapshots(self, log).await
+    }
+
+    async fn indexed_keys(&self, log: LogId, keys: &[&str]) -> Result<IndexedKeys, JournalError> {
+        PgJournal::indexed_keys(self, log, keys).await
+    }
+
+    async fn index_keys(
+        &self,
+        log: LogId,
+        mark: u64,
+        keys: &[IndexedKey],
+    ) -> Result<(), JournalError> {
+        PgJournal::index_keys(self, log, mark, keys).await
     }
 
     async fn parent(&self, log: LogId) -> Result<Option<LogPos>, JournalError> {

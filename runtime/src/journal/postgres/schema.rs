@@ -30,6 +30,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "stopped",
         include_str!("../../../migrations/postgres/0003_stopped.sql"),
     ),
+    (
+        4,
+        "keys",
+        include_str!("../../../migrations/postgres/0004_keys.sql"),
+    ),
 ];
 
 /// Whom the advisory lock of the migrations is taken for: `logbook` in ASCII.

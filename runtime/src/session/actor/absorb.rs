@@ -62,6 +62,7 @@ impl Actor {
                 self.ledger.note(&stored.event);
                 events.push(stored.event);
             }
+            self.index_keys();
             tracing::debug!(log = %self.log, events = events.len(), "absorbed events of another writer");
             self.host.feeds.advanced(self.log, self.ledger.next_seq);
             let fault = match &mut self.guest {

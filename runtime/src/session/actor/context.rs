@@ -22,7 +22,7 @@ use crate::effects::ModelRequest;
 /// The whole request of a model call, and the SHA-256 of its JSON up to
 /// the end of its last message (`{"model":…,"messages":[m1,…,mn`).
 #[derive(Clone)]
-pub(super) struct ModelBase {
+pub(in crate::session) struct ModelBase {
     key: String,
     request: ModelRequest,
     prefix: Sha256,
@@ -39,7 +39,7 @@ pub(super) struct NotHeld {
 
 impl ModelBase {
     /// The key of the call this holds: what a guest is offered as `base`.
-    pub(super) fn key(&self) -> &str {
+    pub(in crate::session) fn key(&self) -> &str {
         &self.key
     }
 
@@ -99,7 +99,7 @@ impl ModelBase {
     }
 
     /// [`ModelRequest::digest`] of the request, from the hash carried.
-    pub(super) fn digest(&self) -> String {
+    pub(in crate::session) fn digest(&self) -> String {
         let mut hasher = self.prefix.clone();
         hasher.update(b"]");
         if !self.request.tools.is_empty() {

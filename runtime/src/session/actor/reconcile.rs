@@ -11,12 +11,13 @@ use std::collections::HashSet;
 use super::context::ModelBase;
 use super::{Actor, MAX_ROUNDS, Perform};
 use crate::config::Policy;
-use crate::effects::{Effect, EffectBody};
+use crate::effects::{Effect, EffectBody, ModelRequest};
 use crate::guest::{GuestError, GuestInstance};
 use crate::journal::{
-    Append, Claim, Commit, ErrorKind, Event, EventBody, Outcome, RequestedEffect, StoredEvent,
+    Append, Claim, Commit, ErrorKind, Event, EventBody, JournalError, Outcome, RequestedEffect,
+    StoredEvent, blocking,
 };
-use crate::session::keys::Keys;
+use crate::session::keys::{Keys, Recorded};
 use crate::session::{SessionError, now_ms};
 
 /// What one round of folding staged.
@@ -24,6 +25,28 @@ struct Folded {
     staged: Vec<Event>,
     cancels: Vec<String>,
     failure: Option<GuestError>,
+    /// The journal failed mid-fold: nothing of it may be committed.
+    journal: Option<JournalError>,
+}
+
+/// Why [`wanted`] could not say what the guest wants.
+#[derive(Debug, thiserror::Error)]
+pub(in crate::session) enum WantedError {
+    /// The guest failed.
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    /// The journal's key index could not be read (session::keys).
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl From<WantedError> for SessionError {
+    fn from(e: WantedError) -> Self {
+        match e {
+            WantedError::Guest(e) => SessionError::Guest(e),
+            WantedError::Journal(e) => SessionError::Journal(e),
+        }
+    }
 }
 
 /// Run guest code off the async executor. A guest's WASI calls (a flush of
@@ -52,7 +75,15 @@ impl Actor {
             mut staged,
             cancels: mut cancels_,
             failure,
+            journal,
         } = off_runtime(|| self.fold_and_reconcile(base, at, external, &mut performs));
+        if let Some(e) = journal {
+            // The instance folded what is not committed: it folds anew, and
+            // the model call held may be one the log never recorded.
+            self.guest = None;
+            self.model_base = None;
+            return Err(e.into());
+        }
         let cancels = &mut cancels_;
         let faulted = failure.is_some();
         if let Some(error) = failure {
@@ -150,6 +181,7 @@ impl Actor {
         for event in &stored {
             self.ledger.note(&event.event);
         }
+        self.index_keys();
         self.count(&performs);
         self.host.feeds.advanced(self.log, self.ledger.next_seq);
         for key in cancels.drain(..) {
@@ -190,8 +222,8 @@ impl Actor {
                     EventBody::Resumed { .. } => stopped = false,
                     _ => {}
                 }
-                fresh.note(&body);
                 let seq = base + staged.len() as u64;
+                fresh.note(seq, &body);
                 staged.push(Event { seq, at, body });
             }
             let Some(guest) = &mut self.guest else { break };
@@ -203,6 +235,7 @@ impl Actor {
                     staged,
                     cancels,
                     failure: Some(failure),
+                    journal: None,
                 };
             }
             if stopped {
@@ -212,20 +245,36 @@ impl Actor {
                     staged,
                     cancels,
                     failure,
+                    journal: None,
                 };
             }
             let known = &self.ledger.keys;
             let base = &mut self.model_base;
+            let (journal, log) = (&self.host.journal, self.log);
+            let mut ask = |keys: &[&str]| {
+                blocking(journal.indexed_keys(log, keys))
+                    .map(|found| found.found.into_iter().map(|k| k.key).collect())
+            };
             let wanted = match guest
                 .apply(&staged[first_new..])
-                .and_then(|()| wanted(guest, known, &fresh, base))
+                .map_err(WantedError::from)
+                .and_then(|()| wanted(guest, known, &fresh, base, &mut ask))
             {
                 Ok(wanted) => wanted,
-                Err(e) => {
+                Err(WantedError::Guest(e)) => {
                     return Folded {
                         staged,
                         cancels,
                         failure: Some(e),
+                        journal: None,
+                    };
+                }
+                Err(WantedError::Journal(e)) => {
+                    return Folded {
+                        staged,
+                        cancels,
+                        failure: None,
+                        journal: Some(e),
                     };
                 }
             };
@@ -239,6 +288,7 @@ impl Actor {
             staged,
             cancels,
             failure: None,
+            journal: None,
         }
     }
 
@@ -280,20 +330,7 @@ impl Actor {
                     attempt: 1,
                 }),
                 EffectBody::Model(request) => {
-                    // Digested from where the base's digest left off when
-                    // this is the request the base holds now.
-                    let digest = match &self.model_base {
-                        Some(base) if base.key() == key => base.digest(),
-                        _ => request.digest(),
-                    };
-                    events.push(EventBody::Requested {
-                        key: key.clone(),
-                        effect: RequestedEffect::Model {
-                            model: request.model.clone(),
-                            digest,
-                            summary: request.summary(),
-                        },
-                    });
+                    events.push(model_requested(self.model_base.as_ref(), &key, &request));
                     performs.push(Perform::Model(key, request));
                 }
                 EffectBody::Sleep(until) => {
@@ -336,12 +373,33 @@ impl Actor {
         }
         // Whatever is open in the log but no longer wanted is cancelled.
         for (key, _) in self.ledger.keys.open() {
-            if !wanted_keys.contains(key) && !fresh.is_recorded(key) {
+            if !wanted_keys.contains(key) && fresh.recorded(key) != Recorded::Yes {
                 events.push(EventBody::Cancelled { key: key.clone() });
                 cancels.push(key.clone());
             }
         }
         events
+    }
+}
+
+/// The `requested` that records model call `key`: digested from where the
+/// base's digest left off when the base holds this very request.
+pub(in crate::session) fn model_requested(
+    base: Option<&ModelBase>,
+    key: &str,
+    request: &ModelRequest,
+) -> EventBody {
+    let digest = match base {
+        Some(base) if base.key() == key => base.digest(),
+        _ => request.digest(),
+    };
+    EventBody::Requested {
+        key: key.to_string(),
+        effect: RequestedEffect::Model {
+            model: request.model.clone(),
+            digest,
+            summary: request.summary(),
+        },
     }
 }
 
@@ -351,16 +409,35 @@ impl Actor {
 /// the guest's outstanding keys and its new effects, never its history; and
 /// a new model request may cross as the messages after those of the call
 /// `base` holds, which it then holds whole in its place (actor::context).
-fn wanted(
+///
+/// Keys that `known` left to the journal's key index (session::keys) are
+/// looked up with `ask`, all of a round at once: it answers those the index
+/// holds.
+pub(in crate::session) fn wanted(
     guest: &mut GuestInstance,
     known: &Keys,
     fresh: &Keys,
     base: &mut Option<ModelBase>,
-) -> Result<(HashSet<String>, Vec<Effect>), GuestError> {
+    ask: &mut dyn FnMut(&[&str]) -> Result<HashSet<String>, JournalError>,
+) -> Result<(HashSet<String>, Vec<Effect>), WantedError> {
     let keys = guest.wanted_keys()?;
+    let mut unknown = Vec::new();
+    for key in &keys {
+        if fresh.recorded(key) == Recorded::No && known.recorded(key) == Recorded::AskJournal {
+            unknown.push(key.as_str());
+        }
+    }
+    let indexed = if unknown.is_empty() {
+        HashSet::new()
+    } else {
+        ask(&unknown)?
+    };
     let mut new = Vec::new();
     for key in &keys {
-        if known.is_recorded(key) || fresh.is_recorded(key) {
+        if known.recorded(key) == Recorded::Yes
+            || fresh.recorded(key) == Recorded::Yes
+            || indexed.contains(key)
+        {
             continue;
         }
         match guest.effect(key, base.as_ref().map(ModelBase::key))? {

@@ -1,4 +1,6 @@
-//! Test fixture: loops forever on the input `loop`; otherwise echoes.
+//! Test fixture: loops forever on the input `loop`; on `again KEY` wants an
+//! output under the explicit key KEY (a key the log may have retired, which
+//! the host must never perform again); otherwise echoes.
 use logbook_guest::prelude::*;
 
 #[derive(Default, Serialize, Deserialize)]
@@ -12,6 +14,10 @@ impl Agent for Looper {
                 loop {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
+            }
+            if let Some(key) = text.strip_prefix("again ") {
+                fx.want(key, EffectBody::Output(vec![ContentBlock::text("again")]));
+                return;
             }
             fx.output(format!("ok: {text}"));
         }
