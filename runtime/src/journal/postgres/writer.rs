@@ -48,7 +48,7 @@ use tokio_postgres::error::SqlState;
 use super::grouped::Grouped;
 use super::plan::{Fetched, FetchedLog, Head, Op, Plan, View};
 use super::statements::Statements;
-use super::{bits, hash32, reads};
+use super::{bits, hash32, listen, reads};
 use crate::journal::tenants::compacted_from;
 use crate::journal::{
     Append, Commit, Committed, EventBody, JournalError, LogId, WriterStats, decode_body,
@@ -292,7 +292,7 @@ impl Writer {
                     *h = (*h).max(*next);
                 }
             }
-            let notify: Vec<String> = heads.iter().map(|(l, n)| format!("{l}:{n}")).collect();
+            let notify = listen::payloads(heads.iter().map(|(l, n)| (*l, *n)));
 
             if !begun
                 && !resent
