@@ -90,8 +90,8 @@ impl<'a> Grouped<'a> {
             match op {
                 Op::NewLog(row) if row.parent.is_some() => return None,
                 Op::ForkOpens { .. } => return None,
-                Op::Advance { log, .. } => {
-                    if advances.insert(*log, op).is_some() {
+                Op::Advance(a) => {
+                    if advances.insert(a.log, a).is_some() {
                         return None;
                     }
                 }
@@ -114,25 +114,15 @@ impl<'a> Grouped<'a> {
         if last.keys().any(|k| keys_alone.contains(k)) {
             return None;
         }
-        for op in advances.into_values() {
-            let Op::Advance {
-                log,
-                expected,
-                prev,
-                lease,
-                head,
-                events,
-            } = op
-            else {
-                continue;
-            };
+        for a in advances.into_values() {
+            let (log, events) = (&a.log, &a.events);
             let h = &mut g.heads;
             h.logs.push(*log);
-            h.expected.push(super::bits(*expected));
-            h.prev.push(prev.as_slice());
-            h.lease.push(lease.map(super::bits));
-            h.next.push(super::bits(head.next_seq));
-            h.hash.push(head.last_hash.as_slice());
+            h.expected.push(super::bits(a.expected));
+            h.prev.push(a.prev.as_slice());
+            h.lease.push(a.lease.map(super::bits));
+            h.next.push(super::bits(a.head.next_seq));
+            h.hash.push(a.head.last_hash.as_slice());
             let e = &mut g.events;
             e.logs.extend(std::iter::repeat_n(*log, events.seqs.len()));
             e.seqs.extend(&events.seqs);

@@ -270,28 +270,21 @@ impl Statements {
                     c.execute(&self.fork_opens, &[log, parent, &bits(*parent_seq)])
                         .await
                 }
-                Op::Advance {
-                    log,
-                    expected,
-                    prev,
-                    lease,
-                    head,
-                    events,
-                } => {
-                    let lease = lease.map(bits);
+                Op::Advance(a) => {
+                    let lease = a.lease.map(bits);
                     c.execute(
                         &self.advance,
                         &[
-                            log,
-                            &bits(*expected),
-                            &prev.as_slice(),
+                            &a.log,
+                            &bits(a.expected),
+                            &a.prev.as_slice(),
                             &lease,
-                            &bits(head.next_seq),
-                            &head.last_hash.as_slice(),
-                            &events.seqs,
-                            &events.ats,
-                            &events.hashes,
-                            &events.bodies,
+                            &bits(a.head.next_seq),
+                            &a.head.last_hash.as_slice(),
+                            &a.events.seqs,
+                            &a.events.ats,
+                            &a.events.hashes,
+                            &a.events.bodies,
                         ],
                     )
                     .await

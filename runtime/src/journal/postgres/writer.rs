@@ -501,21 +501,22 @@ fn refusal(op: &Op, err: tokio_postgres::Error) -> Refusal {
             tenant: tenant.clone(),
             limit: limit.unwrap_or_default(),
         },
-        (Op::Advance { log, .. }, "LB001") => JournalError::UnknownLog(*log),
-        (Op::Advance { log, lease, .. }, "LB002") => JournalError::Fenced {
-            log: *log,
-            epoch: lease.unwrap_or_default(),
+        (Op::Advance(a), "LB001") => JournalError::UnknownLog(a.log),
+        (Op::Advance(a), "LB002") => JournalError::Fenced {
+            log: a.log,
+            epoch: a.lease.unwrap_or_default(),
         },
-        (Op::Advance { log, expected, .. }, "LB003") => match db.message().parse::<i64>() {
+        (Op::Advance(a), "LB003") => match db.message().parse::<i64>() {
             Ok(actual) => JournalError::Conflict {
-                log: *log,
-                expected: *expected,
+                log: a.log,
+                expected: a.expected,
                 actual: super::back(actual),
             },
             Err(_) => return Refusal::Failed(err),
         },
-        (Op::Advance { log, .. }, "LB004") => JournalError::Corrupt(format!(
-            "log {log}: the stored head's hash is not the one its seq had when read"
+        (Op::Advance(a), "LB004") => JournalError::Corrupt(format!(
+            "log {}: the stored head's hash is not the one its seq had when read",
+            a.log
         )),
         (Op::NameMove { log, .. }, "LB001") => JournalError::UnknownLog(*log),
         (Op::Claim { log, lease, .. }, "LB002") => JournalError::Fenced {
