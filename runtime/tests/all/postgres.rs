@@ -260,6 +260,142 @@ async fn one_batch_commits_many_and_refuses_one_alone() {
     assert_eq!(stats.commits - before.commits, 1);
 }
 
+/// A batch goes grouped (one statement per kind of row) when nothing in it
+/// is refused. Refusals only the database can see (a head another worker
+/// moved while this writer's cache says otherwise, a lease taken over) make
+/// the grouped form fail; the batch is then sent again with a savepoint per
+/// commit, and only those commits are refused: the others are answered with
+/// what they wrote, in one transaction.
+#[tokio::test]
+async fn a_grouped_batch_refused_in_the_middle_answers_the_others() {
+    let Some((db, journal)) = fresh().await else {
+        return;
+    };
+    let other = db.journal(PgConfig::default()).await;
+    let mut logs = Vec::new();
+    for _ in 0..8 {
+        logs.push(create(&journal, DEFAULT_TENANT, None).await);
+    }
+    let leases = {
+        let mut v = Vec::new();
+        for log in &logs {
+            v.push(journal.acquire_lease(*log).await.expect("lease"));
+        }
+        v
+    };
+    // A clean batch: every append fenced by its lease, a timer opened in
+    // each, one ended in the same commit that opened it.
+    let (grouped, commits) = (journal.grouped_batches(), journal.stats().commits);
+    let tickets: Vec<_> = logs
+        .iter()
+        .zip(&leases)
+        .enumerate()
+        .map(|(i, (log, lease))| {
+            let mut events = vec![(T0 + 1, input("one")), (T0 + 2, sleep_until("nap", T0 + 9))];
+            if i == 0 {
+                events.push((T0 + 3, sleep_until("blink", T0 + 5)));
+                events.push((
+                    T0 + 4,
+                    EventBody::Completed {
+                        key: "blink".into(),
+                        outcome: Outcome::TimerFired,
+                    },
+                ));
+            }
+            journal.commit(Commit::append(*log, 1, events).fenced(lease.epoch))
+        })
+        .collect();
+    for t in tickets {
+        t.await.expect("a clean batch commits");
+    }
+    assert_eq!(journal.stats().commits - commits, 1);
+    assert_eq!(
+        journal.grouped_batches() - grouped,
+        1,
+        "the clean batch went grouped"
+    );
+    let mut next = Vec::new();
+    for log in &logs {
+        let info = journal.info(*log).await.unwrap().unwrap();
+        let keys: Vec<_> = info.open.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["nap"], "the timer of {log} is open, `blink` ended");
+        next.push(info.next_seq);
+    }
+
+    // Log 2's head moves through another worker: this writer's cache still
+    // says 3, so only the database sees the append below is stale. Log 5's
+    // lease is taken again: the epoch its append carries is an old one.
+    other
+        .commit(Commit::append(
+            logs[2],
+            next[2],
+            vec![(T0 + 5, input("elsewhere"))],
+        ))
+        .await
+        .expect("another worker appends");
+    let newer = journal.acquire_lease(logs[5]).await.expect("lease again");
+    assert!(newer.epoch > leases[5].epoch);
+    let (grouped, commits) = (journal.grouped_batches(), journal.stats().commits);
+    let tickets: Vec<_> = logs
+        .iter()
+        .zip(&leases)
+        .zip(&next)
+        .map(|((log, lease), next)| {
+            journal.commit(
+                Commit::append(*log, *next, vec![(T0 + 6, input(&format!("{log}")))])
+                    .fenced(lease.epoch),
+            )
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tickets {
+        answers.push(t.await);
+    }
+    assert_eq!(journal.stats().commits - commits, 1, "one transaction");
+    assert_eq!(
+        journal.grouped_batches(),
+        grouped,
+        "sent again with savepoints"
+    );
+    for (i, (log, answer)) in logs.iter().zip(&answers).enumerate() {
+        let events = journal.read(*log, 0, 10).await.unwrap();
+        assert!(journal.verify(*log).await.unwrap().is_ok());
+        match i {
+            2 => {
+                assert!(
+                    matches!(
+                        answer,
+                        Err(JournalError::Conflict {
+                            expected: 3,
+                            actual: 4,
+                            ..
+                        })
+                    ),
+                    "{answer:?}"
+                );
+                assert_eq!(events.len(), 4, "only the other worker's append is in");
+            }
+            5 => {
+                assert!(
+                    matches!(answer, Err(JournalError::Fenced { epoch, .. }) if *epoch == leases[5].epoch),
+                    "{answer:?}"
+                );
+                assert_eq!(events.len(), 3, "nothing of the fenced append is in");
+            }
+            _ => {
+                let committed = answer.as_ref().expect("the others commit");
+                let written: Vec<_> = committed.events.iter().map(|(_, e)| e.clone()).collect();
+                let from = usize::try_from(next[i]).unwrap();
+                assert_eq!(
+                    events[from..],
+                    written[..],
+                    "{log} holds what its answer says"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn concurrent_committers_share_transactions() {
     let Some((_db, journal)) = fresh().await else {

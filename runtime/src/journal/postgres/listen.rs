@@ -20,8 +20,12 @@ use super::{Tls, back};
 use crate::journal::lease::Heads;
 use crate::journal::{JournalError, LogId};
 
-/// The channel the writers notify on; the payload is `<log>:<next seq>`.
+/// The channel the writers notify on; a payload is one or more
+/// `<log>:<next seq>`, separated by spaces.
 pub(super) const CHANNEL: &str = "logbook_heads";
+
+/// The longest payload a writer sends: PostgreSQL refuses 8000 bytes or more.
+const MAX_PAYLOAD: usize = 7_900;
 
 /// The `application_name` of the listener's connection.
 pub(super) const APPLICATION: &str = "logbook-listener";
@@ -29,10 +33,31 @@ pub(super) const APPLICATION: &str = "logbook-listener";
 /// The longest pause between two attempts to reconnect the listener.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Parses a notification's payload.
-fn payload(p: &str) -> Option<(LogId, u64)> {
+/// Parses one head of a notification's payload.
+fn head(p: &str) -> Option<(LogId, u64)> {
     let (log, next) = p.split_once(':')?;
     Some((LogId::parse_str(log).ok()?, next.parse().ok()?))
+}
+
+/// The payloads that notify `heads`: as few as fit, so a batch that moved
+/// hundreds of heads costs one notification per ~180 of them, not one each.
+pub(super) fn payloads(heads: impl IntoIterator<Item = (LogId, u64)>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut payload = String::new();
+    for (log, next) in heads {
+        let entry = format!("{log}:{next}");
+        if !payload.is_empty() && payload.len() + 1 + entry.len() > MAX_PAYLOAD {
+            out.push(std::mem::take(&mut payload));
+        }
+        if !payload.is_empty() {
+            payload.push(' ');
+        }
+        payload.push_str(&entry);
+    }
+    if !payload.is_empty() {
+        out.push(payload);
+    }
+    out
 }
 
 /// Listens for as long as the journal lives, reconnecting with a growing
@@ -108,9 +133,11 @@ async fn session(
         let _ = ready.send(Ok(()));
     }
     while let Some(n) = rx.recv().await {
-        match payload(n.payload()) {
-            Some((log, next)) => heads.advanced(log, next),
-            None => tracing::warn!(payload = n.payload(), "unreadable heads notification"),
+        for entry in n.payload().split(' ') {
+            match head(entry) {
+                Some((log, next)) => heads.advanced(log, next),
+                None => tracing::warn!(entry, "unreadable head in a heads notification"),
+            }
         }
     }
     drop(client);
@@ -126,10 +153,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn payloads_parse() {
+    fn heads_parse() {
         let log = LogId::now_v7();
-        assert_eq!(payload(&format!("{log}:12")), Some((log, 12)));
-        assert_eq!(payload("nope"), None);
-        assert_eq!(payload(&format!("{log}:x")), None);
+        assert_eq!(head(&format!("{log}:12")), Some((log, 12)));
+        assert_eq!(head("nope"), None);
+        assert_eq!(head(&format!("{log}:x")), None);
+    }
+
+    #[test]
+    fn payloads_carry_every_head_within_the_limit() {
+        assert!(payloads([]).is_empty());
+        let heads: Vec<(LogId, u64)> = (0..1000u64).map(|i| (LogId::now_v7(), i)).collect();
+        let sent = payloads(heads.iter().copied());
+        assert!(sent.len() > 1, "1000 heads do not fit in one payload");
+        assert!(sent.iter().all(|p| p.len() <= MAX_PAYLOAD));
+        let read: Vec<_> = sent
+            .iter()
+            .flat_map(|p| p.split(' ').map(head))
+            .collect::<Option<_>>()
+            .expect("every head reads back");
+        assert_eq!(read, heads);
     }
 }

@@ -19,6 +19,7 @@
 //! - Dropping the journal stops its heartbeat and listener; its writer ends
 //!   once every commit sent to it has been answered.
 
+mod grouped;
 mod guests;
 mod import;
 mod keys;
@@ -34,6 +35,7 @@ mod writer;
 pub use self::tls::SslMode;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
@@ -309,6 +311,13 @@ impl PgJournal {
     /// The writer's counters.
     pub fn stats(&self) -> WriterStats {
         self.counters.snapshot()
+    }
+
+    /// How many of the writer's transactions (`stats().commits`) went the
+    /// fast way, in one round trip with the rows of their commits grouped by
+    /// kind; the others had a savepoint per commit (docs/postgres.md).
+    pub fn grouped_batches(&self) -> u64 {
+        self.counters.grouped.load(Ordering::Relaxed)
     }
 }
 

@@ -81,14 +81,7 @@ pub(super) enum Op {
         parent_seq: u64,
     },
     /// Moves the head past an append and writes its events, in one statement.
-    Advance {
-        log: LogId,
-        expected: u64,
-        prev: [u8; 32],
-        lease: Option<u64>,
-        head: Head,
-        events: EventRows,
-    },
+    Advance(Advance),
     Flags {
         log: LogId,
         finished: bool,
@@ -132,6 +125,18 @@ pub(super) enum Op {
         name: String,
         log: LogId,
     },
+}
+
+/// An append's move of its log's head, from where it expects it (the seq,
+/// the hash it chains from, the lease epoch) to `head`, with its events.
+#[derive(Debug)]
+pub(super) struct Advance {
+    pub(super) log: LogId,
+    pub(super) expected: u64,
+    pub(super) prev: [u8; 32],
+    pub(super) lease: Option<u64>,
+    pub(super) head: Head,
+    pub(super) events: EventRows,
 }
 
 /// A new row of `logs`, written with its `created` event.
@@ -373,14 +378,14 @@ impl<'a> View<'a> {
                     last_hash: hash,
                 };
             }
-            ops.push(Op::Advance {
+            ops.push(Op::Advance(Advance {
                 log: ap.log,
                 expected: head.next_seq,
                 prev: head.last_hash,
                 lease: lease_of(ap),
                 head: end,
                 events: rows,
-            });
+            }));
             if flags != (false, None, None) || stopped.is_some() {
                 ops.push(Op::Flags {
                     log: ap.log,

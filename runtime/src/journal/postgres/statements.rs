@@ -4,7 +4,10 @@
 //!
 //! Invariant: a statement that refuses raises an error whose SQLSTATE names
 //! the rule (`LB001`-`LB006`, or a primary key's unique violation), so the
-//! writer can answer the commit with the journal's error for it.
+//! writer can answer the commit with the journal's error for it. The grouped
+//! statements of a batch (`*_all`, see [`grouped`](super::grouped)) write
+//! the rows of many commits; one that refuses (`LB007`, or any other error)
+//! only says that the batch must be sent again, a savepoint per commit.
 
 use tokio_postgres::{Client, Statement};
 
@@ -29,6 +32,9 @@ pub(super) struct Statements {
     pub(super) claim: Statement,
     pub(super) open_remove: Statement,
     pub(super) name_move: Statement,
+    pub(super) advance_all: Statement,
+    pub(super) open_put_all: Statement,
+    pub(super) open_remove_all: Statement,
     pub(super) notify: Statement,
     pub(super) fetch_logs: Statement,
     pub(super) fetch_body: Statement,
@@ -147,6 +153,42 @@ impl Statements {
                      SELECT logbook_require(EXISTS (SELECT 1 FROM l), 'LB001', 'unknown log')",
                 )
                 .await?,
+            // The grouped statements of a batch (`grouped`). Every head moves
+            // in one statement, which also inserts every event: `LB007` when
+            // any head was not where the batch expected it (the batch is sent
+            // again with savepoints, where each refusal is named). Rows are
+            // locked in the order of the arrays, which the writer sorts.
+            advance_all: c
+                .prepare(
+                    "WITH a AS (SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bytea[], \
+                       $4::int8[], $5::int8[], $6::bytea[]) AS a(log, expected, prev, lease, next, hash)), \
+                     u AS (UPDATE logs l SET next_seq = a.next, last_hash = a.hash FROM a \
+                       WHERE l.id = a.log AND l.next_seq = a.expected AND l.last_hash = a.prev \
+                         AND (a.lease IS NULL OR l.lease_epoch = a.lease) RETURNING 1), \
+                     e AS (INSERT INTO events (log, seq, at, hash, body) \
+                       SELECT * FROM unnest($7::uuid[], $8::int8[], $9::int8[], $10::bytea[], $11::bytea[])) \
+                     SELECT logbook_require((SELECT count(*) FROM u) = cardinality($1::uuid[]), \
+                       'LB007', 'a head moved')",
+                )
+                .await?,
+            // At most one row per key (the writer keeps the last).
+            open_put_all: c
+                .prepare(
+                    "INSERT INTO open (log, key, effect, awaiting_approval, is_ask, sleep_until) \
+                     SELECT o.log, o.key, o.effect, false, o.is_ask, o.sleep_until \
+                     FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::bool[], $5::int8[]) \
+                       AS o(log, key, effect, is_ask, sleep_until) \
+                     ON CONFLICT (log, key) DO UPDATE \
+                     SET effect = EXCLUDED.effect, awaiting_approval = false, unstarted = false, \
+                     is_ask = EXCLUDED.is_ask, sleep_until = EXCLUDED.sleep_until",
+                )
+                .await?,
+            open_remove_all: c
+                .prepare(
+                    "DELETE FROM open o USING unnest($1::uuid[], $2::text[]) AS r(log, key) \
+                     WHERE o.log = r.log AND o.key = r.key",
+                )
+                .await?,
             notify: c
                 .prepare("SELECT pg_notify('logbook_heads', x) FROM unnest($1::text[]) x")
                 .await?,
@@ -228,28 +270,21 @@ impl Statements {
                     c.execute(&self.fork_opens, &[log, parent, &bits(*parent_seq)])
                         .await
                 }
-                Op::Advance {
-                    log,
-                    expected,
-                    prev,
-                    lease,
-                    head,
-                    events,
-                } => {
-                    let lease = lease.map(bits);
+                Op::Advance(a) => {
+                    let lease = a.lease.map(bits);
                     c.execute(
                         &self.advance,
                         &[
-                            log,
-                            &bits(*expected),
-                            &prev.as_slice(),
+                            &a.log,
+                            &bits(a.expected),
+                            &a.prev.as_slice(),
                             &lease,
-                            &bits(head.next_seq),
-                            &head.last_hash.as_slice(),
-                            &events.seqs,
-                            &events.ats,
-                            &events.hashes,
-                            &events.bodies,
+                            &bits(a.head.next_seq),
+                            &a.head.last_hash.as_slice(),
+                            &a.events.seqs,
+                            &a.events.ats,
+                            &a.events.hashes,
+                            &a.events.bodies,
                         ],
                     )
                     .await

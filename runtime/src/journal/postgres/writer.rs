@@ -2,18 +2,25 @@
 //! takes every pending commit (up to `max_batch_events`) into one
 //! transaction, and answers each only after `COMMIT` has returned.
 //!
-//! A batch costs two round trips when nothing is refused: one pipeline of
+//! A batch goes first the grouped way ([`grouped`](super::grouped)) when it
+//! can: one round trip, one statement for every head it moves and event it
+//! adds, one for the effects it opens and one for those it ends. A batch that
+//! cannot be grouped (a fork, two appends to one log, an approval and an open
+//! of one key), or whose grouped form was refused, goes with a savepoint per
+//! commit, in two round trips when nothing is refused: one pipeline of
 //! `BEGIN`, each commit's statements between `SAVEPOINT` and `RELEASE`, and
-//! the `NOTIFY` of the new heads; and `COMMIT`. A third, before them, reads
-//! the rows its planning needs ([`Fetched`]) that the writer's cache of the
-//! heads it wrote does not hold.
+//! the `NOTIFY` of the new heads; and `COMMIT`. One more, before either,
+//! reads the rows its planning needs ([`Fetched`]) that the writer's cache
+//! of the heads it wrote does not hold.
 //!
 //! Invariants:
 //! - A commit refused by planning sends nothing. A commit refused by the
 //!   database (its head moved, its lease was taken over, its name or id was
 //!   taken, its tenant's limit reached) is rolled back to its savepoint,
 //!   alone; the commits after it in the pipeline, which the aborted
-//!   transaction refused unread, are planned again and sent again.
+//!   transaction refused unread, are planned again and sent again. A grouped
+//!   batch that the database refuses wrote nothing, and is sent again with
+//!   savepoints, to find which commit it was.
 //! - Every ticket of a batch is answered after the batch's `COMMIT` returned
 //!   (or with the error that failed it: then whether it was written is
 //!   unknown), on a session whose `synchronous_commit` is not `off`, so an
@@ -38,9 +45,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
+use super::grouped::Grouped;
 use super::plan::{Fetched, FetchedLog, Head, Op, Plan, View};
 use super::statements::Statements;
-use super::{bits, hash32, reads};
+use super::{bits, hash32, listen, reads};
 use crate::journal::tenants::compacted_from;
 use crate::journal::{
     Append, Commit, Committed, EventBody, JournalError, LogId, WriterStats, decode_body,
@@ -72,6 +80,8 @@ pub(super) struct Counters {
     commits: AtomicU64,
     events: AtomicU64,
     requests: AtomicU64,
+    /// Transactions written by the grouped path (`grouped`).
+    pub(super) grouped: AtomicU64,
 }
 
 impl Counters {
@@ -200,6 +210,13 @@ impl Writer {
             if setting.try_get::<_, String>(0)? == "off" {
                 client.batch_execute("SET synchronous_commit = on").await?;
             }
+            // The writer's statements find their rows by primary key; a
+            // generic plan is never worse, is planned once, and joins the
+            // grouped statements' arrays to `logs` row by row in array order
+            // (a custom plan may hash-join a whole scan of the table).
+            client
+                .batch_execute("SET plan_cache_mode = force_generic_plan")
+                .await?;
             let st = Statements::prepare(&client).await?;
             self.conn = Some(Conn { client, st });
         }
@@ -228,6 +245,9 @@ impl Writer {
         // Commits before `sent` are settled in the open transaction.
         let mut sent = 0;
         let mut begun = false;
+        // Whether the batch goes with a savepoint per commit: it cannot be
+        // grouped, or its grouped form was refused.
+        let mut resent = false;
         loop {
             let mut view = View::new(&fetched);
             let mut plans: Vec<Option<Plan>> = Vec::with_capacity(commits.len());
@@ -272,7 +292,24 @@ impl Writer {
                     *h = (*h).max(*next);
                 }
             }
-            let notify: Vec<String> = heads.iter().map(|(l, n)| format!("{l}:{n}")).collect();
+            let notify = listen::payloads(heads.iter().map(|(l, n)| (*l, *n)));
+
+            if !begun
+                && !resent
+                && let Some(grouped) = Grouped::of(&plans)
+            {
+                if grouped.write(&conn.client, &conn.st, &notify).await? {
+                    self.counters.grouped.fetch_add(1, Ordering::Relaxed);
+                    let answers = settle(commits, plans, refused, view.ends(), &mut cache);
+                    self.heads = cache;
+                    return Ok(answers);
+                }
+                // Refused somewhere, and nothing written: one savepoint per
+                // commit finds which.
+                resent = true;
+                continue;
+            }
+            resent = true;
 
             let mut steps: Vec<Step> = Vec::new();
             if !begun {
@@ -296,25 +333,9 @@ impl Writer {
                 .find_map(|(at, r)| r.err().map(|e| (at, e)))
             else {
                 conn.client.batch_execute("COMMIT").await?;
-                let ends = view.ends();
-                for (commit, refused) in commits.iter().zip(&refused) {
-                    if refused.is_some() {
-                        for log in commit.appends.iter().map(|a| a.log) {
-                            cache.remove(&log);
-                        }
-                    }
-                }
-                cache.extend(ends);
+                let answers = settle(commits, plans, refused, view.ends(), &mut cache);
                 self.heads = cache;
-                return Ok(plans
-                    .into_iter()
-                    .zip(refused)
-                    .map(|(plan, refused)| match (plan, refused) {
-                        (_, Some(e)) => Err(e),
-                        (Some(plan), None) => Ok(plan.committed),
-                        (None, None) => Err(JournalError::Closed),
-                    })
-                    .collect());
+                return Ok(answers);
             };
             let Step::Op(k, j) = steps[at] else {
                 return Err(err.into());
@@ -344,6 +365,34 @@ impl Writer {
             }
         }
     }
+}
+
+/// The answers of a committed batch, and the head cache moved past it: the
+/// heads it left, without the logs its refused commits named.
+fn settle(
+    commits: &[Commit],
+    plans: Vec<Option<Plan>>,
+    refused: Vec<Option<JournalError>>,
+    ends: Vec<(LogId, FetchedLog)>,
+    cache: &mut HashMap<LogId, FetchedLog>,
+) -> Vec<Answer> {
+    for (commit, refused) in commits.iter().zip(&refused) {
+        if refused.is_some() {
+            for log in commit.appends.iter().map(|a| a.log) {
+                cache.remove(&log);
+            }
+        }
+    }
+    cache.extend(ends);
+    plans
+        .into_iter()
+        .zip(refused)
+        .map(|(plan, refused)| match (plan, refused) {
+            (_, Some(e)) => Err(e),
+            (Some(plan), None) => Ok(plan.committed),
+            (None, None) => Err(JournalError::Closed),
+        })
+        .collect()
 }
 
 /// One message of a batch's pipeline.
@@ -390,7 +439,9 @@ impl Step {
 
 /// Polls every future, each first in order (so their requests go out in
 /// order), until all are done; their results in order.
-async fn pipeline<T>(futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
+pub(super) async fn pipeline<T>(
+    futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>,
+) -> Vec<T> {
     let mut futures: Vec<_> = futures.into_iter().map(Some).collect();
     let mut results: Vec<Option<T>> = futures.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
@@ -450,21 +501,22 @@ fn refusal(op: &Op, err: tokio_postgres::Error) -> Refusal {
             tenant: tenant.clone(),
             limit: limit.unwrap_or_default(),
         },
-        (Op::Advance { log, .. }, "LB001") => JournalError::UnknownLog(*log),
-        (Op::Advance { log, lease, .. }, "LB002") => JournalError::Fenced {
-            log: *log,
-            epoch: lease.unwrap_or_default(),
+        (Op::Advance(a), "LB001") => JournalError::UnknownLog(a.log),
+        (Op::Advance(a), "LB002") => JournalError::Fenced {
+            log: a.log,
+            epoch: a.lease.unwrap_or_default(),
         },
-        (Op::Advance { log, expected, .. }, "LB003") => match db.message().parse::<i64>() {
+        (Op::Advance(a), "LB003") => match db.message().parse::<i64>() {
             Ok(actual) => JournalError::Conflict {
-                log: *log,
-                expected: *expected,
+                log: a.log,
+                expected: a.expected,
                 actual: super::back(actual),
             },
             Err(_) => return Refusal::Failed(err),
         },
-        (Op::Advance { log, .. }, "LB004") => JournalError::Corrupt(format!(
-            "log {log}: the stored head's hash is not the one its seq had when read"
+        (Op::Advance(a), "LB004") => JournalError::Corrupt(format!(
+            "log {}: the stored head's hash is not the one its seq had when read",
+            a.log
         )),
         (Op::NameMove { log, .. }, "LB001") => JournalError::UnknownLog(*log),
         (Op::Claim { log, lease, .. }, "LB002") => JournalError::Fenced {
