@@ -359,7 +359,7 @@ mod tests {
             },
         );
         assert_eq!(keys.was_decided("q"), Some(true));
-        assert_eq!(keys.to_index()[0].decided, true);
+        assert!(keys.to_index()[0].decided);
         keys.indexed(2);
         assert_eq!(keys.was_decided("q"), None);
     }

@@ -50,11 +50,14 @@ async fn on_postgres_benches_run_on_databases_they_drop() {
          or LOGBOOK_SKIP_POSTGRES=1",
     );
     let dir = data_dir();
-    let ran = run_ok(
+    // Seven benches and a failover of real workers: about a minute on a
+    // busy machine, so the deadlock guard is wider than the usual one.
+    let ran = run_ok_within(
         logbook(dir.path())
             .env("LOGBOOK_LOG", "logbook::bench=info")
             .args(["bench", "--quick", "--json", "--journal", &admin])
             .args(["--only", "wake,fork,export,read,memory,step,failover"]),
+        GUARD * 5,
     );
     let lines = lines(&ran);
     assert!(

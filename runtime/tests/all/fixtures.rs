@@ -299,6 +299,12 @@ pub struct Ran {
 
 /// Run a command to its end (killing it if it outlives [`GUARD`]).
 pub fn run(cmd: &mut Command) -> Ran {
+    run_within(cmd, GUARD)
+}
+
+/// Run a command to its end, killing it if it outlives `guard`: for a
+/// command whose normal run (a bench) comes near [`GUARD`] on a busy machine.
+pub fn run_within(cmd: &mut Command, guard: Duration) -> Ran {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -306,7 +312,7 @@ pub fn run(cmd: &mut Command) -> Ran {
         .expect("spawn logbook");
     let stdout = drain(child.stdout.take().expect("piped stdout"));
     let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let status = wait_guarded(&mut child);
+    let status = wait_guarded_for(&mut child, guard);
     Ran {
         status,
         stdout: stdout.join().expect("stdout reader"),
@@ -316,7 +322,12 @@ pub fn run(cmd: &mut Command) -> Ran {
 
 /// Run a command that must succeed; its stdout.
 pub fn run_ok(cmd: &mut Command) -> Ran {
-    let ran = run(cmd);
+    run_ok_within(cmd, GUARD)
+}
+
+/// [`run_ok`] with a guard of its own ([`run_within`]).
+pub fn run_ok_within(cmd: &mut Command, guard: Duration) -> Ran {
+    let ran = run_within(cmd, guard);
     assert!(
         ran.status.success(),
         "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
@@ -337,7 +348,12 @@ fn drain(mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<String
 
 /// Wait for a child, killing it and failing the test after [`GUARD`].
 pub fn wait_guarded(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + GUARD;
+    wait_guarded_for(child, GUARD)
+}
+
+/// Wait for a child, killing it and failing the test after `guard`.
+pub fn wait_guarded_for(child: &mut Child, guard: Duration) -> ExitStatus {
+    let deadline = Instant::now() + guard;
     loop {
         if let Some(status) = child.try_wait().expect("wait for logbook") {
             return status;

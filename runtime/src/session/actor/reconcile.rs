@@ -29,6 +29,10 @@ struct Folded {
     journal: Option<JournalError>,
 }
 
+/// How [`wanted`] asks the journal's key index which of some keys it holds.
+pub(in crate::session) type AskIndex<'a> =
+    dyn FnMut(&[&str]) -> Result<HashSet<String>, JournalError> + 'a;
+
 /// Why [`wanted`] could not say what the guest wants.
 #[derive(Debug, thiserror::Error)]
 pub(in crate::session) enum WantedError {
@@ -418,7 +422,7 @@ pub(in crate::session) fn wanted(
     known: &Keys,
     fresh: &Keys,
     base: &mut Option<ModelBase>,
-    ask: &mut dyn FnMut(&[&str]) -> Result<HashSet<String>, JournalError>,
+    ask: &mut AskIndex<'_>,
 ) -> Result<(HashSet<String>, Vec<Effect>), WantedError> {
     let keys = guest.wanted_keys()?;
     let mut unknown = Vec::new();
