@@ -59,6 +59,10 @@ fi
 # target/; needs Python 3 with venv). LOGBOOK_SKIP_LITELLM=1 skips both.
 scripts/litellm.sh
 
+# The MCP reference server "everything" (npm, pinned, under target/) for
+# runtime/tests/all/mcp_everything.rs. LOGBOOK_SKIP_MCP_EVERYTHING=1 skips both.
+scripts/mcp-everything.sh
+
 # runtime/tests/all/metrics.rs reads /metrics with the Python client's OpenMetrics
 # parser: it installs prometheus_client (pinned, pure Python, ~6 s once) into a
 # venv under target/tmp on first use, with python3 -m venv and pip.

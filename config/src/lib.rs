@@ -266,6 +266,11 @@ pub struct Limits {
     /// and a model response or tool result is recorded as `failed` with kind
     /// `too-large` instead. Nothing larger is ever made durable.
     pub max_event_bytes: usize,
+    /// A tool part (an image, a sound, a binary resource) whose bytes are
+    /// more than this is stored once beside the log, by digest, and its
+    /// event carries only the reference: replays and guests never copy it,
+    /// and it is read back only to send it to a model.
+    pub blob_threshold_bytes: usize,
     /// Linear memory one instance may use, in bytes.
     pub memory_per_instance: usize,
     /// Linear memory all resident instances may hold together, in bytes
@@ -317,6 +322,7 @@ impl Default for Limits {
             fuel_per_call: 200_000_000,
             fuel_per_byte: FUEL_PER_BYTE,
             max_event_bytes: 4 << 20,
+            blob_threshold_bytes: 16 << 10,
             memory_per_instance: 64 << 20,
             // A quarter of a 4 GiB machine: 16 instances at their 64 MiB
             // limit, or thousands of the usual 20-80 KiB ones.

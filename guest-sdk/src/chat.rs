@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Agent, ContentBlock, Created, Effects, Event, EventBody, Failed, Message, ModelRequest,
-    Outcome, Role, ToolCall, ToolResult, ToolSpec, text_of, tool_calls,
+    Outcome, Role, ToolCall, ToolPart, ToolResult, ToolSpec, text_of, tool_calls,
 };
 
 /// How a [`ChatAgent`] behaves. Every field can be set per session in its
@@ -299,7 +299,16 @@ impl ChatAgent {
         }
     }
 
-    fn tool_done(&mut self, key: &str, content: String, is_error: bool, fx: &mut Effects) {
+    /// A tool's result: its text and typed parts (an image reaches the model
+    /// as an image) join the results the next model call reads.
+    fn tool_done(
+        &mut self,
+        key: &str,
+        content: String,
+        is_error: bool,
+        parts: Vec<ToolPart>,
+        fx: &mut Effects,
+    ) {
         let Some(pending) = self.calls.get_mut(key) else {
             return;
         };
@@ -307,6 +316,7 @@ impl ChatAgent {
             call_id: pending.call_id.clone(),
             content,
             is_error,
+            parts,
         });
         if self.calls.values().all(|p| p.result.is_some()) {
             let results = std::mem::take(&mut self.calls)
@@ -414,7 +424,13 @@ impl Agent for ChatAgent {
                     self.answered(response.content.clone(), fx);
                 }
                 Outcome::Tool(out) => {
-                    self.tool_done(&done.key, out.content.clone(), out.is_error, fx);
+                    self.tool_done(
+                        &done.key,
+                        out.content.clone(),
+                        out.is_error,
+                        out.parts.clone(),
+                        fx,
+                    );
                 }
                 _ => {}
             },
@@ -428,7 +444,13 @@ impl Agent for ChatAgent {
                     self.model_key = None;
                     fx.output(format!("the model failed: {message}"));
                 } else {
-                    self.tool_done(key, format!("the tool failed: {message}"), true, fx);
+                    self.tool_done(
+                        key,
+                        format!("the tool failed: {message}"),
+                        true,
+                        Vec::new(),
+                        fx,
+                    );
                 }
             }
             _ => {}
@@ -478,6 +500,7 @@ mod tests {
                     call_id: "1".into(),
                     content: "r".into(),
                     is_error: false,
+                    parts: Vec::new(),
                 })],
             },
             user("latest"),

@@ -52,10 +52,11 @@ pub mod wit {
 }
 
 pub use wit::logbook::agent::types::{
-    ApprovalDecided, ApprovalRequested, Completed, ContentBlock, Created, EffectBody, ErrorKind,
-    Event, EventBody, Failed, Finished, GuestRef, Input, LogPos, LogSender, Message, ModelDigest,
-    ModelRequest, ModelResponse, Outcome, Output, Question, Reasoning, Requested, RequestedEffect,
-    Role, SendRequest, Sender, Sent, StopReason, ToolCall, ToolOutput, ToolResult, ToolSpec, Usage,
+    ApprovalDecided, ApprovalRequested, BlobRef, Completed, ContentBlock, Created, EffectBody,
+    EmbeddedResource, ErrorKind, Event, EventBody, Failed, Finished, GuestRef, Input, LogPos,
+    LogSender, Media, Message, ModelDigest, ModelRequest, ModelResponse, Outcome, Output, PartData,
+    Question, Reasoning, Requested, RequestedEffect, ResourceLink, Role, SendRequest, Sender, Sent,
+    StopReason, ToolCall, ToolOutput, ToolPart, ToolResult, ToolSpec, Usage,
 };
 
 /// What an agent author needs in scope.

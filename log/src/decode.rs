@@ -20,7 +20,7 @@ use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use crate::FormatError;
 use crate::event::{
     ContentBlock, ErrorKind, EventBody, GuestRef, ModelResponse, Outcome, Question,
-    RequestedEffect, Sender, StopReason, ToolCall, Usage,
+    RequestedEffect, Sender, StopReason, ToolCall, ToolPart, Usage,
 };
 
 /// Decodes a canonical body (as stored, and as hashed).
@@ -337,6 +337,9 @@ struct CompletedB {
     provider: Option<String>,
     model: Option<String>,
     is_error: Option<bool>,
+    #[serde(default)]
+    parts: Vec<ToolPart>,
+    structured: Option<String>,
 }
 
 impl CompletedB {
@@ -354,6 +357,8 @@ impl CompletedB {
             (OutcomeTag::Tool, Some(StrOrBlocks::Str(content))) => Outcome::Tool {
                 content,
                 is_error: self.is_error?,
+                parts: self.parts,
+                structured: self.structured,
             },
             (OutcomeTag::TimerFired, _) => Outcome::TimerFired,
             _ => return None,
@@ -442,6 +447,8 @@ struct BlockB {
     call_id: Option<String>,
     content: Option<String>,
     is_error: Option<bool>,
+    #[serde(default)]
+    parts: Vec<ToolPart>,
     signature: Option<String>,
     opaque: Option<String>,
     provider: Option<String>,
@@ -460,6 +467,7 @@ impl BlockB {
                 call_id: self.call_id?,
                 content: self.content?,
                 is_error: self.is_error?,
+                parts: self.parts,
             },
             BlockTag::Reasoning => ContentBlock::Reasoning {
                 text: self.text,
@@ -501,6 +509,62 @@ mod tests {
             let quick = fast(&bytes).unwrap_or_else(|| panic!("no fast path for {}", body.kind()));
             assert_eq!(quick, derived);
             assert_eq!(quick, body);
+        }
+    }
+
+    #[test]
+    fn typed_tool_parts_take_the_fast_path() {
+        use crate::event::{BlobRef, PartData};
+        let parts = vec![
+            ToolPart::Image {
+                mime_type: "image/png".into(),
+                data: PartData::Base64("iVBORw0KGgo=".into()),
+            },
+            ToolPart::Resource {
+                uri: "file:///a.txt".into(),
+                mime_type: Some("text/plain".into()),
+                text: Some("hello".into()),
+                data: None,
+            },
+            ToolPart::Audio {
+                mime_type: "audio/wav".into(),
+                data: PartData::Blob(BlobRef {
+                    digest: format!("sha256:{}", "0".repeat(64)),
+                    size: 70_000,
+                }),
+            },
+            ToolPart::ResourceLink {
+                uri: "file:///b".into(),
+                name: "b".into(),
+                mime_type: None,
+                description: Some("a link".into()),
+            },
+        ];
+        let bodies = [
+            EventBody::Completed {
+                key: "call-1".into(),
+                outcome: Outcome::Tool {
+                    content: "two parts".into(),
+                    is_error: false,
+                    parts: parts.clone(),
+                    structured: Some(r#"{"n":1}"#.into()),
+                },
+            },
+            EventBody::Output {
+                key: "output-1".into(),
+                content: vec![ContentBlock::ToolResult {
+                    call_id: "call-1".into(),
+                    content: "two parts".into(),
+                    is_error: false,
+                    parts,
+                }],
+            },
+        ];
+        for body in bodies {
+            let bytes = body.to_canonical();
+            let derived: EventBody = serde_json::from_slice(&bytes).expect("derived");
+            assert_eq!(derived, body);
+            assert_eq!(fast(&bytes).expect("fast path"), body);
         }
     }
 

@@ -68,6 +68,10 @@ pub enum ContentBlock {
         content: String,
         /// Whether the tool failed.
         is_error: bool,
+        /// Typed content beside the text (images, resources), sent to the
+        /// model in each provider's native form.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        parts: Vec<ToolPart>,
     },
     /// A model's reasoning. `opaque` is only ever sent back to `provider`; any
     /// other provider gets `text` or nothing.
@@ -90,6 +94,104 @@ impl ContentBlock {
     /// A text block.
     pub fn text(text: impl Into<String>) -> Self {
         ContentBlock::Text { text: text.into() }
+    }
+}
+
+/// Typed content a tool returned beside its text: what an MCP server's image,
+/// audio, embedded-resource and resource-link blocks carry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ToolPart {
+    /// An image.
+    Image {
+        /// Its media type, such as `image/png`.
+        mime_type: String,
+        /// Its bytes.
+        data: PartData,
+    },
+    /// A sound.
+    Audio {
+        /// Its media type, such as `audio/wav`.
+        mime_type: String,
+        /// Its bytes.
+        data: PartData,
+    },
+    /// A resource the tool returned whole: text, or bytes.
+    Resource {
+        /// Where it lives.
+        uri: String,
+        /// Its media type, when the server says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mime_type: Option<String>,
+        /// Its text, for a text resource.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// Its bytes, for a binary resource.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<PartData>,
+    },
+    /// A pointer to a resource, not its content.
+    ResourceLink {
+        /// Where it lives.
+        uri: String,
+        /// Its name.
+        name: String,
+        /// Its media type, when the server says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mime_type: Option<String>,
+        /// What it is, when the server says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+    },
+}
+
+/// The bytes of a [`ToolPart`]: in the event itself, or, when large, stored
+/// once beside the log by digest (the journal's blobs) so that the event, and
+/// every replay of it, carries only the reference.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartData {
+    /// The bytes, base64 (standard alphabet, padded).
+    Base64(String),
+    /// A stored blob.
+    Blob(BlobRef),
+}
+
+/// A blob stored beside the log: `sha256:` and the hex digest of its bytes,
+/// and their length.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BlobRef {
+    /// `sha256:` and the hex digest of the bytes.
+    pub digest: String,
+    /// The number of bytes.
+    pub size: u64,
+}
+
+impl ToolPart {
+    /// The bytes of text the part carries (for fuel and limits).
+    pub fn text_bytes(&self) -> usize {
+        let data = |d: &PartData| match d {
+            PartData::Base64(b) => b.len(),
+            PartData::Blob(r) => r.digest.len(),
+        };
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        match self {
+            ToolPart::Image { mime_type, data: d } | ToolPart::Audio { mime_type, data: d } => {
+                mime_type.len() + data(d)
+            }
+            ToolPart::Resource {
+                uri,
+                mime_type,
+                text,
+                data: d,
+            } => uri.len() + opt(mime_type) + opt(text) + d.as_ref().map_or(0, data),
+            ToolPart::ResourceLink {
+                uri,
+                name,
+                mime_type,
+                description,
+            } => uri.len() + name.len() + opt(mime_type) + opt(description),
+        }
     }
 }
 
@@ -235,13 +337,31 @@ pub enum Outcome {
     Model(ModelResponse),
     /// A tool's output.
     Tool {
-        /// What the tool returned.
+        /// What the tool returned, as text.
         content: String,
         /// Whether the tool failed.
         is_error: bool,
+        /// Typed content beside the text (images, resources).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        parts: Vec<ToolPart>,
+        /// The tool's structured result (JSON text), when it gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        structured: Option<String>,
     },
     /// A `sleep` reached its time.
     TimerFired,
+}
+
+impl Outcome {
+    /// A tool's output that is text alone.
+    pub fn tool_text(content: impl Into<String>, is_error: bool) -> Outcome {
+        Outcome::Tool {
+            content: content.into(),
+            is_error,
+            parts: Vec::new(),
+            structured: None,
+        }
+    }
 }
 
 /// Why an effect failed.
@@ -450,6 +570,44 @@ impl EventBody {
         }
     }
 
+    /// The blobs this event refers to, in order, each once.
+    pub fn blob_refs(&self) -> Vec<&BlobRef> {
+        fn part_refs<'a>(parts: &'a [ToolPart], out: &mut Vec<&'a BlobRef>) {
+            for part in parts {
+                let data = match part {
+                    ToolPart::Image { data, .. } | ToolPart::Audio { data, .. } => Some(data),
+                    ToolPart::Resource { data, .. } => data.as_ref(),
+                    ToolPart::ResourceLink { .. } => None,
+                };
+                if let Some(PartData::Blob(r)) = data
+                    && !out.iter().any(|seen| seen.digest == r.digest)
+                {
+                    out.push(r);
+                }
+            }
+        }
+        fn block_refs<'a>(blocks: &'a [ContentBlock], out: &mut Vec<&'a BlobRef>) {
+            for b in blocks {
+                if let ContentBlock::ToolResult { parts, .. } = b {
+                    part_refs(parts, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        match self {
+            EventBody::Input { content, .. } | EventBody::Output { content, .. } => {
+                block_refs(content, &mut out)
+            }
+            EventBody::Completed { outcome, .. } => match outcome {
+                Outcome::Model(r) => block_refs(&r.content, &mut out),
+                Outcome::Tool { parts, .. } => part_refs(parts, &mut out),
+                Outcome::TimerFired => {}
+            },
+            _ => {}
+        }
+        out
+    }
+
     /// The bytes of text this event hands a guest that folds it: the UTF-8
     /// length of every string it carries (content, JSON text, keys,
     /// messages). A pure function of the event, so fuel that grows with it
@@ -463,8 +621,15 @@ impl EventBody {
                 ContentBlock::Text { text } => text.len(),
                 ContentBlock::ToolCall(c) => call(c),
                 ContentBlock::ToolResult {
-                    call_id, content, ..
-                } => call_id.len() + content.len(),
+                    call_id,
+                    content,
+                    parts,
+                    ..
+                } => {
+                    call_id.len()
+                        + content.len()
+                        + parts.iter().map(ToolPart::text_bytes).sum::<usize>()
+                }
                 ContentBlock::Reasoning {
                     text,
                     signature,
@@ -512,7 +677,16 @@ impl EventBody {
                 key.len()
                     + match outcome {
                         Outcome::Model(r) => blocks(&r.content) + r.provider.len() + r.model.len(),
-                        Outcome::Tool { content, .. } => content.len(),
+                        Outcome::Tool {
+                            content,
+                            parts,
+                            structured,
+                            ..
+                        } => {
+                            content.len()
+                                + parts.iter().map(ToolPart::text_bytes).sum::<usize>()
+                                + structured.as_ref().map_or(0, String::len)
+                        }
                         Outcome::TimerFired => 0,
                     }
             }

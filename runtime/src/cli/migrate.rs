@@ -104,7 +104,7 @@ pub(crate) async fn migrate(config: &Config, args: MigrateArgs) -> anyhow::Resul
 fn line(verb: &str, p: &MigrateProgress) -> String {
     format!(
         "{verb} {} logs ({} events, {} already there), {} guests, {} guest names, \
-         {} snapshots; {} tenants done",
-        p.logs, p.events, p.logs_skipped, p.guests, p.guest_names, p.snapshots, p.tenants
+         {} snapshots, {} blobs; {} tenants done",
+        p.logs, p.events, p.logs_skipped, p.guests, p.guest_names, p.snapshots, p.blobs, p.tenants
     )
 }

@@ -140,9 +140,19 @@ fn detail(body: &EventBody) -> String {
                 },
                 short(&describe_blocks(&r.content))
             ),
-            Outcome::Tool { content, is_error } => {
+            Outcome::Tool {
+                content,
+                is_error,
+                parts,
+                ..
+            } => {
+                let parts = match parts.len() {
+                    0 => String::new(),
+                    1 => " (+1 part)".to_string(),
+                    n => format!(" (+{n} parts)"),
+                };
                 format!(
-                    "[{key}] {}{}",
+                    "[{key}] {}{}{parts}",
                     if *is_error { "error: " } else { "" },
                     short(content)
                 )

@@ -13,7 +13,7 @@ use std::pin::Pin;
 
 use serde::Deserialize;
 
-use super::tool::{Tool, ToolContext, ToolError};
+use super::tool::{Tool, ToolAnswer, ToolContext, ToolError};
 use crate::config::Policy;
 use crate::journal::ToolSpec;
 
@@ -107,7 +107,7 @@ impl Tool for FsRead {
         &self,
         cx: ToolContext,
         arguments: serde_json::Value,
-    ) -> Pin<Box<dyn Future<Output = Result<String, ToolError>> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = Result<ToolAnswer, ToolError>> + Send + '_>> {
         Box::pin(async move {
             let ReadArgs { path } = args(arguments)?;
             std::fs::create_dir_all(&cx.workspace)
@@ -125,6 +125,7 @@ impl Tool for FsRead {
             }
             tokio::fs::read_to_string(&full)
                 .await
+                .map(ToolAnswer::from)
                 .map_err(|e| ToolError(format!("cannot read {path:?}: {e}")))
         })
     }
@@ -153,8 +154,12 @@ impl Tool for FsWrite {
         &self,
         cx: ToolContext,
         arguments: serde_json::Value,
-    ) -> Pin<Box<dyn Future<Output = Result<String, ToolError>> + Send + '_>> {
-        Box::pin(FsWrite::write_in(cx.workspace, arguments))
+    ) -> Pin<Box<dyn Future<Output = Result<ToolAnswer, ToolError>> + Send + '_>> {
+        Box::pin(async move {
+            FsWrite::write_in(cx.workspace, arguments)
+                .await
+                .map(ToolAnswer::from)
+        })
     }
 
     fn uses_workspace(&self) -> bool {
@@ -197,6 +202,8 @@ mod tests {
     fn cx(dir: &Path) -> ToolContext {
         ToolContext {
             workspace: dir.join("ws"),
+            key: "call-1".into(),
+            progress: None,
         }
     }
 
@@ -209,13 +216,14 @@ mod tests {
                 serde_json::json!({"path": "a/b.txt", "content": "hi"}),
             )
             .await
-            .unwrap();
+            .unwrap()
+            .text;
         assert!(out.contains("2 bytes"), "{out}");
         let read = FsRead { max_bytes: 100 }
             .call(cx(dir.path()), serde_json::json!({"path": "a/b.txt"}))
             .await
             .unwrap();
-        assert_eq!(read, "hi");
+        assert_eq!(read, ToolAnswer::from("hi".to_string()));
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::tool::glob_match;
-use super::{SetupError, Tool, ToolContext, ToolError};
+use super::{SetupError, Tool, ToolAnswer, ToolContext, ToolError};
 use crate::config::{HttpFetchConfig, Policy};
 use crate::journal::ToolSpec;
 
@@ -168,8 +168,8 @@ impl Tool for HttpFetch {
         &self,
         _cx: ToolContext,
         arguments: Value,
-    ) -> Pin<Box<dyn Future<Output = Result<String, ToolError>> + Send + '_>> {
-        Box::pin(self.fetch(arguments))
+    ) -> Pin<Box<dyn Future<Output = Result<ToolAnswer, ToolError>> + Send + '_>> {
+        Box::pin(async move { self.fetch(arguments).await.map(ToolAnswer::from) })
     }
 }
 

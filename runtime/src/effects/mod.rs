@@ -17,15 +17,17 @@ pub use fs::{FsRead, FsWrite};
 pub use http_fetch::HttpFetch;
 pub use mcp::McpTool;
 pub use model::{
-    DeltaKind, DeltaSink, EchoModel, Message, ModelDelta, ModelError, ModelFuture, ModelProvider,
-    ModelRegistry, ModelRequest, RetryPolicy, Role,
+    DeltaKind, DeltaSink, EchoModel, Live, Message, ModelDelta, ModelError, ModelFuture,
+    ModelProvider, ModelRegistry, ModelRequest, RetryPolicy, Role,
 };
 pub use providers::{Anthropic, OpenAi, install_crypto_provider};
 pub use redact::{
     KEY_SHAPE_MIN_CHARS, MIN_SECRET_BYTES, ProviderText, REDACTED, Redactor, StreamRedactor,
 };
 pub use setup::SetupError;
-pub use tool::{Tool, ToolContext, ToolError, ToolRegistry};
+pub use tool::{
+    ProgressSink, Tool, ToolAnswer, ToolContext, ToolError, ToolProgress, ToolRegistry,
+};
 
 use crate::journal::{ContentBlock, Question, ToolCall};
 

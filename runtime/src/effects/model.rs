@@ -133,6 +133,16 @@ pub struct ModelDelta {
     pub text: String,
 }
 
+/// What a live observer of a session sees that is never logged: model text
+/// as it streams in, and tool progress.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Live {
+    /// A piece of a model's answer.
+    Delta(ModelDelta),
+    /// How far a tool call has got.
+    Progress(super::ToolProgress),
+}
+
 /// What a [`ModelDelta`] adds to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -470,6 +480,7 @@ mod tests {
                     call_id: call.id.clone(),
                     content: "hi".into(),
                     is_error: false,
+                    parts: Vec::new(),
                 }],
             },
         ]));

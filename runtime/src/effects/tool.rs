@@ -9,18 +9,62 @@ use std::sync::Arc;
 use super::SetupError;
 use super::mcp::McpServers;
 use crate::config::{Config, Policy, ToolsConfig};
-use crate::journal::ToolSpec;
+use crate::journal::{ToolPart, ToolSpec};
 
 /// Why a tool could not run. The model reads the message as an error result.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ToolError(pub String);
 
-/// What a tool runs in: the session's own workspace directory.
-#[derive(Clone, Debug)]
+/// What a tool answered: the text the model reads, and typed parts beside it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolAnswer {
+    /// The answer as text.
+    pub text: String,
+    /// Images, sounds and resources, sent to the model in its native form.
+    pub parts: Vec<ToolPart>,
+    /// A structured result, as JSON text.
+    pub structured: Option<String>,
+}
+
+impl From<String> for ToolAnswer {
+    fn from(text: String) -> ToolAnswer {
+        ToolAnswer {
+            text,
+            ..ToolAnswer::default()
+        }
+    }
+}
+
+/// How far a running tool has got, as its server reports it: shown to live
+/// observers, never logged.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ToolProgress {
+    /// The tool call's key.
+    pub key: String,
+    /// Progress so far (it only grows).
+    pub progress: f64,
+    /// The total, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
+    /// What the tool says it is doing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where a tool reports progress.
+pub type ProgressSink = Arc<dyn Fn(ToolProgress) + Send + Sync>;
+
+/// What a tool runs in: the session's own workspace directory, and where it
+/// reports progress.
+#[derive(Clone)]
 pub struct ToolContext {
     /// The per-log directory the `fs.*` tools are confined to.
     pub workspace: PathBuf,
+    /// The key of the call (its id).
+    pub key: String,
+    /// Progress goes here, when anyone is watching.
+    pub progress: Option<ProgressSink>,
 }
 
 /// A tool the host performs for guests.
@@ -39,12 +83,12 @@ pub trait Tool: Send + Sync + 'static {
     fn uses_workspace(&self) -> bool {
         false
     }
-    /// Run it with JSON arguments; the text returned is what the model reads.
+    /// Run it with JSON arguments; the answer is what the model reads.
     fn call(
         &self,
         cx: ToolContext,
         arguments: serde_json::Value,
-    ) -> Pin<Box<dyn Future<Output = Result<String, ToolError>> + Send + '_>>;
+    ) -> Pin<Box<dyn Future<Output = Result<ToolAnswer, ToolError>> + Send + '_>>;
 }
 
 /// The tools a host offers, each with its policy, host-wide and per tenant.
@@ -104,17 +148,20 @@ impl ToolRegistry {
     }
 
     /// Every tool known now.
-    fn all(&self) -> impl Iterator<Item = &Arc<dyn Tool>> {
-        self.tools
-            .values()
-            .chain(self.mcp.started().into_iter().flat_map(|m| m.values()))
+    fn all(&self) -> Vec<Arc<dyn Tool>> {
+        let mut all: Vec<Arc<dyn Tool>> = self.tools.values().cloned().collect();
+        if let Some(mcp) = self.mcp.started() {
+            all.extend(mcp.values().cloned());
+        }
+        all
     }
 
     /// A tool known now, by name.
-    fn find(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+    fn find(&self, name: &str) -> Option<Arc<dyn Tool>> {
         self.tools
             .get(name)
-            .or_else(|| self.mcp.started().and_then(|m| m.get(name)))
+            .cloned()
+            .or_else(|| self.mcp.started().and_then(|m| m.get(name).cloned()))
     }
 
     /// Offer another tool.
@@ -124,7 +171,7 @@ impl ToolRegistry {
 
     /// A tool by name.
     pub fn get(&self, name: &str) -> Option<Arc<dyn Tool>> {
-        self.find(name).cloned()
+        self.find(name)
     }
 
     /// The host-wide policy for a tool: configured (exactly, else by the most
@@ -152,6 +199,7 @@ impl ToolRegistry {
     pub fn specs(&self) -> Vec<ToolSpec> {
         let mut specs: Vec<ToolSpec> = self
             .all()
+            .iter()
             .map(|t| t.spec())
             .filter(|s| self.policy(&s.name) != Policy::Deny)
             .collect();
@@ -163,6 +211,7 @@ impl ToolRegistry {
     pub fn specs_for(&self, tenant: &str) -> Vec<ToolSpec> {
         let mut specs: Vec<ToolSpec> = self
             .all()
+            .iter()
             .map(|t| t.spec())
             .filter(|s| self.policy_for(tenant, &s.name) != Policy::Deny)
             .collect();

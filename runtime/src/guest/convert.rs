@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::bindings::wit;
 use crate::effects::{Effect, EffectBody, Message, ModelRequest, Role};
 use crate::journal::{
-    ContentBlock, Created, ErrorKind, Event, EventBody, GuestRef, LogPos, ModelResponse, Outcome,
-    Question, RequestedEffect, Sender, StopReason, ToolCall, ToolSpec,
+    BlobRef, ContentBlock, Created, ErrorKind, Event, EventBody, GuestRef, LogPos, ModelResponse,
+    Outcome, PartData, Question, RequestedEffect, Sender, StopReason, ToolCall, ToolPart, ToolSpec,
 };
 
 pub(crate) fn created(c: &Created) -> wit::Created {
@@ -64,10 +64,12 @@ fn block(b: &ContentBlock) -> wit::ContentBlock {
             call_id,
             content,
             is_error,
+            parts,
         } => wit::ContentBlock::ToolResult(wit::ToolResult {
             call_id: call_id.clone(),
             content: content.clone(),
             is_error: *is_error,
+            parts: parts.iter().map(tool_part).collect(),
         }),
         ContentBlock::Reasoning {
             text,
@@ -176,9 +178,16 @@ fn event_body(b: &EventBody) -> Option<wit::EventBody> {
             key: key.clone(),
             outcome: match outcome {
                 Outcome::Model(r) => wit::Outcome::Model(model_response(r)),
-                Outcome::Tool { content, is_error } => wit::Outcome::Tool(wit::ToolOutput {
+                Outcome::Tool {
+                    content,
+                    is_error,
+                    parts,
+                    structured,
+                } => wit::Outcome::Tool(wit::ToolOutput {
                     content: content.clone(),
                     is_error: *is_error,
+                    parts: parts.iter().map(tool_part).collect(),
+                    structured: structured.clone(),
                 }),
                 Outcome::TimerFired => wit::Outcome::TimerFired,
             },
@@ -249,6 +258,7 @@ fn from_block(b: wit::ContentBlock) -> ContentBlock {
             call_id: r.call_id,
             content: r.content,
             is_error: r.is_error,
+            parts: r.parts.into_iter().map(from_tool_part).collect(),
         },
         wit::ContentBlock::Reasoning(r) => ContentBlock::Reasoning {
             text: r.text,
@@ -316,4 +326,82 @@ pub(crate) fn from_effect(key: String, body: wit::EffectBody) -> Effect {
         wit::EffectBody::Finish(result) => EffectBody::Finish(result),
     };
     Effect { key, body }
+}
+
+fn part_data(d: &PartData) -> wit::PartData {
+    match d {
+        PartData::Base64(b) => wit::PartData::Base64(b.clone()),
+        PartData::Blob(r) => wit::PartData::Blob(wit::BlobRef {
+            digest: r.digest.clone(),
+            size: r.size,
+        }),
+    }
+}
+
+fn tool_part(p: &ToolPart) -> wit::ToolPart {
+    let media = |mime_type: &String, data: &PartData| wit::Media {
+        mime_type: mime_type.clone(),
+        data: part_data(data),
+    };
+    match p {
+        ToolPart::Image { mime_type, data } => wit::ToolPart::Image(media(mime_type, data)),
+        ToolPart::Audio { mime_type, data } => wit::ToolPart::Audio(media(mime_type, data)),
+        ToolPart::Resource {
+            uri,
+            mime_type,
+            text,
+            data,
+        } => wit::ToolPart::Resource(wit::EmbeddedResource {
+            uri: uri.clone(),
+            mime_type: mime_type.clone(),
+            text: text.clone(),
+            data: data.as_ref().map(part_data),
+        }),
+        ToolPart::ResourceLink {
+            uri,
+            name,
+            mime_type,
+            description,
+        } => wit::ToolPart::ResourceLink(wit::ResourceLink {
+            uri: uri.clone(),
+            name: name.clone(),
+            mime_type: mime_type.clone(),
+            description: description.clone(),
+        }),
+    }
+}
+
+fn from_part_data(d: wit::PartData) -> PartData {
+    match d {
+        wit::PartData::Base64(b) => PartData::Base64(b),
+        wit::PartData::Blob(r) => PartData::Blob(BlobRef {
+            digest: r.digest,
+            size: r.size,
+        }),
+    }
+}
+
+fn from_tool_part(p: wit::ToolPart) -> ToolPart {
+    match p {
+        wit::ToolPart::Image(m) => ToolPart::Image {
+            mime_type: m.mime_type,
+            data: from_part_data(m.data),
+        },
+        wit::ToolPart::Audio(m) => ToolPart::Audio {
+            mime_type: m.mime_type,
+            data: from_part_data(m.data),
+        },
+        wit::ToolPart::Resource(r) => ToolPart::Resource {
+            uri: r.uri,
+            mime_type: r.mime_type,
+            text: r.text,
+            data: r.data.map(from_part_data),
+        },
+        wit::ToolPart::ResourceLink(l) => ToolPart::ResourceLink {
+            uri: l.uri,
+            name: l.name,
+            mime_type: l.mime_type,
+            description: l.description,
+        },
+    }
 }

@@ -38,7 +38,7 @@ pub enum GuestError {
         import: String,
     },
     /// The component does not implement the `logbook:agent/agent` world.
-    #[error("the component does not implement logbook:agent/agent@0.3.0: {0}")]
+    #[error("the component does not implement logbook:agent/agent@0.4.0: {0}")]
     WrongWorld(String),
     /// The guest trapped (a panic, an unreachable, a bad memory access...).
     #[error("guest trapped: {0}")]

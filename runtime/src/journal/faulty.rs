@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use super::commit::{Commit, CommitTicket};
 use super::copy::CopiedLog;
-use super::event::{GuestRef, LogPos, StoredEvent};
+use super::event::{BlobRef, GuestRef, LogPos, StoredEvent};
 use super::info::LogInfo;
 use super::{
     IndexedKey, IndexedKeys, Journal, JournalError, Lease, LogId, LogPage, TenantCount, Timer,
@@ -167,6 +167,14 @@ impl Journal for FaultyJournal {
 
     async fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
         self.inner.guest_bytes(digest).await
+    }
+
+    async fn put_blob(&self, tenant: &str, bytes: &[u8]) -> Result<BlobRef, JournalError> {
+        self.inner.put_blob(tenant, bytes).await
+    }
+
+    async fn blob(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        self.inner.blob(tenant, digest).await
     }
 
     async fn guest_by_name(

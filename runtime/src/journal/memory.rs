@@ -26,7 +26,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use super::chain::{GENESIS_HASH, Verified, digest_of, event_hash, verify_events};
 use super::commit::{Commit, CommitTicket, Committed, NewLog};
 use super::copy::CopiedLog;
-use super::event::{Event, EventBody, GuestRef, LogPos, RequestedEffect, StoredEvent};
+use super::event::{BlobRef, Event, EventBody, GuestRef, LogPos, RequestedEffect, StoredEvent};
 use super::info::{LogInfo, LogStatus, OpenAction, OpenEffect, OpenRecord};
 use super::tenants::{compacted_from, continues_into};
 use super::{
@@ -60,6 +60,7 @@ struct State {
     logs: BTreeMap<LogId, MemLog>,
     names: BTreeMap<(String, String), LogId>,
     guests: HashMap<String, Vec<u8>>,
+    blobs: HashMap<(String, String), Vec<u8>>,
     guest_names: BTreeMap<(String, String), String>,
     /// `(log, seq, digest) -> record`.
     snapshots: BTreeMap<(LogId, u64, String), Vec<u8>>,
@@ -585,6 +586,23 @@ impl Journal for MemoryJournal {
 
     async fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
         Ok(self.state().guests.get(digest).cloned())
+    }
+
+    async fn put_blob(&self, tenant: &str, bytes: &[u8]) -> Result<BlobRef, JournalError> {
+        let digest = digest_of(bytes);
+        self.state()
+            .blobs
+            .entry((tenant.to_owned(), digest.clone()))
+            .or_insert_with(|| bytes.to_vec());
+        Ok(BlobRef {
+            digest,
+            size: bytes.len() as u64,
+        })
+    }
+
+    async fn blob(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        let key = (tenant.to_owned(), digest.to_owned());
+        Ok(self.state().blobs.get(&key).cloned())
     }
 
     async fn guest_by_name(

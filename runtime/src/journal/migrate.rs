@@ -53,6 +53,18 @@ pub enum MigrateError {
         /// What the source holds.
         here: String,
     },
+    /// A log refers to a blob that the source does not hold.
+    #[error(
+        "log {log} (tenant {tenant:?}) refers to the blob {digest}, which the source does not hold"
+    )]
+    MissingBlob {
+        /// The log.
+        log: LogId,
+        /// Its tenant.
+        tenant: String,
+        /// The blob's digest.
+        digest: String,
+    },
     /// A guest that a log names, or that a name binds, has no bytes in the
     /// source.
     #[error("guest {name} ({digest}) is named in tenant {tenant:?} but not stored in the source")]
@@ -83,6 +95,8 @@ pub struct MigrateProgress {
     pub guest_names: u64,
     /// Snapshots copied.
     pub snapshots: u64,
+    /// Blobs (large tool parts) copied.
+    pub blobs: u64,
 }
 
 /// Copies every log of `tenants` in `source` (with its guests, name and
@@ -154,6 +168,28 @@ async fn copy_one(
         for guest in guests_named(&events) {
             if stored.insert(guest.digest.clone()) {
                 store_guest(source, dest, &info.tenant, &guest, dry_run, done).await?;
+            }
+        }
+        // Blobs before the events that refer to them.
+        for event in &events {
+            for blob in event.event.body.blob_refs() {
+                // (`stored` keeps dry runs from counting one blob twice.)
+                if !stored.insert(format!("blob {} {}", info.tenant, blob.digest))
+                    || dest.blob(&info.tenant, &blob.digest).await?.is_some()
+                {
+                    continue;
+                }
+                let Some(bytes) = source.blob(&info.tenant, &blob.digest).await? else {
+                    return Err(MigrateError::MissingBlob {
+                        log: info.id,
+                        tenant: info.tenant.clone(),
+                        digest: blob.digest.clone(),
+                    });
+                };
+                if !dry_run {
+                    dest.put_blob(&info.tenant, &bytes).await?;
+                }
+                done.blobs += 1;
             }
         }
         let copy = CopiedLog::new(info, events);

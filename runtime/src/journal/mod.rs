@@ -345,6 +345,16 @@ pub trait Journal: Send + Sync + 'static {
     /// A guest component's bytes by digest.
     async fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError>;
 
+    /// Stores the bytes of a large tool part once per tenant and digest, so
+    /// that the event that holds the part carries only a [`BlobRef`]. Its
+    /// digest is `sha256:` and the hex SHA-256 of `bytes`. Durable on return:
+    /// store it before the event that refers to it.
+    async fn put_blob(&self, tenant: &str, bytes: &[u8]) -> Result<BlobRef, JournalError>;
+
+    /// A blob's bytes, if `tenant` stored one with this digest. A tenant
+    /// never reads another's blobs.
+    async fn blob(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>, JournalError>;
+
     /// The guest a name is bound to in a tenant.
     async fn guest_by_name(
         &self,

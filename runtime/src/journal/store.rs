@@ -25,11 +25,11 @@ use super::chain::{ChainCheck, ChainPos, Kind, Verified, digest_of};
 use super::commit::{Commit, CommitTicket};
 use super::copy::CopiedLog;
 use super::decode_body;
-use super::event::{Event, GuestRef, LogPos, StoredEvent};
+use super::event::{BlobRef, Event, GuestRef, LogPos, StoredEvent};
 use super::info::{LogInfo, LogMeta, LogStatus, OpenEffect};
 use super::reopen::RedbFile;
 use super::tables::{
-    self, EVENTS, GUEST_NAMES, GUESTS, KEY_INDEX, KEY_MARKS, LOGS, NAMES, OPEN, SNAPSHOTS,
+    self, BLOBS, EVENTS, GUEST_NAMES, GUESTS, KEY_INDEX, KEY_MARKS, LOGS, NAMES, OPEN, SNAPSHOTS,
     TENANT_COUNTS, TENANT_LOGS,
 };
 use super::writer::{self, Counters, Request, Writer};
@@ -115,6 +115,7 @@ impl RedbJournal {
         txn.open_table(NAMES)?;
         txn.open_table(GUESTS)?;
         txn.open_table(GUEST_NAMES)?;
+        txn.open_table(BLOBS)?;
         txn.open_table(OPEN)?;
         txn.open_table(SNAPSHOTS)?;
         txn.open_table(KEY_INDEX)?;
@@ -578,6 +579,31 @@ impl Journal for RedbJournal {
         let txn = self.db.begin_read()?;
         let guests = txn.open_table(GUESTS)?;
         Ok(guests.get(digest)?.map(|v| v.value().to_vec()))
+    }
+
+    async fn put_blob(&self, tenant: &str, bytes: &[u8]) -> Result<BlobRef, JournalError> {
+        let digest = digest_of(bytes);
+        self.db.write(|db| {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            {
+                let mut blobs = txn.open_table(BLOBS)?;
+                if blobs.get((tenant, digest.as_str()))?.is_none() {
+                    blobs.insert((tenant, digest.as_str()), bytes)?;
+                }
+            }
+            Ok(txn.commit()?)
+        })?;
+        Ok(BlobRef {
+            digest,
+            size: bytes.len() as u64,
+        })
+    }
+
+    async fn blob(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let blobs = txn.open_table(BLOBS)?;
+        Ok(blobs.get((tenant, digest))?.map(|v| v.value().to_vec()))
     }
 
     async fn guest_by_name(

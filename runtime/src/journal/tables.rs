@@ -37,6 +37,8 @@ pub const LOGS: TableDefinition<u128, &[u8]> = TableDefinition::new("logs");
 pub const NAMES: TableDefinition<(&str, &str), u128> = TableDefinition::new("names");
 /// `digest -> component bytes`.
 pub const GUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("guests");
+/// `(tenant, digest) -> bytes`: large tool parts, by digest.
+pub const BLOBS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("blobs");
 /// `(tenant, name) -> digest`.
 pub const GUEST_NAMES: TableDefinition<(&str, &str), &str> = TableDefinition::new("guest_names");
 /// `(log, key) -> OpenRecord` JSON.

@@ -30,7 +30,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast;
 
-use crate::effects::ModelDelta;
+use crate::effects::Live;
 use crate::journal::{LogId, to_jsonl};
 use crate::session::{FedEvent, Follower, Host};
 
@@ -146,7 +146,7 @@ struct Follow {
     follower: Follower,
     closing: tokio::sync::watch::Receiver<bool>,
     /// Deltas of the session's streaming model calls, while it is resident.
-    deltas: Option<broadcast::Receiver<ModelDelta>>,
+    deltas: Option<broadcast::Receiver<Live>>,
     /// How events are named.
     names: EventNames,
 }
@@ -192,7 +192,7 @@ impl Follow {
                 }
                 Ok(_) => {
                     if self.deltas.is_none() {
-                        self.deltas = self.host.resident(self.log).map(|s| s.subscribe_deltas());
+                        self.deltas = self.host.resident(self.log).map(|s| s.subscribe_live());
                     }
                     tokio::select! {
                         // Deltas first: they precede the commit that ends them.
@@ -217,17 +217,20 @@ impl Follow {
     }
 }
 
-/// A streamed model delta as an SSE event: no `id`, it is not in the log.
-/// As a `message`, the data says its kind, as a log event's line does (the
-/// delta's own `kind` is what it adds to, so it goes one level down).
-fn delta_event(delta: &ModelDelta, names: EventNames) -> Event {
+/// A streamed model delta or tool progress as an SSE event (`delta`,
+/// `progress`): no `id`, it is not in the log. As a `message`, the data says
+/// its kind, as a log event's line does (a delta's own `kind` is what it adds
+/// to, so it goes one level down, under its kind's name).
+fn delta_event(live: &Live, names: EventNames) -> Event {
+    let (name, data) = match live {
+        Live::Delta(delta) => ("delta", serde_json::to_value(delta)),
+        Live::Progress(progress) => ("progress", serde_json::to_value(progress)),
+    };
+    let data = data.unwrap_or_default();
     match names {
-        EventNames::Kind => {
-            let data = serde_json::to_string(delta).unwrap_or_default();
-            Event::default().event("delta").data(data)
-        }
+        EventNames::Kind => Event::default().event(name).data(data.to_string()),
         EventNames::Message => {
-            let data = serde_json::json!({"kind": "delta", "delta": delta});
+            let data = serde_json::json!({"kind": name, name: data});
             Event::default().data(data.to_string())
         }
     }
@@ -235,8 +238,8 @@ fn delta_event(delta: &ModelDelta, names: EventNames) -> Event {
 
 /// The next delta, or never when there is no subscription.
 async fn next_delta(
-    deltas: &mut Option<broadcast::Receiver<ModelDelta>>,
-) -> Result<ModelDelta, broadcast::error::RecvError> {
+    deltas: &mut Option<broadcast::Receiver<Live>>,
+) -> Result<Live, broadcast::error::RecvError> {
     match deltas {
         Some(deltas) => deltas.recv().await,
         None => std::future::pending().await,

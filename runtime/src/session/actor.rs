@@ -44,7 +44,8 @@ use crate::journal::{
 /// judged to be looping (each round it wanted something new and immediate).
 const MAX_ROUNDS: usize = 256;
 
-/// Streamed model deltas kept for live observers; a slow one misses some.
+/// Streamed model deltas and tool progress kept for live observers; a slow
+/// one misses some.
 const LIVE_DELTAS: usize = 256;
 
 /// Something to start once the events that record it are durable.
@@ -88,7 +89,7 @@ struct Actor {
     running: HashMap<String, Running>,
     tx: mpsc::UnboundedSender<Command>,
     /// Streamed model output for live observers; never logged.
-    deltas: broadcast::Sender<crate::effects::ModelDelta>,
+    deltas: broadcast::Sender<crate::effects::Live>,
     waiters: Vec<(Duration, oneshot::Sender<Activity>)>,
     /// The log's writer lease, taken before the replay: every append of
     /// this actor carries its epoch, so once another writer takes the lease
@@ -545,8 +546,9 @@ impl Actor {
                     let handle = perform::tool(
                         &self.host,
                         &self.tx,
-                        self.log,
+                        (self.log, &self.tenant),
                         call,
+                        &self.deltas,
                         &self.workspace,
                         self.ledger.next_seq,
                     );
@@ -642,10 +644,7 @@ pub(super) fn denied(key: String, by: &str, reason: Option<&str>) -> EventBody {
     let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
     EventBody::Completed {
         key,
-        outcome: Outcome::Tool {
-            content: format!("denied by {by}{reason}"),
-            is_error: true,
-        },
+        outcome: Outcome::tool_text(format!("denied by {by}{reason}"), true),
     }
 }
 

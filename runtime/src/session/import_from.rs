@@ -273,10 +273,7 @@ impl Drive {
                         is_error,
                     } => self.open_tool(call_id).map(|key| EventBody::Completed {
                         key,
-                        outcome: Outcome::Tool {
-                            content: content.clone(),
-                            is_error: *is_error,
-                        },
+                        outcome: Outcome::tool_text(content.clone(), *is_error),
                     }),
                 };
                 let Some(body) = body else {

@@ -130,21 +130,39 @@ impl Host {
         out: &mut (dyn Write + Send),
     ) -> Result<u64, SessionError> {
         let journal = self.journal();
+        let tenant = match journal.info(log).await? {
+            Some(info) => info.tenant,
+            None => return Err(SessionError::UnknownSession(log.to_string())),
+        };
         let mut from = 0;
         let mut line = String::new();
+        let mut written = std::collections::HashSet::new();
         loop {
             let page = journal.read(log, from, EXPORT_PAGE).await?;
             let Some(last) = page.last() else { break };
             from = last.event.seq + 1;
             for event in &page {
-                line.clear();
-                line.push_str(&to_jsonl(event));
-                line.push('\n');
-                out.write_all(line.as_bytes())
-                    .map_err(|source| SessionError::Io {
-                        doing: "write the export",
-                        source,
+                // A blob goes out once, before the first event that refers to it.
+                for blob in event.event.body.blob_refs() {
+                    if !written.insert(blob.digest.clone()) {
+                        continue;
+                    }
+                    let bytes = journal.blob(&tenant, &blob.digest).await?.ok_or_else(|| {
+                        corrupt(
+                            log,
+                            format!(
+                                "seq {} refers to the blob {}, which is not stored",
+                                event.event.seq, blob.digest
+                            ),
+                        )
                     })?;
+                    write_line(
+                        out,
+                        &mut line,
+                        &super::blobs::blob_line(&blob.digest, &bytes),
+                    )?;
+                }
+                write_line(out, &mut line, &to_jsonl(event))?;
             }
         }
         Ok(from)
@@ -165,6 +183,7 @@ impl Host {
             validate_name(name)?;
         }
         let mut events = Vec::new();
+        let mut blobs = std::collections::BTreeMap::new();
         let mut check = ChainCheck::new();
         let mut text = String::new();
         let mut line_no = 0usize;
@@ -186,7 +205,22 @@ impl Host {
                     "cut short (no end of line): the file is truncated".into()
                 ));
             };
+            if super::blobs::is_blob_line(body) {
+                let (digest, bytes) = super::blobs::parse_blob_line(body).map_err(bad)?;
+                blobs.insert(digest, bytes);
+                continue;
+            }
             let event = from_jsonl(body).map_err(|e| bad(e.to_string()))?;
+            for blob in event.event.body.blob_refs() {
+                if !blobs.contains_key(&blob.digest)
+                    && self.journal().blob(tenant, &blob.digest).await?.is_none()
+                {
+                    return Err(bad(format!(
+                        "seq {} refers to the blob {}, which no line before it holds",
+                        event.event.seq, blob.digest
+                    )));
+                }
+            }
             check.check(
                 event.event.seq,
                 event.event.at,
@@ -226,6 +260,10 @@ impl Host {
             };
             self.add_builtin(tenant, example, bytes).await?;
         }
+        // Blobs first: an event is never stored before what it refers to.
+        for bytes in blobs.values() {
+            self.journal().put_blob(tenant, bytes).await?;
+        }
         match self
             .journal()
             .import(tenant, name, &events, self.session_limit(tenant))
@@ -238,6 +276,22 @@ impl Host {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Write `text` and an end of line, through the reused buffer `line`.
+fn write_line(
+    out: &mut (dyn Write + Send),
+    line: &mut String,
+    text: &str,
+) -> Result<(), SessionError> {
+    line.clear();
+    line.push_str(text);
+    line.push('\n');
+    out.write_all(line.as_bytes())
+        .map_err(|source| SessionError::Io {
+            doing: "write the export",
+            source,
+        })
 }
 
 /// The `created` in force at `seq` of a log's view: the first own event of

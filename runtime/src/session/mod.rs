@@ -9,6 +9,7 @@
 //! append whose expected seq is stale, so two writers can never interleave.
 
 mod actor;
+mod blobs;
 mod claude_code;
 mod elsewhere;
 mod feed;
@@ -296,7 +297,7 @@ pub(crate) enum Command {
 pub struct Session {
     log: LogId,
     commands: mpsc::UnboundedSender<Command>,
-    deltas: broadcast::Sender<crate::effects::ModelDelta>,
+    deltas: broadcast::Sender<crate::effects::Live>,
 }
 
 impl Session {
@@ -305,10 +306,11 @@ impl Session {
         self.log
     }
 
-    /// Model output as it streams in, from now on: ephemeral, never logged
-    /// (the whole response is, once, in `completed`). A receiver that falls
-    /// behind gets `Lagged` and simply misses deltas.
-    pub fn subscribe_deltas(&self) -> broadcast::Receiver<crate::effects::ModelDelta> {
+    /// Model output as it streams in, and tool progress, from now on:
+    /// ephemeral, never logged (the whole response is, once, in
+    /// `completed`). A receiver that falls behind gets `Lagged` and simply
+    /// misses some.
+    pub fn subscribe_live(&self) -> broadcast::Receiver<crate::effects::Live> {
         self.deltas.subscribe()
     }
 

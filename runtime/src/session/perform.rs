@@ -10,8 +10,8 @@ use tracing::Instrument;
 use super::workspace::Workspace;
 use super::{Command, Shared};
 use crate::effects::{
-    DeltaKind, DeltaSink, ModelDelta, ModelError, ModelRequest, ProviderText, Redactor,
-    ToolContext, ToolError,
+    DeltaKind, DeltaSink, Live, ModelDelta, ModelError, ModelRequest, ProviderText, Redactor,
+    ToolAnswer, ToolContext, ToolError, ToolProgress,
 };
 use crate::journal::{ErrorKind, EventBody, LogId, ModelResponse, Outcome, ToolCall};
 
@@ -20,7 +20,7 @@ pub(crate) enum Done {
     /// A model's answer, or its last failure and the attempt it ended.
     Model(Result<ModelResponse, ModelError>, u32),
     /// A tool's output, or why it could not run (which the model reads).
-    Tool(Result<String, ToolError>),
+    Tool(Result<ToolAnswer, ToolError>),
     Timer,
 }
 
@@ -70,13 +70,18 @@ impl Done {
                 attempt,
             },
             Done::Tool(result) => {
-                let (content, is_error) = match result {
-                    Ok(content) => (content, false),
-                    Err(ToolError(message)) => (message, true),
+                let (answer, is_error) = match result {
+                    Ok(answer) => (answer, false),
+                    Err(ToolError(message)) => (ToolAnswer::from(message), true),
                 };
                 EventBody::Completed {
                     key,
-                    outcome: Outcome::Tool { content, is_error },
+                    outcome: Outcome::Tool {
+                        content: answer.text,
+                        is_error,
+                        parts: answer.parts,
+                        structured: answer.structured,
+                    },
                 }
             }
             Done::Timer => EventBody::Completed {
@@ -93,7 +98,7 @@ impl Done {
 pub(crate) fn model(
     host: &Arc<Shared>,
     tx: &mpsc::UnboundedSender<Command>,
-    deltas: &broadcast::Sender<ModelDelta>,
+    deltas: &broadcast::Sender<Live>,
     (log, tenant): (LogId, &str),
     key: String,
     request: ModelRequest,
@@ -102,7 +107,21 @@ pub(crate) fn model(
     let tx = tx.clone();
     let deltas = deltas.clone();
     let host = host.clone();
+    let tenant = tenant.to_string();
+    let mut request = request;
     tokio::spawn(async move {
+        // Large tool parts go to the provider whole, read from the blobs.
+        if super::blobs::refers_to_blobs(&request)
+            && let Err(e) =
+                super::blobs::resolve(host.journal.as_ref(), &tenant, &mut request).await
+        {
+            let error = ModelError::fatal(ErrorKind::InvalidRequest, Redactor::new().scrub(&e.to_string()));
+            let _ = tx.send(Command::Done {
+                key,
+                result: Done::Model(Err(error), 1),
+            });
+            return;
+        }
         let Some(provider) = provider else {
             let error = ModelError::fatal(
                 ErrorKind::InvalidRequest,
@@ -121,11 +140,11 @@ pub(crate) fn model(
             Arc::new(move |kind: DeltaKind, text: &ProviderText| {
                 // Nobody watching: skip the allocation.
                 if deltas.receiver_count() > 0 && !text.is_empty() {
-                    let _ = deltas.send(ModelDelta {
+                    let _ = deltas.send(Live::Delta(ModelDelta {
                         key: key.clone(),
                         kind,
                         text: text.as_str().to_string(),
-                    });
+                    }));
                 }
             })
         };
@@ -180,18 +199,28 @@ pub(crate) fn model(
 pub(crate) fn tool(
     host: &Arc<Shared>,
     tx: &mpsc::UnboundedSender<Command>,
-    log: LogId,
+    (log, tenant): (LogId, &str),
     call: ToolCall,
+    live: &broadcast::Sender<Live>,
     workspace: &Arc<Workspace>,
     upto: u64,
 ) -> AbortHandle {
     let tool = host.tools.get(&call.name);
+    let progress = live.clone();
     let cx = ToolContext {
         workspace: host.workspace_dir(log),
+        key: call.id.clone(),
+        progress: Some(Arc::new(move |p: ToolProgress| {
+            // Nobody watching: nothing to do.
+            if progress.receiver_count() > 0 {
+                let _ = progress.send(Live::Progress(p));
+            }
+        })),
     };
     let tx = tx.clone();
     let host = host.clone();
     let workspace = workspace.clone();
+    let tenant = tenant.to_string();
     // Tools run once per request (a re-run after a crash is a new actor's).
     let span = tracing::info_span!("effect", kind = "tool", %log, key = %call.id, attempt = 1u32, tool = %call.name);
     tokio::spawn(
@@ -210,7 +239,14 @@ pub(crate) fn tool(
                     })?;
                     turn = Some(entered);
                 }
-                tool.call(cx, arguments).await
+                let mut answer = tool.call(cx, arguments).await?;
+                let threshold = host.config.limits.blob_threshold_bytes;
+                super::blobs::store_large(host.journal.as_ref(), &tenant, &mut answer, threshold)
+                    .await
+                    .map_err(|e| {
+                        ToolError(format!("cannot store the result's large parts: {e}"))
+                    })?;
+                Ok(answer)
             }
             .await;
             let _ = tx.send(Command::Done {

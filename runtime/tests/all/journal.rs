@@ -259,10 +259,7 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
             T0,
             EventBody::Completed {
                 key: "call-1".into(),
-                outcome: Outcome::Tool {
-                    content: "milk".into(),
-                    is_error: false,
-                },
+                outcome: Outcome::tool_text("milk", false),
             },
         ),
         (
@@ -520,10 +517,7 @@ fn golden_events() -> Vec<(u64, EventBody)> {
         },
         EventBody::Completed {
             key: "call-1".into(),
-            outcome: Outcome::Tool {
-                content: "milk\neggs".into(),
-                is_error: false,
-            },
+            outcome: Outcome::tool_text("milk\neggs", false),
         },
         EventBody::ApprovalRequested {
             key: "ask-1".into(),
@@ -599,6 +593,7 @@ fn golden_events() -> Vec<(u64, EventBody)> {
                     call_id: "call-1".into(),
                     content: "milk\neggs".into(),
                     is_error: false,
+                    parts: Vec::new(),
                 },
             ],
         },

@@ -88,6 +88,7 @@ macro_rules! every_check {
             names_bind_and_move,
             status_and_open_effects_follow_the_events,
             guests_are_stored_once_by_digest,
+            blobs_are_stored_by_digest_per_tenant,
             forks_read_through_their_ancestry,
             snapshots_keep_the_newest_per_guest,
             the_key_index_keeps_keys_decisions_and_its_highest_mark,
@@ -928,10 +929,7 @@ async fn status_and_open_effects_follow_the_events(journal: Arc<dyn Journal>) {
             T0,
             EventBody::Completed {
                 key: "call-1".into(),
-                outcome: Outcome::Tool {
-                    content: "milk".into(),
-                    is_error: false,
-                },
+                outcome: Outcome::tool_text("milk", false),
             },
         ),
     ];
@@ -976,6 +974,24 @@ async fn status_and_open_effects_follow_the_events(journal: Arc<dyn Journal>) {
     for id in [running, asking, sleeping, done, broken] {
         assert!(journal.verify(id).await.unwrap().is_ok());
     }
+}
+
+async fn blobs_are_stored_by_digest_per_tenant(journal: Arc<dyn Journal>) {
+    let bytes = vec![9u8; 40_000];
+    let a = journal.put_blob("t", &bytes).await.unwrap();
+    assert_eq!(a.digest, digest_of(&bytes));
+    assert_eq!(a.size, 40_000);
+    // Storing it again changes nothing.
+    assert_eq!(journal.put_blob("t", &bytes).await.unwrap(), a);
+    assert_eq!(
+        journal.blob("t", &a.digest).await.unwrap().as_deref(),
+        Some(&bytes[..])
+    );
+    // Another tenant does not see it, until it stores the same bytes itself.
+    assert_eq!(journal.blob("u", &a.digest).await.unwrap(), None);
+    assert_eq!(journal.put_blob("u", &bytes).await.unwrap(), a);
+    assert!(journal.blob("u", &a.digest).await.unwrap().is_some());
+    assert_eq!(journal.blob("t", "sha256:00").await.unwrap(), None);
 }
 
 async fn guests_are_stored_once_by_digest(journal: Arc<dyn Journal>) {

@@ -22,6 +22,8 @@ mod litellm;
 mod logops;
 mod loopback;
 mod mcp;
+mod mcp_content;
+mod mcp_everything;
 mod memory;
 mod metrics;
 mod openapi;

@@ -43,7 +43,7 @@ fn mcp_echo() -> &'static PathBuf {
     })
 }
 
-fn config_with_echo_server(policy: Option<Policy>) -> logbook::config::Config {
+pub(crate) fn config_with_echo_server(policy: Option<Policy>) -> logbook::config::Config {
     let mut config = config();
     config.mcp.insert(
         "echo".into(),
@@ -214,7 +214,9 @@ fn tool_result(log: &[logbook::journal::StoredEvent], n: usize) -> (String, bool
         .find_map(|e| match &e.event.body {
             EventBody::Completed {
                 key: k,
-                outcome: Outcome::Tool { content, is_error },
+                outcome: Outcome::Tool {
+                    content, is_error, ..
+                },
             } if *k == key => Some((content.clone(), *is_error)),
             _ => None,
         })

@@ -33,7 +33,7 @@ fn set_keys() {
     });
 }
 
-fn model(provider: &str, server: &Loopback, stream: bool) -> ModelConfig {
+pub(crate) fn model(provider: &str, server: &Loopback, stream: bool) -> ModelConfig {
     set_keys();
     let (model, key) = match provider {
         "openai" => ("gpt-4o-mini", OPENAI_KEY_VAR),
@@ -123,7 +123,7 @@ async fn a_tool_using_turn_on_the_openai_wire_streams_and_logs_once() {
     let dir = data_dir();
     let host = open_host_with(dir.path(), config_with(model("openai", &server, true)));
     let session = assistant(&host, "oa").await;
-    let mut deltas = session.subscribe_deltas();
+    let mut deltas = session.subscribe_live();
     say(&session, "what does note.txt say?").await;
     assert_eq!(settle(&session).await, Activity::Idle);
     let log = events(&host, session.id()).await;
@@ -186,8 +186,10 @@ async fn a_tool_using_turn_on_the_openai_wire_streams_and_logs_once() {
     assert!(matches!(&responses[0].content[0], ContentBlock::ToolCall(c) if c.name == "fs.read"));
 
     let mut texts = String::new();
-    while let Ok(delta) = deltas.try_recv() {
-        if delta.kind == DeltaKind::Text {
+    while let Ok(live) = deltas.try_recv() {
+        if let logbook::effects::Live::Delta(delta) = live
+            && delta.kind == DeltaKind::Text
+        {
             texts.push_str(&delta.text);
         }
     }

@@ -305,7 +305,9 @@ async fn a_denied_tool_call_gives_the_model_an_error_result() {
         .find_map(|e| match &e.event.body {
             EventBody::Completed {
                 key: k,
-                outcome: Outcome::Tool { content, is_error },
+                outcome: Outcome::Tool {
+                    content, is_error, ..
+                },
             } if *k == key => Some((content.clone(), *is_error)),
             _ => None,
         })

@@ -40,7 +40,9 @@ async fn http_fetch_reaches_allowed_hosts_only_and_cuts_long_bodies() {
         .iter()
         .filter_map(|e| match &e.event.body {
             EventBody::Completed {
-                outcome: Outcome::Tool { content, is_error },
+                outcome: Outcome::Tool {
+                    content, is_error, ..
+                },
                 ..
             } => Some((content.clone(), *is_error)),
             _ => None,

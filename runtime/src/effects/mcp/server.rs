@@ -8,15 +8,19 @@
 //! resets when a call succeeds.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rmcp::ServiceExt;
-use rmcp::model::Tool as ListedTool;
-use rmcp::service::{RoleClient, RunningService};
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam, ProgressToken,
+    Tool as ListedTool,
+};
+use rmcp::service::{NotificationContext, RoleClient, RunningService};
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+use rmcp::{ClientHandler, ServiceExt};
 use tokio::time::Instant;
 
-use super::super::SetupError;
+use super::super::{ProgressSink, SetupError, ToolProgress};
 use crate::config::McpServerConfig;
 
 /// Variables every stdio server gets from the host, when set.
@@ -28,13 +32,92 @@ pub(super) const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait between starts of a server that keeps failing.
 pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-pub(super) type Client = RunningService<RoleClient, ()>;
+pub(super) type Client = RunningService<RoleClient, Handler>;
+
+/// Where progress of calls in flight goes, by their progress token.
+type Watchers = std::sync::Mutex<std::collections::HashMap<ProgressToken, (String, ProgressSink)>>;
+
+/// The host's side of a connection: it says who it is, and takes the
+/// server's notifications (progress of calls, a changed tool list).
+#[derive(Clone)]
+pub(super) struct Handler {
+    server: String,
+    /// Progress of calls in flight, by token.
+    watchers: Arc<Watchers>,
+    /// Set when a server says its tools changed: they are listed again at
+    /// the next start of a session.
+    pub(super) stale: Arc<AtomicBool>,
+}
+
+impl ClientHandler for Handler {
+    fn get_info(&self) -> ClientConfig {
+        // No sampling, roots or elicitation: a server's requests for them are
+        // refused, since a session's effects happen only through its log.
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("logbook", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        let watcher = self
+            .watchers
+            .lock()
+            .ok()
+            .and_then(|w| w.get(&params.progress_token).cloned());
+        if let Some((key, sink)) = watcher {
+            sink(ToolProgress {
+                key,
+                progress: params.progress,
+                total: params.total,
+                message: params.message,
+            });
+        }
+    }
+
+    async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
+        tracing::info!(server = %self.server, "the MCP server's tools changed; they are listed again");
+        self.stale.store(true, Ordering::Release);
+    }
+}
+
+impl Handler {
+    /// Send the progress of the call with `token` to `sink` until the guard drops.
+    pub(super) fn watch(&self, token: ProgressToken, key: String, sink: ProgressSink) -> Watch {
+        if let Ok(mut w) = self.watchers.lock() {
+            w.insert(token.clone(), (key, sink));
+        }
+        Watch {
+            watchers: self.watchers.clone(),
+            token,
+        }
+    }
+}
+
+/// A call's progress is watched while this lives.
+pub(super) struct Watch {
+    watchers: Arc<Watchers>,
+    token: ProgressToken,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.watchers.lock() {
+            w.remove(&self.token);
+        }
+    }
+}
 
 /// A configured server and its live client, if any.
 pub(super) struct McpServer {
     pub(super) name: String,
     config: McpServerConfig,
     state: tokio::sync::Mutex<State>,
+    pub(super) handler: Handler,
 }
 
 #[derive(Default)]
@@ -55,7 +138,11 @@ pub(super) struct Connected {
 }
 
 impl McpServer {
-    pub(super) fn new(name: &str, config: &McpServerConfig) -> Result<McpServer, SetupError> {
+    pub(super) fn new(
+        name: &str,
+        config: &McpServerConfig,
+        stale: Arc<AtomicBool>,
+    ) -> Result<McpServer, SetupError> {
         if config.command.is_some() == config.url.is_some() {
             return Err(SetupError::Mcp {
                 server: name.to_string(),
@@ -66,6 +153,11 @@ impl McpServer {
             name: name.to_string(),
             config: config.clone(),
             state: tokio::sync::Mutex::new(State::default()),
+            handler: Handler {
+                server: name.to_string(),
+                watchers: Arc::default(),
+                stale,
+            },
         })
     }
 
@@ -181,7 +273,9 @@ impl McpServer {
                     .stderr(std::process::Stdio::inherit())
                     .spawn()
                     .map_err(|e| fail(&format!("cannot start {command:?}"), &e))?;
-                ().serve(transport)
+                self.handler
+                    .clone()
+                    .serve(transport)
                     .await
                     .map_err(|e| fail("initialization failed", &e))
             }
@@ -197,7 +291,9 @@ impl McpServer {
                     transport_config = transport_config.auth_header(token);
                 }
                 let transport = StreamableHttpClientTransport::from_config(transport_config);
-                ().serve(transport)
+                self.handler
+                    .clone()
+                    .serve(transport)
                     .await
                     .map_err(|e| fail("initialization failed", &e))
             }

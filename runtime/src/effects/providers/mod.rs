@@ -14,6 +14,7 @@
 
 mod anthropic;
 mod openai;
+mod parts;
 mod sse;
 
 use std::collections::BTreeMap;

@@ -147,22 +147,40 @@ fn tool_call(block: &ContentBlock) -> Option<&ToolCall> {
 }
 
 /// A neutral user message: tool results become `tool` messages (they must
-/// follow the assistant's calls), text a `user` message.
+/// follow the assistant's calls), text a `user` message. A `tool` message
+/// holds text only, so the images tool results returned follow in one
+/// `user` message, each after a line naming its call.
 fn user_messages(content: &[ContentBlock], out: &mut Vec<Value>) {
+    let mut images = Vec::new();
     for block in content {
         if let ContentBlock::ToolResult {
             call_id,
             content,
             is_error,
+            parts,
         } = block
         {
+            let content = super::parts::with_text_parts(content, parts);
             let content = if *is_error {
                 format!("error: {content}")
             } else {
-                content.clone()
+                content
             };
             out.push(json!({"role": "tool", "tool_call_id": call_id, "content": content}));
+            let mut first = true;
+            for (media_type, data) in parts.iter().filter_map(super::parts::image) {
+                if first {
+                    images.push(json!({"type": "text",
+                                       "text": format!("The image tool call {call_id} returned:")}));
+                    first = false;
+                }
+                images.push(json!({"type": "image_url",
+                                   "image_url": {"url": format!("data:{media_type};base64,{data}")}}));
+            }
         }
+    }
+    if !images.is_empty() {
+        out.push(json!({"role": "user", "content": images}));
     }
     let text = crate::journal::plain_text(content);
     if !text.is_empty() {

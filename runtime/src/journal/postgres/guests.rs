@@ -10,7 +10,7 @@ use super::{PgJournal, back, bits, order};
 use crate::journal::JournalError;
 use crate::journal::LogId;
 use crate::journal::chain::digest_of;
-use crate::journal::event::GuestRef;
+use crate::journal::event::{BlobRef, GuestRef};
 
 impl PgJournal {
     /// Stores a guest component (once per digest) and binds `(tenant, name)` to it.
@@ -44,6 +44,35 @@ impl PgJournal {
             .prepare_cached("SELECT bytes FROM guests WHERE digest = $1")
             .await?;
         match c.query_opt(&st, &[&digest]).await? {
+            Some(row) => Ok(Some(row.try_get(0)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a large tool part's bytes once per tenant and digest.
+    pub async fn put_blob(&self, tenant: &str, bytes: &[u8]) -> Result<BlobRef, JournalError> {
+        let digest = digest_of(bytes);
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO blobs (tenant, digest, bytes) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant, digest) DO NOTHING",
+            )
+            .await?;
+        c.execute(&st, &[&tenant, &digest, &bytes]).await?;
+        Ok(BlobRef {
+            digest,
+            size: bytes.len() as u64,
+        })
+    }
+
+    /// A tenant's blob by digest.
+    pub async fn blob(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT bytes FROM blobs WHERE tenant = $1 AND digest = $2")
+            .await?;
+        match c.query_opt(&st, &[&tenant, &digest]).await? {
             Some(row) => Ok(Some(row.try_get(0)?)),
             None => Ok(None),
         }

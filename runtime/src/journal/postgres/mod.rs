@@ -47,7 +47,7 @@ use self::writer::{Counters, Request, Writer};
 use super::chain::{ChainPos, Verified};
 use super::commit::{Commit, CommitTicket};
 use super::copy::CopiedLog;
-use super::event::{GuestRef, LogPos, StoredEvent};
+use super::event::{BlobRef, GuestRef, LogPos, StoredEvent};
 use super::info::LogInfo;
 use super::lease::Heads;
 use super::{
@@ -387,6 +387,14 @@ impl Journal for PgJournal {
 
     async fn guest_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
         PgJournal::guest_bytes(self, digest).await
+    }
+
+    async fn put_blob(&self, tenant: &str, bytes: &[u8]) -> Result<BlobRef, JournalError> {
+        PgJournal::put_blob(self, tenant, bytes).await
+    }
+
+    async fn blob(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        PgJournal::blob(self, tenant, digest).await
     }
 
     async fn guest_by_name(

@@ -35,6 +35,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "keys",
         include_str!("../../../migrations/postgres/0004_keys.sql"),
     ),
+    (
+        5,
+        "blobs",
+        include_str!("../../../migrations/postgres/0005_blobs.sql"),
+    ),
 ];
 
 /// Whom the advisory lock of the migrations is taken for: `logbook` in ASCII.

@@ -363,13 +363,10 @@ impl Actor {
                         }),
                         Policy::Deny => events.push(EventBody::Completed {
                             key,
-                            outcome: Outcome::Tool {
-                                content: format!(
-                                    "tool {} is denied by the host's policy",
-                                    call.name
-                                ),
-                                is_error: true,
-                            },
+                            outcome: Outcome::tool_text(
+                                format!("tool {} is denied by the host's policy", call.name),
+                                true,
+                            ),
                         }),
                     }
                 }

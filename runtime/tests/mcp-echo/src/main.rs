@@ -1,6 +1,11 @@
 //! A tiny MCP server for Logbook's tests: `echo` answers with its text, `add`
 //! with a sum, `pid` with its process id (so a test can kill it), `sleep`
-//! after the milliseconds it is given (so a test can kill it mid-call).
+//! after the milliseconds it is given (so a test can kill it mid-call),
+//! `picture` with typed content (an image, a text resource, a link and a
+//! structured result), `steps` with progress notifications on the way, and
+//! `grow` makes the tool `late` appear and says the tool list changed, and
+//! `client` tells the client's name, version and capabilities, and `big`
+//! answers with a 30,000-byte image.
 //! Built with rmcp's server side, so the host's MCP client is tested against
 //! the official SDK's behaviour. Over stdio by default; with `--http [ADDR]`
 //! it serves streamable HTTP on ADDR (a free loopback port when absent) and
@@ -10,9 +15,29 @@
 //! `400 Bad Request: No valid session ID provided`, where rmcp's own server
 //! answers 404 (on which rmcp's client opens a new session by itself).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{ServerCapabilities, ServerConfig};
-use rmcp::{ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
+use rmcp::model::{
+    CallToolResult, ContentBlock, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, Resource, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{
+    ErrorData, RoleServer, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router,
+};
+
+/// A 1×1 red PNG.
+const RED_DOT: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
+
+/// Whether `grow` has been called (then `late` is listed).
+static GROWN: AtomicBool = AtomicBool::new(false);
+
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+struct StepsRequest {
+    /// How many steps to take, 100 ms each.
+    n: u32,
+}
 
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 struct EchoRequest {
@@ -52,6 +77,84 @@ impl Echo {
         std::process::id().to_string()
     }
 
+    #[tool(description = "An image, a text resource, a link and a structured result")]
+    fn picture(&self) -> CallToolResult {
+        let mut result = CallToolResult::success(vec![
+            ContentBlock::text("a red dot"),
+            ContentBlock::image(RED_DOT, "image/png"),
+            ContentBlock::embedded_text("file:///notes/dot.txt", "the dot is red"),
+            ContentBlock::ResourceLink(
+                Resource::new("file:///notes/big.bin", "big.bin")
+                    .with_mime_type("application/octet-stream")
+                    .with_description("too big to send"),
+            ),
+        ]);
+        result.structured_content = Some(serde_json::json!({"width": 1, "height": 1}));
+        result
+    }
+
+    #[tool(description = "A large image: 30,000 bytes")]
+    fn big(&self) -> CallToolResult {
+        use base64::Engine;
+        let bytes: Vec<u8> = (0..30_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+        CallToolResult::success(vec![
+            ContentBlock::text("a big picture"),
+            ContentBlock::image(data, "image/png"),
+        ])
+    }
+
+    #[tool(description = "Take steps, reporting progress")]
+    async fn steps(
+        &self,
+        Parameters(StepsRequest { n }): Parameters<StepsRequest>,
+        context: RequestContext<RoleServer>,
+    ) -> String {
+        let token = context.meta.get_progress_token();
+        // Each step is reported halfway through: the last report comes well
+        // before the answer (a report after it is of no use to anyone).
+        for i in 1..=n {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if let Some(token) = &token {
+                let _ = context
+                    .peer
+                    .notify_progress(
+                        ProgressNotificationParam::new(token.clone(), f64::from(i))
+                            .with_total(f64::from(n))
+                            .with_message(format!("step {i} of {n}")),
+                    )
+                    .await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        format!("{n} steps")
+    }
+
+    #[tool(description = "Add the tool `late`")]
+    async fn grow(&self, context: RequestContext<RoleServer>) -> String {
+        GROWN.store(true, Ordering::SeqCst);
+        let _ = context.peer.notify_tool_list_changed().await;
+        "grown".into()
+    }
+
+    #[tool(description = "The client's name and version, and its capabilities")]
+    fn client(&self, context: RequestContext<RoleServer>) -> String {
+        match context.peer.peer_info() {
+            Some(info) => format!(
+                "{} {} {}",
+                info.client_info.name,
+                info.client_info.version,
+                serde_json::to_string(&info.capabilities).unwrap_or_default()
+            ),
+            None => "unknown".into(),
+        }
+    }
+
+    #[tool(description = "Listed only after `grow`")]
+    fn late(&self) -> String {
+        "late".into()
+    }
+
     #[tool(description = "Answer after a while")]
     async fn sleep(&self, Parameters(SleepRequest { ms }): Parameters<SleepRequest>) -> String {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
@@ -62,8 +165,27 @@ impl Echo {
 #[tool_handler]
 impl ServerHandler for Echo {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_instructions("An echo server for tests")
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_instructions("An echo server for tests")
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let grown = GROWN.load(Ordering::SeqCst);
+        let tools = Self::tool_router()
+            .list_all()
+            .into_iter()
+            .filter(|t| grown || t.name != "late")
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
     }
 }
 
