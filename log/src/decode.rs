@@ -519,12 +519,14 @@ mod tests {
             ToolPart::Image {
                 mime_type: "image/png".into(),
                 data: PartData::Base64("iVBORw0KGgo=".into()),
+                annotations: Some(r#"{"priority":0.5}"#.into()),
             },
             ToolPart::Resource {
                 uri: "file:///a.txt".into(),
                 mime_type: Some("text/plain".into()),
                 text: Some("hello".into()),
                 data: None,
+                annotations: None,
             },
             ToolPart::Audio {
                 mime_type: "audio/wav".into(),
@@ -532,12 +534,14 @@ mod tests {
                     digest: format!("sha256:{}", "0".repeat(64)),
                     size: 70_000,
                 }),
+                annotations: None,
             },
             ToolPart::ResourceLink {
                 uri: "file:///b".into(),
                 name: "b".into(),
                 mime_type: None,
                 description: Some("a link".into()),
+                annotations: None,
             },
         ];
         let bodies = [

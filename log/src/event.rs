@@ -108,6 +108,10 @@ pub enum ToolPart {
         mime_type: String,
         /// Its bytes.
         data: PartData,
+        /// The server's annotations (`audience`, `priority`,
+        /// `lastModified`), as JSON text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        annotations: Option<String>,
     },
     /// A sound.
     Audio {
@@ -115,6 +119,10 @@ pub enum ToolPart {
         mime_type: String,
         /// Its bytes.
         data: PartData,
+        /// The server's annotations (`audience`, `priority`,
+        /// `lastModified`), as JSON text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        annotations: Option<String>,
     },
     /// A resource the tool returned whole: text, or bytes.
     Resource {
@@ -129,6 +137,10 @@ pub enum ToolPart {
         /// Its bytes, for a binary resource.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         data: Option<PartData>,
+        /// The server's annotations (`audience`, `priority`,
+        /// `lastModified`), as JSON text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        annotations: Option<String>,
     },
     /// A pointer to a resource, not its content.
     ResourceLink {
@@ -142,6 +154,10 @@ pub enum ToolPart {
         /// What it is, when the server says.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         description: Option<String>,
+        /// The server's annotations (`audience`, `priority`,
+        /// `lastModified`), as JSON text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        annotations: Option<String>,
     },
 }
 
@@ -168,6 +184,34 @@ pub struct BlobRef {
 }
 
 impl ToolPart {
+    /// The part's bytes, if it has any.
+    pub fn data(&self) -> Option<&PartData> {
+        match self {
+            ToolPart::Image { data, .. } | ToolPart::Audio { data, .. } => Some(data),
+            ToolPart::Resource { data, .. } => data.as_ref(),
+            ToolPart::ResourceLink { .. } => None,
+        }
+    }
+
+    /// The part's bytes, to change them (inline to blob, and back).
+    pub fn data_mut(&mut self) -> Option<&mut PartData> {
+        match self {
+            ToolPart::Image { data, .. } | ToolPart::Audio { data, .. } => Some(data),
+            ToolPart::Resource { data, .. } => data.as_mut(),
+            ToolPart::ResourceLink { .. } => None,
+        }
+    }
+
+    /// The server's annotations, as JSON text.
+    pub fn annotations(&self) -> Option<&str> {
+        match self {
+            ToolPart::Image { annotations, .. }
+            | ToolPart::Audio { annotations, .. }
+            | ToolPart::Resource { annotations, .. }
+            | ToolPart::ResourceLink { annotations, .. } => annotations.as_deref(),
+        }
+    }
+
     /// The bytes of text the part carries (for fuel and limits).
     pub fn text_bytes(&self) -> usize {
         let data = |d: &PartData| match d {
@@ -175,23 +219,25 @@ impl ToolPart {
             PartData::Blob(r) => r.digest.len(),
         };
         let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-        match self {
-            ToolPart::Image { mime_type, data: d } | ToolPart::Audio { mime_type, data: d } => {
-                mime_type.len() + data(d)
+        let own = match self {
+            ToolPart::Image { mime_type, .. } | ToolPart::Audio { mime_type, .. } => {
+                mime_type.len()
             }
             ToolPart::Resource {
                 uri,
                 mime_type,
                 text,
-                data: d,
-            } => uri.len() + opt(mime_type) + opt(text) + d.as_ref().map_or(0, data),
+                ..
+            } => uri.len() + opt(mime_type) + opt(text),
             ToolPart::ResourceLink {
                 uri,
                 name,
                 mime_type,
                 description,
+                ..
             } => uri.len() + name.len() + opt(mime_type) + opt(description),
-        }
+        };
+        own + self.data().map_or(0, data) + self.annotations().map_or(0, str::len)
     }
 }
 
@@ -574,12 +620,7 @@ impl EventBody {
     pub fn blob_refs(&self) -> Vec<&BlobRef> {
         fn part_refs<'a>(parts: &'a [ToolPart], out: &mut Vec<&'a BlobRef>) {
             for part in parts {
-                let data = match part {
-                    ToolPart::Image { data, .. } | ToolPart::Audio { data, .. } => Some(data),
-                    ToolPart::Resource { data, .. } => data.as_ref(),
-                    ToolPart::ResourceLink { .. } => None,
-                };
-                if let Some(PartData::Blob(r)) = data
+                if let Some(PartData::Blob(r)) = part.data()
                     && !out.iter().any(|seen| seen.digest == r.digest)
                 {
                     out.push(r);

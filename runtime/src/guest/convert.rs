@@ -339,34 +339,47 @@ fn part_data(d: &PartData) -> wit::PartData {
 }
 
 fn tool_part(p: &ToolPart) -> wit::ToolPart {
-    let media = |mime_type: &String, data: &PartData| wit::Media {
+    let media = |mime_type: &String, data: &PartData, annotations: &Option<String>| wit::Media {
         mime_type: mime_type.clone(),
         data: part_data(data),
+        annotations: annotations.clone(),
     };
     match p {
-        ToolPart::Image { mime_type, data } => wit::ToolPart::Image(media(mime_type, data)),
-        ToolPart::Audio { mime_type, data } => wit::ToolPart::Audio(media(mime_type, data)),
+        ToolPart::Image {
+            mime_type,
+            data,
+            annotations,
+        } => wit::ToolPart::Image(media(mime_type, data, annotations)),
+        ToolPart::Audio {
+            mime_type,
+            data,
+            annotations,
+        } => wit::ToolPart::Audio(media(mime_type, data, annotations)),
         ToolPart::Resource {
             uri,
             mime_type,
             text,
             data,
+            annotations,
         } => wit::ToolPart::Resource(wit::EmbeddedResource {
             uri: uri.clone(),
             mime_type: mime_type.clone(),
             text: text.clone(),
             data: data.as_ref().map(part_data),
+            annotations: annotations.clone(),
         }),
         ToolPart::ResourceLink {
             uri,
             name,
             mime_type,
             description,
+            annotations,
         } => wit::ToolPart::ResourceLink(wit::ResourceLink {
             uri: uri.clone(),
             name: name.clone(),
             mime_type: mime_type.clone(),
             description: description.clone(),
+            annotations: annotations.clone(),
         }),
     }
 }
@@ -386,22 +399,26 @@ fn from_tool_part(p: wit::ToolPart) -> ToolPart {
         wit::ToolPart::Image(m) => ToolPart::Image {
             mime_type: m.mime_type,
             data: from_part_data(m.data),
+            annotations: m.annotations,
         },
         wit::ToolPart::Audio(m) => ToolPart::Audio {
             mime_type: m.mime_type,
             data: from_part_data(m.data),
+            annotations: m.annotations,
         },
         wit::ToolPart::Resource(r) => ToolPart::Resource {
             uri: r.uri,
             mime_type: r.mime_type,
             text: r.text,
             data: r.data.map(from_part_data),
+            annotations: r.annotations,
         },
         wit::ToolPart::ResourceLink(l) => ToolPart::ResourceLink {
             uri: l.uri,
             name: l.name,
             mime_type: l.mime_type,
             description: l.description,
+            annotations: l.annotations,
         },
     }
 }

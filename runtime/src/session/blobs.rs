@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::effects::{Message, ModelRequest, ToolAnswer};
-use crate::journal::{ContentBlock, Journal, JournalError, PartData, ToolPart};
+use crate::journal::{ContentBlock, Journal, JournalError, PartData};
 
 /// Store the parts of `answer` whose bytes are more than `threshold` as
 /// blobs, and refer to them instead. Data that is not valid base64 stays
@@ -24,7 +24,7 @@ pub(crate) async fn store_large(
     threshold: usize,
 ) -> Result<(), JournalError> {
     for part in &mut answer.parts {
-        let Some(data) = data_mut(part) else {
+        let Some(data) = part.data_mut() else {
             continue;
         };
         let PartData::Base64(text) = data else {
@@ -105,7 +105,7 @@ pub(crate) async fn resolve(
                 continue;
             };
             for part in parts.iter_mut() {
-                let Some(data) = data_mut(part) else {
+                let Some(data) = part.data_mut() else {
                     continue;
                 };
                 let PartData::Blob(blob) = data else {
@@ -131,25 +131,9 @@ fn message_refers_to_blobs(message: &Message) -> bool {
     message.content.iter().any(|b| match b {
         ContentBlock::ToolResult { parts, .. } => parts
             .iter()
-            .any(|p| matches!(data(p), Some(PartData::Blob(_)))),
+            .any(|p| matches!(p.data(), Some(PartData::Blob(_)))),
         _ => false,
     })
-}
-
-fn data(part: &ToolPart) -> Option<&PartData> {
-    match part {
-        ToolPart::Image { data, .. } | ToolPart::Audio { data, .. } => Some(data),
-        ToolPart::Resource { data, .. } => data.as_ref(),
-        ToolPart::ResourceLink { .. } => None,
-    }
-}
-
-fn data_mut(part: &mut ToolPart) -> Option<&mut PartData> {
-    match part {
-        ToolPart::Image { data, .. } | ToolPart::Audio { data, .. } => Some(data),
-        ToolPart::Resource { data, .. } => data.as_mut(),
-        ToolPart::ResourceLink { .. } => None,
-    }
 }
 
 #[cfg(test)]
@@ -159,11 +143,13 @@ mod tests {
 
     use crate::effects::Role;
     use crate::journal::MemoryJournal;
+    use crate::journal::ToolPart;
 
     fn image(bytes: &[u8]) -> ToolPart {
         ToolPart::Image {
             mime_type: "image/png".into(),
             data: PartData::Base64(STANDARD.encode(bytes)),
+            annotations: None,
         }
     }
 

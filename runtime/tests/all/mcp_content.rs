@@ -51,18 +51,28 @@ fn assert_picture_parts(outcome: &Outcome) {
             ToolPart::Image {
                 mime_type: "image/png".into(),
                 data: PartData::Base64(RED_DOT.into()),
+                annotations: Some(r#"{"priority":0.5}"#.into()),
             },
             ToolPart::Resource {
                 uri: "file:///notes/dot.txt".into(),
                 mime_type: Some("text/plain".into()),
                 text: Some("the dot is red".into()),
                 data: None,
+                annotations: None,
+            },
+            ToolPart::Resource {
+                uri: "file:///notes/people.txt".into(),
+                mime_type: Some("text/plain".into()),
+                text: Some("for the people watching".into()),
+                data: None,
+                annotations: Some(r#"{"audience":["user"]}"#.into()),
             },
             ToolPart::ResourceLink {
                 uri: "file:///notes/big.bin".into(),
                 name: "big.bin".into(),
                 mime_type: Some("application/octet-stream".into()),
                 description: Some("too big to send".into()),
+                annotations: None,
             },
         ]
     );
@@ -96,6 +106,11 @@ async fn picture_turn(
     assert_picture_parts(&tool_outcome(&log));
     let requests = server.requests();
     assert_eq!(requests.len(), 2);
+    let sent = requests[1].body.to_string();
+    assert!(
+        !sent.contains("for the people watching"),
+        "a part whose audience is the user alone is not sent: {sent}"
+    );
     requests
 }
 

@@ -108,6 +108,7 @@ async fn the_reference_servers_image_links_structure_and_progress_stay_typed() {
         ToolPart::Image {
             mime_type,
             data: PartData::Base64(data),
+            ..
         },
     ] = parts.as_slice()
     else {

@@ -21,8 +21,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ContentBlock,
-    ResourceContents, ServerResult,
+    Annotations, CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest,
+    ContentBlock, ResourceContents, ServerResult,
 };
 use rmcp::service::{PeerRequestOptions, ServiceError};
 use serde_json::Value;
@@ -245,10 +245,12 @@ fn answer(result: CallToolResult) -> (ToolAnswer, bool) {
             ContentBlock::Image(i) => parts.push(ToolPart::Image {
                 mime_type: i.mime_type,
                 data: PartData::Base64(i.data),
+                annotations: annotations(i.annotations.as_ref()),
             }),
             ContentBlock::Audio(a) => parts.push(ToolPart::Audio {
                 mime_type: a.mime_type,
                 data: PartData::Base64(a.data),
+                annotations: annotations(a.annotations.as_ref()),
             }),
             ContentBlock::Resource(r) => parts.push(match r.resource {
                 ResourceContents::TextResourceContents {
@@ -261,6 +263,7 @@ fn answer(result: CallToolResult) -> (ToolAnswer, bool) {
                     mime_type,
                     text: Some(text),
                     data: None,
+                    annotations: annotations(r.annotations.as_ref()),
                 },
                 ResourceContents::BlobResourceContents {
                     uri,
@@ -272,6 +275,7 @@ fn answer(result: CallToolResult) -> (ToolAnswer, bool) {
                     mime_type,
                     text: None,
                     data: Some(PartData::Base64(blob)),
+                    annotations: annotations(r.annotations.as_ref()),
                 },
                 other => {
                     texts.push(serde_json::to_string(&other).unwrap_or_default());
@@ -279,6 +283,7 @@ fn answer(result: CallToolResult) -> (ToolAnswer, bool) {
                 }
             }),
             ContentBlock::ResourceLink(l) => parts.push(ToolPart::ResourceLink {
+                annotations: annotations(l.annotations.as_ref()),
                 uri: l.uri,
                 name: l.name,
                 mime_type: l.mime_type,
@@ -300,6 +305,11 @@ fn answer(result: CallToolResult) -> (ToolAnswer, bool) {
         structured,
     };
     (answer, result.is_error == Some(true))
+}
+
+/// A block's annotations as the log keeps them: JSON text.
+fn annotations(a: Option<&Annotations>) -> Option<String> {
+    a.and_then(|a| serde_json::to_string(a).ok())
 }
 
 /// Whether an error means the connection is gone (rather than the server

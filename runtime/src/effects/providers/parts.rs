@@ -7,12 +7,29 @@ use crate::journal::{PartData, ToolPart};
 /// The media types both wires take as images.
 const IMAGE_TYPES: &[&str] = &["image/png", "image/jpeg", "image/gif", "image/webp"];
 
+/// Whether a part is for the model: one whose annotations' `audience`
+/// names only people (`["user"]`) is kept in the log and not sent.
+fn for_model(part: &ToolPart) -> bool {
+    let audience = part
+        .annotations()
+        .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
+        .and_then(|a| a.get("audience").and_then(|v| v.as_array()).cloned());
+    match audience {
+        Some(audience) if !audience.is_empty() => audience.iter().any(|r| r == "assistant"),
+        _ => true,
+    }
+}
+
 /// An image a wire can send natively: its media type and base64 data.
 pub(super) fn image(part: &ToolPart) -> Option<(&str, &str)> {
+    if !for_model(part) {
+        return None;
+    }
     match part {
         ToolPart::Image {
             mime_type,
             data: PartData::Base64(data),
+            ..
         } if IMAGE_TYPES.contains(&mime_type.as_str()) => Some((mime_type, data)),
         _ => None,
     }
@@ -21,7 +38,7 @@ pub(super) fn image(part: &ToolPart) -> Option<(&str, &str)> {
 /// A part that is not sent as an image, as text for the model: a resource's
 /// text with its address, a link, or a note of what was left out and why.
 pub(super) fn text(part: &ToolPart) -> Option<String> {
-    if image(part).is_some() {
+    if !for_model(part) || image(part).is_some() {
         return None;
     }
     let size = |d: &PartData| match d {
@@ -30,13 +47,17 @@ pub(super) fn text(part: &ToolPart) -> Option<String> {
         PartData::Blob(r) => usize::try_from(r.size).unwrap_or(usize::MAX),
     };
     Some(match part {
-        ToolPart::Image { mime_type, data } => {
+        ToolPart::Image {
+            mime_type, data, ..
+        } => {
             format!(
                 "[an image ({mime_type}, {} bytes) that this wire cannot send]",
                 size(data)
             )
         }
-        ToolPart::Audio { mime_type, data } => {
+        ToolPart::Audio {
+            mime_type, data, ..
+        } => {
             format!(
                 "[audio ({mime_type}, {} bytes) that this wire cannot send]",
                 size(data)
@@ -47,6 +68,7 @@ pub(super) fn text(part: &ToolPart) -> Option<String> {
             mime_type,
             text,
             data,
+            ..
         } => {
             let mime = mime_type.as_deref().unwrap_or("unknown type");
             match (text, data) {
@@ -62,6 +84,7 @@ pub(super) fn text(part: &ToolPart) -> Option<String> {
             name,
             mime_type,
             description,
+            ..
         } => {
             let mut line = format!("[resource link {name}: {uri}");
             if let Some(mime) = mime_type {

@@ -1,8 +1,8 @@
 //! A tiny MCP server for Logbook's tests: `echo` answers with its text, `add`
 //! with a sum, `pid` with its process id (so a test can kill it), `sleep`
 //! after the milliseconds it is given (so a test can kill it mid-call),
-//! `picture` with typed content (an image, a text resource, a link and a
-//! structured result), `steps` with progress notifications on the way, and
+//! `picture` with typed content (an annotated image, a text resource, one for
+//! people only, a link and a structured result), `steps` with progress notifications on the way, and
 //! `grow` makes the tool `late` appear and says the tool list changed, and
 //! `client` tells the client's name, version and capabilities, and `big`
 //! answers with a 30,000-byte image.
@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, Resource, ServerCapabilities, ServerConfig,
+    Annotations, CallToolResult, ContentBlock, EmbeddedResource, ImageContent, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, Resource, ResourceContents, Role,
+    ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{
@@ -81,8 +82,18 @@ impl Echo {
     fn picture(&self) -> CallToolResult {
         let mut result = CallToolResult::success(vec![
             ContentBlock::text("a red dot"),
-            ContentBlock::image(RED_DOT, "image/png"),
+            ContentBlock::Image(
+                ImageContent::new(RED_DOT, "image/png")
+                    .with_annotations(Annotations::default().with_priority(0.5)),
+            ),
             ContentBlock::embedded_text("file:///notes/dot.txt", "the dot is red"),
+            ContentBlock::Resource(
+                EmbeddedResource::new(ResourceContents::text(
+                    "for the people watching",
+                    "file:///notes/people.txt",
+                ))
+                .with_annotations(Annotations::default().with_audience(vec![Role::User])),
+            ),
             ContentBlock::ResourceLink(
                 Resource::new("file:///notes/big.bin", "big.bin")
                     .with_mime_type("application/octet-stream")
