@@ -52,9 +52,18 @@ for pkg in io clocks filesystem sockets; do
   cp -r "node_modules/@bytecodealliance/jco/lib/wit/builtin/0.2.12/wasi-$pkg" "$fixture_wit/deps/"
 done
 
-# componentize STEM SOURCE(.js, under target/ts/js) WIT WORLD
+# componentize STEM SOURCE(.js, under target/ts/js) WIT WORLD SRC_DIR: skipped
+# when the component is newer than everything it is built from (each build
+# differs by a few bytes, so a rebuild is a new guest digest and a new
+# compilation for the host), unless LOGBOOK_TS_REBUILD=1.
 componentize() {
-  local stem=$1 source=$2 wit=$3 world=$4
+  local stem=$1 source=$2 wit=$3 world=$4 src=$5
+  local target=$out/guests/$stem.wasm
+  if [ "${LOGBOOK_TS_REBUILD:-}" != 1 ] && [ -f "$target" ] &&
+    [ -z "$(find "$src" guest-sdk-ts/src wit tsconfig.json package-lock.json -newer "$target" -print -quit)" ]; then
+    echo "== $target is up to date ($(stat -c %s "$target") bytes)"
+    return
+  fi
   local started=$SECONDS
   (cd "$out/js" && "$bin/componentize-js" "$source" --wit "$wit" --world-name "$world" \
     --disable http fetch-event -o "$root/$out/guests/$stem.wasm.tmp")
@@ -62,8 +71,8 @@ componentize() {
   echo "== $out/guests/$stem.wasm: $(stat -c %s "$out/guests/$stem.wasm") bytes, componentized in $((SECONDS - started)) s"
 }
 
-componentize counter_ts examples/counter-ts/src/counter.js "$root/wit" agent
-componentize fixture_fs_ts runtime/tests/guests-ts/fs/src/fs.js "$root/$fixture_wit" agent-fs
+componentize counter_ts examples/counter-ts/src/counter.js "$root/wit" agent examples/counter-ts/src
+componentize fixture_fs_ts runtime/tests/guests-ts/fs/src/fs.js "$root/$fixture_wit" agent-fs runtime/tests/guests-ts/fs
 
 echo "== node --test guest-sdk-ts/test/"
 rm -rf "$out/transpiled/counter_ts"
