@@ -14,6 +14,7 @@ const GUESTS: &[(&str, bool)] = &[
     ("fixture-looper", false),
     ("fixture-hog", false),
     ("fixture-fs", false),
+    ("fixture-http", false),
     ("fixture-panic", false),
     ("fixture-hoard", false),
     ("fixture-spinner", false),

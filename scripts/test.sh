@@ -67,6 +67,18 @@ scripts/mcp-everything.sh
 # parser: it installs prometheus_client (pinned, pure Python, ~6 s once) into a
 # venv under target/tmp on first use, with python3 -m venv and pip.
 
+# The TypeScript guests (runtime/tests/all/typescript.rs) and the SDK's node
+# tests: node and npm, and the toolchain pinned in package-lock.json (npm ci
+# into ./node_modules). LOGBOOK_SKIP_TS=1 skips both.
+if [ "${LOGBOOK_SKIP_TS:-}" != 1 ]; then
+  echo "== building the TypeScript guests"
+  started=$SECONDS
+  scripts/build-ts-guests.sh
+  echo "== TypeScript guests built in $((SECONDS - started)) s"
+else
+  echo "== LOGBOOK_SKIP_TS=1: the TypeScript guests and their tests are skipped"
+fi
+
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -368,9 +368,17 @@ pub(crate) async fn guest_ref(
             .map_err(|e| anyhow!("{guest}: {e}"));
     }
     host.guest(CLI_TENANT, guest).await.map_err(|_| {
+        let available = crate::examples::available();
+        let unbuilt =
+            available.len() < crate::examples::NAMES.len() + crate::examples::TS_NAMES.len();
         anyhow!(
-            "no guest {guest:?}: give a .wasm file, a stored guest or an example ({})",
-            crate::examples::NAMES.join(", ")
+            "no guest {guest:?}: give a .wasm file, a stored guest or an example ({}{})",
+            available.join(", "),
+            if unbuilt {
+                "; the TypeScript ones once scripts/build-ts-guests.sh built them"
+            } else {
+                ""
+            }
         )
     })
 }

@@ -31,7 +31,7 @@ pub enum GuestError {
     Compiled(String),
     /// The component imports something the sandbox does not provide.
     #[error(
-        "the guest imports `{import}`, which Logbook does not provide: guests may import only logbook:agent/*, wasi:cli (environment, exit, stdin, stdout, stderr), wasi:io, wasi:clocks and wasi:random"
+        "the guest imports `{import}`, which Logbook does not provide: guests may import only logbook:agent/*, wasi:cli (environment, exit, stdin, stdout, stderr), wasi:io, wasi:clocks, wasi:random, and wasi:filesystem and wasi:sockets, which are served empty (no files, no network)"
     )]
     ForbiddenImport {
         /// The import's full name.

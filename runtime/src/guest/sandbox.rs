@@ -4,8 +4,15 @@
 //! its clocks read the `at` of the first event of the call (an event's own
 //! time is in the event: the SDK's `Effects::now_ms`); its randomness is seeded
 //! from the log's seed and that event's seq; its stdout and stderr go to the
-//! host's trace (and into a failure message), never to the log. Everything else
-//! of WASI is refused when the component is loaded (see `engine.rs`).
+//! host's trace (and into a failure message), never to the log. The
+//! filesystem and sockets, which the toolchains of other languages import
+//! whether or not the guest uses them (componentize-js, componentize-py),
+//! are served empty: there are no preopened directories, so no path can be
+//! opened, and every socket is refused (no TCP, no UDP, no name lookup, and
+//! an address check that allows nothing), so a guest that tries gets an
+//! error, never data. Everything else of WASI (http, and any interface not
+//! listed in [`ALLOWED_IMPORTS`]) is refused when the component is loaded
+//! (see `engine.rs`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +42,10 @@ pub(crate) const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:io/",
     "wasi:clocks/",
     "wasi:random/",
+    // Served empty: no preopens, so every open fails (see `Sandbox::new`).
+    "wasi:filesystem/",
+    // Served refusing: every socket operation fails (see `Sandbox::new`).
+    "wasi:sockets/",
 ];
 
 /// The store's data: WASI state served deterministically, and limits.
@@ -64,6 +75,12 @@ impl Sandbox {
             .insecure_random_seed(0)
             .stdout(output.clone())
             .stderr(output.clone())
+            // No network, ever: these are wasmtime-wasi's defaults too, said
+            // here so that a change of defaults cannot open one.
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
         Sandbox {
             wasi,

@@ -68,14 +68,14 @@ fn an_unknown_session_is_a_one_line_error() {
 }
 
 #[test]
-fn a_guest_that_imports_the_filesystem_is_refused_by_run() {
+fn a_guest_that_imports_http_is_refused_by_run() {
     let dir = data_dir();
     let ran = run(logbook(dir.path())
         .arg("run")
-        .arg(guest_file("fixture_fs"))
+        .arg(guest_file("fixture_http"))
         .args(["--session", "x", "-i", "hello"]));
     let line = one_line_error(&ran);
-    assert!(line.contains("wasi:filesystem"), "{line}");
+    assert!(line.contains("wasi:http/outgoing-handler"), "{line}");
     assert_eq!(ran.stdout, "");
     let sessions = run_ok(logbook(dir.path()).arg("sessions"));
     let rows: Vec<&str> = sessions.stdout.lines().skip(1).collect();

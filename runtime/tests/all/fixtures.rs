@@ -39,6 +39,7 @@ pub const GUESTS: &[&str] = &[
     "fixture_looper",
     "fixture_hog",
     "fixture_fs",
+    "fixture_http",
     "fixture_panic",
     "fixture_hoard",
     "fixture_spinner",
@@ -76,7 +77,7 @@ fn compiled_guests() -> &'static Path {
                 let engine = engine.clone();
                 s.spawn(move || {
                     let bytes = guest_bytes(stem);
-                    // fixture_fs is refused after it is compiled; its cache file stays.
+                    // fixture_http is refused after it is compiled; its cache file stays.
                     let _ = engine.load(&digest_of(&bytes), &bytes);
                 });
             }

@@ -1,5 +1,5 @@
 //! Guests in the sandbox: forbidden imports and invalid bytes are refused at
-//! upload; a guest that loops, hogs memory or panics parks its own session and
+//! upload; a guest that opens a file or a socket gets an error and goes on; a guest that loops, hogs memory or panics parks its own session and
 //! nobody else's; compiled guests are cached for the next process.
 
 use std::os::unix::fs::MetadataExt;
@@ -13,20 +13,23 @@ use logbook::session::{Activity, Host, Session, SessionError};
 use crate::fixtures::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guest_that_imports_the_filesystem_is_refused_and_not_stored() {
+async fn a_guest_that_imports_http_is_refused_and_not_stored() {
     let dir = data_dir();
     let host = open_host(dir.path());
-    let bytes = guest_bytes("fixture_fs");
+    let bytes = guest_bytes("fixture_http");
     let err = host
         .add_guest(TENANT, "snoop", &bytes)
         .await
-        .expect_err("a filesystem import is refused");
+        .expect_err("an http import is refused");
     assert!(
-        matches!(&err, SessionError::Guest(GuestError::ForbiddenImport { import }) if import.starts_with("wasi:filesystem/")),
+        matches!(&err, SessionError::Guest(GuestError::ForbiddenImport { import }) if import == "wasi:http/outgoing-handler@0.3.0"),
         "{err:?}"
     );
     let text = err.to_string();
-    assert!(text.contains("wasi:filesystem"), "{text}");
+    assert!(
+        text.contains("`wasi:http/outgoing-handler@0.3.0`"),
+        "{text}"
+    );
     assert!(
         matches!(
             host.guest(TENANT, "snoop").await,
@@ -45,6 +48,26 @@ async fn a_guest_that_imports_the_filesystem_is_refused_and_not_stored() {
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_opens_a_file_or_a_socket_gets_an_error_and_goes_on() {
+    let dir = data_dir();
+    let host = open_host(dir.path());
+    let snoop = start(&host, "fixture_fs", "snoop").await;
+    for input in ["read", "dial", "still here"] {
+        say(&snoop, input).await;
+        assert_eq!(settle(&snoop).await, Activity::Idle);
+    }
+    let log = events(&host, snoop.id()).await;
+    let said = outputs(&log);
+    assert_eq!(said.len(), 3, "{said:?}");
+    // No preopened directory: the path resolves to nothing.
+    assert!(said[0].starts_with("read failed: "), "{said:?}");
+    // No network: the connection is refused before it is tried.
+    assert!(said[1].starts_with("dial failed: "), "{said:?}");
+    assert_eq!(said[2], "echo: still here");
+    assert_chain_holds(&host, snoop.id()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,5 +39,6 @@ mod spans;
 mod stop;
 mod telemetry;
 mod tools;
+mod typescript;
 mod workers;
 mod workspaces;

@@ -45,6 +45,8 @@ use Step::{Readme, Setup, Skip};
 
 const SERVER: &str = "needs a running `logbook serve`: tests/all/server.rs and cli.rs drive it";
 const POSTGRES: &str = "needs a PostgreSQL database named in the line: tests/all/postgres.rs";
+const TYPESCRIPT: &str =
+    "needs the TypeScript build (node, npm): tests/all/typescript.rs runs these lines";
 
 /// The configuration the README's commands assume: the `claude` alias the
 /// fork names (EchoModel here: no network in tests).
@@ -147,6 +149,24 @@ fn steps() -> Vec<Step> {
             dir: ".",
             code: 0,
             shows: &[],
+        },
+        // "Agents in TypeScript": typescript.rs runs the same on the real
+        // component (inc, inc, get; upgrade from counter), when it is built.
+        Skip {
+            line: "logbook run counter-ts --session t -i inc -i inc -i get",
+            why: TYPESCRIPT,
+        },
+        Skip {
+            line: "logbook run counter --session r -i inc -i inc",
+            why: TYPESCRIPT,
+        },
+        Skip {
+            line: "logbook upgrade r --guest counter-ts",
+            why: TYPESCRIPT,
+        },
+        Skip {
+            line: "logbook send r get --wait",
+            why: TYPESCRIPT,
         },
         // "Work with the log": `helper` is an assistant session of 5 events.
         Setup {

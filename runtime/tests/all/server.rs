@@ -1275,7 +1275,7 @@ async fn bad_requests_get_their_4xx_and_the_server_keeps_serving() {
             api.call(
                 Method::POST,
                 "/v1/guests?name=fs",
-                Some(guest_bytes("fixture_fs")),
+                Some(guest_bytes("fixture_http")),
             )
             .await,
             422,

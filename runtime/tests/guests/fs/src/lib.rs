@@ -1,5 +1,7 @@
-//! Test fixture: reads a file through WASI, so it imports wasi:filesystem and
-//! the host must refuse it.
+//! Test fixture: tries the world through WASI. `read` opens a file
+//! (wasi:filesystem) and `dial` opens a TCP connection (wasi:sockets); the
+//! host serves both empty, so each says the error it got, never data, and
+//! the session carries on. Anything else is echoed.
 use logbook_guest::prelude::*;
 
 #[derive(Default, Serialize, Deserialize)]
@@ -7,10 +9,20 @@ struct Snoop;
 
 impl Agent for Snoop {
     fn apply(&mut self, event: &Event, fx: &mut Effects) {
-        if event.input_text().is_some() {
-            let secret = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-            fx.output(secret);
-        }
+        let Some(text) = event.input_text() else {
+            return;
+        };
+        match text.as_ref() {
+            "read" => match std::fs::read_to_string("/etc/passwd") {
+                Ok(secret) => fx.output(format!("read {} bytes: {secret}", secret.len())),
+                Err(e) => fx.output(format!("read failed: {e}")),
+            },
+            "dial" => match std::net::TcpStream::connect("127.0.0.1:9") {
+                Ok(_) => fx.output("dial connected"),
+                Err(e) => fx.output(format!("dial failed: {e}")),
+            },
+            other => fx.output(format!("echo: {other}")),
+        };
     }
 }
 
