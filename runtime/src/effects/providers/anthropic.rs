@@ -155,28 +155,25 @@ fn blocks(message: &Message, names: &mut ToolNames) -> Vec<Value> {
                 content,
                 is_error,
                 parts,
-            } if parts.is_empty() => out
-                .push(json!({"type": "tool_result", "tool_use_id": call_id,
-                                 "content": content, "is_error": is_error})),
-            ContentBlock::ToolResult {
-                call_id,
-                content,
-                is_error,
-                parts,
             } => {
-                // Typed parts: images as image blocks inside the result,
-                // the rest as text.
-                let text = super::parts::with_text_parts(content, parts);
-                let mut inner = Vec::new();
-                if !text.is_empty() {
-                    inner.push(json!({"type": "text", "text": text}));
-                }
-                for (media_type, data) in parts.iter().filter_map(super::parts::image) {
-                    inner.push(json!({"type": "image", "source":
-                        {"type": "base64", "media_type": media_type, "data": data}}));
-                }
+                // Text alone is a string; typed parts make it blocks: images
+                // as image blocks inside the result, the rest as text.
+                let content = if parts.is_empty() {
+                    json!(content)
+                } else {
+                    let text = super::parts::with_text_parts(content, parts);
+                    let mut inner = Vec::new();
+                    if !text.is_empty() {
+                        inner.push(json!({"type": "text", "text": text}));
+                    }
+                    for (media_type, data) in parts.iter().filter_map(super::parts::image) {
+                        inner.push(json!({"type": "image", "source":
+                            {"type": "base64", "media_type": media_type, "data": data}}));
+                    }
+                    Value::Array(inner)
+                };
                 out.push(json!({"type": "tool_result", "tool_use_id": call_id,
-                                "content": inner, "is_error": is_error}));
+                                "content": content, "is_error": is_error}));
             }
             ContentBlock::Reasoning {
                 text,

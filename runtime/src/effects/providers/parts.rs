@@ -25,6 +25,11 @@ pub(super) fn image(part: &ToolPart) -> Option<(&str, &str)> {
     if !for_model(part) {
         return None;
     }
+    native_image(part)
+}
+
+/// An image in a type both wires take, whoever it is for.
+fn native_image(part: &ToolPart) -> Option<(&str, &str)> {
     match part {
         ToolPart::Image {
             mime_type,
@@ -38,7 +43,7 @@ pub(super) fn image(part: &ToolPart) -> Option<(&str, &str)> {
 /// A part that is not sent as an image, as text for the model: a resource's
 /// text with its address, a link, or a note of what was left out and why.
 pub(super) fn text(part: &ToolPart) -> Option<String> {
-    if !for_model(part) || image(part).is_some() {
+    if !for_model(part) || native_image(part).is_some() {
         return None;
     }
     let size = |d: &PartData| match d {
