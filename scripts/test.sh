@@ -63,6 +63,11 @@ scripts/litellm.sh
 # runtime/tests/all/mcp_everything.rs. LOGBOOK_SKIP_MCP_EVERYTHING=1 skips both.
 scripts/mcp-everything.sh
 
+# The OpenTelemetry project's Python OTLP definitions (pip, pinned, under
+# target/) read `logbook export --format otel` in runtime/tests/all/otel_export.rs.
+# LOGBOOK_SKIP_OTEL_PROTO=1 skips both.
+scripts/otel-proto.sh
+
 # runtime/tests/all/metrics.rs reads /metrics with the Python client's OpenMetrics
 # parser: it installs prometheus_client (pinned, pure Python, ~6 s once) into a
 # venv under target/tmp on first use, with python3 -m venv and pip.

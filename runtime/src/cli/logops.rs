@@ -10,6 +10,7 @@ use anyhow::anyhow;
 
 use super::CLI_TENANT;
 use crate::journal::{LogInfo, Utf8Lines};
+use crate::session::otel::{OtelOptions, send_otlp, traces_url};
 use crate::session::{ForkOptions, Host};
 
 #[derive(clap::Args, Debug)]
@@ -56,6 +57,30 @@ pub(crate) struct ExportArgs {
     /// Write to this file instead of standard output.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// `logbook`: the log itself, hash-chained, for `import`. `otel`:
+    /// OpenTelemetry traces after the GenAI conventions, as OTLP/JSON (one
+    /// export request a line).
+    #[arg(long, value_enum, default_value_t = ExportFormat::Logbook)]
+    format: ExportFormat,
+    /// With `--format otel`: put message content in the spans (inputs,
+    /// answers, outputs, tool arguments and results). Off, spans hold ids,
+    /// names, models and usage only.
+    #[arg(long)]
+    include_content: bool,
+    /// With `--format otel`: send the spans to this OTLP/HTTP collector
+    /// (protobuf; `/v1/traces` is added unless the URL ends with it)
+    /// instead of writing them.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+}
+
+/// What `export` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ExportFormat {
+    /// Logbook's own JSONL: the log, byte for byte.
+    Logbook,
+    /// OTLP/JSON traces (OpenTelemetry GenAI semantic conventions).
+    Otel,
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,8 +148,48 @@ pub(crate) async fn fork(host: &Arc<Host>, args: ForkArgs) -> anyhow::Result<Exi
 }
 
 pub(crate) async fn export(host: &Arc<Host>, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    if args.format != ExportFormat::Otel && (args.include_content || args.otlp_endpoint.is_some()) {
+        return Err(anyhow!(
+            "--include-content and --otlp-endpoint are for --format otel"
+        ));
+    }
+    if args.otlp_endpoint.is_some() && args.output.is_some() {
+        return Err(anyhow!(
+            "--otlp-endpoint sends the spans; --output writes them: give one"
+        ));
+    }
     let info = host.resolve(CLI_TENANT, &args.session).await?;
-    let mut out: Box<dyn Write + Send> = match &args.output {
+    if args.format == ExportFormat::Otel {
+        let options = OtelOptions {
+            include_content: args.include_content,
+        };
+        let requests = host.export_otel(info.id, options).await?;
+        if let Some(endpoint) = &args.otlp_endpoint {
+            let sent = send_otlp(endpoint, &requests).await?;
+            eprintln!("sent {sent} spans to {}", traces_url(endpoint));
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut out = output(args.output.as_deref())?;
+        for request in &requests {
+            serde_json::to_writer(&mut out, request)
+                .map_err(|e| anyhow!("cannot write the export: {e}"))?;
+            out.write_all(b"\n")
+                .map_err(|e| anyhow!("cannot write the export: {e}"))?;
+        }
+        out.flush()
+            .map_err(|e| anyhow!("cannot write the export: {e}"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = output(args.output.as_deref())?;
+    host.export(info.id, &mut out).await?;
+    out.flush()
+        .map_err(|e| anyhow!("cannot write the export: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where an export goes: the file, else standard output.
+fn output(path: Option<&Path>) -> anyhow::Result<Box<dyn Write + Send>> {
+    Ok(match path {
         Some(path) => {
             let file = std::fs::File::create(path)
                 .map_err(|e| anyhow!("cannot create {}: {e}", path.display()))?;
@@ -134,11 +199,7 @@ pub(crate) async fn export(host: &Arc<Host>, args: ExportArgs) -> anyhow::Result
             1 << 20,
             std::io::stdout(),
         )),
-    };
-    host.export(info.id, &mut out).await?;
-    out.flush()
-        .map_err(|e| anyhow!("cannot write the export: {e}"))?;
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 pub(crate) async fn import(host: &Arc<Host>, args: ImportArgs) -> anyhow::Result<ExitCode> {

@@ -18,6 +18,7 @@ mod keys;
 mod limits;
 mod logops;
 mod memory;
+pub mod otel;
 mod perform;
 mod replay;
 mod residency;

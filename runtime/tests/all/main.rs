@@ -28,6 +28,7 @@ mod memory;
 mod metrics;
 mod openapi;
 mod origin;
+mod otel_export;
 mod postgres;
 mod providers;
 mod readme;

@@ -251,6 +251,17 @@ fn steps() -> Vec<Step> {
             code: 0,
             shows: &["echo: and the third file?"],
         },
+        // "Taking a session out as OpenTelemetry traces": `a` is the tour's assistant.
+        Readme {
+            line: "logbook export a --format otel > a.otlp.json",
+            dir: ".",
+            code: 0,
+            shows: &[],
+        },
+        Skip {
+            line: "logbook export a --format otel --otlp-endpoint http://127.0.0.1:4318",
+            why: "needs a collector on port 4318; tests/all/otel_export.rs sends to a real OTLP/HTTP receiver",
+        },
         Skip {
             line: "logbook migrate --from .logbook --to postgres://logbook:logbook@127.0.0.1:5432/logbook",
             why: POSTGRES,

@@ -15,13 +15,13 @@ use crate::fixtures::*;
 
 /// A received span: its name, attributes, and its service's name.
 #[derive(Clone, Debug)]
-struct Received {
-    name: String,
-    attributes: BTreeMap<String, String>,
-    service: String,
+pub(crate) struct Received {
+    pub(crate) name: String,
+    pub(crate) attributes: BTreeMap<String, String>,
+    pub(crate) service: String,
 }
 
-type Spans = Arc<Mutex<Vec<Received>>>;
+pub(crate) type Spans = Arc<Mutex<Vec<Received>>>;
 
 fn text(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
     match value.and_then(|v| v.value.as_ref()) {
@@ -34,7 +34,7 @@ fn text(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> Str
 }
 
 /// Start the receiver; its base URL and what it has received.
-async fn collector() -> (String, Spans, tokio::task::JoinHandle<()>) {
+pub(crate) async fn collector() -> (String, Spans, tokio::task::JoinHandle<()>) {
     let spans = Spans::default();
     let kept = spans.clone();
     let router = axum::Router::new().route(
@@ -86,7 +86,7 @@ async fn collector() -> (String, Spans, tokio::task::JoinHandle<()>) {
 }
 
 /// Run `logbook` to its end off the async workers (the collector runs there).
-async fn run_off_runtime(mut cmd: std::process::Command) -> Ran {
+pub(crate) async fn run_off_runtime(mut cmd: std::process::Command) -> Ran {
     tokio::task::spawn_blocking(move || run_ok(&mut cmd))
         .await
         .expect("the command's thread")
