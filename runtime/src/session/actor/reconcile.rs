@@ -159,6 +159,7 @@ impl Actor {
             vec![Append {
                 log: self.log,
                 expected_seq: base,
+                at_head: false,
                 events: staged.into_iter().map(|e| (e.at, e.body)).collect(),
                 // An approved tool held back by a stop is logged as a writer
                 // without the lease logs it: `unstarted`, for the resume.
