@@ -15,6 +15,7 @@ mod context;
 mod held;
 mod index;
 mod reconcile;
+mod send;
 mod snapshot;
 
 use std::collections::HashMap;
@@ -56,6 +57,10 @@ enum Perform {
     /// Not performed: carried from reconcile to the commit, which creates
     /// the new log (its id) starting from the summary (actor/compact.rs).
     Compact(LogId, String),
+    /// Not performed either: carried from reconcile to the commit, which
+    /// appends the input at the target's head with this log's `sent`
+    /// (actor/send.rs).
+    Send(send::Delivery),
 }
 
 struct Running {
@@ -562,7 +567,7 @@ impl Actor {
                         },
                     )
                 }
-                Perform::Compact(..) => continue,
+                Perform::Compact(..) | Perform::Send(..) => continue,
                 Perform::Timer(key, until) => {
                     let handle = perform::timer(&self.tx, self.log, key.clone(), until);
                     (
@@ -620,6 +625,11 @@ impl Actor {
         }
         if self.ledger.stopped.is_some() {
             return Some(Activity::Stopped);
+        }
+        // Another writer appended what this actor has yet to absorb (a
+        // send's input, say): it is not idle before it has reacted.
+        if *self.host.journal.watch_head(self.log).borrow() > self.ledger.next_seq {
+            return None;
         }
         let horizon = now.saturating_add(horizon.as_millis() as u64);
         let mut sleeping = false;
