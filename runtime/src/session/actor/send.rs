@@ -24,8 +24,12 @@
 //!   activated, and one that another worker leases is absorbed there on
 //!   the journal's notification.
 //!
-//! A target that the host judged open may finish before the commit lands:
-//! its input is then in its log after its end, and folded by nobody.
+//! Known limits: a target that the host judged open may finish before the
+//! commit lands: its input is then in its log after its end, and folded by
+//! nobody. And a dormant target whose process dies between the commit and
+//! its wake holds the input, durable, but is not woken by the restart (it
+//! has nothing open that `resume_all` looks for): it acts on it at its next
+//! activation (its next input, timer or command).
 
 use super::{Actor, Perform};
 use crate::journal::{
