@@ -400,3 +400,51 @@ async fn a_send_cut_by_sigkill_is_delivered_once_and_answered_after_restart() {
     replays_clean(&host, "helper", "assistant").await;
     host.close().await;
 }
+
+/// Two `logbook serve` workers on one PostgreSQL database: the assistant
+/// runs on the first (it holds its lease), the delegate on the second. The
+/// send's input, appended by the second worker, is absorbed by the first
+/// on the journal's notification; the answer, appended by the first, by the
+/// second. One `sent` and one `input` each way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_reaches_a_session_another_worker_runs_and_its_answer_comes_back() {
+    use crate::workers::Worker;
+    let Some(db) = crate::postgres::PgDb::create().await else {
+        return;
+    };
+    let (one_dir, two_dir) = (data_dir(), data_dir());
+    let one = Worker::serve(one_dir.path(), &["--journal", &db.url], &[]);
+    let two = Worker::serve(two_dir.path(), &["--journal", &db.url], &[]);
+    let (one, two) = ((one.api(), one), (two.api(), two));
+    one.0.add_guest("assistant").await;
+    one.0.add_guest("delegate").await;
+    one.0.session("assistant", "helper").await;
+    // The helper's actor is resident on the first worker now.
+    let warmed = one.0.send_and_wait("helper", "warm up").await;
+    assert_eq!(
+        crate::workers::output_texts(&warmed),
+        ["echo: warm up"],
+        "{warmed}"
+    );
+    two.0.session("delegate", "boss").await;
+    let (status, body) = two
+        .0
+        .post(
+            "/v1/sessions/boss/input",
+            serde_json::json!({"text": "ask helper hi"}),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let boss = events_until(&two.0, "boss", |all| !outputs(all).is_empty()).await;
+    assert_eq!(outputs(&boss), ["helper: echo: hi"]);
+    let helper = events_until(&one.0, "helper", |all| !sents(all).is_empty()).await;
+    assert_eq!(sents(&boss).len(), 1);
+    assert_eq!(inputs_from_logs(&helper).len(), 1);
+    assert_eq!(sents(&helper).len(), 1);
+    assert_eq!(inputs_from_logs(&boss).len(), 1);
+    assert_eq!(
+        outputs(&helper),
+        ["echo: warm up", "echo: hi"],
+        "the helper answered once"
+    );
+}
