@@ -255,6 +255,8 @@ impl Actor {
             return;
         }
         let idle_after = Duration::from_millis(self.host.config.limits.idle_timeout_ms);
+        // Why the loop ended, when it was an error.
+        let mut stopped_by: Option<SessionError> = None;
         loop {
             self.state.set_busy(self.is_busy());
             let command = tokio::select! {
@@ -276,6 +278,7 @@ impl Actor {
                         Err(SessionError::Stopped) => break,
                         Err(e) => {
                             tracing::error!(log = %self.log, "session stopped: {e}");
+                            stopped_by = Some(e);
                             break;
                         }
                     }
@@ -289,6 +292,7 @@ impl Actor {
                 ControlFlow::Break(SessionError::Stopped) => break,
                 ControlFlow::Break(e) => {
                     tracing::error!(log = %self.log, "session stopped: {e}");
+                    stopped_by = Some(e);
                     break;
                 }
             }
@@ -313,6 +317,14 @@ impl Actor {
         // table: one making room counts it as on its way back until then.
         self.guest = None;
         self.host.residents.remove(self.log, self.generation);
+        // Another writer appended first (a send's input at this log's head,
+        // an input taken by a worker without the lease): nothing of this
+        // actor's commit was written, and nobody may ask for the session
+        // again soon. A fresh actor replays the log, theirs included, and
+        // resumes what is open.
+        if let Some(SessionError::Journal(JournalError::Conflict { .. })) = stopped_by {
+            self.host.wake(self.log);
+        }
     }
 
     /// After a replay: calls from here may overdraw the memory budgets,

@@ -448,3 +448,81 @@ async fn a_send_reaches_a_session_another_worker_runs_and_its_answer_comes_back(
         "the helper answered once"
     );
 }
+
+/// A host whose commits fail or tear on demand, over a real redb file.
+fn faulty_host(dir: &std::path::Path) -> (Arc<Host>, Arc<logbook::journal::FaultyJournal>) {
+    use logbook::journal::{FaultyJournal, JournalConfig, RedbJournal};
+    let redb = RedbJournal::open(&dir.join("journal.redb"), JournalConfig::default())
+        .expect("open journal");
+    let faulty = FaultyJournal::wrap(redb);
+    let host = Host::with_journal(
+        faulty.clone(),
+        dir,
+        config(),
+        logbook::session::HostOptions::default(),
+    )
+    .expect("open host");
+    (host, faulty)
+}
+
+/// The commit that holds a send fails (nothing of it is written: neither
+/// the `sent` nor the target's `input`), or tears (both are written and
+/// durable, but the sender hears of a failure): the sender, folded anew,
+/// finds its `sent` and does not send again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_commit_fails_or_tears_is_delivered_once_or_not_at_all() {
+    use logbook::journal::{ContentBlock, Fault, JournalError};
+    use logbook::session::SessionError;
+    let dir = data_dir();
+    let (host, faulty) = faulty_host(dir.path());
+    let helper = start(&host, "assistant", "helper").await.id();
+    let boss = start(&host, "delegate", "boss").await.id();
+    let ask = |text: &'static str| {
+        let host = host.clone();
+        async move {
+            guard(host.input(
+                boss,
+                Sender::Principal("test".into()),
+                vec![ContentBlock::text(text)],
+            ))
+            .await
+        }
+    };
+
+    faulty.inject(1, Fault::Fail);
+    match ask("ask helper one").await {
+        Err(SessionError::Journal(JournalError::Storage(_))) => {}
+        other => panic!("expected the storage error, got {other:?}"),
+    }
+    assert!(sents(&events(&host, boss).await).is_empty());
+    assert!(inputs_from_logs(&events(&host, helper).await).is_empty());
+
+    faulty.inject(1, Fault::Tear);
+    match ask("ask helper two").await {
+        Err(SessionError::Journal(JournalError::Storage(_))) => {}
+        other => panic!("expected the storage error, got {other:?}"),
+    }
+    // The next input goes to a new actor, which replays the torn commit.
+    ask("ask helper three").await.expect("after the tear");
+    // The helper is resident (`start` activated it): it absorbs the torn
+    // commit's input from the journal, whatever its sender heard.
+    // The helper answers the latest question: a question that comes while
+    // it thinks about the one before replaces it (ChatAgent), and an input
+    // appended while it commits makes it fold its log anew (actor.rs).
+    let outs = outputs_until(&host, boss, |o| {
+        o.last().map(String::as_str) == Some("helper: echo: three")
+    })
+    .await;
+    assert!(outs.len() <= 2, "{outs:?}");
+    let (boss_events, helper_events) = (events(&host, boss).await, events(&host, helper).await);
+    let sent = sents(&boss_events);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let got: Vec<String> = inputs_from_logs(&helper_events)
+        .into_iter()
+        .map(|i| i.3)
+        .collect();
+    assert_eq!(got, ["two", "three"], "each delivered once, in order");
+    assert_chain_holds(&host, boss).await;
+    assert_chain_holds(&host, helper).await;
+    host.close().await;
+}
