@@ -4,7 +4,8 @@
 //! - events are folded into the guest as they are staged, but nothing is
 //!   performed, broadcast or acknowledged before the commit that holds them
 //!   is durable;
-//! - if a commit fails the actor stops; the next activation rebuilds from the log;
+//! - if a commit fails the actor stops; the next activation rebuilds from the log
+//!   (one the actor wakes itself when another writer took the head first);
 //! - a guest fault appends `guest-failed` after the events that caused it and
 //!   parks the session: no guest runs for it until it is upgraded.
 
