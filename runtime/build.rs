@@ -11,6 +11,7 @@ const GUESTS: &[(&str, bool)] = &[
     ("counter", true),
     ("counter-v2", true),
     ("assistant", true),
+    ("delegate", true),
     ("fixture-looper", false),
     ("fixture-hog", false),
     ("fixture-fs", false),
@@ -18,6 +19,7 @@ const GUESTS: &[(&str, bool)] = &[
     ("fixture-panic", false),
     ("fixture-hoard", false),
     ("fixture-spinner", false),
+    ("fixture-pingpong", false),
 ];
 
 fn main() {

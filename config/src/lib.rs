@@ -313,6 +313,12 @@ pub struct Limits {
     /// Effects the sessions of one tenant may start in a sliding minute on
     /// this host (per worker with a shared journal). 0: none.
     pub tenant_effects_per_minute: u64,
+    /// Sends between sessions one chain may take (A → B → A …): an input a
+    /// session got from another carries how many sends led to it, and a
+    /// send that would go past this many is recorded as `failed` (kind
+    /// `limit`) naming the limit, so that two agents that answer each other
+    /// cannot loop for ever.
+    pub max_send_hops: u32,
 }
 
 impl Default for Limits {
@@ -339,6 +345,7 @@ impl Default for Limits {
             session_model_calls: 0,
             session_tokens: 0,
             tenant_effects_per_minute: 60_000,
+            max_send_hops: 16,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! A ready chat agent: each input goes to a model; the tools it calls run
 //! (all of one answer's calls at once, under the host's approval policy);
 //! their results go back to the model; its final answer becomes an `output`.
+//! When the input came from another session (its `send`), the answer is
+//! also sent back to that session, so agents can ask it as they ask a model.
 //!
 //! The model's context is a projection of the log: the conversation as
 //! neutral messages, cut from the front to a budget. A request is rebuilt
@@ -12,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Agent, ContentBlock, Created, Effects, Event, EventBody, Failed, Message, ModelRequest,
-    Outcome, Role, ToolCall, ToolPart, ToolResult, ToolSpec, text_of, tool_calls,
+    Agent, ContentBlock, Created, Effects, Event, EventBody, EventExt, Failed, Message,
+    ModelRequest, Outcome, Role, ToolCall, ToolPart, ToolResult, ToolSpec, text_of, tool_calls,
 };
 
 /// How a [`ChatAgent`] behaves. Every field can be set per session in its
@@ -88,6 +90,10 @@ pub struct ChatAgent {
     /// What the log this one was compacted from said, when it was.
     #[serde(default)]
     summary: Option<String>,
+    /// The session whose input the turn in progress answers, when another
+    /// session sent it: the answer goes back there too.
+    #[serde(default)]
+    reply_to: Option<String>,
 }
 
 impl ChatAgent {
@@ -258,6 +264,15 @@ impl ChatAgent {
         self.model_key = Some(key);
     }
 
+    /// The turn's last word: an output, and a send back to the session
+    /// that asked, if one did.
+    fn say(&mut self, text: String, fx: &mut Effects) {
+        if let Some(to) = self.reply_to.take() {
+            fx.send_text(to, text.clone());
+        }
+        fx.output(text);
+    }
+
     fn answered(&mut self, content: Vec<ContentBlock>, fx: &mut Effects) {
         let calls: Vec<ToolCall> = tool_calls(&content).cloned().collect();
         self.messages.push(Message {
@@ -270,13 +285,13 @@ impl ChatAgent {
                 .last()
                 .map(|m| text_of(&m.content))
                 .unwrap_or_default();
-            fx.output(text);
+            self.say(text, fx);
             self.compact_if_over_budget(fx);
         } else if self.steps >= self.config.max_steps {
-            fx.output(format!(
-                "stopped after {} model calls",
-                self.config.max_steps
-            ));
+            self.say(
+                format!("stopped after {} model calls", self.config.max_steps),
+                fx,
+            );
         } else {
             for call in calls {
                 let mut key = call.id.clone();
@@ -416,6 +431,7 @@ impl Agent for ChatAgent {
                     content: input.content.clone(),
                 });
                 self.steps = 0;
+                self.reply_to = event.sent_by().map(|from| from.log.clone());
                 self.ask_model(fx);
             }
             EventBody::Completed(done) => match &done.outcome {
@@ -442,7 +458,7 @@ impl Agent for ChatAgent {
             }) => {
                 if self.model_key.as_deref() == Some(key) {
                     self.model_key = None;
-                    fx.output(format!("the model failed: {message}"));
+                    self.say(format!("the model failed: {message}"), fx);
                 } else {
                     self.tool_done(
                         key,
@@ -606,6 +622,82 @@ mod tests {
                 .is_some_and(|s| s.contains(&summary)),
             "the new log's requests carry the summary: {:?}",
             request.system
+        );
+    }
+
+    #[test]
+    fn an_answer_to_another_session_goes_back_to_it_and_one_to_a_participant_does_not() {
+        let mut rt = crate::effects::Runtime::<ChatAgent>::default();
+        rt.init(created(None));
+        let asked = |seq, from| {
+            event(
+                seq,
+                EventBody::Input(crate::Input {
+                    from,
+                    content: vec![ContentBlock::text("hi")],
+                }),
+            )
+        };
+        let from_log = crate::Sender::Log(crate::LogSender {
+            log: "0190f5a2-7c3e-7a11-9e4b-5d2c8f3a6b10".into(),
+            key: "send-3".into(),
+        });
+        rt.apply(vec![asked(1, from_log)]);
+        let key = rt.effects()[0].key.clone();
+        rt.apply(vec![event(2, answer(&key, "hello back"))]);
+        let wanted = rt.effects();
+        let sends: Vec<_> = wanted
+            .iter()
+            .filter_map(|e| match &e.body {
+                crate::EffectBody::Send(send) => {
+                    Some((send.target.clone(), text_of(&send.content)))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sends,
+            [(
+                "0190f5a2-7c3e-7a11-9e4b-5d2c8f3a6b10".to_string(),
+                "hello back".to_string()
+            )]
+        );
+        assert!(
+            wanted
+                .iter()
+                .any(|e| matches!(e.body, crate::EffectBody::Output(_))),
+            "the participants see the answer too"
+        );
+
+        // The log records both; the next turn, from a participant, sends nothing.
+        let recorded: Vec<Event> = wanted
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let body = match &e.body {
+                    crate::EffectBody::Send(send) => EventBody::Sent(crate::Sent {
+                        key: e.key.clone(),
+                        target: send.target.clone(),
+                    }),
+                    crate::EffectBody::Output(content) => EventBody::Output(crate::Output {
+                        key: e.key.clone(),
+                        content: content.clone(),
+                    }),
+                    other => panic!("unexpected {other:?}"),
+                };
+                event(3 + i as u64, body)
+            })
+            .collect();
+        rt.apply(recorded);
+        assert!(rt.effects().is_empty());
+        rt.apply(vec![asked(5, crate::Sender::Principal("me".into()))]);
+        let key = rt.effects()[0].key.clone();
+        rt.apply(vec![event(6, answer(&key, "again"))]);
+        assert!(
+            !rt.effects()
+                .iter()
+                .any(|e| matches!(e.body, crate::EffectBody::Send(_))),
+            "a participant's turn is not sent anywhere"
         );
     }
 }

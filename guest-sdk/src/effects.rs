@@ -116,11 +116,26 @@ impl Effects<'_> {
         self.sleep_until(self.at.saturating_add(ms))
     }
 
-    /// Send a message to another session (by id or name).
+    /// Send a message to another session (by id or name) of this tenant:
+    /// it arrives there as an `input` from this log and this key
+    /// ([`EventExt::sent_by`](crate::EventExt::sent_by)). The log records
+    /// `sent` under the key, or `failed` when the target is unknown, has
+    /// ended, or a limit of the host refuses it (the message says which).
     pub fn send(&mut self, target: impl Into<String>, content: Vec<ContentBlock>) -> String {
         let key = self.next_key("send");
         let target = target.into();
         self.want(key, EffectBody::Send(SendRequest { target, content }))
+    }
+
+    /// Send text to another session (by id or name); see [`Effects::send`].
+    pub fn send_text(&mut self, target: impl Into<String>, text: impl Into<String>) -> String {
+        self.send(target, vec![ContentBlock::text(text)])
+    }
+
+    /// Send text back to the session an input came from (`from` is what
+    /// [`EventExt::sent_by`](crate::EventExt::sent_by) gave).
+    pub fn reply_text(&mut self, from: &crate::LogSender, text: impl Into<String>) -> String {
+        self.send_text(from.log.clone(), text)
     }
 
     /// Continue the session in a new log that starts from `summary`.

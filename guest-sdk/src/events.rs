@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use crate::{ContentBlock, Event, EventBody, Outcome, ToolCall};
+use crate::{ContentBlock, Event, EventBody, Failed, Input, LogSender, Outcome, Sender, ToolCall};
 
 /// Shortcuts for the questions agents ask of events.
 pub trait EventExt {
@@ -13,6 +13,12 @@ pub trait EventExt {
     fn key(&self) -> Option<&str>;
     /// The outcome of a `completed` event.
     fn outcome(&self) -> Option<&Outcome>;
+    /// The session that sent an `input` event, when another session did
+    /// (with its `send` effect) rather than a participant.
+    fn sent_by(&self) -> Option<&LogSender>;
+    /// The failure a `failed` event records: its kind, message, and whether
+    /// it may be tried again.
+    fn failure(&self) -> Option<&Failed>;
 }
 
 impl EventExt for Event {
@@ -44,6 +50,23 @@ impl EventExt for Event {
     fn outcome(&self) -> Option<&Outcome> {
         match &self.body {
             EventBody::Completed(c) => Some(&c.outcome),
+            _ => None,
+        }
+    }
+
+    fn sent_by(&self) -> Option<&LogSender> {
+        match &self.body {
+            EventBody::Input(Input {
+                from: Sender::Log(sender),
+                ..
+            }) => Some(sender),
+            _ => None,
+        }
+    }
+
+    fn failure(&self) -> Option<&Failed> {
+        match &self.body {
+            EventBody::Failed(f) => Some(f),
             _ => None,
         }
     }

@@ -513,6 +513,34 @@ mod tests {
     }
 
     #[test]
+    fn a_senders_hops_are_written_only_when_not_zero() {
+        let input = |hops| EventBody::Input {
+            from: Sender::Log {
+                log: "0190f5a2-7c3e-7a11-9e4b-5d2c8f3a6b10".into(),
+                key: "send-7".into(),
+                hops,
+            },
+            content: vec![ContentBlock::text("Noted.")],
+        };
+        // Hop 0 is the event as hosts before hops wrote it, byte for byte.
+        let first = input(0).to_canonical();
+        let text = String::from_utf8(first.clone()).expect("utf-8");
+        // The golden line holds seq, at and hash before the body's fields.
+        assert!(
+            GOLDEN.contains(&text[1..]),
+            "{text} is not the golden input"
+        );
+        assert!(!text.contains("hops"));
+        let later = input(3).to_canonical();
+        assert!(String::from_utf8_lossy(&later).contains(r#""hops":3"#));
+        for bytes in [first, later] {
+            let derived: EventBody = serde_json::from_slice(&bytes).expect("derived");
+            assert_eq!(fast(&bytes).expect("fast"), derived);
+        }
+        assert_ne!(input(0), input(3));
+    }
+
+    #[test]
     fn typed_tool_parts_take_the_fast_path() {
         use crate::event::{BlobRef, PartData};
         let parts = vec![

@@ -265,7 +265,19 @@ pub enum Sender {
         log: String,
         /// The key of its `send` effect.
         key: String,
+        /// How many sends between sessions led to the one that wrote this
+        /// input: 0 when the sender was answering a participant, one more
+        /// than the input it was answering when that came from another
+        /// session. The host refuses a send past its `[limits]
+        /// max_send_hops`, which bounds cycles (A → B → A …). Not written
+        /// when 0, so that the events of hosts before it read and hash alike.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        hops: u32,
     },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Seq 0 of every log.
@@ -431,6 +443,15 @@ pub enum ErrorKind {
     /// The result was larger than `[limits] max_event_bytes`, so it was not
     /// stored; a guest sees it as `other` (the WIT has no such kind).
     TooLarge,
+    /// A `send` named no session of the sender's tenant (a session of
+    /// another tenant is reported alike); a guest sees it as `other`.
+    UnknownTarget,
+    /// A `send` named a session that has finished or whose guest failed, so
+    /// it takes no input; a guest sees it as `other`.
+    TargetEnded,
+    /// A limit of the host refused the effect; the message names the
+    /// setting. A guest sees it as `other`.
+    LimitReached,
     /// Anything else.
     Other,
 }
@@ -697,7 +718,7 @@ impl EventBody {
             EventBody::Input { from, content } => {
                 let from = match from {
                     Sender::Principal(p) => p.len(),
-                    Sender::Log { log, key } => log.len() + key.len(),
+                    Sender::Log { log, key, .. } => log.len() + key.len(),
                 };
                 from + blocks(content)
             }

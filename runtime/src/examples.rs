@@ -21,9 +21,10 @@ pub const GUEST_DIR: &str = env!("LOGBOOK_GUEST_DIR");
 const COUNTER: &[u8] = include_bytes!(concat!(env!("LOGBOOK_GUEST_DIR"), "/counter.wasm"));
 const COUNTER_V2: &[u8] = include_bytes!(concat!(env!("LOGBOOK_GUEST_DIR"), "/counter_v2.wasm"));
 const ASSISTANT: &[u8] = include_bytes!(concat!(env!("LOGBOOK_GUEST_DIR"), "/assistant.wasm"));
+const DELEGATE: &[u8] = include_bytes!(concat!(env!("LOGBOOK_GUEST_DIR"), "/delegate.wasm"));
 
 /// The names of the built-in examples.
-pub const NAMES: &[&str] = &["counter", "counter-v2", "assistant"];
+pub const NAMES: &[&str] = &["counter", "counter-v2", "assistant", "delegate"];
 
 /// The TypeScript examples, found in the build output: (name, file).
 pub const TS_NAMES: &[(&str, &str)] = &[("counter-ts", "counter_ts.wasm")];
@@ -45,6 +46,7 @@ pub fn get(name: &str) -> Option<&'static [u8]> {
         "counter" => Some(COUNTER),
         "counter-v2" => Some(COUNTER_V2),
         "assistant" => Some(ASSISTANT),
+        "delegate" => Some(DELEGATE),
         _ => found(name),
     }
 }

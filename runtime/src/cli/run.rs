@@ -226,14 +226,28 @@ pub(crate) async fn resume(host: &Arc<Host>, args: ResumeArgs) -> anyhow::Result
 }
 
 /// Wait until idle, then print the outputs logged meanwhile.
+///
+/// A session that sent to others (its `send` effects) is settled again
+/// once they are: whatever they sent back (a reply) is then in its log, and
+/// what it made of it is printed too. Each round follows new sends only,
+/// and a chain of sends is bounded by `[limits] max_send_hops`.
 async fn settle(
     session: &Session,
     horizon: Duration,
     printer: &mut Printer,
 ) -> anyhow::Result<Activity> {
-    let activity = session.wait_idle(horizon).await?;
-    printer.print_new().await?;
-    Ok(activity)
+    loop {
+        let activity = session.wait_idle(horizon).await?;
+        let targets = printer.print_new().await?;
+        if targets.is_empty() {
+            return Ok(activity);
+        }
+        for target in targets {
+            if target != session.id() {
+                printer.host.wait_idle(target, horizon).await?;
+            }
+        }
+    }
 }
 
 /// Say on stderr why the session stopped, and choose the exit code.
@@ -326,14 +340,23 @@ impl Printer {
         super::read_checked(&self.host, &self.session, self.log, &mut self.pos, limit).await
     }
 
-    async fn print_new(&mut self) -> anyhow::Result<()> {
+    /// Print what is new; the sessions it sent to, each once.
+    async fn print_new(&mut self) -> anyhow::Result<Vec<LogId>> {
+        let mut targets: Vec<LogId> = Vec::new();
         loop {
             let page = self.read(super::EVENT_PAGE).await?;
             if page.is_empty() {
-                return Ok(());
+                return Ok(targets);
             }
             for stored in &page {
                 match &stored.event.body {
+                    EventBody::Sent { target, .. } => {
+                        if let Ok(target) = target.parse()
+                            && !targets.contains(&target)
+                        {
+                            targets.push(target);
+                        }
+                    }
                     EventBody::Output { content, .. } => println!("{}", plain_text(content)),
                     EventBody::Finished { result, .. } => eprintln!("finished: {result}"),
                     EventBody::GuestFailed { message } => eprintln!("guest failed: {message}"),

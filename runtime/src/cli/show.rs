@@ -114,7 +114,7 @@ fn detail(body: &EventBody) -> String {
         EventBody::Input { from, content } => {
             let from = match from {
                 crate::journal::Sender::Principal(p) => p.clone(),
-                crate::journal::Sender::Log { log, key } => format!("{log} [{key}]"),
+                crate::journal::Sender::Log { log, key, .. } => format!("{log} [{key}]"),
             };
             format!("{from}: {}", short(&plain_text(content)))
         }

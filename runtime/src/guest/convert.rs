@@ -112,7 +112,11 @@ fn error_kind(k: ErrorKind) -> wit::ErrorKind {
         ErrorKind::InvalidRequest => wit::ErrorKind::InvalidRequest,
         ErrorKind::Unsupported => wit::ErrorKind::Unsupported,
         // The WIT's error-kind predates it: a guest reads the message.
-        ErrorKind::TooLarge | ErrorKind::Other => wit::ErrorKind::Other,
+        ErrorKind::TooLarge
+        | ErrorKind::UnknownTarget
+        | ErrorKind::TargetEnded
+        | ErrorKind::LimitReached
+        | ErrorKind::Other => wit::ErrorKind::Other,
     }
 }
 
@@ -150,7 +154,7 @@ fn event_body(b: &EventBody) -> Option<wit::EventBody> {
         EventBody::Input { from, content } => W::Input(wit::Input {
             from: match from {
                 Sender::Principal(p) => wit::Sender::Principal(p.clone()),
-                Sender::Log { log, key } => wit::Sender::Log(wit::LogSender {
+                Sender::Log { log, key, .. } => wit::Sender::Log(wit::LogSender {
                     log: log.clone(),
                     key: key.clone(),
                 }),

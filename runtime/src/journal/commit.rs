@@ -37,6 +37,7 @@ impl Commit {
             appends: vec![Append {
                 log,
                 expected_seq,
+                at_head: false,
                 events,
                 lease: None,
             }],
@@ -95,7 +96,7 @@ pub struct NewLog {
 /// Events to append to one log.
 ///
 /// Refused with [`JournalError::Conflict`] if `expected_seq` is not the log's
-/// next seq, with [`JournalError::Fenced`] if it carries a lease epoch that is
+/// next seq (unless the append is `at_head`), with [`JournalError::Fenced`] if it carries a lease epoch that is
 /// not the log's current one, and with [`JournalError::UnknownLog`] if there
 /// is no such log.
 #[derive(Clone, Debug)]
@@ -104,6 +105,12 @@ pub struct Append {
     pub log: LogId,
     /// The seq the first event gets: the log's current next seq.
     pub expected_seq: u64,
+    /// The events go at the log's head as the writer finds it, whatever it
+    /// is, and `expected_seq` is not checked: the append of a writer that
+    /// cannot know the head, such as a `send`'s input to another log, which
+    /// commits with the sender's own append. Its events chain after whatever
+    /// is there, including the appends before it in the same commit.
+    pub at_head: bool,
     /// `(at, body)` of each event, in order; `at` is unix ms.
     pub events: Vec<(u64, EventBody)>,
     /// The epoch of the writer's lease on the log
@@ -111,6 +118,20 @@ pub struct Append {
     /// in the transaction; `None` for writers that hold no lease (creates,
     /// imports, operators' tools), which only the seq check orders.
     pub lease: Option<u64>,
+}
+
+impl Append {
+    /// `events` for `log`, at its head whatever it is ([`Append::at_head`]),
+    /// without a lease: the order of the writer is their only order.
+    pub fn to_head(log: LogId, events: Vec<(u64, EventBody)>) -> Self {
+        Append {
+            log,
+            expected_seq: 0,
+            at_head: true,
+            events,
+            lease: None,
+        }
+    }
 }
 
 /// A lease holder's word that it is about to run a tool that a writer

@@ -364,7 +364,7 @@ impl State {
                     },
                 },
             };
-            if ap.expected_seq != head.0 {
+            if !ap.at_head && ap.expected_seq != head.0 {
                 return Err(JournalError::Conflict {
                     log: ap.log,
                     expected: ap.expected_seq,

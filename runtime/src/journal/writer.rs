@@ -431,7 +431,7 @@ impl Writer {
                     None => return Ok(Err(JournalError::UnknownLog(ap.log))),
                 },
             };
-            if ap.expected_seq != head.next_seq {
+            if !ap.at_head && ap.expected_seq != head.next_seq {
                 return Ok(Err(JournalError::Conflict {
                     log: ap.log,
                     expected: ap.expected_seq,

@@ -4,7 +4,8 @@
 //! - events are folded into the guest as they are staged, but nothing is
 //!   performed, broadcast or acknowledged before the commit that holds them
 //!   is durable;
-//! - if a commit fails the actor stops; the next activation rebuilds from the log;
+//! - if a commit fails the actor stops; the next activation rebuilds from the log
+//!   (one the actor wakes itself when another writer took the head first);
 //! - a guest fault appends `guest-failed` after the events that caused it and
 //!   parks the session: no guest runs for it until it is upgraded.
 
@@ -15,6 +16,7 @@ mod context;
 mod held;
 mod index;
 mod reconcile;
+mod send;
 mod snapshot;
 
 use std::collections::HashMap;
@@ -56,6 +58,10 @@ enum Perform {
     /// Not performed: carried from reconcile to the commit, which creates
     /// the new log (its id) starting from the summary (actor/compact.rs).
     Compact(LogId, String),
+    /// Not performed either: carried from reconcile to the commit, which
+    /// appends the input at the target's head with this log's `sent`
+    /// (actor/send.rs).
+    Send(send::Delivery),
 }
 
 struct Running {
@@ -250,6 +256,8 @@ impl Actor {
             return;
         }
         let idle_after = Duration::from_millis(self.host.config.limits.idle_timeout_ms);
+        // Why the loop ended, when it was an error.
+        let mut stopped_by: Option<SessionError> = None;
         loop {
             self.state.set_busy(self.is_busy());
             let command = tokio::select! {
@@ -271,6 +279,7 @@ impl Actor {
                         Err(SessionError::Stopped) => break,
                         Err(e) => {
                             tracing::error!(log = %self.log, "session stopped: {e}");
+                            stopped_by = Some(e);
                             break;
                         }
                     }
@@ -284,6 +293,7 @@ impl Actor {
                 ControlFlow::Break(SessionError::Stopped) => break,
                 ControlFlow::Break(e) => {
                     tracing::error!(log = %self.log, "session stopped: {e}");
+                    stopped_by = Some(e);
                     break;
                 }
             }
@@ -308,6 +318,14 @@ impl Actor {
         // table: one making room counts it as on its way back until then.
         self.guest = None;
         self.host.residents.remove(self.log, self.generation);
+        // Another writer appended first (a send's input at this log's head,
+        // an input taken by a worker without the lease): nothing of this
+        // actor's commit was written, and nobody may ask for the session
+        // again soon. A fresh actor replays the log, theirs included, and
+        // resumes what is open.
+        if let Some(SessionError::Journal(JournalError::Conflict { .. })) = stopped_by {
+            self.host.wake(self.log);
+        }
     }
 
     /// After a replay: calls from here may overdraw the memory budgets,
@@ -562,7 +580,7 @@ impl Actor {
                         },
                     )
                 }
-                Perform::Compact(..) => continue,
+                Perform::Compact(..) | Perform::Send(..) => continue,
                 Perform::Timer(key, until) => {
                     let handle = perform::timer(&self.tx, self.log, key.clone(), until);
                     (
@@ -620,6 +638,11 @@ impl Actor {
         }
         if self.ledger.stopped.is_some() {
             return Some(Activity::Stopped);
+        }
+        // Another writer appended what this actor has yet to absorb (a
+        // send's input, say): it is not idle before it has reacted.
+        if *self.host.journal.watch_head(self.log).borrow() > self.ledger.next_seq {
+            return None;
         }
         let horizon = now.saturating_add(horizon.as_millis() as u64);
         let mut sleeping = false;

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{EventBody, IndexedKey, RequestedEffect};
+use crate::journal::{EventBody, IndexedKey, RequestedEffect, Sender};
 
 /// How many closed keys a session holds before it moves them to the
 /// journal's key index.
@@ -74,6 +74,12 @@ pub(crate) struct Keys {
     /// budgets' count (session::limits), kept here so a snapshot keeps it.
     #[serde(default)]
     pub(crate) spent: super::limits::Spent,
+    /// The hops a `send` answering the log's latest input carries
+    /// (journal::Sender::Log): 0 after a participant's input, one more
+    /// than that input's after another session's; `None` before any input.
+    /// Kept here so a snapshot keeps it (session::actor::send).
+    #[serde(default)]
+    pub(crate) send_hops: Option<u32>,
 }
 
 /// A closed key not in the journal's index (yet).
@@ -206,6 +212,12 @@ impl Keys {
     pub(crate) fn note(&mut self, seq: u64, body: &EventBody) {
         self.spent.note(body);
         match body {
+            EventBody::Input { from, .. } => {
+                self.send_hops = Some(match from {
+                    Sender::Log { hops, .. } => hops.saturating_add(1),
+                    Sender::Principal(_) => 0,
+                });
+            }
             EventBody::Requested { key, effect } => {
                 self.open.insert(
                     key.clone(),

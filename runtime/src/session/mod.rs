@@ -584,6 +584,23 @@ impl Shared {
         }
     }
 
+    /// Wake `log` now, as an input through the HTTP API would: a resident
+    /// actor absorbs what was appended to its log on its own (it watches the
+    /// head), a dormant log is activated, and one another worker leases is
+    /// left to that worker, which the journal notifies.
+    pub(crate) fn wake(self: &Arc<Self>, log: LogId) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            match shared.activate(log).await {
+                Ok(_) => {}
+                Err(SessionError::Journal(JournalError::Leased { .. })) => {
+                    tracing::debug!(%log, "another worker advances the session woken");
+                }
+                Err(e) => tracing::warn!(%log, "cannot wake session: {e}"),
+            }
+        });
+    }
+
     /// The directory the `fs.*` tools of a session work in.
     pub(crate) fn workspace_dir(&self, log: LogId) -> PathBuf {
         self.workspaces.join(log.to_string())

@@ -69,6 +69,12 @@ fn role(body: &EventBody) -> Role<'_> {
             ..
         } => Role::Wanted(key),
         EventBody::Continued { .. } => Role::Wanted(""),
+        // A send the host refused when the guest asked: the record of its want.
+        EventBody::Failed {
+            key,
+            error: ErrorKind::UnknownTarget | ErrorKind::TargetEnded | ErrorKind::LimitReached,
+            ..
+        } => Role::Wanted(key),
         EventBody::Cancelled { key } => Role::Cancelled(key),
         EventBody::ApprovalRequested { .. }
         | EventBody::Created(_)
@@ -96,7 +102,7 @@ fn matches(body: &EventBody, effect: &EffectBody) -> bool {
         },
         (EventBody::Output { content, .. }, EffectBody::Output(c)) => content == c,
         (EventBody::Finished { result, .. }, EffectBody::Finish(r)) => result == r,
-        (EventBody::Sent { .. }, EffectBody::Send { .. }) => true,
+        (EventBody::Sent { .. } | EventBody::Failed { .. }, EffectBody::Send { .. }) => true,
         (EventBody::Continued { .. }, EffectBody::Compact(_)) => true,
         (
             EventBody::ApprovalRequested {

@@ -36,6 +36,7 @@ pub const GUESTS: &[&str] = &[
     "counter",
     "counter_v2",
     "assistant",
+    "delegate",
     "fixture_looper",
     "fixture_hog",
     "fixture_fs",
@@ -43,6 +44,7 @@ pub const GUESTS: &[&str] = &[
     "fixture_panic",
     "fixture_hoard",
     "fixture_spinner",
+    "fixture_pingpong",
 ];
 
 /// A guest component's path.

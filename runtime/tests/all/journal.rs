@@ -141,6 +141,7 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
                 lease: None,
                 log: running,
                 expected_seq: 1,
+                at_head: false,
                 events: vec![
                     (
                         T0,
@@ -162,6 +163,7 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
                 lease: None,
                 log: asking,
                 expected_seq: 1,
+                at_head: false,
                 events: vec![(
                     T0,
                     EventBody::ApprovalRequested {
@@ -175,6 +177,7 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
                 lease: None,
                 log: sleeping,
                 expected_seq: 1,
+                at_head: false,
                 events: vec![(
                     T0,
                     EventBody::Requested {
@@ -187,6 +190,7 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
                 lease: None,
                 log: done,
                 expected_seq: 1,
+                at_head: false,
                 events: vec![(
                     T0,
                     EventBody::Finished {
@@ -199,6 +203,7 @@ async fn heads_status_and_open_effects_survive_a_reopen() {
                 lease: None,
                 log: broken,
                 expected_seq: 1,
+                at_head: false,
                 events: vec![(
                     T0,
                     EventBody::GuestFailed {
@@ -431,6 +436,7 @@ async fn jsonl_round_trips_and_reimports_under_a_new_id() {
                 lease: None,
                 log: copy_id,
                 expected_seq: 1,
+                at_head: false,
                 events: rest,
             }],
             names: vec![],
@@ -605,6 +611,7 @@ fn golden_events() -> Vec<(u64, EventBody)> {
             from: Sender::Log {
                 log: other_log.clone(),
                 key: "send-7".into(),
+                hops: 0,
             },
             content: vec![ContentBlock::text("Noted.")],
         },
@@ -721,6 +728,7 @@ async fn golden_events_match_the_file() {
             lease: None,
             log: id,
             expected_seq: 1,
+            at_head: false,
             events: bodies.collect(),
         }],
         names: vec![],

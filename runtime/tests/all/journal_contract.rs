@@ -104,6 +104,7 @@ macro_rules! every_check {
             copies_keep_ids_forks_hashes_and_projections,
             a_tool_approved_without_the_lease_stays_unstarted_until_claimed,
             a_stopped_log_is_stopped_until_resumed,
+            an_append_at_the_head_chains_after_whatever_is_there,
         );
     };
 }
@@ -565,12 +566,14 @@ async fn a_wrong_expected_seq_is_refused_and_writes_nothing(journal: Arc<dyn Jou
                 lease: None,
                 log: other,
                 expected_seq: 1,
+                at_head: false,
                 events: vec![(T0, input("fine"))],
             },
             Append {
                 lease: None,
                 log: id,
                 expected_seq: 5,
+                at_head: false,
                 events: vec![(T0, input("late"))],
             },
         ],
@@ -695,6 +698,7 @@ async fn a_commit_can_create_append_and_name_at_once(journal: Arc<dyn Journal>) 
                 lease: None,
                 log: sender,
                 expected_seq: 1,
+                at_head: false,
                 events: vec![(
                     T0,
                     EventBody::Sent {
@@ -707,12 +711,14 @@ async fn a_commit_can_create_append_and_name_at_once(journal: Arc<dyn Journal>) 
                 lease: None,
                 log: target_id,
                 expected_seq: 1,
+                at_head: false,
                 events: vec![(
                     T0,
                     EventBody::Input {
                         from: Sender::Log {
                             log: sender.to_string(),
                             key: "send-1".into(),
+                            hops: 0,
                         },
                         content: vec![ContentBlock::text("hello")],
                     },
@@ -722,6 +728,7 @@ async fn a_commit_can_create_append_and_name_at_once(journal: Arc<dyn Journal>) 
                 lease: None,
                 log: target_id,
                 expected_seq: 2,
+                at_head: false,
                 events: vec![(T0, input("again"))],
             },
         ],
@@ -763,6 +770,7 @@ async fn names_bind_and_move(journal: Arc<dyn Journal>) {
             lease: None,
             log: old,
             expected_seq: 1,
+            at_head: false,
             events: vec![(
                 T0,
                 EventBody::Continued {
@@ -814,6 +822,7 @@ async fn status_and_open_effects_follow_the_events(journal: Arc<dyn Journal>) {
         lease: None,
         log,
         expected_seq: 1,
+        at_head: false,
         events,
     };
     let commit = Commit {
@@ -1228,6 +1237,7 @@ pub(crate) fn compaction(old: LogId, expected_seq: u64, tenant: &str) -> (LogId,
             lease: None,
             log: old,
             expected_seq,
+            at_head: false,
             events: vec![(
                 T0,
                 EventBody::Continued {
@@ -1458,4 +1468,74 @@ async fn import_checks_the_chain_and_stands_alone(journal: Arc<dyn Journal>) {
         Err(JournalError::NameTaken { .. })
     ));
     assert_eq!(count(&*journal, "u").await, (1, 1));
+}
+
+/// What a `send` writes: the sender's events at its expected seq and the
+/// target's input at the target's head, whatever it is, in one commit.
+async fn an_append_at_the_head_chains_after_whatever_is_there(journal: Arc<dyn Journal>) {
+    let sender = create(&*journal, DEFAULT_TENANT, None).await;
+    let target = create(&*journal, DEFAULT_TENANT, None).await;
+    // The target moves on, unknown to the sender.
+    journal
+        .commit(Commit::append(
+            target,
+            1,
+            vec![(T0 + 1, input("a")), (T0 + 2, input("b"))],
+        ))
+        .await
+        .expect("the target's own writer");
+    let mut commit = Commit::append(sender, 1, vec![(T0 + 3, input("sent"))]);
+    commit
+        .appends
+        .push(Append::to_head(target, vec![(T0 + 3, input("delivered"))]));
+    // A second one to the same log in the same commit chains after the first.
+    commit
+        .appends
+        .push(Append::to_head(target, vec![(T0 + 3, input("again"))]));
+    let committed = journal.commit(commit).await.expect("one commit");
+    let seqs: Vec<(LogId, u64)> = committed
+        .events
+        .iter()
+        .map(|(log, e)| (*log, e.event.seq))
+        .collect();
+    assert_eq!(seqs, vec![(sender, 1), (target, 3), (target, 4)]);
+    let events = journal.read(target, 0, 10).await.expect("read");
+    let texts: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.event.body {
+            EventBody::Input { content, .. } => Some(plain_text(content)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["a", "b", "delivered", "again"]);
+    assert_eq!(
+        journal.verify(target).await.expect("verify"),
+        Verified {
+            events: 5,
+            first_bad: None
+        }
+    );
+    assert_eq!(journal.info(target).await.unwrap().unwrap().next_seq, 5);
+
+    // The sender's own append is still checked: a stale one refuses the
+    // whole commit, and the target gets nothing.
+    let mut stale = Commit::append(sender, 1, vec![(T0 + 4, input("stale"))]);
+    stale
+        .appends
+        .push(Append::to_head(target, vec![(T0 + 4, input("never"))]));
+    assert!(matches!(
+        journal.commit(stale).await,
+        Err(JournalError::Conflict { .. })
+    ));
+    assert_eq!(journal.info(target).await.unwrap().unwrap().next_seq, 5);
+    // An unknown log is refused, at its head or not.
+    assert!(matches!(
+        journal
+            .commit(Commit {
+                appends: vec![Append::to_head(LogId::now_v7(), vec![(T0, input("x"))])],
+                ..Commit::default()
+            })
+            .await,
+        Err(JournalError::UnknownLog(_))
+    ));
 }

@@ -34,6 +34,7 @@ mod providers;
 mod readme;
 mod replay;
 mod secrets;
+mod send;
 mod server;
 mod session;
 mod spans;

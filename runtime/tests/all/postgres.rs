@@ -719,3 +719,75 @@ async fn a_counter_session_runs_hibernates_and_wakes_on_postgres() {
     assert_chain_holds(&host, id).await;
     host.close().await;
 }
+
+/// Two workers on one database: the second's cached head of a log goes
+/// stale when the first appends to it. An append at the head (a send's
+/// input) planned on that stale head is not refused: the writer reads the
+/// log again and plans the commit again, and it lands after the first
+/// worker's events, chained to them.
+#[tokio::test]
+async fn an_append_at_the_head_lands_after_another_workers_events() {
+    let Some((db, one)) = fresh().await else {
+        return;
+    };
+    let two = db.journal(PgConfig::default()).await;
+    let sender = create(&one, DEFAULT_TENANT, None).await;
+    let target = create(&one, DEFAULT_TENANT, None).await;
+    // The second worker appends to the target once: it caches its head.
+    let mut first = Commit::append(sender, 1, vec![(T0 + 1, input("sent 1"))]);
+    first
+        .appends
+        .push(Append::to_head(target, vec![(T0 + 1, input("one"))]));
+    two.commit(first).await.expect("the first send");
+    // The first worker moves the target on, behind the second's back.
+    one.commit(Commit::append(
+        target,
+        2,
+        vec![(T0 + 2, input("two")), (T0 + 3, input("three"))],
+    ))
+    .await
+    .expect("the target's own writer");
+    let mut second = Commit::append(sender, 2, vec![(T0 + 4, input("sent 2"))]);
+    second
+        .appends
+        .push(Append::to_head(target, vec![(T0 + 4, input("four"))]));
+    let committed = two
+        .commit(second)
+        .await
+        .expect("planned again, not refused");
+    assert!(
+        committed
+            .events
+            .iter()
+            .any(|(log, e)| *log == target && e.event.seq == 4),
+        "{committed:?}"
+    );
+    let texts: Vec<String> = one
+        .read(target, 0, 10)
+        .await
+        .expect("read")
+        .iter()
+        .filter_map(|e| match &e.event.body {
+            EventBody::Input { content, .. } => Some(plain_text(content)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["one", "two", "three", "four"]);
+    assert_eq!(
+        one.verify(target).await.expect("verify"),
+        Verified {
+            events: 5,
+            first_bad: None
+        }
+    );
+    // The sender's own append is still checked against its head.
+    let mut stale = Commit::append(sender, 2, vec![(T0 + 5, input("stale"))]);
+    stale
+        .appends
+        .push(Append::to_head(target, vec![(T0 + 5, input("never"))]));
+    assert!(matches!(
+        two.commit(stale).await,
+        Err(JournalError::Conflict { .. })
+    ));
+    assert_eq!(one.info(target).await.unwrap().unwrap().next_seq, 5);
+}

@@ -100,6 +100,27 @@ fn steps() -> Vec<Step> {
             code: 0,
             shows: &["tool fs.write returned: wrote 2 bytes to notes.txt"],
         },
+        // "Agents that talk to agents"
+        Readme {
+            line: "logbook run assistant --session expert",
+            dir: ".",
+            code: 0,
+            shows: &[],
+        },
+        Readme {
+            line: r#"logbook run delegate --session boss -i "ask expert what is a log?" -i "ask nobody hi""#,
+            dir: ".",
+            code: 0,
+            shows: &[
+                "expert: echo: what is a log?\ncannot ask nobody: send refused: no session \"nobody\"\n",
+            ],
+        },
+        Readme {
+            line: "logbook log expert",
+            dir: ".",
+            code: 0,
+            shows: &["send-1", "sent"],
+        },
         // "When a guest misbehaves": a counter parked on its input at seq 7.
         Setup {
             line: "logbook run counter --session c -i inc -i inc -i inc",

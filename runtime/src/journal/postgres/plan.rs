@@ -135,6 +135,10 @@ pub(super) struct Advance {
     pub(super) expected: u64,
     pub(super) prev: [u8; 32],
     pub(super) lease: Option<u64>,
+    /// Planned at the head the writer had fetched, for an append that goes
+    /// at the head whatever it is (`Append::at_head`): if another worker
+    /// moved it since, the log is read again and the commit planned again.
+    pub(super) at_head: bool,
     pub(super) head: Head,
     pub(super) events: EventRows,
 }
@@ -319,7 +323,7 @@ impl<'a> View<'a> {
             let Some(head) = heads.get(&ap.log).copied().or_else(|| self.head(ap.log)) else {
                 return Err(JournalError::UnknownLog(ap.log));
             };
-            if ap.expected_seq != head.next_seq {
+            if !ap.at_head && ap.expected_seq != head.next_seq {
                 return Err(JournalError::Conflict {
                     log: ap.log,
                     expected: ap.expected_seq,
@@ -383,6 +387,7 @@ impl<'a> View<'a> {
                 expected: head.next_seq,
                 prev: head.last_hash,
                 lease: lease_of(ap),
+                at_head: ap.at_head,
                 head: end,
                 events: rows,
             }));

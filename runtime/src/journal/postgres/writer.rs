@@ -356,8 +356,15 @@ impl Writer {
                     races[k] += 1;
                     sent = k;
                 }
+                Refusal::Moved(log, _) if races[k] < RACE_RETRIES => {
+                    races[k] += 1;
+                    sent = k;
+                    cached.remove(&log);
+                    fetched.logs.remove(&log);
+                    read_logs(conn, &[log], &mut fetched).await?;
+                }
                 // Lost every race: this commit alone is refused.
-                Refusal::Race(err) => {
+                Refusal::Race(err) | Refusal::Moved(_, err) => {
                     refused[k] = Some(err.into());
                     sent = k + 1;
                 }
@@ -474,6 +481,10 @@ enum Refusal {
     /// Another worker's transaction won a race (deadlock, serialization):
     /// the commit may be tried again.
     Race(tokio_postgres::Error),
+    /// Another worker moved the head of a log that an append goes at the
+    /// head of, whatever it is (`Append::at_head`): the commit may be
+    /// planned again once the log is read again.
+    Moved(LogId, tokio_postgres::Error),
     /// The connection or the transaction failed: the batch fails.
     Failed(tokio_postgres::Error),
 }
@@ -506,6 +517,7 @@ fn refusal(op: &Op, err: tokio_postgres::Error) -> Refusal {
             log: a.log,
             epoch: a.lease.unwrap_or_default(),
         },
+        (Op::Advance(a), "LB003") if a.at_head => return Refusal::Moved(a.log, err),
         (Op::Advance(a), "LB003") => match db.message().parse::<i64>() {
             Ok(actual) => JournalError::Conflict {
                 log: a.log,

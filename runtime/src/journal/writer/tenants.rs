@@ -178,6 +178,7 @@ mod tests {
             appends: vec![Append {
                 log: old_id,
                 expected_seq: 1,
+                at_head: false,
                 events: vec![(
                     2,
                     EventBody::Continued {

@@ -21,7 +21,8 @@ impl Actor {
                 false
             }
             Perform::Compact(..) => true,
-            Perform::Model(..) | Perform::Timer(..) => false,
+            // A send whose `sent` is not logged is not delivered either.
+            Perform::Model(..) | Perform::Timer(..) | Perform::Send(..) => false,
         });
         tools
     }

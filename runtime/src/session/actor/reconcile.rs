@@ -14,7 +14,7 @@ use crate::config::Policy;
 use crate::effects::{Effect, EffectBody, ModelRequest};
 use crate::guest::{GuestError, GuestInstance};
 use crate::journal::{
-    Append, Claim, Commit, ErrorKind, Event, EventBody, JournalError, Outcome, RequestedEffect,
+    Append, Claim, Commit, Event, EventBody, JournalError, LogId, Outcome, RequestedEffect,
     StoredEvent, blocking,
 };
 use crate::session::keys::{Keys, Recorded};
@@ -153,18 +153,34 @@ impl Actor {
             return Ok(Vec::new());
         }
         let (new_logs, names) = self.compaction(base, &staged, &mut performs).await?;
-        let appends = if staged.is_empty() {
+        // Sends go in this commit, at their targets' heads; nothing of them
+        // is performed after it but a wake.
+        let mut deliveries = Vec::new();
+        performs = performs
+            .into_iter()
+            .filter_map(|p| match p {
+                Perform::Send(delivery) => {
+                    deliveries.push(delivery);
+                    None
+                }
+                other => Some(other),
+            })
+            .collect();
+        let targets: Vec<LogId> = deliveries.iter().map(|d| d.target).collect();
+        let mut appends = if staged.is_empty() {
             Vec::new()
         } else {
             vec![Append {
                 log: self.log,
                 expected_seq: base,
+                at_head: false,
                 events: staged.into_iter().map(|e| (e.at, e.body)).collect(),
                 // An approved tool held back by a stop is logged as a writer
                 // without the lease logs it: `unstarted`, for the resume.
                 lease: self.lease.filter(|_| !unleased).map(|l| l.epoch),
             }]
         };
+        appends.extend(deliveries.into_iter().map(|d| d.append(at)));
         let committed = self
             .host
             .journal
@@ -176,12 +192,15 @@ impl Actor {
             })
             .await?;
         let log = self.log;
-        let stored: Vec<StoredEvent> = committed
-            .events
-            .into_iter()
-            .filter(|(l, _)| *l == log)
-            .map(|(_, e)| e)
-            .collect();
+        let mut stored: Vec<StoredEvent> = Vec::with_capacity(committed.events.len());
+        for (l, e) in committed.events {
+            if l == log {
+                stored.push(e);
+            } else if targets.contains(&l) {
+                // A send's input, durable now: the target's followers see it.
+                self.host.feeds.advanced(l, e.event.seq + 1);
+            }
+        }
         for event in &stored {
             self.ledger.note(&event.event);
         }
@@ -201,6 +220,9 @@ impl Actor {
         }
         self.hold_timers();
         self.start(performs);
+        for target in targets {
+            self.host.wake(target);
+        }
         Ok(stored)
     }
 
@@ -283,7 +305,17 @@ impl Actor {
                 }
             };
             let (keys, new) = wanted;
-            pending = self.reconcile(&keys, new, &fresh, performs, &mut cancels);
+            pending = match self.reconcile(&keys, new, &fresh, performs, &mut cancels) {
+                Ok(pending) => pending,
+                Err(e) => {
+                    return Folded {
+                        staged,
+                        cancels,
+                        failure: None,
+                        journal: Some(e),
+                    };
+                }
+            };
             if pending.is_empty() {
                 break;
             }
@@ -297,7 +329,9 @@ impl Actor {
     }
 
     /// Diff what the guest wants against the log; return the events that
-    /// record the new effects, and note what to perform once they are durable.
+    /// record the new effects, and note what to perform once they are
+    /// durable. Fails only when the journal cannot be read (to find a
+    /// send's target).
     fn reconcile(
         &self,
         wanted_keys: &HashSet<String>,
@@ -305,8 +339,12 @@ impl Actor {
         fresh: &Keys,
         performs: &mut Vec<Perform>,
         cancels: &mut Vec<String>,
-    ) -> Vec<EventBody> {
+    ) -> Result<Vec<EventBody>, JournalError> {
         let mut events = Vec::new();
+        // A send answers the latest input, staged in this advance or logged.
+        let hops = fresh.send_hops.or(self.ledger.keys.send_hops).unwrap_or(0);
+        // Inputs of sends to this log itself.
+        let mut own = Vec::new();
         // Effects that end the log come after everything else the guest said
         // in the same breath (the stable sort keeps the guest's order).
         let mut new = new;
@@ -326,13 +364,9 @@ impl Actor {
                         performs.push(Perform::Compact(next, summary));
                     }
                 }
-                EffectBody::Send { .. } => events.push(EventBody::Failed {
-                    key,
-                    error: ErrorKind::Unsupported,
-                    message: "this host does not perform send yet".into(),
-                    retryable: false,
-                    attempt: 1,
-                }),
+                EffectBody::Send { target, content } => {
+                    self.send(key, target, content, hops, &mut events, &mut own, performs)?;
+                }
                 EffectBody::Model(request) => {
                     events.push(model_requested(self.model_base.as_ref(), &key, &request));
                     performs.push(Perform::Model(key, request));
@@ -379,7 +413,8 @@ impl Actor {
                 cancels.push(key.clone());
             }
         }
-        events
+        events.append(&mut own);
+        Ok(events)
     }
 }
 

@@ -417,6 +417,7 @@ impl Pair {
                             lease: None,
                             log: old,
                             expected_seq: seq,
+                            at_head: false,
                             events: vec![(T0, continued)],
                         }],
                         names,
