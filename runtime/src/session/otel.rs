@@ -175,9 +175,10 @@ impl Tracer {
                     Sender::Principal(p) => {
                         attributes.push(kv_str("logbook.input.from", p.clone()));
                     }
-                    Sender::Log { log, key } => {
+                    Sender::Log { log, key, hops } => {
                         attributes.push(kv_str("logbook.input.from_log", log.clone()));
                         attributes.push(kv_str("logbook.input.from_key", key.clone()));
+                        attributes.push(kv_int("logbook.input.hops", u64::from(*hops)));
                     }
                 }
                 if let Some(name) = &self.name {
@@ -257,6 +258,19 @@ impl Tracer {
                 {
                     turn.outputs
                         .push(json!({"role": "assistant", "parts": parts(content)}));
+                }
+            }
+            EventBody::Sent { key, target } => {
+                if let Some(turn) = &self.turn {
+                    self.spans[turn.span].events.push(SpanEvent {
+                        time_unix_nano: nanos(at),
+                        name: "logbook.sent".into(),
+                        attributes: vec![
+                            kv_str("logbook.effect.key", key.clone()),
+                            kv_str("logbook.sent.to", target.clone()),
+                        ],
+                        ..SpanEvent::default()
+                    });
                 }
             }
             EventBody::GuestFailed { message } => {
