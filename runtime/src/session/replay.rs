@@ -42,14 +42,11 @@
 //!   about as long, and a caller waits). A tail shorter than a page after a
 //!   snapshot is read in the caller's thread: starting a thread would take
 //!   longer. A whole short log still goes through the reader, which frees
-//!   each page off the fold's path. When other replays already keep the
-//!   cores busy, a replay reads in its own thread ([`Running`]): a reader
-//!   would only add a thread start and a hand-over per page.
+//!   each page off the fold's path.
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::keys::Keys;
 use super::{SessionError, Shared, snapshot};
@@ -496,10 +493,7 @@ impl<'a> Replayer<'a> {
             done: false,
             ledger: start,
         };
-        let running = Running::enter();
-        let short_tail =
-            pager.next > 0 && self.end().saturating_sub(pager.next) < self.batch() as u64;
-        if short_tail || !running.may_read_ahead() {
+        if pager.next > 0 && self.end().saturating_sub(pager.next) < self.batch() as u64 {
             while let Some(page) = pager.next()? {
                 if consume(&page)?.is_break() {
                     break;
@@ -544,43 +538,6 @@ impl<'a> Replayer<'a> {
             })?;
             consumed.and(read)
         })
-    }
-}
-
-/// Replays reading now, in this process.
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
-
-/// One replay counted in [`RUNNING`] while it reads.
-///
-/// Reading ahead on a second thread halves a lone replay's wall time when a
-/// core is idle; when replays already keep every core busy (many sessions
-/// woken at once), the second thread only adds a thread start and a
-/// hand-over per page, and the replay reads in its own thread.
-struct Running {
-    /// The replays reading now, this one included.
-    now: usize,
-}
-
-impl Running {
-    fn enter() -> Running {
-        Running {
-            now: RUNNING.fetch_add(1, Ordering::AcqRel) + 1,
-        }
-    }
-
-    /// Whether a core is left for this replay's reader: two threads for
-    /// each replay reading now fit in the machine's cores.
-    fn may_read_ahead(&self) -> bool {
-        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        let cores =
-            *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
-        self.now.saturating_mul(2) <= cores
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        RUNNING.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
